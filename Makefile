@@ -1,0 +1,35 @@
+# Two commands do all the set-up on a fresh machine:
+#   make quickstart   installs ragopt into .venv and runs the main job
+#   make test         installs ragopt into .venv and runs the test suite
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXTRAS ?= test,pyserini
+
+.PHONY: install quickstart test test-fast bench clean-indexes
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: pyserini depends on torch, and an unpinned torch pulls a multi-GB CUDA build
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+quickstart: $(STAMP)
+	$(BIN)/ragopt eval --dataset scifact --pipeline bm25
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow and not integration"
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bm25.py
+
+clean-indexes:
+	rm -rf indexes/*/

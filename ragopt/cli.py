@@ -1,0 +1,375 @@
+"""The ``ragopt`` command line: index, search, eval, compare, and listings.
+
+Every command that takes ``--json`` prints exactly one JSON object on stdout and nothing else: logs,
+progress bars and anything a backend (Java, bm25s) writes go to stderr. Errors print one line
+``ragopt: error: ...`` on stderr and exit with status 2; Ctrl-C exits with 130 and leaves the artifact
+store as it was (artifacts are written atomically).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+EPILOG_DATASET = ("DATASET is a folder in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a "
+                  "name looked up in $RAGOPT_DATA_PATH, ../shared/data and the user cache "
+                  "(`ragopt datasets` lists them).")
+EPILOG_PIPELINE = ("PIPELINE is a name (`ragopt pipelines` lists them, e.g. bm25) or a path to a pipeline YAML.")
+
+
+def _add_common(p: argparse.ArgumentParser, split: bool = True) -> None:
+    p.add_argument("--dataset", "-d", required=True, metavar="DATASET",
+                   help="dataset folder (BEIR layout) or name, e.g. scifact")
+    p.add_argument("--pipeline", "-p", default="bm25", metavar="PIPELINE",
+                   help="pipeline name or YAML path (default: bm25)")
+    if split:
+        p.add_argument("--split", default="test", help="qrels split: qrels/<split>.tsv (default: test)")
+    p.add_argument("--index-dir", metavar="DIR",
+                   help="artifact store root (default: $RAGOPT_INDEX_DIR or ./indexes)")
+    p.add_argument("--rebuild", action="store_true",
+                   help="rebuild the pipeline's indexes even if a matching one exists (replaces it atomically)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a pipeline parameter by dotted path, e.g. --set stages.0.k1=1.2 "
+                        "(VALUE is parsed as YAML); repeatable")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr, on a terminal)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from ragopt import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="ragopt", description="Build, evaluate and tune retrieval and RAG pipelines.",
+        epilog="Run `ragopt COMMAND --help` for the options of each command.")
+    parser.add_argument("--version", action="version", version=f"ragopt {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    p = sub.add_parser("index", help="build (or reuse) the indexes a pipeline needs for a dataset",
+                       description="Fit a pipeline on a dataset's corpus: build its indexes in the artifact "
+                                   "store, or reuse matching ones.",
+                       epilog=f"{EPILOG_DATASET} {EPILOG_PIPELINE}")
+    _add_common(p, split=False)
+
+    p = sub.add_parser("search", help="run a pipeline on queries and print or save the ranking",
+                       description="Search with a pipeline: ad-hoc queries (--query), a queries file, or a "
+                                   "dataset split. Writes a TREC run with --output.",
+                       epilog=f"{EPILOG_DATASET} {EPILOG_PIPELINE}")
+    _add_common(p)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--query", "-q", action="append", metavar="TEXT",
+                   help="a query text (repeatable); default: the dataset's judged queries of --split")
+    g.add_argument("--queries", metavar="FILE",
+                   help="queries file: JSONL with _id and text, or TSV 'id<TAB>text'")
+    p.add_argument("-k", type=int, default=10, help="results per query to print / save (default: 10)")
+    p.add_argument("--output", "-o", metavar="RUN", help="write a TREC run file (qid Q0 docid rank score tag)")
+    p.add_argument("--tag", default="ragopt", help="run tag of the TREC run file (default: ragopt)")
+
+    p = sub.add_parser("eval", help="evaluate a pipeline on a dataset split",
+                       description="Fit a pipeline, run it on the split's judged queries and report "
+                                   "retrieval metrics with trec_eval semantics.",
+                       epilog=f"{EPILOG_DATASET} {EPILOG_PIPELINE} Metrics: ndcg@k, recall@k, mrr@k, map, "
+                              "map@k, p@k.")
+    _add_common(p)
+    p.add_argument("--metrics", "-m", default="ndcg@10,recall@100,mrr@10,map",
+                   help="comma-separated metrics (default: ndcg@10,recall@100,mrr@10,map)")
+    p.add_argument("--per-query", metavar="FILE", help="write per-query metric values as JSON to FILE")
+    p.add_argument("--save-run", metavar="RUN", help="also write the ranking as a TREC run file")
+    p.add_argument("--aggregate", choices=("max", "sum", "first"), default="max",
+                   help="how passage scores become document scores for chunked corpora (default: max)")
+
+    p = sub.add_parser("compare", help="paired significance test between two TREC runs",
+                       description="Evaluate two TREC run files on a dataset split and test whether their "
+                                   "per-query values differ (paired t-test, randomization or Wilcoxon).",
+                       epilog=EPILOG_DATASET)
+    p.add_argument("run_a", help="baseline TREC run file")
+    p.add_argument("run_b", help="TREC run file to compare against the baseline")
+    p.add_argument("--dataset", "-d", required=True, help="dataset folder or name (for its qrels)")
+    p.add_argument("--split", default="test", help="qrels split (default: test)")
+    p.add_argument("--metric", default="ndcg@10", help="metric to compare (default: ndcg@10)")
+    p.add_argument("--test", choices=("t", "randomization", "wilcoxon"), default="t",
+                   help="paired test (default: t)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the randomization test (default: 0)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
+    p = sub.add_parser("datasets", help="list the datasets found on the search path")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p = sub.add_parser("pipelines", help="list the named pipelines")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+    p = sub.add_parser("components", help="list registered component types and their parameters")
+    p.add_argument("name", nargs="?", help="show the parameters of one component type")
+    return parser
+
+
+@contextmanager
+def _stdout_reserved_for_json(enabled: bool) -> Iterator[Any]:
+    """With --json, point file descriptor 1 at stderr (so Java and C libraries cannot pollute stdout)
+    and hand back a stream on the real stdout for the single JSON object."""
+    if not enabled:
+        yield sys.stdout
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    real = os.fdopen(saved, "w", encoding="utf-8")
+    try:
+        yield real
+    finally:
+        real.flush()
+        os.dup2(real.fileno(), 1)
+        real.close()
+
+
+def _load_pipeline(args: argparse.Namespace):
+    import yaml
+
+    from ragopt.errors import ConfigError
+    from ragopt.pipelines import load_pipeline
+
+    pipe = load_pipeline(args.pipeline)
+    for item in args.set:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ConfigError("--set", f"expected PATH=VALUE, got {item!r}")
+        pipe.set_params(**{key.strip(): yaml.safe_load(raw)})
+    return pipe
+
+
+def _store(args: argparse.Namespace):
+    from ragopt.store import ArtifactStore
+
+    return ArtifactStore(args.index_dir) if args.index_dir else ArtifactStore()
+
+
+def _progress(args: argparse.Namespace) -> bool | None:
+    return False if getattr(args, "no_progress", False) else None
+
+
+def _emit(out, args: argparse.Namespace, obj: dict, text: str) -> None:
+    if args.json:
+        out.write(json.dumps(obj, indent=None, default=_json_default) + "\n")
+    else:
+        out.write(text.rstrip("\n") + "\n")
+
+
+def _json_default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def cmd_index(args: argparse.Namespace, out) -> int:
+    import time
+
+    from ragopt.data import load_dataset
+
+    pipe = _load_pipeline(args)
+    ds = load_dataset(args.dataset)
+    t0 = time.perf_counter()
+    pipe.fit(ds.corpus, _store(args), rebuild=args.rebuild, progress=_progress(args))
+    from ragopt.pipeline import stages_of
+
+    arts = [a for s in stages_of(pipe) for a in s._state.get("artifacts", [])]
+    obj = {"dataset": ds.name, "n_docs": len(ds.corpus), "fingerprint": ds.corpus.fingerprint,
+           "artifacts": arts, "seconds": round(time.perf_counter() - t0, 3)}
+    lines = [f"{ds.name}: {len(ds.corpus)} documents, fingerprint {ds.corpus.fingerprint[:12]}"]
+    lines += [f"  {'built ' if a['created'] else 'reused'} {a['kind']}: {a['path']}" for a in arts]
+    lines.append(f"  {obj['seconds']:.2f}s")
+    _emit(out, args, obj, "\n".join(lines))
+    return 0
+
+
+def _read_queries_file(path: str):
+    from ragopt.data import load_queries
+    from ragopt.errors import DataError
+    from ragopt.types import Queries
+
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: queries file not found")
+    if p.suffix in (".jsonl", ".gz"):
+        return load_queries(p)
+    ids, texts = [], []
+    with open(p, encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            line = line.rstrip("\n")
+            if not line.strip():
+                continue
+            qid, sep, text = line.partition("\t")
+            if not sep:
+                raise DataError(f"{p}:{n}: expected 'id<TAB>text'")
+            ids.append(qid)
+            texts.append(text)
+    return Queries(ids, texts)
+
+
+def cmd_search(args: argparse.Namespace, out) -> int:
+    from ragopt.data import load_dataset
+    from ragopt.errors import ConfigError
+    from ragopt.pipeline import run_batched
+    from ragopt.types import Batch, Queries
+
+    if args.k < 1:
+        raise ConfigError("-k", f"must be >= 1, got {args.k}")
+    pipe = _load_pipeline(args)
+    ds = load_dataset(args.dataset)
+    if args.query:
+        if any(not q.strip() for q in args.query):
+            raise ConfigError("--query", "empty query text")
+        queries = Queries([str(i + 1) for i in range(len(args.query))], args.query)
+    elif args.queries:
+        queries = _read_queries_file(args.queries)
+    else:
+        queries = ds.queries_for(args.split)
+    pipe.fit(ds.corpus, _store(args), rebuild=args.rebuild, progress=_progress(args))
+    batch = run_batched(pipe, Batch(queries), batch_size=1000, progress=_progress(args))
+    batch = batch.cut(args.k)
+    if args.output:
+        from ragopt.evaluation import write_run
+
+        write_run(batch.to_run(), args.output, tag=args.tag)
+    results = []
+    for r, (qid, text) in enumerate(zip(queries.ids, queries.texts)):
+        hits = [{"rank": j + 1, "id": d, "score": s, "title": ds.corpus.titles[int(i)]}
+                for j, ((d, s), i) in enumerate(zip(batch.ranked(r), batch.doc_idx[r]))]
+        results.append({"query_id": qid, "query": text, "hits": hits})
+    lines = []
+    for res in results[:50]:
+        lines.append(f"[{res['query_id']}] {res['query']}")
+        for h in res["hits"]:
+            lines.append(f"  {h['rank']:>3}. {h['score']:8.3f}  {h['id']}  {h['title'][:80]}")
+    if len(results) > 50:
+        lines.append(f"... {len(results) - 50} more queries (use --output or --json)")
+    if args.output:
+        lines.append(f"run written to {args.output}")
+    _emit(out, args, {"results": results, "n_queries": len(results), "output": args.output,
+                      "stats": batch.stats.to_dict()}, "\n".join(lines))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace, out) -> int:
+    from ragopt.experiment import evaluate_pipeline
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    pipe = _load_pipeline(args)
+    report = evaluate_pipeline(pipe, args.dataset, split=args.split, metrics=metrics, store=_store(args),
+                               progress=_progress(args), rebuild=args.rebuild, aggregate=args.aggregate)
+    if args.per_query:
+        from ragopt._io import atomic_write_text
+
+        atomic_write_text(args.per_query, json.dumps(report.per_query, indent=1))
+    if args.save_run:
+        from ragopt.evaluation import write_run
+
+        write_run(report.batch.to_run(aggregate=args.aggregate), args.save_run)
+    lines = [f"{report.dataset} [{report.split}] {report.n_queries} queries, pipeline {args.pipeline}"]
+    lines += [f"  {k:<12} {v:.4f}" for k, v in report.metrics.items()]
+    t = report.timings
+    lines.append(f"  fit {t['fit_s']:.2f}s, search {t['search_s']:.2f}s ({t['qps']:.0f} q/s), "
+                 f"total {t['total_s']:.2f}s")
+    for a in report.artifacts:
+        lines.append(f"  {'built ' if a['created'] else 'reused'} {a['kind']}: {a['path']}")
+    _emit(out, args, report.to_dict(), "\n".join(lines))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, out) -> int:
+    from ragopt.data import load_dataset
+    from ragopt.evaluation import evaluate, paired_test, read_run
+
+    ds = load_dataset(args.dataset)
+    qrels = ds.qrels(args.split)
+    a = evaluate(read_run(args.run_a), qrels, [args.metric])
+    b = evaluate(read_run(args.run_b), qrels, [args.metric])
+    res = paired_test(a, b, metric=args.metric, test=args.test, seed=args.seed)
+    obj = {"metric": res.metric, "mean_a": res.mean_a, "mean_b": res.mean_b, "diff": res.diff,
+           "p_value": res.p_value, "test": res.test, "n": res.n, "significant": res.significant}
+    text = (f"{res.metric}: A {res.mean_a:.4f}  B {res.mean_b:.4f}  diff {res.diff:+.4f}  "
+            f"p={res.p_value:.4g} ({res.test}, n={res.n}){'  significant' if res.significant else ''}")
+    _emit(out, args, obj, text)
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace, out) -> int:
+    from ragopt.data import dataset_search_path
+
+    found = {}
+    for d in dataset_search_path():
+        if d.is_dir():
+            for sub in sorted(d.iterdir()):
+                if (sub / "corpus.jsonl").is_file() and sub.name not in found:
+                    found[sub.name] = str(sub)
+    text = "\n".join(f"{k:<24} {v}" for k, v in found.items()) or "no datasets found"
+    text += "\nsearch path: " + os.pathsep.join(str(d) for d in dataset_search_path())
+    _emit(out, args, {"datasets": found, "search_path": [str(d) for d in dataset_search_path()]}, text)
+    return 0
+
+
+def cmd_pipelines(args: argparse.Namespace, out) -> int:
+    from ragopt.pipelines import list_pipelines, read_yaml
+
+    found = list_pipelines()
+    rows = {}
+    for name, path in found.items():
+        try:
+            desc = (read_yaml(path) or {}).get("description", "")
+        except Exception as e:  # a broken file is listed with its error, not fatal here
+            desc = f"(unreadable: {e})"
+        rows[name] = {"path": str(path), "description": " ".join(str(desc).split())}
+    text = "\n".join(f"{k:<16} {v['description'][:100]}" for k, v in rows.items()) or "no pipelines found"
+    _emit(out, args, {"pipelines": rows}, text)
+    return 0
+
+
+def cmd_components(args: argparse.Namespace, out) -> int:
+    import dataclasses
+
+    from ragopt.registry import available, resolve
+
+    names = [args.name] if args.name else available()
+    lines = []
+    for name in names:
+        cls = resolve(name)
+        lines.append(f"{name}: {(cls.__doc__ or '').strip().splitlines()[0] if cls.__doc__ else ''}")
+        if args.name:
+            for f in dataclasses.fields(cls):
+                default = f.default if f.default is not dataclasses.MISSING else "(required)"
+                lines.append(f"  {f.name} = {default!r}  {f.metadata.get('doc', '')}")
+    out.write("\n".join(lines) + "\n")
+    return 0
+
+
+COMMANDS = {"index": cmd_index, "search": cmd_search, "eval": cmd_eval, "compare": cmd_compare,
+            "datasets": cmd_datasets, "pipelines": cmd_pipelines, "components": cmd_components}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from ragopt.errors import RagoptError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    json_mode = bool(getattr(args, "json", False))
+    try:
+        with _stdout_reserved_for_json(json_mode) as out:
+            return COMMANDS[args.command](args, out)
+    except RagoptError as e:
+        print(f"ragopt: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("ragopt: interrupted; finished artifacts are intact, partial ones were discarded", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,37 @@
+"""Exceptions raised by ragopt. Every message names what went wrong and where."""
+
+from __future__ import annotations
+
+
+class RagoptError(Exception):
+    """Base class of every error ragopt raises on purpose."""
+
+
+class ConfigError(RagoptError, ValueError):
+    """A configuration is malformed: unknown key, wrong type, value out of range.
+
+    ``path`` is the dotted location of the offending key (``pipeline.stages[0].k1``)."""
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        super().__init__(f"{path}: {message}" if path else message)
+
+
+class DataError(RagoptError, ValueError):
+    """A dataset file is missing or malformed (the message names file and line)."""
+
+
+class DatasetNotFoundError(DataError, FileNotFoundError):
+    """A dataset name could not be resolved; the message lists every place searched."""
+
+
+class ArtifactError(RagoptError):
+    """An artifact (index, embeddings, run) is corrupt, incomplete or built for something else."""
+
+
+class StageError(RagoptError):
+    """A stage was given input it cannot use (missing fields, wrong corpus, not fitted)."""
+
+
+class BackendUnavailableError(RagoptError, ImportError):
+    """An optional backend is not installed; the message says which extra to install."""

@@ -1,0 +1,211 @@
+"""The stage protocol and its composition operators.
+
+A :class:`Stage` is a :class:`~ragopt.config.Component` with one method over one data shape::
+
+    stage.fit(corpus, store)      # build or load what it needs for this corpus (indexes, models)
+    batch = stage.transform(batch)  # Batch -> Batch
+
+It declares what it ``requires`` and ``provides`` in terms of :attr:`Batch.fields` (``queries``,
+``candidates``, ``answers``), and a pipeline checks that chain before running anything. Stages that turn
+a corpus into another (chunkers) override :meth:`Stage.prepare_corpus`; later stages are fitted on
+its output.
+
+Composition: ``a >> b`` chains (a :class:`Pipeline`), ``a % k`` cuts candidate lists to ``k``.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any, ClassVar, Iterable, Sequence
+
+from ragopt.config import Component, param
+from ragopt.errors import ConfigError, StageError
+from ragopt.registry import register
+from ragopt.types import Batch, Corpus, Queries
+
+__all__ = ["Stage", "Pipeline", "Cutoff", "progress_enabled"]
+
+
+def progress_enabled(progress: bool | None) -> bool:
+    """Progress bars go to stderr, and only to a terminal unless asked for explicitly."""
+    if progress is None:
+        return sys.stderr.isatty()
+    return progress
+
+
+class Stage(Component):
+    """Base class of retrievers, rerankers, fusion, cutoffs and generators."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"queries"})
+    provides: ClassVar[frozenset[str]] = frozenset()
+
+    # -- protocol ----------------------------------------------------------------------------
+    def prepare_corpus(self, corpus: Corpus) -> Corpus:
+        """The corpus later stages see (chunkers return passages); identity by default."""
+        return corpus
+
+    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
+            progress: bool | None = None) -> "Stage":
+        """Build or load whatever this stage needs for ``corpus``. Default: remember the corpus."""
+        self._state["corpus"] = corpus
+        return self
+
+    def transform(self, batch: Batch) -> Batch:
+        raise NotImplementedError(f"{type(self).__name__}.transform")
+
+    # -- conveniences ------------------------------------------------------------------------
+    @property
+    def is_fitted(self) -> bool:
+        return "corpus" in self._state
+
+    @property
+    def corpus(self) -> Corpus:
+        try:
+            return self._state["corpus"]
+        except KeyError:
+            raise StageError(f"{self.type_name}: not fitted; call .fit(corpus) first") from None
+
+    def __call__(self, batch: Batch) -> Batch:
+        return self.transform(batch)
+
+    def search(self, queries: str | Sequence[str] | Queries, batch_size: int = 0,
+               progress: bool | None = None) -> Batch:
+        """Run the stage on raw queries (a string, a list of strings, or :class:`Queries`)."""
+        if not isinstance(queries, Queries):
+            queries = Queries.from_texts(queries)
+        return run_batched(self, Batch(queries), batch_size=batch_size, progress=progress)
+
+    def check(self, available: frozenset[str], where: str = "") -> frozenset[str]:
+        """Check that ``available`` fields satisfy this stage; return the fields after it."""
+        missing = self.requires - available
+        if missing:
+            raise StageError(f"{where + ': ' if where else ''}stage {self.type_name!r} needs "
+                             f"{sorted(missing)} but its input has only {sorted(available)}"
+                             + ("; put a retriever before it" if "candidates" in missing else ""))
+        return available | self.provides
+
+    # -- operators ---------------------------------------------------------------------------
+    def __rshift__(self, other: "Stage") -> "Pipeline":
+        if not isinstance(other, Stage):
+            return NotImplemented
+        return Pipeline(stages=[*_flatten(self), *_flatten(other)])
+
+    def __mod__(self, k: int) -> "Pipeline":
+        if not isinstance(k, int):
+            return NotImplemented
+        return self >> Cutoff(k=k)
+
+
+def _flatten(stage: Stage) -> list[Stage]:
+    return list(stage.stages) if isinstance(stage, Pipeline) else [stage]
+
+
+@register("cutoff")
+class Cutoff(Stage):
+    """Keep the top ``k`` candidates of every query (``stage % k``)."""
+
+    requires: ClassVar[frozenset[str]] = frozenset({"queries", "candidates"})
+    provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
+
+    k: int = param(10, doc="number of candidates to keep per query", ge=1)
+
+    def transform(self, batch: Batch) -> Batch:
+        return batch.cut(self.k)
+
+
+@register("pipeline")
+class Pipeline(Stage):
+    """Stages applied in order (``a >> b >> c``)."""
+
+    stages: list[Stage] = param(default_factory=list, doc="the stages, applied in order")
+
+    def validate(self, path: str = "") -> None:
+        if not self.stages:
+            raise ConfigError(f"{path}.stages" if path else "stages", "a pipeline needs at least one stage")
+        # A pipeline may start mid-way (e.g. ``reranker % 10``): check the chain from its first stage's
+        # needs; whoever runs it checks those against the batch.
+        fields = self.stages[0].requires
+        for i, stage in enumerate(self.stages):
+            where = f"{path + '.' if path else ''}stages[{i}]"
+            try:
+                fields = stage.check(fields, where)
+            except StageError as e:
+                raise ConfigError("", str(e)) from None
+
+    @property
+    def requires(self) -> frozenset[str]:  # type: ignore[override]
+        return self.stages[0].requires
+
+    @property
+    def provides(self) -> frozenset[str]:  # type: ignore[override]
+        out: frozenset[str] = frozenset()
+        for s in self.stages:
+            out |= s.provides
+        return out
+
+    def check(self, available: frozenset[str], where: str = "") -> frozenset[str]:
+        for i, stage in enumerate(self.stages):
+            available = stage.check(available, f"{where}.stages[{i}]" if where else f"stages[{i}]")
+        return available
+
+    def prepare_corpus(self, corpus: Corpus) -> Corpus:
+        for s in self.stages:
+            corpus = s.prepare_corpus(corpus)
+        return corpus
+
+    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
+            progress: bool | None = None) -> "Pipeline":
+        for stage in self.stages:
+            stage.fit(corpus, store, rebuild=rebuild, progress=progress)
+            corpus = stage.prepare_corpus(corpus)
+        self._state["corpus"] = corpus
+        return self
+
+    def transform(self, batch: Batch) -> Batch:
+        self.check(batch.fields)
+        for i, stage in enumerate(self.stages):
+            with batch.stats.timer(f"{i}:{stage.type_name}"):
+                batch = stage.transform(batch)
+        return batch
+
+    def __repr__(self) -> str:
+        return " >> ".join(repr(s) for s in self.stages)
+
+    def artifacts(self) -> list[dict]:
+        """Artifacts the fitted stages used (path, kind, whether this fit built or reused them)."""
+        out = []
+        for s in self.stages:
+            out.extend(s._state.get("artifacts", []))
+        return out
+
+
+def run_batched(stage: Stage, batch: Batch, batch_size: int = 0, progress: bool | None = None) -> Batch:
+    """Apply ``stage`` to ``batch`` in slices of ``batch_size`` queries (0 = all at once), with progress."""
+    n = len(batch)
+    if batch_size <= 0 or batch_size >= n:
+        return stage.transform(batch)
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n, desc=f"search ({stage.type_name})", unit="q", file=sys.stderr, leave=False)
+    parts = []
+    try:
+        for start in range(0, n, batch_size):
+            parts.append(stage.transform(batch.select(slice(start, start + batch_size))))
+            if bar is not None:
+                bar.update(len(parts[-1]))
+    finally:
+        if bar is not None:
+            bar.close()
+    out = Batch.concat(parts)
+    out.stats = batch.stats  # slices share the parent's Stats, which the stages updated in place
+    return out
+
+
+def stages_of(stage: Stage) -> Iterable[Stage]:
+    """Every stage inside ``stage`` (depth first), itself included."""
+    yield stage
+    for f in ("stages",):
+        for child in getattr(stage, f, []) or []:
+            yield from stages_of(child)

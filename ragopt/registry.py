@@ -1,0 +1,80 @@
+"""Registry of short component names (``bm25``, ``pipeline``, ``cutoff``, ...).
+
+Configs name components by these short names only; a config string is never imported as a module path.
+Built-ins are listed here by module so that resolving a name imports only what it needs (torch-heavy
+modules are imported only when a config asks for them). Third-party packages add components through the
+``ragopt.components`` entry-point group (``name = "package.module:Class"``).
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import TYPE_CHECKING, Callable, TypeVar
+
+from ragopt.errors import ConfigError
+
+if TYPE_CHECKING:
+    from ragopt.config import Component
+
+__all__ = ["register", "resolve", "available"]
+
+# name -> "module:Class"; resolved lazily.
+_BUILTIN: dict[str, str] = {
+    "pipeline": "ragopt.pipeline:Pipeline",
+    "cutoff": "ragopt.pipeline:Cutoff",
+    "bm25": "ragopt.retrievers.bm25:BM25",
+}
+
+_REGISTERED: dict[str, type] = {}
+_ENTRY_POINTS: dict[str, str] | None = None
+
+C = TypeVar("C", bound=type)
+
+
+def register(name: str) -> Callable[[C], C]:
+    """Class decorator: register a :class:`~ragopt.config.Component` under ``name``."""
+
+    def deco(cls: C) -> C:
+        existing = _REGISTERED.get(name)
+        if existing is not None and existing is not cls and existing.__qualname__ != cls.__qualname__:
+            raise ValueError(f"component name {name!r} is already registered to {existing.__qualname__}")
+        cls.type_name = name
+        _REGISTERED[name] = cls
+        return cls
+
+    return deco
+
+
+def _entry_points() -> dict[str, str]:
+    global _ENTRY_POINTS
+    if _ENTRY_POINTS is None:
+        from importlib.metadata import entry_points
+
+        _ENTRY_POINTS = {ep.name: ep.value for ep in entry_points(group="ragopt.components")}
+    return _ENTRY_POINTS
+
+
+def available() -> list[str]:
+    """Every component name that a config may use."""
+    return sorted(set(_BUILTIN) | set(_REGISTERED) | set(_entry_points()))
+
+
+def resolve(name: object, path: str = "type") -> type["Component"]:
+    """Return the class registered under ``name``; a ConfigError naming ``path`` if there is none."""
+    if not isinstance(name, str):
+        raise ConfigError(path, f"component type must be a string, got {name!r}")
+    if name in _REGISTERED:
+        return _REGISTERED[name]
+    target = _BUILTIN.get(name) or _entry_points().get(name)
+    if target is None:
+        hint = difflib.get_close_matches(name, available(), n=1)
+        extra = f"; did you mean {hint[0]!r}?" if hint else ""
+        raise ConfigError(path, f"unknown component type {name!r}{extra} (known: {', '.join(available())})")
+    module_name, _, attr = target.partition(":")
+    module = importlib.import_module(module_name)
+    cls = getattr(module, attr)
+    if name not in _REGISTERED:  # an entry point class that did not use @register
+        cls.type_name = name
+        _REGISTERED[name] = cls
+    return cls

@@ -1,0 +1,200 @@
+"""Content-addressed artifact store (indexes, embeddings, runs, score caches).
+
+An artifact lives in ``<root>/<kind>/<key>/`` where ``key`` is a hash of its *spec*: the canonical config
+of everything upstream that shaped it, the corpus fingerprint and the artifact kind's format version.
+Each artifact directory holds its files plus ``manifest.json`` (spec, format version, ragopt version,
+creation time, file sizes and sha256). Artifacts are built in a temporary sibling directory and renamed
+into place, so a crash or Ctrl-C never leaves a half-written artifact where a reader would find it.
+
+Loading checks the manifest: an artifact whose spec or format version differs from what the caller
+expects is never used silently (:class:`~ragopt.errors.ArtifactError`), and neither is one whose files
+are missing or altered.
+
+The root is, in order: the ``root`` argument, ``$RAGOPT_INDEX_DIR``, ``./indexes``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from ragopt.config import canonical_json
+from ragopt.errors import ArtifactError
+
+__all__ = ["ArtifactStore", "Artifact", "default_root", "MANIFEST"]
+
+MANIFEST = "manifest.json"
+ENV_VAR = "RAGOPT_INDEX_DIR"
+
+
+def default_root() -> Path:
+    return Path(os.environ.get(ENV_VAR) or "indexes")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Artifact:
+    """A finished artifact: its directory and manifest."""
+
+    path: Path
+    manifest: dict[str, Any]
+    created: bool = False  # True when this call built it, False when it was reused
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+    def verify(self, checksums: bool = True) -> None:
+        """Raise ArtifactError if a listed file is missing, resized or (with ``checksums``) altered."""
+        for name, info in self.manifest.get("files", {}).items():
+            f = self.path / name
+            if not f.is_file():
+                raise ArtifactError(f"corrupt artifact {self.path}: file {name!r} is missing "
+                                    "(delete the directory or rebuild with --rebuild)")
+            if f.stat().st_size != info["size"]:
+                raise ArtifactError(f"corrupt artifact {self.path}: file {name!r} has {f.stat().st_size} "
+                                    f"bytes, manifest says {info['size']} (rebuild with --rebuild)")
+            if checksums and _sha256_file(f) != info["sha256"]:
+                raise ArtifactError(f"corrupt artifact {self.path}: file {name!r} does not match its "
+                                    "checksum (rebuild with --rebuild)")
+
+
+class ArtifactStore:
+    """Find or build artifacts by spec. ``root=None`` uses :func:`default_root`."""
+
+    def __init__(self, root: str | os.PathLike | None = None, verify_checksums: bool = True):
+        self.root = Path(root) if root is not None else default_root()
+        self.verify_checksums = verify_checksums
+
+    def __repr__(self) -> str:
+        return f"ArtifactStore({str(self.root)!r})"
+
+    @staticmethod
+    def key(kind: str, spec: dict[str, Any], format_version: int) -> str:
+        payload = {"kind": kind, "format": format_version, "spec": spec}
+        return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:24]
+
+    def path(self, kind: str, spec: dict[str, Any], format_version: int) -> Path:
+        return self.root / kind / self.key(kind, spec, format_version)
+
+    def open(self, path: str | os.PathLike, kind: str | None = None, spec: dict[str, Any] | None = None,
+             format_version: int | None = None) -> Artifact:
+        """Open an existing artifact directory and check it is what the caller expects."""
+        path = Path(path)
+        mpath = path / MANIFEST
+        if not mpath.is_file():
+            raise ArtifactError(f"{path} is not a ragopt artifact (no {MANIFEST}); it may be incomplete or "
+                                "not an index at all")
+        try:
+            manifest = json.loads(mpath.read_text("utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            raise ArtifactError(f"corrupt artifact {path}: unreadable {MANIFEST} ({e})") from e
+        if kind is not None and manifest.get("kind") != kind:
+            raise ArtifactError(f"artifact {path} is a {manifest.get('kind')!r}, expected a {kind!r}")
+        if format_version is not None and manifest.get("format") != format_version:
+            raise ArtifactError(
+                f"artifact {path} was written in format version {manifest.get('format')}, this ragopt reads "
+                f"version {format_version}: rebuild it (ragopt index --rebuild)")
+        if spec is not None and canonical_json(manifest.get("spec")) != canonical_json(spec):
+            diff = _spec_diff(manifest.get("spec") or {}, spec)
+            raise ArtifactError(f"artifact {path} was built for another configuration or corpus ({diff}); "
+                                "it will not be reused")
+        art = Artifact(path, manifest)
+        art.verify(checksums=self.verify_checksums)
+        return art
+
+    def find(self, kind: str, spec: dict[str, Any], format_version: int) -> Artifact | None:
+        path = self.path(kind, spec, format_version)
+        if not path.exists():
+            return None
+        return self.open(path, kind, spec, format_version)
+
+    def get_or_create(self, kind: str, spec: dict[str, Any], format_version: int,
+                      build: Callable[[Path], dict[str, Any] | None], rebuild: bool = False) -> Artifact:
+        """Return the artifact for ``spec``, building it with ``build(tmp_dir)`` when absent.
+
+        ``build`` writes files into the directory it is given and may return extra manifest fields.
+        With ``rebuild`` an existing artifact (even a corrupt one) is replaced, atomically."""
+        final = self.path(kind, spec, format_version)
+        if final.exists() and not rebuild:
+            return self.open(final, kind, spec, format_version)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
+        tmp.mkdir()
+        try:
+            t0 = time.perf_counter()
+            extra = build(tmp) or {}
+            files = {}
+            for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
+                rel = f.relative_to(tmp).as_posix()
+                files[rel] = {"size": f.stat().st_size, "sha256": _sha256_file(f)}
+            from ragopt import __version__
+
+            manifest = {"kind": kind, "format": format_version, "key": final.name, "spec": spec,
+                        "ragopt_version": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                        "build_seconds": round(time.perf_counter() - t0, 3), "files": files, **extra}
+            with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
+                json.dump(manifest, fh, indent=2, sort_keys=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            if final.exists():
+                if not rebuild:  # another process finished first: keep theirs
+                    shutil.rmtree(tmp, ignore_errors=True)
+                    return self.open(final, kind, spec, format_version)
+                old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+                os.rename(final, old)
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Artifact(final, manifest, created=True)
+
+    def list(self, kind: str | None = None) -> list[Artifact]:
+        """Every finished artifact (optionally of one kind); unreadable ones are skipped."""
+        out = []
+        kinds = [self.root / kind] if kind else [p for p in self.root.iterdir() if p.is_dir()] \
+            if self.root.is_dir() else []
+        for kdir in kinds:
+            if not kdir.is_dir():
+                continue
+            for p in sorted(kdir.iterdir()):
+                if p.name.startswith(".") or not (p / MANIFEST).is_file():
+                    continue
+                try:
+                    out.append(Artifact(p, json.loads((p / MANIFEST).read_text("utf-8"))))
+                except (OSError, json.JSONDecodeError):
+                    continue
+        return out
+
+
+def _spec_diff(have: dict, want: dict, prefix: str = "") -> str:
+    diffs = []
+    for k in sorted(set(have) | set(want)):
+        a, b = have.get(k), want.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            sub = _spec_diff(a, b, f"{prefix}{k}.")
+            if sub:
+                diffs.append(sub)
+        elif a != b:
+            diffs.append(f"{prefix}{k}: built with {a!r}, wanted {b!r}")
+    return "; ".join(diffs)
