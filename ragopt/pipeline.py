@@ -10,7 +10,8 @@ It declares what it ``requires`` and ``provides`` in terms of :attr:`Batch.field
 a corpus into another (chunkers) override :meth:`Stage.prepare_corpus`; later stages are fitted on
 its output.
 
-Composition: ``a >> b`` chains (a :class:`Pipeline`), ``a % k`` cuts candidate lists to ``k``.
+Composition: ``a >> b`` chains (a :class:`Pipeline`), ``a % k`` cuts candidate lists to ``k``,
+``a + b`` fuses two retrievers' lists (reciprocal rank fusion, :mod:`ragopt.fusion`).
 """
 
 from __future__ import annotations
@@ -89,6 +90,16 @@ class Stage(Component):
         if not isinstance(other, Stage):
             return NotImplemented
         return Pipeline(stages=[*_flatten(self), *_flatten(other)])
+
+    def __add__(self, other: "Stage") -> "Stage":
+        """``a + b``: reciprocal rank fusion of the two candidate lists (see :mod:`ragopt.fusion`)."""
+        if not isinstance(other, Stage):
+            return NotImplemented
+        from ragopt.fusion import RRF
+
+        left = list(self.inputs) if isinstance(self, RRF) else [self]
+        right = list(other.inputs) if isinstance(other, RRF) else [other]
+        return RRF(inputs=[*left, *right])
 
     def __mod__(self, k: int) -> "Pipeline":
         if not isinstance(k, int):
@@ -206,6 +217,6 @@ def run_batched(stage: Stage, batch: Batch, batch_size: int = 0, progress: bool 
 def stages_of(stage: Stage) -> Iterable[Stage]:
     """Every stage inside ``stage`` (depth first), itself included."""
     yield stage
-    for f in ("stages",):
+    for f in ("stages", "inputs"):
         for child in getattr(stage, f, []) or []:
             yield from stages_of(child)

@@ -24,6 +24,24 @@ _BUILTIN: dict[str, str] = {
     "pipeline": "ragopt.pipeline:Pipeline",
     "cutoff": "ragopt.pipeline:Cutoff",
     "bm25": "ragopt.retrievers.bm25:BM25",
+    # encoders (nested inside retrievers / chunkers, not stages themselves)
+    "sentence_transformer": "ragopt.encoders:SentenceTransformerEncoder",
+    # dense retrieval and its index backends
+    "dense": "ragopt.retrievers.dense:DenseRetriever",
+    "faiss_flat": "ragopt.indexes.faiss_index:FaissFlat",
+    "faiss_hnsw": "ragopt.indexes.faiss_index:FaissHNSW",
+    "faiss_ivf": "ragopt.indexes.faiss_index:FaissIVF",
+    "faiss_ivfpq": "ragopt.indexes.faiss_index:FaissIVFPQ",
+    "torch_exact": "ragopt.indexes.torch_index:TorchExact",
+    "chroma": "ragopt.indexes.chroma_index:ChromaIndex",
+    # learned sparse
+    "splade": "ragopt.retrievers.splade:Splade",
+    # chunking (corpus -> passages) and passage -> document aggregation
+    "chunker": "ragopt.chunking:Chunker",
+    "aggregate": "ragopt.chunking:Aggregate",
+    # fusion
+    "rrf": "ragopt.fusion:RRF",
+    "weighted": "ragopt.fusion:WeightedFusion",
 }
 
 _REGISTERED: dict[str, type] = {}

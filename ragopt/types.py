@@ -31,23 +31,25 @@ Run = dict[str, dict[str, float]]
 class Corpus:
     """Documents (or passages) held as parallel lists. Row ``i`` is ``ids[i]``, ``titles[i]``, ``texts[i]``.
 
-    ``parent_ids`` is set for passages made by a chunker: evaluation aggregates passage scores to these
+    ``parent_ids`` is set for passages made by a chunker (with ``parent``, the document corpus, and
+    ``offsets``, character spans in the parent text): evaluation aggregates passage scores to these
     document ids. ``fingerprint`` is a content hash; derived corpora may be given one (e.g. a hash of the
     parent fingerprint and the chunker config) instead of hashing their text again.
     """
 
-    __slots__ = ("ids", "titles", "texts", "parent_ids", "offsets", "name", "_fingerprint", "_index")
+    __slots__ = ("ids", "titles", "texts", "parent_ids", "offsets", "parent", "name", "_fingerprint", "_index")
 
     def __init__(self, ids: Sequence[str], texts: Sequence[str], titles: Sequence[str] | None = None,
                  parent_ids: Sequence[str] | None = None, offsets: np.ndarray | None = None,
-                 name: str = "", fingerprint: str | None = None):
+                 name: str = "", fingerprint: str | None = None, parent: "Corpus | None" = None):
         self.ids = list(ids)
         self.texts = list(texts)
         self.titles = list(titles) if titles is not None else [""] * len(self.ids)
         if not (len(self.ids) == len(self.texts) == len(self.titles)):
             raise ValueError("corpus ids, texts and titles must have the same length")
         self.parent_ids = list(parent_ids) if parent_ids is not None else None
-        self.offsets = offsets
+        self.offsets = offsets  # (n, 2) int64 character [start, end) of each passage in its parent text
+        self.parent = parent  # the document corpus these passages were cut from
         self.name = name
         self._fingerprint = fingerprint
         self._index: dict[str, int] | None = None

@@ -1,0 +1,33 @@
+"""`import ragopt` stays light: no torch, no heavy backends, and fast."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+
+def _run(code: str) -> str:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+
+
+def test_import_is_torch_free_and_fast():
+    out = _run(
+        "import sys, time, json\n"
+        "t = time.perf_counter()\n"
+        "import ragopt\n"
+        "from ragopt.pipelines import load_pipeline\n"
+        "p = load_pipeline('bm25')\n"
+        "import ragopt.cli, ragopt.experiment, ragopt.evaluation, ragopt.data\n"
+        "dt = time.perf_counter() - t\n"
+        "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss', 'chromadb', 'optuna',"
+        " 'mcp', 'pyserini', 'jnius', 'bm25s') if m in sys.modules]\n"
+        "print(json.dumps({'heavy': heavy, 'seconds': dt}))\n")
+    res = json.loads(out)
+    assert res["heavy"] == []
+    assert res["seconds"] < 2.0
+
+
+def test_lazy_public_names():
+    out = _run("import ragopt; print(ragopt.BM25.type_name, ragopt.Pipeline.type_name, ragopt.__version__)")
+    assert out.split()[:2] == ["bm25", "pipeline"]

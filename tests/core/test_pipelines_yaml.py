@@ -1,0 +1,66 @@
+"""Pipelines as YAML: by name or path, round trip, and errors that name file, line and key."""
+
+from __future__ import annotations
+
+import pytest
+
+from ragopt.errors import ConfigError
+from ragopt.pipeline import Cutoff
+from ragopt.pipelines import list_pipelines, load_pipeline, save_pipeline
+from ragopt.retrievers.bm25 import BM25
+
+
+def test_save_and_load_give_equal_objects(tmp_path):
+    p = BM25(k1=1.1, b=0.6, stemmer=None) % 20
+    path = save_pipeline(p, tmp_path / "mine.yaml", name="mine", description="test")
+    q = load_pipeline(path)
+    assert q == p
+    assert q.stages[1] == Cutoff(k=20)
+    assert "k1: 1.1" in path.read_text()
+
+
+def test_shipped_pipelines_load_and_round_trip(tmp_path):
+    names = list_pipelines()
+    assert {"bm25", "bm25_pyserini"} <= set(names)
+    for name in names:
+        p = load_pipeline(name)
+        again = load_pipeline(save_pipeline(p, tmp_path / f"{name}.yaml"))
+        assert again == p, name
+
+
+def test_name_lookup_through_env(tmp_path, monkeypatch):
+    save_pipeline(BM25(top_k=7), tmp_path / "custom.yaml")
+    monkeypatch.setenv("RAGOPT_PIPELINE_PATH", str(tmp_path))
+    assert load_pipeline("custom") == BM25(top_k=7)
+
+
+def test_unknown_name_lists_known_and_places():
+    with pytest.raises(ConfigError, match="no pipeline named 'bm26'.*bm25.*looked in"):
+        load_pipeline("bm26")
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="nope.yaml: pipeline file not found"):
+        load_pipeline("nope.yaml")
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    f = tmp_path / "bad.yaml"
+    f.write_text("pipeline:\n  - type: bm25\n    k1: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml:\d+:\d+: invalid YAML"):
+        load_pipeline(f)
+
+
+def test_unknown_keys_name_file_and_path(tmp_path):
+    f = tmp_path / "typo.yaml"
+    f.write_text("pipeline:\n  - type: bm25\n    k1: 0.9\n    stemer: english\n")
+    with pytest.raises(ConfigError) as e:
+        load_pipeline(f)
+    assert "typo.yaml:pipeline.stages[0].stemer" in str(e.value)
+    assert "did you mean 'stemmer'" in str(e.value)
+    f.write_text("pipelin:\n  - type: bm25\n")
+    with pytest.raises(ConfigError, match="missing 'pipeline' key"):
+        load_pipeline(f)
+    f.write_text("name: x\nowner: me\npipeline:\n  - type: bm25\n")
+    with pytest.raises(ConfigError, match="typo.yaml:owner: unknown top-level key"):
+        load_pipeline(f)

@@ -1,0 +1,177 @@
+"""BM25: exact behaviour on tiny corpora, parity with raw bm25s, artifacts, and real-data quality."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+
+from ragopt.errors import ArtifactError, ConfigError
+from ragopt.experiment import evaluate_pipeline
+from ragopt.pipelines import load_pipeline
+from ragopt.retrievers.bm25 import BM25
+from ragopt.store import ArtifactStore
+from ragopt.types import Batch, Corpus, Queries
+
+DOCS = Corpus(
+    ["d1", "d2", "d3", "d4"],
+    ["The cat sat on the mat", "Dogs chase cats in the garden", "A treatise on gardens and gardening",
+     "Stock markets fell sharply"],
+    ["Cats", "", "Gardens", "Finance"], name="tiny")
+
+has_pyserini = importlib.util.find_spec("pyserini") is not None and importlib.util.find_spec("jnius") is not None
+
+
+def test_exact_ranking_and_stemming(tmp_path):
+    bm = BM25(top_k=10).fit(DOCS, ArtifactStore(tmp_path))
+    out = bm.search(["cats", "gardening", "markets"])
+    assert [d for d, _ in out.ranked(0)] == ["d1", "d2"]  # title 'Cats' + 'cat' (stemmed) beats one 'cats'
+    assert [d for d, _ in out.ranked(1)] == ["d3", "d2"]  # garden/gardens/gardening share a stem
+    assert [d for d, _ in out.ranked(2)] == ["d4"]  # no zero-score filler documents
+    assert out.stats.counts["bm25_queries"] == 3
+
+
+def test_scores_match_raw_bm25s(tmp_path):
+    import bm25s
+    import Stemmer
+
+    stem = Stemmer.Stemmer("english").stemWords
+    raw = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
+    raw.index(bm25s.tokenize(DOCS.contents(), stopwords="en", stemmer=stem, show_progress=False),
+              show_progress=False)
+    q = "cat gardens in the market"
+    expected = raw.get_scores(bm25s.tokenize([q], stopwords="en", stemmer=stem, return_ids=False,
+                                             show_progress=False)[0])
+    ours = BM25(k1=1.2, b=0.75).fit(DOCS, ArtifactStore(tmp_path)).search(q)
+    got = dict(ours.ranked(0))
+    for i, d in enumerate(DOCS.ids):
+        if expected[i] > 0:
+            assert got[d] == pytest.approx(float(expected[i]), rel=1e-6)
+        else:
+            assert d not in got
+
+
+def test_queries_without_known_terms_return_empty_rows(tmp_path):
+    bm = BM25().fit(DOCS, ArtifactStore(tmp_path))
+    out = bm.search(["", "the of and", "zzzqqq", "cat"])
+    assert out.doc_idx.shape == (4, 4)
+    assert [out.ranked(i) for i in range(3)] == [[], [], []]
+    assert out.ranked(3)[0][0] == "d1"
+
+
+def test_index_is_reused_and_keyed_by_what_shapes_it(tmp_path):
+    store = ArtifactStore(tmp_path)
+    a = BM25().fit(DOCS, store)
+    assert a._state["artifacts"][0]["created"] is True
+    b = BM25(top_k=5, threads=2).fit(DOCS, store)  # search-time params: same index
+    assert b._state["artifacts"][0]["created"] is False
+    assert b._state["artifacts"][0]["path"] == a._state["artifacts"][0]["path"]
+    c = BM25(k1=1.5).fit(DOCS, store)  # bm25s precomputes scores: k1 is part of the key
+    d = BM25(stemmer=None).fit(DOCS, store)
+    e = BM25().fit(Corpus(DOCS.ids, [t + " extra" for t in DOCS.texts], DOCS.titles), store)
+    paths = {x._state["artifacts"][0]["path"] for x in (a, c, d, e)}
+    assert len(paths) == 4
+
+
+def test_index_for_another_config_is_never_loaded(tmp_path):
+    store = ArtifactStore(tmp_path)
+    a = BM25(k1=0.9).fit(DOCS, store)
+    path = a._state["artifacts"][0]["path"]
+    with pytest.raises(ArtifactError, match="k1: built with 0.9, wanted 1.5"):
+        BM25(k1=1.5).load_index(path, DOCS, store)
+    other = Corpus(["x"], ["something else"])
+    with pytest.raises(ArtifactError, match="corpus: built with"):
+        BM25(k1=0.9).load_index(path, other, store)
+
+
+def test_index_of_older_format_is_rejected(tmp_path):
+    store = ArtifactStore(tmp_path)
+    a = BM25().fit(DOCS, store)
+    path = a._state["artifacts"][0]["path"]
+    mpath = f"{path}/manifest.json"
+    m = json.load(open(mpath))
+    m["format"] = 0
+    json.dump(m, open(mpath, "w"))
+    with pytest.raises(ArtifactError, match="format version 0"):
+        BM25().fit(DOCS, store)
+    BM25().fit(DOCS, store, rebuild=True)  # --rebuild replaces it
+    assert json.load(open(mpath))["format"] == 1
+
+
+def test_empty_corpus_is_an_error(tmp_path):
+    with pytest.raises(ConfigError, match="empty corpus"):
+        BM25().fit(Corpus([], []), ArtifactStore(tmp_path))
+
+
+def test_top_k_larger_than_corpus(tmp_path):
+    out = BM25(top_k=1000).fit(DOCS, ArtifactStore(tmp_path)).search("cat")
+    assert out.depth == len(DOCS)
+
+
+def test_named_pipeline_loads():
+    p = load_pipeline("bm25")
+    assert p.stages[0] == BM25(k1=0.9, b=0.4, top_k=1000)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real data (../shared/data). Reference figures measured here with this code:
+#   scifact  bm25s k1=0.9 b=0.4: nDCG@10 0.6762, R@100 0.9127 (GUIDE: 0.6762)
+#            bm25s k1=1.5 b=0.75: nDCG@10 0.6863 (GUIDE: 0.6863)
+#            pyserini k1=0.9 b=0.4: nDCG@10 0.6789, R@100 0.9253 (published BM25 flat: 0.679)
+#   cranfield bm25s k1=0.9 b=0.4: 0.3517; k1=1.5 b=0.75: 0.3730 (data README: 0.370)
+
+@pytest.mark.slow
+def test_scifact_bm25s(data_dir, session_store):
+    rep = evaluate_pipeline(load_pipeline("bm25"), str(data_dir / "scifact"), metrics=["ndcg@10", "recall@100"],
+                            store=session_store)
+    assert rep.n_queries == 300
+    assert rep.metrics["ndcg@10"] >= 0.66
+    assert rep.metrics["ndcg@10"] == pytest.approx(0.6762, abs=0.002)
+    assert rep.metrics["recall@100"] == pytest.approx(0.9127, abs=0.005)
+    assert abs(rep.metrics["ndcg@10"] - 0.679) <= 0.01  # published pyserini BM25 flat
+
+
+@pytest.mark.slow
+def test_scifact_bm25s_bm25s_defaults(data_dir, session_store):
+    rep = evaluate_pipeline(BM25(k1=1.5, b=0.75), str(data_dir / "scifact"), metrics=["ndcg@10"],
+                            store=session_store)
+    assert rep.metrics["ndcg@10"] == pytest.approx(0.6863, abs=0.002)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("k1,b,expected", [(0.9, 0.4, 0.3517), (1.5, 0.75, 0.3730)])
+def test_cranfield_bm25s(data_dir, session_store, k1, b, expected):
+    rep = evaluate_pipeline(BM25(k1=k1, b=b), str(data_dir / "cranfield"), metrics=["ndcg@10"],
+                            store=session_store)
+    assert rep.n_queries == 225
+    assert rep.metrics["ndcg@10"] == pytest.approx(expected, abs=0.005)
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not has_pyserini, reason="pyserini extra not installed")
+def test_pyserini_parity_on_scifact(data_dir, session_store):
+    pys = evaluate_pipeline(load_pipeline("bm25_pyserini"), str(data_dir / "scifact"),
+                            metrics=["ndcg@10", "recall@100"], store=session_store)
+    ours = evaluate_pipeline(load_pipeline("bm25"), str(data_dir / "scifact"), metrics=["ndcg@10"],
+                             store=session_store)
+    assert pys.metrics["ndcg@10"] == pytest.approx(0.6789, abs=0.001)
+    assert pys.metrics["recall@100"] == pytest.approx(0.9253, abs=0.002)
+    assert abs(pys.metrics["ndcg@10"] - ours.metrics["ndcg@10"]) <= 0.01
+    assert abs(pys.metrics["ndcg@10"] - 0.679) <= 0.01
+    # same documents at the top for most queries
+    a, b = pys.batch, ours.batch
+    overlap = np.mean([len({d for d, _ in a.ranked(i)[:10]} & {d for d, _ in b.ranked(i)[:10]}) / 10
+                       for i in range(len(a))])
+    assert overlap > 0.8
+
+
+@pytest.mark.slow
+@pytest.mark.integration
+@pytest.mark.skipif(not has_pyserini, reason="pyserini extra not installed")
+def test_pyserini_skips_empty_documents_and_finds_others(data_dir, session_store):
+    rep = evaluate_pipeline(load_pipeline("bm25_pyserini"), str(data_dir / "cranfield"), metrics=["ndcg@10"],
+                            store=session_store)
+    assert rep.metrics["ndcg@10"] == pytest.approx(0.3510, abs=0.005)
