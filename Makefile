@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXTRAS ?= test,pyserini
+EXTRAS ?= all
 
 .PHONY: install quickstart test test-fast bench clean-indexes
 
@@ -23,7 +23,7 @@ quickstart: $(STAMP)
 	$(BIN)/ragopt eval --dataset scifact --pipeline bm25
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -m "not gpu"
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not integration"

@@ -97,6 +97,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the randomization test (default: 0)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
 
+    p = sub.add_parser("tune", help="tune a pipeline: run (or resume, or join) a study",
+                       description="Run a tuning study from a config (dataset, pipeline template, search space, "
+                                   "objective, tuner, budget). Trials are stored in an Optuna storage: rerun the "
+                                   "same command to resume; run it on several machines against one database "
+                                   "URL to share the study. The best pipeline is exported as a YAML that "
+                                   "`ragopt eval --pipeline` accepts, and reported on held-out queries.",
+                       epilog="Tuners: tpe, random, grid, cmaes, nsga2 (Optuna); greedy (models first), "
+                              "greedy_pipeline (pipeline order); hiermab (UCB1), hiermab_ts (Thompson).")
+    p.add_argument("config", metavar="CONFIG.yaml", help="study config, e.g. configs/quickstart.yaml")
+    p.add_argument("--dataset", "-d", metavar="DATASET", help="override the config's dataset (folder or name)")
+    p.add_argument("--tuner", help="override the config's tuner")
+    p.add_argument("--trials", type=int, help="total finished trials the study should reach (default: config)")
+    p.add_argument("--timeout", type=float, metavar="S", help="stop starting new trials after S seconds")
+    p.add_argument("--storage", metavar="URL",
+                   help="Optuna storage URL (default: sqlite file studies.db in the artifact store); e.g. "
+                        "postgresql://user:pass@host/db to share a study between workers")
+    p.add_argument("--study", metavar="NAME", help="study name (default: the config's `study`)")
+    p.add_argument("--seed", type=int, help="tuner seed (default: config)")
+    p.add_argument("--index-dir", metavar="DIR",
+                   help="artifact store root (default: $RAGOPT_INDEX_DIR or ./indexes)")
+    p.add_argument("--out", metavar="DIR", help="where to write best_pipeline.yaml and summary.json "
+                                                "(default: <index-dir>/studies/<study>)")
+    p.add_argument("--no-reuse", action="store_true",
+                   help="disable stage reuse (every trial rebuilds its indexes and reruns every stage)")
+    p.add_argument("--heartbeat", type=int, default=10, metavar="S",
+                   help="worker heartbeat in seconds; a worker silent for 3x this is presumed dead and its "
+                        "trial re-queued (default: 10; 0 disables)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
+    p = sub.add_parser("report", help="write an HTML report of a study",
+                       description="Write a self-contained HTML report of a study: optimisation history, "
+                                   "parameter importances, Pareto front, cost per stage, all trials.")
+    p.add_argument("study", metavar="STUDY", help="study name")
+    p.add_argument("--storage", metavar="URL", help="Optuna storage URL (default: the artifact store's studies.db)")
+    p.add_argument("--index-dir", metavar="DIR", help="artifact store root (default: $RAGOPT_INDEX_DIR or ./indexes)")
+    p.add_argument("--out", "-o", metavar="FILE", help="output HTML file (default: <study>_report.html)")
+    p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
     p = sub.add_parser("datasets", help="list the datasets found on the search path")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p = sub.add_parser("pipelines", help="list the named pipelines")
@@ -301,6 +340,42 @@ def cmd_compare(args: argparse.Namespace, out) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace, out) -> int:
+    from ragopt.tuning.study import StudyConfig, run_study
+
+    cfg = StudyConfig.load(args.config)
+    if args.dataset:
+        cfg.dataset = args.dataset
+    res = run_study(cfg, storage=args.storage, study_name=args.study, store=_store(args), n_trials=args.trials,
+                    timeout=args.timeout, tuner=args.tuner, seed=args.seed, reuse=not args.no_reuse,
+                    progress=_progress(args), out_dir=args.out, heartbeat=args.heartbeat or None)
+    obj = res.to_dict()
+    m = cfg.objective.metrics
+    lines = [f"study {res.study_name}: {res.n_complete} complete, {res.n_failed} failed trials "
+             f"({res.seconds:.1f}s); storage {res.storage}"]
+    if res.best_params:
+        lines.append(f"best {m}: {res.best_value}")
+        lines += [f"  {k} = {v}" for k, v in res.best_params.items()]
+        if res.heldout:
+            h = res.heldout
+            for metric in h["best"]:
+                lines.append(f"held-out ({h['n_queries']} queries) {metric}: best {h['best'][metric]:.4f} vs "
+                             f"baseline {h['baseline'][metric]:.4f} ({h['gain'][metric]:+.4f})")
+        lines.append(f"best pipeline: {res.best_pipeline}  (ragopt eval --pipeline {res.best_pipeline})")
+    _emit(out, args, obj, "\n".join(lines))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace, out) -> int:
+    from ragopt.tuning.report import write_report
+    from ragopt.tuning.study import default_storage
+
+    storage = args.storage or default_storage(_store(args))
+    path = write_report(args.study, storage, args.out or f"{args.study}_report.html")
+    _emit(out, args, {"report": str(path), "study": args.study, "storage": storage}, f"report written to {path}")
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace, out) -> int:
     from ragopt.data import dataset_search_path
 
@@ -351,6 +426,7 @@ def cmd_components(args: argparse.Namespace, out) -> int:
 
 
 COMMANDS = {"index": cmd_index, "search": cmd_search, "eval": cmd_eval, "compare": cmd_compare,
+            "tune": cmd_tune, "report": cmd_report,
             "datasets": cmd_datasets, "pipelines": cmd_pipelines, "components": cmd_components}
 
 

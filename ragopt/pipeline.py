@@ -24,7 +24,7 @@ from ragopt.errors import ConfigError, StageError
 from ragopt.registry import register
 from ragopt.types import Batch, Corpus, Queries
 
-__all__ = ["Stage", "Pipeline", "Cutoff", "progress_enabled"]
+__all__ = ["Stage", "Pipeline", "Cutoff", "progress_enabled", "run_stage", "run_batched"]
 
 
 def progress_enabled(progress: bool | None) -> bool:
@@ -39,6 +39,13 @@ class Stage(Component):
 
     requires: ClassVar[frozenset[str]] = frozenset({"queries"})
     provides: ClassVar[frozenset[str]] = frozenset()
+    #: stage-output cache (ragopt.cache): the parameter that sets how many candidates come out (results
+    #: are cached by depth, so asking for fewer is served from a deeper cached run) ...
+    cache_depth_field: ClassVar[str | None] = None
+    #: ... parameters that do not change the output (threads, batch sizes, devices) ...
+    cache_ignore: ClassVar[tuple[str, ...]] = ()
+    #: ... and whether outputs are worth storing (False for cheap stages such as cutoffs).
+    cache_outputs: ClassVar[bool] = True
 
     # -- protocol ----------------------------------------------------------------------------
     def prepare_corpus(self, corpus: Corpus) -> Corpus:
@@ -53,6 +60,14 @@ class Stage(Component):
 
     def transform(self, batch: Batch) -> Batch:
         raise NotImplementedError(f"{type(self).__name__}.transform")
+
+    def cache_spec(self) -> dict[str, Any] | None:
+        """What determines this stage's output besides its input (``None``: do not cache). Default: the
+        config without depth and ignored parameters, plus the fitted corpus fingerprint."""
+        from ragopt.cache import spec_for
+
+        return spec_for(self, exclude=(*self.cache_ignore, *((self.cache_depth_field,)
+                                                            if self.cache_depth_field else ())))
 
     # -- conveniences ------------------------------------------------------------------------
     @property
@@ -118,6 +133,8 @@ class Cutoff(Stage):
     requires: ClassVar[frozenset[str]] = frozenset({"queries", "candidates"})
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
 
+    cache_outputs: ClassVar[bool] = False
+
     k: int = param(10, doc="number of candidates to keep per query", ge=1)
 
     def transform(self, batch: Batch) -> Batch:
@@ -127,6 +144,8 @@ class Cutoff(Stage):
 @register("pipeline")
 class Pipeline(Stage):
     """Stages applied in order (``a >> b >> c``)."""
+
+    cache_transparent: ClassVar[bool] = True
 
     stages: list[Stage] = param(default_factory=list, doc="the stages, applied in order")
 
@@ -176,7 +195,7 @@ class Pipeline(Stage):
         self.check(batch.fields)
         for i, stage in enumerate(self.stages):
             with batch.stats.timer(f"{i}:{stage.type_name}"):
-                batch = stage.transform(batch)
+                batch = run_stage(stage, batch)
         return batch
 
     def __repr__(self) -> str:
@@ -188,6 +207,15 @@ class Pipeline(Stage):
         for s in self.stages:
             out.extend(s._state.get("artifacts", []))
         return out
+
+
+def run_stage(stage: Stage, batch: Batch) -> Batch:
+    """``stage.transform(batch)`` through the active stage-output cache, if any (see :mod:`ragopt.cache`).
+    Containers (pipelines, fusion) call this for their children so each one is cached on its own."""
+    from ragopt.cache import active_cache
+
+    cache = active_cache()
+    return cache.run(stage, batch) if cache is not None else stage.transform(batch)
 
 
 def run_batched(stage: Stage, batch: Batch, batch_size: int = 0, progress: bool | None = None) -> Batch:

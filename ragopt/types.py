@@ -208,6 +208,7 @@ class Batch:
     scores: np.ndarray | None = None
     answers: list[str] | None = None
     stats: Stats = field(default_factory=Stats)
+    key: str | None = None  # content key of this state, set by the stage cache (ragopt.cache)
 
     def __post_init__(self) -> None:
         if (self.doc_idx is None) != (self.scores is None):

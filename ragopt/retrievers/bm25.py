@@ -35,6 +35,8 @@ class BM25(Stage):
     """Okapi BM25 over the corpus text (``title + " " + text`` by default)."""
 
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
+    cache_depth_field: ClassVar[str | None] = "top_k"
+    cache_ignore: ClassVar[tuple[str, ...]] = ("threads",)
 
     backend: Literal["bm25s", "pyserini"] = param("bm25s", doc="bm25s (numpy, default) or pyserini (Lucene; extra)")
     k1: float = param(0.9, doc="term-frequency saturation", ge=0.0)

@@ -36,8 +36,8 @@ def test_every_registered_component_round_trips_through_yaml():
             continue
         try:
             obj = cls()
-        except ConfigError:
-            continue  # components with required params are covered elsewhere
+        except (ConfigError, TypeError):
+            continue  # components with required params are covered by their own tests
         cfg = obj.to_config()
         again = from_config(yaml.safe_load(yaml.safe_dump(cfg)))
         assert again == obj, name

@@ -1,0 +1,166 @@
+"""Stage-output cache: trials that share upstream configuration reuse what was computed before.
+
+While a :class:`StageCache` is active (``with cache.active(): ...``), every stage run through
+:func:`ragopt.pipeline.run_stage` (pipelines and fusion do) is looked up by a key chained from its input
+(the queries, or the key of the stage before) and its own cache spec (config + corpus fingerprint).
+Retrievers are cached *by depth*: their ``top_k`` is left out of the key, results are stored at the depth
+computed, and a request for fewer candidates is served by cutting; so a trial that changes only ``top_k``,
+a cutoff or fusion weights neither re-encodes nor re-searches. Entries live in memory (LRU) and, with a
+store, on disk as ``stage-output`` artifacts shared by every process that uses the same store (distributed
+tuning workers, resumed studies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from collections import OrderedDict
+from typing import Any, Iterator
+
+import numpy as np
+
+from ragopt.config import canonical_json, config_hash
+from ragopt.errors import ArtifactError
+
+__all__ = ["StageCache", "active_cache", "batch_key"]
+
+FORMAT_VERSION = 1
+_ACTIVE: contextvars.ContextVar["StageCache | None"] = contextvars.ContextVar("ragopt_stage_cache", default=None)
+
+
+def active_cache() -> "StageCache | None":
+    return _ACTIVE.get()
+
+
+def batch_key(batch: Any) -> str:
+    """Content key of a batch's state: set by the cache on its outputs, else from the queries."""
+    return batch.key or f"queries:{batch.queries.fingerprint}"
+
+
+class StageCache:
+    """Memory LRU of stage outputs, optionally backed by an :class:`~ragopt.store.ArtifactStore`."""
+
+    def __init__(self, store: Any = None, max_items: int = 256, persist: bool = True):
+        self.store = store
+        self.persist = persist and store is not None
+        self.max_items = max_items
+        self._mem: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+        self.seconds_computing = 0.0
+
+    def __repr__(self) -> str:
+        return f"StageCache(hits={self.hits}, misses={self.misses}, store={self.store!r})"
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator["StageCache"]:
+        token = _ACTIVE.set(self)
+        try:
+            yield self
+        finally:
+            _ACTIVE.reset(token)
+
+    def counters(self) -> dict[str, float]:
+        return {"cache_hits": self.hits, "cache_misses": self.misses,
+                "cache_compute_s": round(self.seconds_computing, 4)}
+
+    # ------------------------------------------------------------------------------------------
+    def run(self, stage: Any, batch: Any) -> Any:
+        """``stage.transform(batch)``, or its cached result."""
+        if getattr(stage, "cache_transparent", False):  # containers: their children are cached
+            return stage.transform(batch)
+        spec = stage.cache_spec()
+        if spec is None:  # not deterministic / not cacheable: breaks the key chain
+            out = stage.transform(batch)
+            out.key = None
+            return out
+        depth_field = getattr(stage, "cache_depth_field", None)
+        want = int(getattr(stage, depth_field)) if depth_field else None
+        key = config_hash({"in": batch_key(batch), "stage": spec}, length=32)
+        if not getattr(stage, "cache_outputs", True):  # cheap stages: chain the key, store nothing
+            out = stage.transform(batch)
+            out.key = key
+            return out
+        entry = self._lookup(key, stage, batch)
+        if entry is not None and (want is None or entry[0] >= want):
+            self.hits += 1
+            batch.stats.add(f"cache_hits:{stage.type_name}")
+            out = entry[1]
+            out = type(out)(batch.queries, out.corpus, out.doc_idx, out.scores, out.answers, batch.stats)
+            if want is not None and out.depth > want:
+                out = out.cut(want)
+        else:
+            self.misses += 1
+            t0 = time.perf_counter()
+            out = stage.transform(batch)
+            self.seconds_computing += time.perf_counter() - t0
+            self._save(key, want if want is not None else out.depth, out, stage)
+        out.key = f"{key}@{want}" if want is not None else key
+        return out
+
+    # ------------------------------------------------------------------------------------------
+    def _lookup(self, key: str, stage: Any, batch: Any) -> tuple[int, Any] | None:
+        if key in self._mem:
+            self._mem.move_to_end(key)
+            return self._mem[key]
+        if not self.persist:
+            return None
+        spec = {"key": key}
+        path = self.store.path("stage-output", spec, FORMAT_VERSION)
+        if not (path / "manifest.json").is_file():
+            return None
+        try:
+            art = self.store.open(path, "stage-output", spec, FORMAT_VERSION)
+        except ArtifactError:
+            return None  # a damaged entry is recomputed (and replaced) rather than trusted
+        fp = art.manifest.get("corpus")
+        corpus = _find_corpus(fp, stage, batch)
+        if corpus is None:
+            return None
+        doc_idx = np.load(path / "doc_idx.npy", allow_pickle=False)
+        scores = np.load(path / "scores.npy", allow_pickle=False)
+        if doc_idx.shape[0] != len(batch.queries):
+            return None
+        from ragopt.types import Batch
+
+        entry = (int(art.manifest["depth"]), Batch(batch.queries, corpus, doc_idx, scores, None))
+        self._remember(key, entry)
+        return entry
+
+    def _save(self, key: str, depth: int, out: Any, stage: Any) -> None:
+        from ragopt.types import Batch
+
+        snapshot = Batch(out.queries, out.corpus, out.doc_idx, out.scores, out.answers)
+        self._remember(key, (depth, snapshot))
+        if not self.persist or out.doc_idx is None or out.answers is not None:
+            return
+
+        def build(d):
+            np.save(d / "doc_idx.npy", out.doc_idx, allow_pickle=False)
+            np.save(d / "scores.npy", out.scores, allow_pickle=False)
+            return {"depth": depth, "corpus": out.corpus.fingerprint, "stage": stage.type_name}
+
+        self.store.get_or_create("stage-output", {"key": key}, FORMAT_VERSION, build, rebuild=True)
+
+    def _remember(self, key: str, entry: tuple[int, Any]) -> None:
+        self._mem[key] = entry
+        self._mem.move_to_end(key)
+        while len(self._mem) > self.max_items:
+            self._mem.popitem(last=False)
+
+
+def _find_corpus(fingerprint: str | None, stage: Any, batch: Any) -> Any:
+    cands = [stage._state.get("corpus"), getattr(stage._state.get("corpus"), "parent", None), batch.corpus,
+             getattr(batch.corpus, "parent", None)]
+    for c in cands:
+        if c is not None and c.fingerprint == fingerprint:
+            return c
+    return None
+
+
+def spec_for(stage: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """Default cache spec: the stage's config (minus ``exclude``) and its fitted corpus fingerprint."""
+    corpus = stage._state.get("corpus")
+    cfg = {k: v for k, v in stage.to_config().items() if k not in exclude}
+    return {"config": canonical_json(cfg), "corpus": corpus.fingerprint if corpus is not None else None}
