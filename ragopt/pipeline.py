@@ -112,9 +112,15 @@ class Stage(Component):
             return NotImplemented
         from ragopt.fusion import RRF
 
-        left = list(self.inputs) if isinstance(self, RRF) else [self]
-        right = list(other.inputs) if isinstance(other, RRF) else [other]
-        return RRF(inputs=[*left, *right])
+        def flat(s: Stage) -> bool:  # an unweighted RRF is flattened into the new one, keeping k and top_k
+            return isinstance(s, RRF) and s.weights is None
+
+        left = list(self.inputs) if flat(self) else [self]
+        right = list(other.inputs) if flat(other) else [other]
+        base = self if flat(self) else other if flat(other) else None
+        if base is None:
+            return RRF(inputs=[*left, *right])
+        return RRF(inputs=[*left, *right], k=base.k, top_k=base.top_k)
 
     def __mod__(self, k: int) -> "Pipeline":
         if not isinstance(k, int):

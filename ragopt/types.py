@@ -182,6 +182,12 @@ def topk_rows(scores: np.ndarray, k: int, idx: np.ndarray | None = None) -> tupl
         return np.full((n, 0), -1, np.int64), np.full((n, 0), -np.inf, np.float32)
     if k < m:
         part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition breaks ties at the k-th score arbitrarily: rows whose k-th score is shared with
+        # entries left outside are redone with a full stable sort, so ties go to the lowest column
+        kth = np.take_along_axis(scores, part, axis=1).min(axis=1)
+        straddle = np.nonzero(((scores >= kth[:, None]).sum(axis=1) > k) & np.isfinite(kth))[0]
+        for r in straddle:
+            part[r] = np.lexsort((np.arange(m), -scores[r]))[:k]
     else:
         part = np.broadcast_to(np.arange(m), (n, m)).copy()
     part_scores = np.take_along_axis(scores, part, axis=1)

@@ -117,3 +117,13 @@ def test_corpus_fingerprint_is_content_based():
 def test_pipeline_config_round_trip():
     p = Lookup() >> Cutoff(k=4)
     assert from_config(p.to_config()) == p
+
+
+def test_topk_rows_breaks_ties_at_the_cut_by_lowest_column():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        s = rng.integers(0, 4, size=(3, 50)).astype(np.float32)
+        k = int(rng.integers(1, 10))
+        idx, sc = topk_rows(s, k)
+        ref = np.array([np.lexsort((np.arange(50), -row))[:k] for row in s])
+        assert np.array_equal(idx, ref)
