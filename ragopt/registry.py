@@ -42,6 +42,9 @@ _BUILTIN: dict[str, str] = {
     # fusion
     "rrf": "ragopt.fusion:RRF",
     "weighted": "ragopt.fusion:WeightedFusion",
+    # rerankers and cross-encoder search
+    "cross_encoder": "ragopt.rerankers.cross_encoder:CrossEncoderReranker",
+    "cur": "ragopt.rerankers.cur:CURSearch",
 }
 
 _REGISTERED: dict[str, type] = {}
