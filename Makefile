@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 quickstart: $(STAMP)
-	$(BIN)/ragopt eval --dataset scifact --pipeline bm25
+	$(BIN)/ragopt tune configs/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -m "not gpu"

@@ -143,8 +143,7 @@ class HierMABTuner(Tuner):
             cand = dict(inc)
             for p, v in zip(params, combo):
                 cand[p.name] = v
-            active = self.space.active(cand)
-            cand = {p.name: cand[p.name] if p.name in cand else p.grid()[0] for p in active}
+            cand = self.space.complete(cand, self._default_for)
             k = config_key(cand)
             if k not in seen:
                 seen.add(k)

@@ -203,6 +203,18 @@ class SearchSpace:
                 on[p.name] = values.get(p.name, _MISSING)
         return out
 
+    def complete(self, values: Mapping[str, Any], fill) -> dict[str, Any]:
+        """``values`` restricted to the active parameters, with every active parameter that has no value
+        filled by ``fill(param)``, until no new parameter becomes active."""
+        out = dict(values)
+        while True:
+            missing = [p for p in self.active(out) if p.name not in out]
+            if not missing:
+                break
+            for p in missing:
+                out[p.name] = fill(p)
+        return {p.name: out[p.name] for p in self.active(out)}
+
     def is_active(self, p: Param, values: Mapping[str, Any]) -> bool:
         return any(q.name == p.name for q in self.active(values))
 
@@ -234,9 +246,7 @@ class SearchSpace:
                 continue
             cur = get_path(template, p.path, default=_MISSING)
             if p.kind == "categorical":
-                match = [lab for lab, val in zip(p.labels, p.choices) if val == cur
-                         or (isinstance(val, Mapping) and isinstance(cur, Mapping) and val.get("type") == cur.get("type")
-                             and all(cur.get(k) == v for k, v in val.items()))]
+                match = [lab for lab, val in zip(p.labels, p.choices) if _subset(val, cur)]
                 out[p.name] = match[0] if match else p.labels[0]
             elif cur is not _MISSING and isinstance(cur, (int, float)) and p.low <= cur <= p.high:
                 out[p.name] = cur
@@ -261,6 +271,15 @@ class SearchSpace:
                     build(cfg)
                 except ConfigError as e:
                     raise ConfigError(f"space({p.name})", f"path {p.path!r} with value {v!r}: {e}") from None
+
+
+def _subset(part: Any, full: Any) -> bool:
+    """``part`` matches ``full`` where it says anything (a choice written with defaults left out)."""
+    if isinstance(part, Mapping):
+        return isinstance(full, Mapping) and all(k in full and _subset(v, full[k]) for k, v in part.items())
+    if isinstance(part, list):
+        return isinstance(full, list) and len(part) == len(full) and all(map(_subset, part, full))
+    return part == full
 
 
 def _split(path: str) -> list[str]:

@@ -52,10 +52,16 @@ class Tuner:
 
     # -- interface ---------------------------------------------------------------------------------
     def ask(self) -> dict[str, Any]:
-        params = self._propose()
-        params = {p.name: params[p.name] for p in self.space.active(params) if p.name in params}
+        params = self.space.complete(self._propose(), self._default_for)
         self.asked.add(config_key(params))
         return params
+
+    def _default_for(self, p: Param) -> Any:
+        """Value for a parameter a proposal left out (one that another value just activated)."""
+        if self.defaults and p.name in self.defaults:
+            return self.defaults[p.name]
+        g = p.grid()
+        return g[len(g) // 2]
 
     def tell(self, params: Mapping[str, Any], value: Value) -> None:
         self.asked.add(config_key(params))
@@ -204,14 +210,9 @@ class GreedyTuner(Tuner):
                 continue
             for v in p.grid():
                 cand = {**inc, p.name: v}
-                cand = {q.name: cand.get(q.name, self._default_for(q)) for q in self.space.active(cand)}
+                cand = self.space.complete(cand, self._default_for)
                 self._queue.append(cand)
 
-    def _default_for(self, p: Param) -> Any:
-        if self.defaults and p.name in self.defaults:
-            return self.defaults[p.name]
-        g = p.grid()
-        return g[len(g) // 2]
 
 
 class OptunaTuner(Tuner):
@@ -247,10 +248,14 @@ class OptunaTuner(Tuner):
         trials = self._trials.get(config_key(params))
         if trials:
             trial = trials.pop(0)
-            if value is None:
-                self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
-            else:
-                self.study.tell(trial, list(value) if isinstance(value, (list, tuple)) else value)
+            try:
+                if value is None:
+                    self.study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                else:
+                    self.study.tell(trial, list(value) if isinstance(value, (list, tuple)) else value)
+            except RuntimeError as e:  # GridSampler stops the study after its last point (outside optimize)
+                if "stop" not in str(e).lower():
+                    raise
         else:  # told without asking (e.g. a result computed elsewhere): add it as a finished trial
             dists = {p.name: p.distribution() for p in self.space.active(params)}
             values = None if value is None else (list(value) if isinstance(value, (list, tuple)) else [value])

