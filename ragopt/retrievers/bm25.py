@@ -205,7 +205,9 @@ class BM25(Stage):
                 ids.append(q)
         if not rows:
             return doc_idx, scores
-        res_docs, res_scores = retriever.retrieve(ids, k=k, show_progress=False, n_threads=self.threads,
+        # bm25s runs n_threads=1 through a one-worker thread pool: slower than its sequential path (0)
+        res_docs, res_scores = retriever.retrieve(ids, k=k, show_progress=False,
+                                                  n_threads=self.threads if self.threads > 1 else 0,
                                                   return_as="tuple")
         res_docs = np.asarray(res_docs, np.int64)
         res_scores = np.asarray(res_scores, np.float32)
