@@ -240,3 +240,36 @@ def test_two_workers_share_a_postgres_study(data_dir, tmp_path):
     assert not [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING]
     # both workers contributed (each trial records the pid-independent config; count distinct datetimes)
     assert all(json.loads(o[0])["n_complete"] >= 10 for o in outs)
+
+
+@register("test_bag")
+class Bag(Stage):
+    """A tiny deterministic retriever (bag-of-words overlap) so fusion tests need no model."""
+
+    provides = frozenset({"candidates"})
+    cache_depth_field = "top_k"
+    top_k: int = param(100)
+
+    def transform(self, batch):
+        import numpy as np
+
+        from ragopt.types import topk_rows
+
+        if "words" not in self._state:
+            self._state["words"] = [set(t.lower().split()) for t in self.corpus.texts]
+        scores = np.array([[len(set(q.lower().split()) & w) for w in self._state["words"]]
+                           for q in batch.queries.texts], dtype=np.float32)
+        scores[scores == 0] = -np.inf
+        idx, sc = topk_rows(scores, self.top_k)
+        return batch.with_candidates(idx, sc, self.corpus)
+
+
+def test_fit_reuse_restores_nested_stages(data_dir, tmp_path):
+    """A fusion stage met again must come back with its inputs fitted, not only itself."""
+    d = study_dict(data_dir, pipeline=[{"type": "rrf", "inputs": [{"type": "bm25"}, {"type": "test_bag"}]}],
+                   space=[{"name": "k", "path": "stages.0.k", "choices": [10, 60]}])
+    obj = PipelineObjective(StudyConfig.from_dict(d), store=ArtifactStore(tmp_path))
+    first = obj.evaluate(obj.config_for({"k": 60}))
+    other = obj.evaluate(obj.config_for({"k": 10}))
+    again = obj.evaluate(obj.config_for({"k": 60}))  # fitted state restored from the fit cache
+    assert again["metrics"] == first["metrics"] and other["metrics"]["ndcg@10"] > 0
