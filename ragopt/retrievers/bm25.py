@@ -30,6 +30,18 @@ FORMAT_VERSION = 1
 _PYSERINI_STEMMERS = ("porter", "krovetz")
 
 
+_STEMMERS: dict[str, Any] = {}
+
+
+def _stem_function(algorithm: str) -> Any:
+    """One PyStemmer object per algorithm and process: its word cache then serves every batch."""
+    if algorithm not in _STEMMERS:
+        import Stemmer
+
+        _STEMMERS[algorithm] = Stemmer.Stemmer(algorithm).stemWords
+    return _STEMMERS[algorithm]
+
+
 @register("bm25")
 class BM25(Stage):
     """Okapi BM25 over the corpus text (``title + " " + text`` by default)."""
@@ -118,11 +130,7 @@ class BM25(Stage):
     def _tokenize(self, texts: list[str], show: bool, return_ids: bool):
         import bm25s
 
-        stemmer = None
-        if self.stemmer is not None:
-            import Stemmer
-
-            stemmer = Stemmer.Stemmer(self.stemmer).stemWords
+        stemmer = _stem_function(self.stemmer) if self.stemmer is not None else None
         return bm25s.tokenize(texts, lower=self.lower, stopwords=self.stopwords or [], stemmer=stemmer,
                               return_ids=return_ids, show_progress=show)
 
