@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from ragopt.errors import ConfigError
 
-__all__ = ["Component", "param", "canonical_json", "config_hash", "from_config"]
+__all__ = ["Component", "param", "canonical_json", "config_hash", "from_config", "walk"]
 
 
 def param(default: Any = dataclasses.MISSING, *, doc: str = "", choices: tuple | None = None,
@@ -277,6 +277,17 @@ class Component:
                 raise ConfigError(full, "cannot replace a whole nested component by path; set its parameters")
             sub._set_path(rest[1:], value, full)
         object.__setattr__(self, "_state", {})
+
+
+def walk(component: "Component"):
+    """The component and every component nested in its fields (depth first, field order)."""
+    yield component
+    for f in dataclasses.fields(component):
+        value = getattr(component, f.name)
+        items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
+        for v in items:
+            if isinstance(v, Component):
+                yield from walk(v)
 
 
 def _children(value: Any):

@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-from ragopt.config import canonical_json, config_hash, from_config
+from ragopt.config import canonical_json, config_hash, from_config, walk
 from ragopt.errors import ConfigError, RagoptError
-from ragopt.pipeline import Pipeline, Stage, progress_enabled, run_batched, stages_of
+from ragopt.pipeline import Pipeline, Stage, progress_enabled, run_batched
 from ragopt.tuning.space import SearchSpace, apply_params
 from ragopt.tuning.tuners import TUNERS, Tuner, config_key, make_tuner, suggest_all
 from ragopt.types import Batch, Queries
@@ -245,9 +245,9 @@ class PipelineObjective:
                        if k not in stage.cache_ignore and k != stage.cache_depth_field}
                 key = config_hash({"stage": cfg, "corpus": corpus.fingerprint}, length=32)
             if key is not None and key in self._fitted:
-                # same config => same tree of stages: restore the fitted state of the stage and of every
-                # stage nested in it (fusion inputs, sub-pipelines)
-                for sub, state in zip(stages_of(stage), self._fitted[key]):
+                # same config => same tree of components: restore the fitted state of the stage and of
+                # every component nested in it (fusion inputs, sub-pipelines, encoders, vector indexes)
+                for sub, state in zip(walk(stage), self._fitted[key]):
                     sub._state.clear()
                     sub._state.update(state)
                     if "artifacts" in state:
@@ -255,7 +255,7 @@ class PipelineObjective:
             else:
                 stage.fit(corpus, store, progress=self.progress)
                 if key is not None:
-                    self._fitted[key] = [dict(sub._state) for sub in stages_of(stage)]
+                    self._fitted[key] = [dict(sub._state) for sub in walk(stage)]
             corpus = stage.prepare_corpus(corpus)
         pipeline._state["corpus"] = corpus
 
