@@ -115,6 +115,8 @@ class Param:
     # -- values ------------------------------------------------------------------------------------
     def value_of(self, label: Any) -> Any:
         """The config value for a sampler-facing value (a label for categoricals)."""
+        if self.kind == "float" and isinstance(label, float):
+            return round(label, 10)  # 1.7999999999999998 (a stepped float) -> 1.8 in exported configs
         if self.kind != "categorical":
             return label
         return copy.deepcopy(self.choices[self.labels.index(label)])
