@@ -136,6 +136,83 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", "-o", metavar="FILE", help="output HTML file (default: <study>_report.html)")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
 
+    p = sub.add_parser("train", help="train a model a pipeline stage loads (a cross-encoder reranker)",
+                       description="Train models for pipeline stages. `ragopt train cross-encoder` fine-tunes a "
+                                   "cross-encoder for the cross_encoder reranker.")
+    tsub = p.add_subparsers(dest="model_kind", metavar="MODEL")
+    tsub.required = True
+    t = tsub.add_parser("cross-encoder", help="fine-tune a cross-encoder on a dataset's training queries",
+                        description="Fine-tune a cross-encoder from an encoder (hub id, folder, or the packaged "
+                                    "all-MiniLM-L6-v2) on a seeded share of a dataset's judged queries, with hard "
+                                    "negatives from a pipeline's top candidates. Prints the artifact path (use it "
+                                    "as `model:` of the cross_encoder reranker) and the file of held-out query "
+                                    "ids (queries the model never saw). The same settings reuse the artifact.",
+                        epilog=f"{EPILOG_DATASET} {EPILOG_PIPELINE}")
+    t.add_argument("--base", default="all-MiniLM-L6-v2", metavar="MODEL",
+                   help="encoder to start from: hub id, model folder, or all-MiniLM-L6-v2 (default; packaged)")
+    t.add_argument("--dataset", "-d", required=True, metavar="DATASET", help="dataset folder (BEIR layout) or name")
+    t.add_argument("--split", default="test", help="qrels split whose judged queries are used (default: test)")
+    t.add_argument("--train-fraction", type=float, default=0.6,
+                   help="share of the judged queries trained on; the rest are held out (default: 0.6)")
+    t.add_argument("--max-queries", type=int, metavar="N", help="train on at most N of the training queries")
+    t.add_argument("--negatives-pipeline", default="bm25", metavar="PIPELINE",
+                   help="pipeline whose top candidates give hard negatives (default: bm25)")
+    t.add_argument("--negatives-per-query", type=int, default=4, help="negatives per query (default: 4)")
+    t.add_argument("--negatives-depth", type=int, default=30,
+                   help="negatives are drawn from this many top candidates (default: 30)")
+    t.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
+    t.add_argument("--batch-size", type=int, default=16, help="pairs per training step (default: 16)")
+    t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
+    t.add_argument("--loss", choices=("listwise", "bce"), default="listwise",
+                   help="listwise: softmax cross-entropy over each query's positive and negatives (default); "
+                        "bce: pointwise binary cross-entropy")
+    t.add_argument("--max-length", type=int, default=256, help="max tokens of query + passage (default: 256)")
+    t.add_argument("--seed", type=int, default=0, help="seed of the query split, negatives and training (default: 0)")
+    t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                   help="training device (default: auto)")
+    t.add_argument("--evaluate", action="store_true",
+                   help="then compare the first stage alone with first stage >> cross-encoder on the held-out "
+                        "queries (nDCG@10, recall@100)")
+    t.add_argument("--eval-depth", type=int, default=100, help="candidates reranked by --evaluate (default: 100)")
+    t.add_argument("--index-dir", metavar="DIR",
+                   help="artifact store root (default: $RAGOPT_INDEX_DIR or ./indexes)")
+    t.add_argument("--rebuild", action="store_true", help="train again even if a matching artifact exists")
+    t.add_argument("--no-progress", action="store_true", help="no progress bars (they go to stderr, on a terminal)")
+    t.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
+
+    p = sub.add_parser("serve-mcp", help="serve tool retrieval over the Model Context Protocol (RAG-MCP)",
+                       description="Serve an MCP server whose search_tools(query, k) returns the k tools that best fit "
+                                   "a task (name, description, input schema, score), from a tools JSONL file or from "
+                                   "the tools of upstream MCP servers; with --servers it is also a gateway: "
+                                   "call_tool(name, arguments) validates the arguments and forwards the call.",
+                       epilog="Streamable HTTP is served at /mcp on 127.0.0.1 unless --host says otherwise; set a "
+                              "bearer token with --token or $RAGOPT_MCP_TOKEN.")
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--tools", metavar="PATH", help="tools JSONL ({name, description, input_schema}) or a dataset "
+                                                   "folder with tools.jsonl")
+    g.add_argument("--servers", metavar="CONFIG.yaml", help="upstream MCP servers (stdio commands or HTTP URLs); "
+                                                            "enables call_tool")
+    p.add_argument("--pipeline", "-p", metavar="PIPELINE",
+                   help="retrieval pipeline name or YAML (default: the servers config's, else tools)")
+    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a pipeline parameter, e.g. --set stages.0.k1=1.2; repeatable")
+    p.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
+    p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000; 0 picks a free one)")
+    p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' over HTTP (default: $RAGOPT_MCP_TOKEN)")
+    p.add_argument("--max-k", type=int, default=50, help="largest k a search may ask for (default: 50)")
+    p.add_argument("--max-query-chars", type=int, default=2000, help="longest query accepted (default: 2000)")
+    p.add_argument("--max-request-bytes", type=int, default=1 << 20,
+                   help="largest HTTP request body accepted (default: 1 MiB)")
+    p.add_argument("--text-params", choices=("none", "names", "descriptions"),
+                   help="index tool parameters by name, with their descriptions, or not at all (--tools; "
+                        "default: descriptions)")
+    p.add_argument("--split-names", action="store_true",
+                   help="also index the words of identifier-style tool names (get_weather -> get weather)")
+    p.add_argument("--index-dir", metavar="DIR", help="artifact store root (default: $RAGOPT_INDEX_DIR or ./indexes)")
+    p.add_argument("--ready-file", metavar="FILE", help="HTTP: write {url, port, pid} as JSON to FILE once listening")
+    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
+
     p = sub.add_parser("datasets", help="list the datasets found on the search path")
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     p = sub.add_parser("pipelines", help="list the named pipelines")
@@ -376,6 +453,41 @@ def cmd_report(args: argparse.Namespace, out) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace, out) -> int:
+    from ragopt.training.cross_encoder import compare_reranking, train_cross_encoder
+
+    store = _store(args)
+    art = train_cross_encoder(args.base, args.dataset, split=args.split, train_fraction=args.train_fraction,
+                              seed=args.seed, negatives_pipeline=args.negatives_pipeline,
+                              negatives_per_query=args.negatives_per_query, negatives_depth=args.negatives_depth,
+                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
+                              max_length=args.max_length, max_queries=args.max_queries, device=args.device,
+                              store=store, progress=_progress(args), rebuild=args.rebuild)
+    m = art.manifest
+    heldout = art.path / "heldout_queries.txt"
+    obj = {"artifact": str(art.path), "created": art.created, "heldout_queries": str(heldout),
+           "n_train_queries": m.get("n_train_queries"), "n_heldout_queries": m.get("n_heldout_queries"),
+           "n_pairs": m.get("n_pairs"), "train_seconds": m.get("train_seconds"), "device": m.get("device")}
+    lines = [f"{'trained' if art.created else 'reused'} cross-encoder: {art.path}",
+             f"  {m.get('n_train_queries')} training queries, {m.get('n_pairs')} pairs, "
+             f"{m.get('train_seconds')}s on {m.get('device')}",
+             f"  held-out query ids ({m.get('n_heldout_queries')}): {heldout}",
+             f"  use it: ragopt eval -p bm25_ce -d {args.dataset} --set stages.1.model={art.path}"]
+    if args.evaluate:
+        from ragopt.training.cross_encoder import heldout_query_ids
+
+        res = compare_reranking(art.path, args.dataset, split=args.split, query_ids=heldout_query_ids(art.path),
+                                depth=args.eval_depth, metrics=("ndcg@10", "recall@100"), store=store,
+                                progress=_progress(args))
+        res.pop("per_query")
+        obj["evaluation"] = res
+        lines.append(f"  held-out ({res['n_queries']} queries), first stage vs >> cross-encoder top {args.eval_depth}:")
+        lines += [f"    {k:<12} {res['first_stage'][k]:.4f} -> {res['reranked'][k]:.4f} ({res['gain'][k]:+.4f})"
+                  for k in res["first_stage"]]
+    _emit(out, args, obj, "\n".join(lines))
+    return 0
+
+
 def cmd_datasets(args: argparse.Namespace, out) -> int:
     from ragopt.data import dataset_search_path
 
@@ -425,8 +537,40 @@ def cmd_components(args: argparse.Namespace, out) -> int:
     return 0
 
 
+def cmd_serve_mcp(args: argparse.Namespace, out) -> int:
+    import dataclasses
+
+    from ragopt.errors import ConfigError
+
+    for name in ("max_k", "max_query_chars", "max_request_bytes"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')}", "must be >= 1")
+    # stdio: stdout is the MCP channel, so nothing may reach file descriptor 1 before the SDK claims it
+    with _stdout_reserved_for_json(args.transport == "stdio"):
+        from ragopt.mcp.catalog import TextTemplate
+        from ragopt.mcp.service import Limits, ToolService
+        from ragopt.mcp.upstream import load_gateway_config
+
+        gateway = load_gateway_config(args.servers) if args.servers else None
+        args.pipeline = args.pipeline or (gateway.pipeline if gateway else None) or "tools"
+        template = gateway.text if gateway else TextTemplate()
+        if args.text_params:
+            template = dataclasses.replace(template, params=args.text_params)
+        if args.split_names:
+            template = dataclasses.replace(template, split_name=True)
+        limits = Limits(max_k=args.max_k, default_k=min(5, args.max_k), max_query_chars=args.max_query_chars,
+                        max_request_bytes=args.max_request_bytes)
+        service = ToolService(_load_pipeline(args), tools=args.tools, gateway=gateway, template=template,
+                              store=_store(args), limits=limits)
+    from ragopt.mcp.server import serve
+
+    serve(service, transport=args.transport, host=args.host, port=args.port, token=args.token,
+          log_level=args.log_level, ready_file=args.ready_file)
+    return 0
+
+
 COMMANDS = {"index": cmd_index, "search": cmd_search, "eval": cmd_eval, "compare": cmd_compare,
-            "tune": cmd_tune, "report": cmd_report,
+            "tune": cmd_tune, "report": cmd_report, "train": cmd_train, "serve-mcp": cmd_serve_mcp,
             "datasets": cmd_datasets, "pipelines": cmd_pipelines, "components": cmd_components}
 
 

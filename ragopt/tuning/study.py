@@ -524,7 +524,7 @@ def run_study(config: StudyConfig, storage: str | None = None, study_name: str |
     finally:
         if bar is not None:
             bar.close()
-    return _summarise(study, objective, config, url, out_dir or Path(store.root) / "studies" / name,
+    return _summarise(study, objective, config, url, Path(out_dir) if out_dir else Path(store.root) / "studies" / name,
                       time.perf_counter() - t_start)
 
 

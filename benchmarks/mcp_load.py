@@ -1,0 +1,172 @@
+"""Bounded load test of `ragopt serve-mcp` over streamable HTTP on loopback.
+
+Starts the server as a subprocess on 127.0.0.1 (a free port, a random bearer token), then for each client
+count N opens N MCP client sessions at once and has each send R ``search_tools`` calls back to back (queries
+from the tool set, k=5), all under one deadline. Reports throughput (calls / wall time of the calls), latency
+percentiles per call, and errors (exceptions, timeouts and ``isError`` results: must be 0). The clients run in
+this process, so on a small machine they compete with the server for the same cores.
+
+    python benchmarks/mcp_load.py [--tools toollens] [--pipeline tools] [--clients 8 32] [--requests 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def start_server(tools: str, pipeline: str, token: str, workdir: Path, start_timeout: float) -> tuple:
+    ready = workdir / "ready.json"
+    log = open(workdir / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "ragopt.cli", "serve-mcp", "--tools", tools, "--pipeline", pipeline,
+                             "--transport", "http", "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)],
+                            env={**os.environ, "RAGOPT_MCP_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
+                            cwd=str(ROOT))
+    deadline = time.monotonic() + start_timeout
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"server did not start: {(workdir / 'server.log').read_text()[-2000:]}")
+        time.sleep(0.1)
+    return proc, log, json.loads(ready.read_text())["url"]
+
+
+async def one_round(url: str, token: str, n_clients: int, n_requests: int, queries: list[str], k: int,
+                    timeout: float) -> dict:
+    import anyio
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    done = {"calls": 0}
+    go = anyio.Event()
+    connected = {"n": 0}
+    all_connected = anyio.Event()
+    t_connect = time.perf_counter()
+    t_start = {"t": 0.0}
+
+    async def client(i: int) -> None:
+        try:
+            async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=60) as http:
+                async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=60) as c:
+                    connected["n"] += 1
+                    if connected["n"] == n_clients:
+                        all_connected.set()
+                    await go.wait()
+                    for j in range(n_requests):
+                        q = queries[(i * n_requests + j) % len(queries)]
+                        t0 = time.perf_counter()
+                        try:
+                            r = await c.call_tool("search_tools", {"query": q, "k": k})
+                            if r.is_error or not r.structured_content or "tools" not in r.structured_content:
+                                errors.append(f"isError: {r.content[0].text[:200] if r.content else r}")
+                        except Exception as e:  # noqa: BLE001 - counted, reported
+                            errors.append(f"{type(e).__name__}: {e}"[:200])
+                        latencies.append(time.perf_counter() - t0)
+                        done["calls"] += 1
+        except Exception as e:  # noqa: BLE001 - a session that fails to open counts its calls as errors
+            errors.append(f"session {i}: {type(e).__name__}: {e}"[:200])
+            connected["n"] += 1
+            if connected["n"] == n_clients:
+                all_connected.set()
+
+    timed_out = False
+    with anyio.move_on_after(timeout) as scope:
+        async with anyio.create_task_group() as tg:
+            for i in range(n_clients):
+                tg.start_soon(client, i)
+            await all_connected.wait()
+            connect_s = time.perf_counter() - t_connect
+            t_start["t"] = time.perf_counter()
+            go.set()
+    timed_out = scope.cancelled_caught
+    wall = time.perf_counter() - t_start["t"] if t_start["t"] else float("nan")
+    total = n_clients * n_requests
+    missing = total - done["calls"]
+    lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
+    return {"clients": n_clients, "requests_per_client": n_requests, "requests": total,
+            "completed": done["calls"], "errors": len(errors) + missing, "timed_out": timed_out,
+            "error_examples": errors[:5], "wall_s": round(wall, 3),
+            "throughput_rps": round(done["calls"] / wall, 1) if wall == wall and wall > 0 else 0.0,
+            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2),
+            "mean_ms": round(float(lat.mean()), 2), "max_ms": round(float(lat.max()), 2),
+            "connect_s": round(connect_s, 3) if not timed_out or t_start["t"] else None}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tools", default="toollens", help="tools JSONL or dataset (name or folder) with tools.jsonl")
+    ap.add_argument("--pipeline", default="tools")
+    ap.add_argument("--clients", type=int, nargs="+", default=[8, 32])
+    ap.add_argument("--requests", type=int, default=50, help="search_tools calls per client (default: 50)")
+    ap.add_argument("-k", type=int, default=5)
+    ap.add_argument("--timeout", type=float, default=300.0, help="deadline of each round in seconds")
+    ap.add_argument("--start-timeout", type=float, default=300.0)
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mcp_load.json"))
+    ap.add_argument("--append", action="store_true", help="add these runs to the --out file's")
+    args = ap.parse_args()
+
+    import anyio
+
+    from ragopt.data import load_dataset
+
+    tools = args.tools
+    queries: list[str] = []
+    if not Path(tools).is_file():
+        ds = load_dataset(tools)
+        tools = str(ds.path)
+        queries = list(ds.queries_for("test").texts)
+    if not queries:
+        queries = ["search the web", "weather forecast", "send an email", "convert currency", "translate text"]
+    token = secrets.token_urlsafe(24)
+    with tempfile.TemporaryDirectory(prefix="ragopt-mcp-load-") as tmp:
+        t0 = time.perf_counter()
+        proc, log, url = start_server(tools, args.pipeline, token, Path(tmp), args.start_timeout)
+        start_s = time.perf_counter() - t0
+        runs = []
+        try:
+            anyio.run(one_round, url, token, 1, 5, queries, args.k, args.timeout)  # warm-up
+            for n in args.clients:
+                load_before = os.getloadavg()[0]
+                r = anyio.run(one_round, url, token, n, args.requests, queries, args.k, args.timeout)
+                r.update(pipeline=args.pipeline, tools=Path(tools).name, loadavg_1min_before=round(load_before, 2),
+                         server_start_s=round(start_s, 2))
+                runs.append(r)
+                print(f"{args.pipeline} {n:>3} clients x {args.requests}: {r['throughput_rps']:.1f} calls/s, "
+                      f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}"
+                      + (" (TIMED OUT)" if r["timed_out"] else ""), file=sys.stderr)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=20)
+            log.close()
+    out = Path(args.out)
+    previous = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
+    result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "transport": "streamable HTTP, 127.0.0.1, "
+              "bearer token", "k": args.k, "runs": previous + runs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    print(out)
+    if any(r["errors"] for r in runs):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

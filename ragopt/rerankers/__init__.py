@@ -1,0 +1,1 @@
+"""Rerankers: stages that rescore a retriever's candidates (cross-encoder, CUR search)."""

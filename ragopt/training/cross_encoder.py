@@ -1,0 +1,320 @@
+"""Fine-tune a cross-encoder on a BEIR-layout dataset's queries, with hard negatives mined by a ragopt pipeline.
+
+:func:`train_cross_encoder` splits the judged queries of a split into training and held-out queries (a
+seeded split, :func:`ragopt.tuning.study.split_queries`), mines negatives for each training query from the
+top ``negatives_depth`` candidates of a pipeline (judged-relevant documents excluded; ``negatives_per_query``
+drawn at random among them, seeded), and fine-tunes ``CrossEncoder(base_model, num_labels=1)`` on groups of
+(query, positive, negatives). The default ``listwise`` loss is the cross-entropy of the positive under a
+softmax over its group's logits; ``bce`` is pointwise binary cross-entropy (the loss of sentence-transformers'
+``CrossEncoder.fit``). AdamW, linear warm-up then decay, gradient clipping at 1.0. The loop is ours because
+sentence-transformers' ``CrossEncoderTrainer`` needs ``accelerate``. Seeded throughout: classifier
+initialisation, dropout, data order, negatives.
+
+The result is a ``cross-encoder`` artifact keyed by everything that shapes it (base model fingerprint,
+corpus fingerprint, training queries and their judgments, the query split, the negatives pipeline config,
+hyperparameters): ``model/`` (a CrossEncoder folder, which the ``cross_encoder`` reranker loads given the
+artifact path), ``heldout_queries.txt`` (the query ids it never saw: evaluate on these),
+``train_queries.txt`` and ``training.json`` (loss curve, counts, time). Written atomically: Ctrl-C leaves
+nothing half-written. :func:`compare_reranking` evaluates first stage alone vs first stage >> reranker on
+a query subset (e.g. the held-out queries).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ragopt.errors import ConfigError, DataError
+
+__all__ = ["train_cross_encoder", "compare_reranking", "heldout_query_ids", "mine_groups", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+KIND = "cross-encoder"
+
+
+def _dataset(dataset: Any):
+    from ragopt.data import load_dataset
+
+    return load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
+
+
+def _pipeline(pipeline: Any):
+    from ragopt.pipeline import Stage
+    from ragopt.pipelines import load_pipeline
+
+    if isinstance(pipeline, Stage):
+        return pipeline.clone()
+    return load_pipeline(pipeline)
+
+
+def _judgments_hash(ids: Sequence[str], texts: Sequence[str], qrels: dict) -> str:
+    h = hashlib.sha256()
+    for q, t in zip(ids, texts):
+        h.update(json.dumps([q, t, sorted(qrels.get(q, {}).items())], ensure_ascii=False).encode("utf-8"))
+    return h.hexdigest()[:24]
+
+
+def heldout_query_ids(artifact: str | Path) -> list[str]:
+    """The query ids a trained cross-encoder never saw (its ``heldout_queries.txt``)."""
+    path = Path(artifact) / "heldout_queries.txt"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; {artifact} is not a `ragopt train cross-encoder` artifact")
+    return [line for line in path.read_text("utf-8").splitlines() if line]
+
+
+def mine_groups(dataset: Any, query_ids: Sequence[str], split: str = "test", pipeline: Any = "bm25",
+                negatives_per_query: int = 4, negatives_depth: int = 30, seed: int = 0, with_title: bool = True,
+                store: Any = None, progress: bool | None = None) -> tuple[list[tuple[str, str, list[str]]], dict]:
+    """Training groups ``(query, positive passage, [negative passages])``: one per judged-relevant document of
+    each query, with negatives drawn (seeded, without replacement) from the pipeline's top
+    ``negatives_depth`` candidates that are not judged relevant. Returns the groups and counts."""
+    from ragopt.pipeline import run_batched
+    from ragopt.types import Batch, Queries
+
+    ds = _dataset(dataset)
+    qrels = ds.qrels(split)
+    all_q = ds.queries_for(split)
+    pos = {q: i for i, q in enumerate(all_q.ids)}
+    missing = [q for q in query_ids if q not in pos]
+    if missing:
+        raise DataError(f"{len(missing)} training query ids are not judged in {ds.name} [{split}] "
+                        f"(e.g. {missing[:3]})")
+    queries = Queries(list(query_ids), [all_q.texts[pos[q]] for q in query_ids])
+    pipe = _pipeline(pipeline)
+    pipe.fit(ds.corpus, store, progress=progress)
+    batch = run_batched(pipe, Batch(queries), batch_size=1000, progress=progress)
+    batch = batch.cut(negatives_depth)
+    corpus, doc_ids = ds.corpus, batch.corpus.doc_ids
+    rng = np.random.default_rng([seed, 7])
+    groups: list[tuple[str, str, list[str]]] = []
+    n_neg = n_skipped = 0
+    for r, (qid, text) in enumerate(zip(queries.ids, queries.texts)):
+        rel = {d for d, g in qrels[qid].items() if g > 0 and d in corpus}
+        if not rel:
+            n_skipped += 1
+            continue
+        seen: set[str] = set()
+        cands = []
+        for i in batch.doc_idx[r]:
+            if i < 0 or doc_ids[i] in rel or doc_ids[i] in seen:
+                continue
+            seen.add(doc_ids[i])
+            cands.append(int(i))
+        take = sorted(rng.choice(len(cands), size=min(negatives_per_query, len(cands)), replace=False).tolist())
+        negatives = [batch.corpus.text(cands[j], with_title) for j in take]
+        for d in sorted(rel):
+            groups.append((text, corpus.text(corpus.index_of(d), with_title), negatives))
+            n_neg += len(negatives)
+    return groups, {"n_queries": len(queries) - n_skipped, "n_skipped_queries": n_skipped,
+                    "n_positives": len(groups), "n_negatives": n_neg, "n_pairs": len(groups) + n_neg}
+
+
+def _fit(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs: int, batch_size: int,
+         lr: float, warmup_ratio: float, seed: int, max_length: int, progress: bool | None) -> dict[str, Any]:
+    """Fine-tune ``model`` (a CrossEncoder) on ``groups``; returns the loss history.
+
+    ``listwise``: each step takes ``batch_size // group size`` groups; the loss is the cross-entropy of the
+    positive under a softmax over its group's logits (the "localised contrastive" loss of rerankers trained
+    on hard negatives). ``bce``: the groups' (query, passage, 0/1) pairs shuffled into steps of ``batch_size``
+    pairs, binary cross-entropy on the logits."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    from ragopt.pipeline import progress_enabled
+
+    net, tok = model.model, model.tokenizer
+    device = next(net.parameters()).device
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+    params = list(net.named_parameters())
+    opt = torch.optim.AdamW([
+        {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
+        {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0}], lr=lr)
+    if loss == "bce":
+        units = [[(q, p, 1.0)] + [(q, n, 0.0) for n in negs] for q, p, negs in groups]
+        units = [[pair] for unit in units for pair in unit]  # single pairs, shuffled freely
+        per_step = batch_size
+    else:
+        units = [[(q, p, 1.0)] + [(q, n, 0.0) for n in negs] for q, p, negs in groups]
+        per_step = max(1, batch_size // max(len(u) for u in units))
+    steps_per_epoch = (len(units) + per_step - 1) // per_step
+    total = steps_per_epoch * epochs
+    sched = get_linear_schedule_with_warmup(opt, int(round(warmup_ratio * total)), total)
+    rng = np.random.default_rng([seed, 11])
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="train cross-encoder", unit="step", file=sys.stderr)
+    losses: list[float] = []
+    net.train()
+    try:
+        for _ in range(epochs):
+            order = rng.permutation(len(units))
+            for start in range(0, len(order), per_step):
+                step = [units[i] for i in order[start:start + per_step]]
+                rows = [pair for unit in step for pair in unit]
+                feats = tok([q for q, _, _ in rows], [p for _, p, _ in rows], padding=True,
+                            truncation="longest_first", max_length=max_length, return_tensors="pt").to(device)
+                logits = net(**feats).logits.view(-1).float()
+                if loss == "bce":
+                    labels = torch.tensor([y for _, _, y in rows], dtype=torch.float32, device=device)
+                    value = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
+                else:
+                    parts, at = [], 0
+                    for unit in step:  # the positive is first in its group
+                        parts.append(-torch.log_softmax(logits[at:at + len(unit)], dim=0)[0])
+                        at += len(unit)
+                    value = torch.stack(parts).mean()
+                value.backward()
+                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                losses.append(float(value.detach()))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    finally:
+        net.eval()
+        if bar is not None:
+            bar.close()
+    return {"steps": len(losses), "loss": [round(x, 5) for x in losses]}
+
+
+def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", train_fraction: float = 0.6,
+                        seed: int = 0, negatives_pipeline: Any = "bm25", negatives_per_query: int = 4,
+                        negatives_depth: int = 30, epochs: int = 3, batch_size: int = 16, lr: float = 1e-4,
+                        max_length: int = 256, max_queries: int | None = None, warmup_ratio: float = 0.1,
+                        loss: str = "listwise", with_title: bool = True, device: str = "auto", store: Any = None,
+                        progress: bool | None = None, rebuild: bool = False):
+    """Fine-tune a cross-encoder from ``base_model`` (any encoder: hub id, folder, alias all-MiniLM-L6-v2) on
+    the training share of ``dataset``'s ``split`` queries; return the ``cross-encoder`` Artifact (reused when
+    one with the same spec exists). ``max_queries`` caps the training queries (a seeded sample); the
+    held-out queries stay the complement of the ``train_fraction`` split either way."""
+    from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
+    from ragopt.store import ArtifactStore
+    from ragopt.tuning.study import split_queries
+
+    if not 0.0 < train_fraction < 1.0:
+        raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
+    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("max_length", max_length, 8),
+                             ("negatives_per_query", negatives_per_query, 1), ("negatives_depth", negatives_depth, 1)):
+        if value < low:
+            raise ConfigError(name, f"must be >= {low}, got {value}")
+    if max_queries is not None and max_queries < 1:
+        raise ConfigError("max_queries", f"must be >= 1, got {max_queries}")
+    if lr <= 0:
+        raise ConfigError("lr", f"must be > 0, got {lr}")
+    if loss not in ("listwise", "bce"):
+        raise ConfigError("loss", f"must be 'listwise' or 'bce', got {loss!r}")
+    identity, local = resolve_model(base_model, "base_model")
+    store = store if store is not None else ArtifactStore()
+    ds = _dataset(dataset)
+    queries = ds.queries_for(split)
+    qrels = ds.qrels(split)
+    if len(queries) < 2:
+        raise DataError(f"{ds.name} [{split}] has {len(queries)} judged queries; need at least 2 to train and hold out")
+    train_ids, held_ids = split_queries(queries.ids, 1.0 - train_fraction, seed)
+    if max_queries is not None and max_queries < len(train_ids):
+        keep = set(np.random.default_rng([seed, 3]).permutation(sorted(train_ids))[:max_queries].tolist())
+        train_ids = [q for q in train_ids if q in keep]
+    pos = {q: i for i, q in enumerate(queries.ids)}
+    neg_pipe = _pipeline(negatives_pipeline)
+    spec = {"base_model": identity if local is None else None,
+            "base_fingerprint": model_fingerprint(local) if local is not None else None,
+            "corpus": ds.corpus.fingerprint,
+            "train_queries": _judgments_hash(train_ids, [queries.texts[pos[q]] for q in train_ids], qrels),
+            "split": split, "train_fraction": train_fraction, "max_queries": max_queries, "seed": seed,
+            "negatives": {"pipeline": neg_pipe.to_config(), "per_query": negatives_per_query,
+                          "depth": negatives_depth},
+            "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
+                      "warmup_ratio": warmup_ratio, "with_title": with_title, "loss": loss}}
+
+    def build(out: Path) -> dict[str, Any]:
+        import torch
+        from transformers import set_seed
+
+        try:
+            from sentence_transformers import CrossEncoder
+        except ImportError as e:
+            from ragopt.errors import BackendUnavailableError
+
+            raise BackendUnavailableError("training a cross-encoder needs sentence-transformers: "
+                                          "pip install 'ragopt[rerank]'") from e
+        t0 = time.perf_counter()
+        groups, counts = mine_groups(ds, train_ids, split, neg_pipe, negatives_per_query, negatives_depth, seed,
+                                     with_title, store, progress)
+        if not groups:
+            raise DataError(f"no training pairs: none of the {len(train_ids)} training queries of {ds.name} "
+                            f"[{split}] has a judged-relevant document")
+        t_mine = time.perf_counter()
+        set_seed(seed)
+        torch.manual_seed(seed)
+        dev = resolve_device(device)
+        source = str(local) if local is not None else identity
+        try:
+            model = CrossEncoder(source, num_labels=1, max_length=max_length, device=dev)
+        except Exception as e:
+            raise ConfigError("base_model", f"cannot load {base_model!r} ({type(e).__name__}: "
+                                            f"{str(e).splitlines()[0] if str(e) else ''})") from e
+        history = _fit(model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed, max_length, progress)
+        t_train = time.perf_counter()
+        model.save(str(out / "model"))
+        (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
+        (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
+        info = {"dataset": ds.name, "base_model": base_model, "device": dev, **counts,
+                "mine_seconds": round(t_mine - t0, 2), "train_seconds": round(t_train - t_mine, 2),
+                "n_train_queries": len(train_ids), "n_heldout_queries": len(held_ids), **history}
+        (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
+        return {k: v for k, v in info.items() if k != "loss"}
+
+    return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
+
+
+def compare_reranking(reranker: Any, dataset: Any, split: str = "test", query_ids: Sequence[str] | None = None,
+                      first_stage: Any = "bm25", depth: int = 100, metrics: Sequence[str] = ("ndcg@10",),
+                      store: Any = None, progress: bool | None = None) -> dict[str, Any]:
+    """Metrics of ``first_stage`` alone and of ``first_stage >> reranker`` (rescoring its top ``depth``) on
+    the judged queries of ``split`` (only ``query_ids`` if given), computed from one first-stage run.
+
+    ``reranker`` is a Stage or a cross-encoder model / artifact path (a ``cross_encoder`` stage is made)."""
+    from ragopt.evaluation import evaluate
+    from ragopt.pipeline import Stage, run_batched
+    from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+    from ragopt.types import Batch
+
+    ds = _dataset(dataset)
+    queries = ds.queries_for(split)
+    qrels = ds.qrels(split)
+    if query_ids is not None:
+        keep = set(query_ids)
+        unknown = keep - set(queries.ids)
+        if unknown:
+            raise DataError(f"{len(unknown)} query ids are not judged in {ds.name} [{split}] "
+                            f"(e.g. {sorted(unknown)[:3]})")
+        queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
+        qrels = {q: qrels[q] for q in queries.ids}
+    if not isinstance(reranker, Stage):
+        reranker = CrossEncoderReranker(model=str(reranker), depth=depth)
+    first = _pipeline(first_stage)
+    first.fit(ds.corpus, store, progress=progress)
+    reranker.fit(first.prepare_corpus(ds.corpus), store, progress=progress)
+    t0 = time.perf_counter()
+    base = run_batched(first, Batch(queries), batch_size=1000, progress=progress)
+    t1 = time.perf_counter()
+    reranked = reranker.transform(Batch(base.queries, base.corpus, base.doc_idx, base.scores))
+    t2 = time.perf_counter()
+    a = evaluate(base.to_run(), qrels, metrics)
+    b = evaluate(reranked.to_run(), qrels, metrics)
+    return {"dataset": ds.name, "split": split, "n_queries": len(queries), "depth": getattr(reranker, "depth", depth),
+            "first_stage": a.metrics, "reranked": b.metrics,
+            "gain": {m: b.metrics[m] - a.metrics[m] for m in a.metrics},
+            "per_query": {"first_stage": a.per_query, "reranked": b.per_query},
+            "stats": reranked.stats.to_dict(), "seconds": {"first_stage": round(t1 - t0, 3),
+                                                           "rerank": round(t2 - t1, 3)}}

@@ -1,0 +1,244 @@
+"""Cross-encoder reranker: ordering, depth, pair-score cache, truncation, empty rows, config, errors.
+
+A tiny BERT sequence classifier (1 layer, 16-d, 40-word vocabulary), built and saved locally, stands in
+for a real cross-encoder: its scores are arbitrary but deterministic, which is all these checks need."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+pytest.importorskip("sentence_transformers")
+
+from ragopt.config import from_config  # noqa: E402
+from ragopt.errors import ConfigError, StageError  # noqa: E402
+from ragopt.pipeline import Stage  # noqa: E402
+from ragopt.rerankers.cross_encoder import CrossEncoderReranker  # noqa: E402
+from ragopt.store import ArtifactStore  # noqa: E402
+from ragopt.types import Batch, Corpus, Queries  # noqa: E402
+
+WORDS = ("the a of and to in is was what who when where how capital city france paris germany berlin river "
+         "long tall mountain population history music science cat dog").split()
+
+
+@pytest.fixture(scope="module")
+def tiny_ce(tmp_path_factory) -> Path:
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+
+    d = tmp_path_factory.mktemp("tiny-ce")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                     intermediate_size=32, max_position_embeddings=128, num_labels=1, initializer_range=1.0)
+    BertForSequenceClassification(cfg).save_pretrained(d)
+    return d
+
+
+@pytest.fixture()
+def corpus() -> Corpus:
+    texts = ["paris is the capital of france", "berlin is the capital of germany", "the cat and the dog",
+             "a long river in the mountain", "history of music", "population of the city", "science",
+             "who was the tall cat"]
+    return Corpus([f"d{i}" for i in range(len(texts))], texts, [""] * len(texts), name="tiny")
+
+
+def make_batch(corpus: Corpus, rows: list[list[int]], queries: list[str]) -> Batch:
+    width = max(len(r) for r in rows)
+    idx = np.full((len(rows), width), -1, np.int64)
+    sc = np.full((len(rows), width), -np.inf, np.float32)
+    for i, r in enumerate(rows):
+        idx[i, :len(r)] = r
+        sc[i, :len(r)] = np.arange(len(r), 0, -1, dtype=np.float32) * 10  # retriever order: as listed
+    return Batch(Queries([f"q{i}" for i in range(len(rows))], queries), corpus, idx, sc)
+
+
+def reference_scores(model_dir: Path, pairs: list[tuple[str, str]], max_length: int = 64) -> np.ndarray:
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    ce = CrossEncoder(str(model_dir), max_length=max_length, device="cpu")
+    return ce.predict(pairs, activation_fn=torch.nn.Identity(), convert_to_numpy=True)
+
+
+def test_reranking_order_follows_model_scores(tiny_ce, corpus, tmp_path):
+    ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, ArtifactStore(tmp_path))
+    q = "what is the capital of france"
+    out = ce.transform(make_batch(corpus, [list(range(8))], [q]))
+    ref = reference_scores(tiny_ce, [(q, t) for t in corpus.texts])
+    expect = np.argsort(-ref, kind="stable")
+    assert out.doc_idx[0].tolist() == expect.tolist()
+    np.testing.assert_allclose(out.scores[0], ref[expect], rtol=1e-5, atol=1e-5)
+    assert out.stats.counts["ce_pairs"] == 8 and out.stats.counts["ce_cache_hits"] == 0
+    assert out.stats.counts["ce_batches"] == 1 and out.stats.seconds["cross_encoder"] > 0
+
+
+def test_depth_reranks_head_and_keeps_tail_below(tiny_ce, corpus, tmp_path):
+    ce = CrossEncoderReranker(model=str(tiny_ce), depth=3, max_length=64, device="cpu").fit(
+        corpus, ArtifactStore(tmp_path))
+    q = "who was the tall cat"
+    rows = [[5, 1, 7, 0, 2, 3], [4, 6]]  # second row is shorter than depth + tail
+    out = ce.transform(make_batch(corpus, rows, [q, q]))
+    ref = reference_scores(tiny_ce, [(q, corpus.texts[i]) for i in rows[0][:3]])
+    head = [rows[0][i] for i in np.argsort(-ref, kind="stable")]
+    assert out.doc_idx[0].tolist() == head + [0, 2, 3]  # the tail keeps the retriever's order
+    s = out.scores[0]
+    assert np.all(np.diff(s) <= 0) and s[3] < s[:3].min()
+    np.testing.assert_allclose(s[3:] - s[3], [0.0, -10.0, -20.0], atol=1e-4)  # gaps of the tail kept
+    assert out.doc_idx[1, :2].tolist() != [-1, -1] and out.doc_idx[1, 2:].tolist() == [-1] * 4
+    assert out.stats.counts["ce_pairs"] == 5
+
+
+def test_second_run_is_served_from_the_cache(tiny_ce, corpus, tmp_path):
+    store = ArtifactStore(tmp_path)
+    ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, store)
+    batch = make_batch(corpus, [list(range(8)), [3, 2, 1]], ["capital city", "long river"])
+    first = ce.transform(batch)
+    again = ce.clone().fit(corpus, store).transform(make_batch(corpus, [list(range(8)), [3, 2, 1]],
+                                                              ["capital city", "long river"]))
+    assert again.stats.counts["ce_pairs"] == 0 and again.stats.counts["ce_cache_hits"] == 11
+    assert again.doc_idx.tolist() == first.doc_idx.tolist()
+    np.testing.assert_array_equal(again.scores, first.scores)
+    # batch size and device do not change scores: same cache; max_length does: another cache
+    assert ce.clone(batch_size=2).fit(corpus, store)._score_cache().path == ce._score_cache().path
+    other = CrossEncoderReranker(model=str(tiny_ce), max_length=32, device="cpu").fit(corpus, store)
+    assert other._score_cache().path != ce._score_cache().path
+    arts = ce._state["artifacts"]
+    assert arts[0]["kind"] == "ce-scores" and Path(arts[0]["path"]).parent == tmp_path / "ce-scores"
+
+
+def test_duplicate_pairs_scored_once(tiny_ce, corpus, tmp_path):
+    ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu", cache=False)
+    from ragopt.types import Stats
+
+    st = Stats()
+    s = ce.score_pairs(["cat", "cat", "dog"], ["the cat", "the cat", "the cat"], st)
+    assert s[0] == s[1] and st.counts["ce_pairs"] == 2 and st.counts["ce_cache_hits"] == 0
+    m = ce.score_matrix(["cat", "dog"], ["the cat", "science", "music"])
+    assert m.shape == (2, 3) and m.dtype == np.float32
+    np.testing.assert_allclose([m[0, 0], m[1, 0]], [s[0], s[2]], atol=1e-5)  # padding differs: not bitwise
+    assert ce.score_pairs([], []).shape == (0,)
+    with pytest.raises(StageError, match="2 queries but 1 passages"):
+        ce.score_pairs(["a", "b"], ["c"])
+
+
+def test_cache_survives_new_objects(tiny_ce, corpus, tmp_path):
+    import sqlite3
+
+    ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, ArtifactStore(tmp_path))
+    s = ce.score_pairs(["capital of france"] * 2, corpus.texts[:2])
+    path = ce._score_cache().path
+    ce._score_cache().close()
+    with sqlite3.connect(path) as db:  # a plain SQLite file another process can read
+        assert db.execute("SELECT COUNT(*) FROM scores").fetchone()[0] == 2
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    from ragopt.types import Stats
+
+    fresh = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(
+        corpus, ArtifactStore(str(tmp_path)))
+    st = Stats()
+    np.testing.assert_array_equal(fresh.score_pairs(["capital of france"] * 2, corpus.texts[:2], st), s)
+    assert st.counts["ce_pairs"] == 0 and st.counts["ce_cache_hits"] == 2
+
+
+def test_truncated_pairs_are_counted(tiny_ce, tmp_path):
+    long_text = " ".join(["mountain"] * 40)
+    corpus = Corpus(["short", "long"], ["paris", long_text], name="t")
+    ce = CrossEncoderReranker(model=str(tiny_ce), max_length=16, device="cpu").fit(corpus, ArtifactStore(tmp_path))
+    out = ce.transform(make_batch(corpus, [[0, 1]], ["what is the capital of france"]))
+    assert out.stats.counts["ce_truncated"] == 1 and out.stats.counts["ce_pairs"] == 2
+    # the truncated pair scores as its first 16 tokens do
+    cut = " ".join(["mountain"] * (16 - 3 - 6))
+    ref = reference_scores(tiny_ce, [("what is the capital of france", cut)], max_length=16)
+    row = out.doc_idx[0].tolist().index(1)
+    assert out.scores[0, row] == pytest.approx(float(ref[0]), abs=1e-5)
+    again = ce.transform(make_batch(corpus, [[0, 1]], ["what is the capital of france"]))
+    assert again.stats.counts["ce_truncated"] == 1 and again.stats.counts["ce_cache_hits"] == 2  # from the cache
+
+
+def test_empty_rows_pass_through(tiny_ce, corpus, tmp_path):
+    ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, ArtifactStore(tmp_path))
+    batch = make_batch(corpus, [[1, 2], [0]], ["capital", ""])
+    batch.doc_idx[1] = -1
+    batch.scores[1] = -np.inf
+    out = ce.transform(batch)
+    assert out.doc_idx[1].tolist() == [-1, -1] and np.all(np.isneginf(out.scores[1]))
+    assert out.stats.counts["ce_pairs"] == 2
+    empty = Batch(Queries(["q"], ["x"]), corpus, np.zeros((1, 0), np.int64), np.zeros((1, 0), np.float32))
+    assert ce.transform(empty).doc_idx.shape == (1, 0)
+    with pytest.raises(StageError, match="no candidates"):
+        ce.transform(Batch(Queries(["q"], ["x"])))
+
+
+def test_pipeline_check_and_config_round_trip(tiny_ce):
+    ce = CrossEncoderReranker(model=str(tiny_ce), depth=50, activation="sigmoid")
+    cfg = ce.to_config()
+    assert cfg["type"] == "cross_encoder" and cfg["depth"] == 50
+    again = from_config(yaml.safe_load(yaml.safe_dump(cfg)))
+    assert again == ce
+    assert isinstance(ce, Stage) and ce.requires == {"queries", "candidates"}
+    with pytest.raises(StageError, match="put a retriever before it"):
+        from_config({"type": "pipeline", "stages": [cfg]}).check(frozenset({"queries"}))
+    with pytest.raises(ConfigError, match="activation"):
+        from_config({**cfg, "activation": "tanh"})
+    spec = ce.cache_spec()
+    assert spec["scorer"]["model_fingerprint"] and "batch_size" not in spec["config"]
+    assert ce.clone(batch_size=4, device="cpu", cache=False).cache_spec() == spec
+    assert ce.clone(depth=20).cache_spec() != spec  # depth changes the output
+
+
+def test_sigmoid_activation(tiny_ce, tmp_path):
+    raw = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu", cache=False)
+    sig = raw.clone(activation="sigmoid")
+    a = raw.score_pairs(["cat"], ["the dog"])
+    b = sig.score_pairs(["cat"], ["the dog"])
+    assert b[0] == pytest.approx(1 / (1 + np.exp(-a[0])), rel=1e-5)
+
+
+def test_bad_model_paths(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist") as e:
+        CrossEncoderReranker(model=str(tmp_path / "no-such-model"))
+    assert e.value.path == "model"
+    with pytest.raises(ConfigError, match=r"stages\[1\].model"):
+        from_config({"type": "pipeline", "stages": [{"type": "bm25"},
+                                                     {"type": "cross_encoder", "model": "./missing/ce"}]})
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="no config.json"):
+        CrossEncoderReranker(model=str(tmp_path / "empty"))
+    with pytest.raises(ConfigError, match="not a cross-encoder"):
+        CrossEncoderReranker(model="all-MiniLM-L6-v2")  # the packaged bi-encoder
+
+
+def test_unloadable_hub_id_offline_is_a_clear_error(monkeypatch, corpus, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    ce = CrossEncoderReranker(model="no-such-org/no-such-cross-encoder", device="cpu")
+    with pytest.raises(ConfigError, match="cannot load cross-encoder 'no-such-org/no-such-cross-encoder'"):
+        ce.fit(corpus, ArtifactStore(tmp_path))
+
+
+def test_tuning_trials_reuse_stage_outputs_and_pair_scores(tiny_ce, corpus, tmp_path):
+    from ragopt.cache import StageCache
+    from ragopt.retrievers.bm25 import BM25
+
+    store = ArtifactStore(tmp_path)
+    queries = Queries(["a", "b"], ["capital of france", "tall cat"])
+
+    def trial(depth: int, batch_size: int = 32):
+        pipe = BM25(top_k=8, stemmer=None, stopwords=None) >> CrossEncoderReranker(
+            model=str(tiny_ce), depth=depth, batch_size=batch_size, max_length=64, device="cpu")
+        pipe.fit(corpus, store)
+        with StageCache(store).active():
+            return pipe.transform(Batch(queries))
+
+    first = trial(4)
+    n = first.stats.counts["ce_pairs"]
+    assert n > 0 and first.stats.counts["ce_cache_hits"] == 0
+    same = trial(4, batch_size=2)  # batch size is not part of the key: the stage output is reused
+    assert same.stats.counts["cache_hits:cross_encoder"] == 1 and same.stats.counts["ce_pairs"] == 0
+    np.testing.assert_array_equal(same.doc_idx, first.doc_idx)
+    deeper = trial(3)  # another depth: a new stage output, every pair already scored
+    assert deeper.stats.counts["ce_pairs"] == 0 and deeper.stats.counts["ce_cache_hits"] > 0
