@@ -150,7 +150,7 @@ def cur_search(R: np.ndarray, score_fn: ScoreFn, n_queries: int, *, budget: int,
                adaptive: str = "topk", temperature: float = 1.0, rcond: float = 1e-2,
                allowed: np.ndarray | None = None, init_items: np.ndarray | None = None,
                anchor_items: np.ndarray | None = None, operator: np.ndarray | None = None,
-               merge: str = "scored_first", seed: int = 0) -> CURResult:
+               merge: str = "interleave", seed: int = 0) -> CURResult:
     """Search ``n_queries`` queries with at most ``budget`` cross-encoder calls each.
 
     ``score_fn(rows, items)`` returns exact scores of flat (query row, item) pairs; it is called once per
@@ -167,8 +167,9 @@ def cur_search(R: np.ndarray, score_fn: ScoreFn, n_queries: int, *, budget: int,
       items of the approximation so far (``adaptive``); then the rest of the budget rescores the top of
       the final approximation.
 
-    Ranking (``merge``): ``scored_first`` puts every exactly scored item first (by exact score), then the
-    others by approximate score, shifted below; ``interleave`` ranks exact and approximate scores together.
+    Ranking (``merge``): ``interleave`` ranks every item by its exact score when it has one, else by its
+    approximate score; ``scored_first`` puts every exactly scored item first (by exact score), then the
+    others by approximate score, shifted below them.
     """
     R = np.asarray(R)
     N = R.shape[1]

@@ -99,14 +99,17 @@ def test_restricted_items_and_exhaustive_rows():
 
 def test_merge_modes_and_scored_first_shift():
     R, S = low_rank(20, 3, 400, rank=20, noise=1.0, seed=4)
-    a = cur_search(R, Counter(S), 3, budget=30, n_anchor_items=30, top_k=100, method="anncur")
-    b = cur_search(R, Counter(S), 3, budget=30, n_anchor_items=30, top_k=100, method="anncur", merge="interleave")
+    a = cur_search(R, Counter(S), 3, budget=30, n_anchor_items=30, top_k=100, method="anncur", merge="scored_first")
+    b = cur_search(R, Counter(S), 3, budget=30, n_anchor_items=30, top_k=100, method="anncur")  # interleave
     assert (a.n_exact == 30).all()
     for row in range(3):  # scored first: 30 exact scores, then approximations strictly below them
         assert np.all(np.diff(a.scores[row]) <= 0)
         np.testing.assert_allclose(a.scores[row][:30], S[row, a.doc_idx[row][:30]])
         assert a.scores[row][30] < a.scores[row][29]
     assert (b.n_exact <= 30).all() and np.all(np.diff(b.scores, axis=1) <= 0)
+    assert set(b.doc_idx[0].tolist()) != set(a.doc_idx[0].tolist())  # low-scored anchors make way
+    exact = np.isin(b.doc_idx, a.doc_idx[:, :30])  # the scored items carry their exact scores
+    np.testing.assert_allclose(b.scores[exact], np.take_along_axis(S, b.doc_idx, axis=1)[exact])
 
 
 def test_budget_and_argument_errors():

@@ -133,7 +133,10 @@ class CrossEncoderReranker(Stage):
             if model.num_labels != 1:
                 raise ConfigError("model", f"{self.model!r} has {model.num_labels} output labels; a reranker "
                                            "needs a single-score model (num_labels=1)")
-            model.half() if precision == "fp16" else model.float()
+            if precision == "fp16":
+                model.half()
+            else:  # a checkpoint may keep its own dtype: force the precision asked for
+                model.float()
             model.eval()
             _MODELS[key] = model
         return _MODELS[key]

@@ -15,8 +15,8 @@ split) samples them from that file instead.
 At query time every query costs exactly ``min(budget, n_items)`` cross-encoder calls (counted as
 ``cur_ce_calls``; the scorer counts the pairs its model actually ran, ``ce_pairs``, and its cache hits):
 see :func:`ragopt.cur_kernels.cur_search` for ANNCUR and ADACUR. Returned scores are exact
-cross-encoder scores for the items scored, approximate ones (shifted below, with ``merge: scored_first``)
-for the rest.
+cross-encoder scores for the items scored and approximate ones for the rest, ranked together
+(``merge: interleave``) or with every scored item first (``scored_first``).
 
 With a first stage before it (``bm25 >> cur``), each query's items are restricted to its candidates and
 ADACUR's first round takes the first stage's top items. A query with no candidates, or an empty query,
@@ -91,8 +91,8 @@ class CURSearch(Stage):
     temperature: float = param(1.0, doc="softmax temperature over per-query z-scored approximations", gt=0.0)
     rcond: float = param(0.01, doc="singular values below rcond x the largest are cut in the pseudo-inverse",
                          gt=0.0, lt=1.0)
-    merge: Literal["scored_first", "interleave"] = param(
-        "scored_first", doc="ranking: exactly scored items first, or exact and approximate scores interleaved")
+    merge: Literal["interleave", "scored_first"] = param(
+        "interleave", doc="ranking: exact and approximate scores together, or every exactly scored item first")
     seed: int = param(0, doc="seed of anchor query sampling, random anchor items and softmax sampling")
     top_k: int = param(100, doc="candidates returned per query", ge=1)
 

@@ -327,7 +327,8 @@ def test_with_a_real_cross_encoder(tmp_path):
     corpus = make_corpus(40)
     store = ArtifactStore(tmp_path / "store")
     ce = CrossEncoderReranker(model=str(d), max_length=32, device="cpu")
-    cur = CURSearch(scorer=ce, budget=15, n_anchor_items=6, rounds=2, n_anchor_queries=8, top_k=40).fit(corpus, store)
+    cur = CURSearch(scorer=ce, budget=15, n_anchor_items=6, rounds=2, n_anchor_queries=8, top_k=40,
+                    merge="scored_first").fit(corpus, store)
     assert cur._state["fit_stats"].counts["ce_pairs"] == 8 * 40
     qs = queries(3)
     out = cur.transform(Batch(qs))
