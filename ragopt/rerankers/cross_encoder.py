@@ -224,6 +224,8 @@ class CrossEncoderReranker(Stage):
         if len(queries) != len(passages):
             raise StageError(f"cross_encoder: {len(queries)} queries but {len(passages)} passages")
         stats = stats if stats is not None else Stats()
+        for key in ("ce_pairs", "ce_batches", "ce_cache_hits", "ce_truncated"):
+            stats.add(key, 0)  # present in every run's report, zero or not
         n = len(queries)
         out = np.empty(n, np.float32)
         if n == 0:

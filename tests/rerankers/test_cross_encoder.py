@@ -100,7 +100,7 @@ def test_second_run_is_served_from_the_cache(tiny_ce, corpus, tmp_path):
     first = ce.transform(batch)
     again = ce.clone().fit(corpus, store).transform(make_batch(corpus, [list(range(8)), [3, 2, 1]],
                                                               ["capital city", "long river"]))
-    assert again.stats.counts["ce_pairs"] == 0 and again.stats.counts["ce_cache_hits"] == 11
+    assert again.stats.to_dict()["counts"]["ce_pairs"] == 0 and again.stats.counts["ce_cache_hits"] == 11
     assert again.doc_idx.tolist() == first.doc_idx.tolist()
     np.testing.assert_array_equal(again.scores, first.scores)
     # batch size and device do not change scores: same cache; max_length does: another cache

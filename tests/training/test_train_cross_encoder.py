@@ -175,8 +175,8 @@ def test_cli_train_prints_artifact_and_heldout_file(tiny_base, tiny_dataset, tmp
 @pytest.mark.slow
 def test_minilm_fine_tune_on_nq_end_to_end(data_dir, session_store):
     """CPU-sized run of the real thing: the packaged MiniLM fine-tuned on 48 nq-open-oracle-dev queries
-    (16 steps), then loaded by the bm25_ce pipeline and by compare_reranking on held-out queries. Beating BM25
-    takes about 1000 steps (the gpu test below; about an hour on two free cores), so this checks the mechanics."""
+    (16 steps), then loaded by the bm25_ce pipeline and by compare_reranking on held-out queries. The recipe that
+    beats BM25 runs 975 steps (the gpu test below; hours on two shared cores), so this checks the mechanics."""
     from ragopt.pipelines import load_pipeline
 
     nq = data_dir / "nq-open-oracle-dev"
