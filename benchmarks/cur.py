@@ -17,15 +17,18 @@ ranking of every test query over all 1,400 documents; every method is scored by 
 Each CUR variant runs twice per budget: with the stage's defaults (``n_anchor_items`` = B/2) and with the
 grid point that did best on the dev queries (anchor share, rcond, merge, rounds or selection).
 
-Every pair score goes through the cross-encoder's persistent pair-score cache. Scoring 375 queries x 1,400
-documents on these 2 shared CPU cores is slow (tens of pairs/s), so the matrices can be scored on a GPU
-machine (``score``: transformers only, fp32 without TF32) and imported into the cache (``run --scores``);
-``run`` then replays everything through the real stages, and checks a sample of imported scores against
-the CPU model. Without ``--scores`` the missing pairs are scored on the CPU.
+Every pair score goes through the cross-encoder's persistent pair-score cache. Scoring 275 queries x 1,400
+documents on these 2 shared CPU cores is slow (about 7 pairs/s), so ``score`` runs on a GPU machine
+(transformers alone): it fine-tunes the cross-encoder there when the bundle holds training data (the
+packaged MiniLM + a 1-logit head, listwise loss on nq-open-oracle-dev with BM25 negatives), ships the
+weights back in fp16 and scores every matrix with exactly those weights (fp32, or TF32 with ``--tf32``).
+``run`` imports the matrices into the cache, checks a sample against the CPU model, and replays everything
+through the real stages. Without ``--scores`` the missing pairs are scored on the CPU.
 
-    python benchmarks/cur.py prepare --model PATH/TO/CROSS-ENCODER-ARTIFACT   # texts + model bundle
-    python benchmarks/cur.py score --bundle DIR --out DIR                      # on the GPU machine
-    python benchmarks/cur.py run --bundle DIR [--scores DIR]                   # everything else
+    python benchmarks/cur.py prepare [--model TRAINED-CE]            # texts (+ model, training data) bundle
+    python benchmarks/cur.py score --out DIR [--tf32] [--epochs 2]    # on the GPU machine
+    python benchmarks/cur.py run --scores DIR                         # everything else, here
+    python benchmarks/cur.py tables                                   # markdown tables of the results
 """
 
 from __future__ import annotations
@@ -322,8 +325,33 @@ def unpack_model(bundle: Path, scores_dir: Path) -> Path:
 
 
 # ------------------------------------------------------------------------------------------ run
+def per_query_recall(doc_idx: np.ndarray, truth: np.ndarray, k: int) -> np.ndarray:
+    return np.array([len(set(a[:k].tolist()) & set(t[:k].tolist())) / k for a, t in zip(doc_idx, truth)])
+
+
 def recall_at(doc_idx: np.ndarray, truth: np.ndarray, k: int) -> float:
-    return float(np.mean([len(set(a[:k].tolist()) & set(t[:k].tolist())) / k for a, t in zip(doc_idx, truth)]))
+    return float(per_query_recall(doc_idx, truth, k).mean())
+
+
+def compare(rows: list[dict[str, Any]], methods: tuple[str, ...], n_boot: int = 2000) -> list[dict[str, Any]]:
+    """Per budget and k: each CUR method minus the better retrieve-then-rerank baseline, mean over test
+    queries with a 95% paired bootstrap interval (resampling queries, seeded)."""
+    rng = np.random.default_rng(SEED)
+    by = {(r["method"], r["budget"]): r for r in rows}
+    out = []
+    for B in BUDGETS:
+        for k in KS:
+            key = f"R@{k}"
+            base = max(("bm25 >> ce", "dense >> ce"), key=lambda m: by[(m, B)][key])
+            b = np.array(by[(base, B)]["per_query"][key])
+            idx = rng.integers(0, len(b), (n_boot, len(b)))
+            for m in methods:
+                d = np.array(by[(m, B)]["per_query"][key]) - b
+                boots = d[idx].mean(axis=1)
+                out.append({"budget": B, "k": k, "method": m, "baseline": base, "diff": round(float(d.mean()), 4),
+                            "ci95": [round(float(np.quantile(boots, 0.025)), 4),
+                                     round(float(np.quantile(boots, 0.975)), 4)]})
+    return out
 
 
 def recalls(doc_idx: np.ndarray, truth: np.ndarray) -> dict[str, float]:
@@ -511,7 +539,10 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
 
     def record(method: str, B: int, out_batch: Batch, calls: float, extra: dict | None = None) -> None:
         rec = recalls(out_batch.doc_idx, truth["test"])
-        rows.append({"method": method, "budget": B, "calls_per_query": calls, **rec, **(extra or {})})
+        per_query = {f"R@{k}": np.round(per_query_recall(out_batch.doc_idx, truth["test"], k), 3).tolist()
+                     for k in KS}
+        rows.append({"method": method, "budget": B, "calls_per_query": calls, **rec, **(extra or {}),
+                     "per_query": per_query})
         print(f"{method:45s} B={B:4d} calls/q={calls:7.1f} " + " ".join(f"{k}={v:.3f}" for k, v in rec.items()),
               flush=True)
 
@@ -540,6 +571,7 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
                        {"params": {k: p[k] for k in shown},
                         "non_ce_seconds_per_query": round((st.seconds["cur"] - st.seconds["cur_scoring"]) / N_TEST, 5)})
     report["results"] = rows
+    report["vs_best_rerank_baseline"] = compare(rows, tuple(f"{name}, dev-tuned" for name in VARIANTS))
     return report
 
 
@@ -593,6 +625,23 @@ def tables(report: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def compare_table(report: dict[str, Any], methods: tuple[str, ...] = ("adacur (real anchors), dev-tuned",
+                                                                      "dense >> adacur (real anchors), dev-tuned")) -> str:
+    """Markdown: CUR minus the better retrieve-then-rerank baseline, with 95% paired bootstrap intervals."""
+    rows = [r for r in report["vs_best_rerank_baseline"] if r["method"] in methods]
+    out = ["\n| method | k | " + " | ".join(f"B={b}" for b in BUDGETS) + " |", "|---|---|" + "---:|" * len(BUDGETS)]
+    for m in methods:
+        for k in KS:
+            cells = []
+            for B in BUDGETS:
+                r = next(x for x in rows if x["method"] == m and x["k"] == k and x["budget"] == B)
+                sig = r["ci95"][0] > 0 or r["ci95"][1] < 0
+                cell = f"{r['diff']:+.3f} [{r['ci95'][0]:+.2f}, {r['ci95'][1]:+.2f}]"
+                cells.append(f"**{cell}**" if sig else cell)
+            out.append(f"| {m} | {k} | " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -621,7 +670,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--results", type=Path, default=RESULTS / "cur.json")
     a = ap.parse_args(argv)
     if a.cmd == "tables":
-        print(tables(json.loads(a.results.read_text())))
+        rep = json.loads(a.results.read_text())
+        print(tables(rep))
+        print(compare_table(rep))
         return
     if a.cmd == "prepare":
         prepare(a.model, a.bundle, a.data, a.store)
@@ -639,6 +690,7 @@ def main(argv: list[str] | None = None) -> None:
         (a.out / "cur.json").write_text(json.dumps(report, indent=1))
         plot(report, a.out / "cur.png")
         print(tables(report))
+        print(compare_table(report))
         print(f"wrote {a.out / 'cur.json'} and {a.out / 'cur.png'}")
 
 
