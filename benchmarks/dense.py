@@ -18,8 +18,8 @@ Sections (each writes its part of ``benchmarks/results/dense.json``):
 Corpus vectors come from ragopt's ``embeddings`` artifact in the store (``$RAGOPT_INDEX_DIR`` or
 ``indexes/``): encoded once (about 4 minutes for scifact on 2 idle cores), instant afterwards.
 
-    python benchmarks/dense.py [--dataset scifact] [--threads 1 2] [--synthetic-n 200000] [--repeats 7]
-                               [--encode-docs 400] [--skip encode memory] [--profile]
+    python benchmarks/dense.py [--dataset scifact] [--threads 1 2] [--synthetic-n 200000] [--repeats 9]
+                               [--encode-docs 192] [--skip synthetic encode memory] [--profile]
 """
 
 from __future__ import annotations
