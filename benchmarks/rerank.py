@@ -12,6 +12,10 @@ a seeded random head (speed does not depend on the head's weights).
 ``sweep``: the training recipes compared (on a GPU) to choose the defaults: each trained on nq-open-oracle-dev,
 chosen on half of the held-out queries, reported on both halves, the chosen one cross-domain.
 
+``precision``: the CPU backends of the stage (torch fp32, ONNX Runtime fp32, ONNX Runtime int8 weights) on a
+trained model: nDCG@10 of BM25 >> CE per dataset against torch fp32 (int8 must stay within 0.005) and
+pairs/s on one sample of pairs (interleaved, cache off).
+
 ``quality``: train (or reuse) a cross-encoder on nq-open-oracle-dev's training queries, then nDCG@10 of
 BM25 alone vs BM25 >> cross-encoder on the held-out queries, and cross-domain on scifact and cranfield.
 
@@ -20,6 +24,7 @@ Each merges its section into ``benchmarks/results/rerank.json``; figures and not
     python benchmarks/rerank.py throughput [--model PATH] [--pairs 128] [--batch-size 32] [--repeats 5]
     python benchmarks/rerank.py sweep --device cuda [--budget 200]
     python benchmarks/rerank.py quality [--depth 100] [--cross-depth 100] [--max-queries N] [--epochs 3] [--lr 1e-4]
+    python benchmarks/rerank.py precision [--model ARTIFACT] [--datasets nq-open-oracle-dev cranfield]
 """
 
 from __future__ import annotations
@@ -199,6 +204,76 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+VARIANTS = (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))
+
+
+def precision(args: argparse.Namespace) -> dict[str, Any]:
+    """The CPU backends of the cross_encoder stage against the torch fp32 reference: nDCG@10 of BM25 >> CE on
+    each dataset (int8 is acceptable only within 0.005 of fp32) and pairs/s on one sample of pairs."""
+    from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+    from ragopt.store import ArtifactStore
+    from ragopt.training.cross_encoder import compare_reranking, heldout_query_ids
+
+    model = args.model
+    if model is None:
+        data = json.loads(RESULTS.read_text("utf-8")) if RESULTS.is_file() else {}
+        model = data.get("quality", {}).get("artifact")
+        if not model or not Path(model).exists():
+            raise SystemExit("precision: pass --model (a trained cross-encoder artifact); none from `quality` here")
+    store = ArtifactStore(args.index_dir) if args.index_dir else ArtifactStore()
+    res: dict[str, Any] = {"env": _env(), "model": str(model), "depth": args.depth, "tolerance": 0.005,
+                           "quality": {}, "speed": {}}
+
+    def stage(backend: str, prec: str, **kw: Any) -> Any:
+        return CrossEncoderReranker(model=str(model), depth=args.depth, batch_size=args.batch_size, device="cpu",
+                                    backend=backend, precision=prec, **kw)
+
+    runs = []
+    for name in args.datasets:
+        qids = None
+        if name == "nq-open-oracle-dev":
+            qids = heldout_query_ids(model)[:args.heldout_limit] if args.heldout_limit else heldout_query_ids(model)
+        runs.append((name, qids))
+    for name, qids in runs:
+        row: dict[str, Any] = {}
+        for backend, prec in VARIANTS:
+            r = compare_reranking(stage(backend, prec), name, query_ids=qids, depth=args.depth,
+                                  metrics=("ndcg@10",), store=store, progress=not args.no_progress)
+            row[f"{backend} {prec}"] = {"ndcg@10": r["reranked"]["ndcg@10"], "bm25": r["first_stage"]["ndcg@10"],
+                                        "n_queries": r["n_queries"], "rerank_seconds": r["seconds"]["rerank"],
+                                        "counts": r["stats"]["counts"]}
+            print(f"{name} {backend} {prec}: nDCG@10 {r['reranked']['ndcg@10']:.4f} (BM25 "
+                  f"{r['first_stage']['ndcg@10']:.4f}); {r['stats']['counts']}", file=sys.stderr)
+        ref = row["torch fp32"]["ndcg@10"]
+        for k, v in row.items():
+            v["delta_vs_torch_fp32"] = round(v["ndcg@10"] - ref, 5)
+            v["within_tolerance"] = abs(v["ndcg@10"] - ref) <= 0.005
+        res["quality"][name] = row
+        _merge("precision", res)
+    qs, ps = _pairs(args.pairs, args.per_query)
+    stages = {f"{b} {p}": stage(b, p, cache=False) for b, p in VARIANTS}
+    ref_scores = stages["torch fp32"].score_pairs(qs, ps)
+    diffs = {}
+    for k, st in stages.items():  # warm-up (and the ONNX export, timed separately by the artifact store)
+        diffs[k] = float(np.max(np.abs(st.score_pairs(qs, ps) - ref_scores)))
+    wall, cpu = _interleaved({k: (lambda st=st: st.score_pairs(qs, ps)) for k, st in stages.items()}, args.repeats)
+    med = {k: statistics.median(v) for k, v in wall.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    res["speed"] = {"n_pairs": len(qs), "batch_size": args.batch_size, "repeats": args.repeats,
+                    "max_abs_score_diff_vs_torch_fp32": diffs,
+                    "wall_seconds": {k: [round(x, 3) for x in v] for k, v in wall.items()},
+                    "pairs_per_s": {k: round(len(qs) / v, 2) for k, v in med.items()},
+                    "speedup_vs_torch_fp32": {k: round(med["torch fp32"] / v, 3) for k, v in med.items()},
+                    "pairs_per_cpu_s": {k: round(len(qs) / v, 2) for k, v in med_cpu.items()},
+                    "cpu_speedup_vs_torch_fp32": {k: round(med_cpu["torch fp32"] / v, 3) for k, v in med_cpu.items()}}
+    print(json.dumps({"quality": {d: {k: [v["ndcg@10"], v["delta_vs_torch_fp32"]] for k, v in row.items()}
+                                  for d, row in res["quality"].items()},
+                      "speed": {k: res["speed"][k] for k in ("pairs_per_s", "speedup_vs_torch_fp32",
+                                                            "cpu_speedup_vs_torch_fp32")}}, indent=1))
+    _merge("precision", res)
+    return res
+
+
 SWEEP = [  # name, loss, lr, epochs, max_queries: the recipes compared on the device run (benchmarks/RERANK.md)
     ("listwise lr5e-5 x3", "listwise", 5e-5, 3, None),
     ("listwise lr1e-4 x1 q300", "listwise", 1e-4, 1, 300),
@@ -297,8 +372,20 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--precision", choices=("auto", "fp32", "fp16"), default="fp32")
     w.add_argument("--budget", type=float, default=float("inf"), help="stop starting recipes after S seconds")
     w.add_argument("--index-dir")
+    c = sub.add_parser("precision", help="CPU backends (torch fp32, onnx fp32, onnx int8): nDCG@10 and pairs/s")
+    c.add_argument("--model", help="trained cross-encoder artifact (default: the one `quality` recorded)")
+    c.add_argument("--datasets", nargs="*", default=["nq-open-oracle-dev", "cranfield"],
+                   help="nq-open-oracle-dev is evaluated on the model's held-out queries")
+    c.add_argument("--heldout-limit", type=int, help="first N held-out nq queries only")
+    c.add_argument("--depth", type=int, default=100)
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--pairs", type=int, default=256, help="pairs of the speed sample")
+    c.add_argument("--per-query", type=int, default=8)
+    c.add_argument("--repeats", type=int, default=3)
+    c.add_argument("--index-dir")
+    c.add_argument("--no-progress", action="store_true")
     args = p.parse_args(argv)
-    {"throughput": throughput, "quality": quality, "sweep": sweep}[args.cmd](args)
+    {"throughput": throughput, "quality": quality, "sweep": sweep, "precision": precision}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,10 @@ its batch stats ``ce_pairs`` (pairs the model scored), ``ce_batches``, ``ce_cach
 ``ce_truncated`` (pairs whose tokenised query + passage exceeded ``max_length`` and were cut, as the
 model's tokenizer does, longest part first), and the time spent (``cross_encoder``).
 
+Backends: ``torch`` (sentence-transformers, any device, fp32 or fp16) and ``onnx`` (ONNX Runtime on the CPU,
+fp32 or int8 weights; the model is exported once into the artifact store, see
+:mod:`ragopt.rerankers.onnx_backend`). The backend is part of the pair-score cache key unless it is torch.
+
 :meth:`CrossEncoderReranker.score_pairs` and :meth:`CrossEncoderReranker.score_matrix` are the scoring API
 for other stages (CUR search).
 """
@@ -37,7 +41,7 @@ from ragopt.types import Batch, Corpus, Stats
 __all__ = ["CrossEncoderReranker", "resolve_cross_encoder", "ARTIFACT_KIND"]
 
 ARTIFACT_KIND = "cross-encoder"  # what `ragopt train cross-encoder` writes; the model is in its model/ folder
-_MODELS: dict[tuple[str, str, int, str], Any] = {}  # (source, device, max_length, precision) -> CrossEncoder
+_MODELS: dict[tuple[str, ...], Any] = {}  # (source, device, max_length, precision, backend[, onnx dir]) -> scorer
 _TOKEN_LENGTHS: dict[str, dict[str, int]] = {}  # source -> text hash -> token count (no special tokens)
 
 
@@ -84,20 +88,33 @@ class CrossEncoderReranker(Stage):
     batch_size: int = param(32, doc="pairs per forward pass", ge=1)
     max_length: int = param(256, doc="max tokens of query + passage; longer pairs are truncated (counted)", ge=8)
     device: Literal["auto", "cpu", "cuda", "mps"] = param("auto", doc="auto: cuda, then mps, then cpu")
-    precision: Literal["auto", "fp32", "fp16"] = param("auto", doc="auto: fp16 on cuda, fp32 elsewhere")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = param(
+        "auto", doc="auto: fp16 on cuda, fp32 elsewhere; int8 (weights) needs backend onnx: check its nDCG@10 "
+                    "against fp32 on your data first (benchmarks/rerank.py precision)")
+    backend: Literal["torch", "onnx"] = param("torch", doc="torch: sentence-transformers on any device; onnx: "
+                                                          "ONNX Runtime on the CPU (pip install 'ragopt[onnx]')")
     with_title: bool = param(True, doc="passage text is title + text (BEIR convention) rather than text alone")
     activation: Literal["none", "sigmoid"] = param("none", doc="none: raw logits (no ties from saturation); "
                                                                "sigmoid: probabilities in (0, 1)")
     cache: bool = param(True, doc="keep pair scores in the artifact store (<root>/ce-scores/) and reuse them")
 
     def validate(self, path: str = "") -> None:
-        resolve_cross_encoder(self.model, f"{path}.model" if path else "model")
+        at = f"{path}." if path else ""
+        if self.backend == "onnx" and self.device in ("cuda", "mps"):
+            raise ConfigError(f"{at}device", f"backend onnx runs on the CPU; got device {self.device!r} (use "
+                                             "backend torch on an accelerator)")
+        if self.backend == "onnx" and self.precision == "fp16":
+            raise ConfigError(f"{at}precision", "backend onnx runs fp32 or int8 on the CPU, not fp16")
+        if self.backend == "torch" and self.precision == "int8":
+            raise ConfigError(f"{at}precision", "int8 runs on the onnx backend: set backend: onnx")
+        resolve_cross_encoder(self.model, f"{at}model")
 
     # -- model -------------------------------------------------------------------------------
     def _resolved(self) -> tuple[str, Path | None, str, str]:
         if "resolved" not in self._state:
+            self.validate()
             identity, local = resolve_cross_encoder(self.model)
-            device = resolve_device(self.device)
+            device = "cpu" if self.backend == "onnx" else resolve_device(self.device)
             precision = ("fp16" if device == "cuda" else "fp32") if self.precision == "auto" else self.precision
             if precision == "fp16" and device == "cpu":
                 raise ConfigError("precision", "fp16 on the CPU is slow and inexact; use fp32 (or auto)")
@@ -110,9 +127,16 @@ class CrossEncoderReranker(Stage):
         return str(local) if local is not None else identity
 
     def load_model(self) -> Any:
-        """The ``CrossEncoder`` (loaded once per process per path, device, max length and precision)."""
+        """The scorer: a ``CrossEncoder`` (backend torch) or an :class:`OnnxCrossEncoder`, loaded once per process
+        per path, device, max length, precision and backend."""
         identity, local, device, precision = self._resolved()
-        key = (self._source, device, self.max_length, precision)
+        if self.backend == "onnx":
+            return self._load_onnx()
+        return self._load_torch(device, precision)
+
+    def _load_torch(self, device: str, precision: str) -> Any:
+        identity, local, _, _ = self._resolved()
+        key = (self._source, device, self.max_length, precision, "torch")
         if key not in _MODELS:
             try:
                 from sentence_transformers import CrossEncoder
@@ -141,13 +165,36 @@ class CrossEncoderReranker(Stage):
             _MODELS[key] = model
         return _MODELS[key]
 
+    def _load_onnx(self) -> Any:
+        """Export (once, into the artifact store) and open the ONNX model of this cross-encoder."""
+        from ragopt.rerankers import onnx_backend as ob
+        from ragopt.store import ArtifactStore
+
+        identity, local, _, precision = self._resolved()
+        versions = ob.onnx_versions()
+        spec = {"model": identity if local is None else None,
+                "model_fingerprint": model_fingerprint(local) if local is not None else None,
+                "precision": precision, **versions}
+        store = self._state.get("store") or ArtifactStore()
+        base = self._load_torch("cpu", "fp32")
+        art = store.get_or_create(ob.ARTIFACT_KIND, spec, ob.FORMAT_VERSION,
+                                  lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision))
+        self._state["onnx_artifact"] = art
+        key = (self._source, "cpu", self.max_length, precision, "onnx", str(art.path))
+        if key not in _MODELS:
+            _MODELS[key] = ob.OnnxCrossEncoder(base, art.path, art.manifest["inputs"], self.max_length)
+        return _MODELS[key]
+
     def scorer_spec(self) -> dict[str, Any]:
         """Everything that determines a pair's score: the key of the pair-score cache."""
         identity, local, _, precision = self._resolved()
-        return {"model": identity if local is None else None,
+        spec = {"model": identity if local is None else None,
                 "model_fingerprint": model_fingerprint(local) if local is not None else None,
                 "max_length": self.max_length, "with_title": self.with_title, "activation": self.activation,
                 "precision": precision}
+        if self.backend != "torch":  # torch keys stay as they were before backends existed
+            spec["backend"] = self.backend
+        return spec
 
     def cache_spec(self) -> dict[str, Any] | None:
         spec = super().cache_spec()
@@ -181,6 +228,9 @@ class CrossEncoderReranker(Stage):
         identity, local, _, _ = self._resolved()
         if local is not None and local.name == "model" and (local.parent / "manifest.json").is_file():
             arts.append({"kind": ARTIFACT_KIND, "path": str(local.parent), "created": False})
+        onnx_art = self._state.get("onnx_artifact")
+        if onnx_art is not None:
+            arts.append({"kind": onnx_art.manifest["kind"], "path": str(onnx_art.path), "created": onnx_art.created})
         self._state["artifacts"] = arts
         return self
 
@@ -277,12 +327,20 @@ class CrossEncoderReranker(Stage):
 
     def _score_new(self, queries: list[str], passages: list[str], qh: list[str], dh: list[str],
                    cache: PairScoreCache | None, stats: Stats, progress: Any) -> tuple[np.ndarray, np.ndarray]:
-        import torch
-
         model = self.load_model()
         special = model.tokenizer.num_special_tokens_to_add(pair=True)
         cut = (self.token_lengths(queries, qh) + self.token_lengths(passages, dh) + special) > self.max_length
-        act = torch.nn.Sigmoid() if self.activation == "sigmoid" else torch.nn.Identity()
+        if self.backend == "onnx":
+            def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
+                return model.predict(pairs, batch_size=len(pairs), sigmoid=self.activation == "sigmoid")
+        else:
+            import torch
+
+            act = torch.nn.Sigmoid() if self.activation == "sigmoid" else torch.nn.Identity()
+
+            def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
+                return model.predict(pairs, batch_size=len(pairs), show_progress_bar=False, activation_fn=act,
+                                     convert_to_numpy=True)
         # longest first, as CrossEncoder.predict orders its own batches: the same batches, the same padding
         order = np.argsort([-(len(q) + len(p)) for q, p in zip(queries, passages)], kind="stable")
         scores = np.empty(len(queries), np.float32)
@@ -298,9 +356,7 @@ class CrossEncoderReranker(Stage):
             for start in range(0, len(order), bs):
                 rows = order[start:start + bs]
                 pairs = [(queries[i], passages[i]) for i in rows]
-                s = model.predict(pairs, batch_size=len(pairs), show_progress_bar=False, activation_fn=act,
-                                  convert_to_numpy=True)
-                s = np.asarray(s, np.float32).reshape(-1)
+                s = np.asarray(predict(pairs), np.float32).reshape(-1)
                 scores[rows] = s
                 if cache is not None:
                     cache.put([qh[i] for i in rows], [dh[i] for i in rows], s, cut[rows])

@@ -127,3 +127,12 @@ def test_topk_rows_breaks_ties_at_the_cut_by_lowest_column():
         idx, sc = topk_rows(s, k)
         ref = np.array([np.lexsort((np.arange(50), -row))[:k] for row in s])
         assert np.array_equal(idx, ref)
+
+
+def test_progress_env_variable_overrides_terminal_detection(monkeypatch):
+    from ragopt.pipeline import progress_enabled
+
+    monkeypatch.setenv("RAGOPT_PROGRESS", "1")
+    assert progress_enabled(None) is True and progress_enabled(False) is False
+    monkeypatch.setenv("RAGOPT_PROGRESS", "off")
+    assert progress_enabled(None) is False and progress_enabled(True) is True

@@ -242,3 +242,67 @@ def test_tuning_trials_reuse_stage_outputs_and_pair_scores(tiny_ce, corpus, tmp_
     np.testing.assert_array_equal(same.doc_idx, first.doc_idx)
     deeper = trial(3)  # another depth: a new stage output, every pair already scored
     assert deeper.stats.counts["ce_pairs"] == 0 and deeper.stats.counts["ce_cache_hits"] > 0
+
+
+# -- ONNX Runtime backend ------------------------------------------------------------------------------------
+def _needs_onnx():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+
+
+def test_onnx_fp32_matches_torch_and_is_exported_once(tiny_ce, corpus, tmp_path):
+    _needs_onnx()
+    store = ArtifactStore(tmp_path)
+    q = ["what is the capital of france", "who was the tall cat"]
+    rows = [list(range(8)), [7, 2, 0, 5]]
+    torch_out = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, store).transform(
+        make_batch(corpus, rows, q))
+    onnx_ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx").fit(corpus, store)
+    out = onnx_ce.transform(make_batch(corpus, rows, q))
+    assert out.doc_idx.tolist() == torch_out.doc_idx.tolist()
+    np.testing.assert_allclose(out.scores, torch_out.scores, atol=1e-4)
+    assert out.stats.counts["ce_pairs"] == 12 and out.stats.counts["ce_cache_hits"] == 0  # its own cache key
+    kinds = {a["kind"]: a for a in onnx_ce._state["artifacts"]}
+    assert kinds["ce-onnx"]["created"] is True and Path(kinds["ce-onnx"]["path"], "model.onnx").is_file()
+    again = CrossEncoderReranker(model=str(tiny_ce), max_length=32, backend="onnx").fit(corpus, store)
+    assert {a["kind"]: a for a in again._state["artifacts"]}["ce-onnx"]["created"] is False  # one export per model
+    # over-long pairs are truncated as the torch backend truncates them
+    long_q = " ".join(WORDS) * 2
+    a = again.score_pairs([long_q], ["the cat and the dog " * 10])
+    b = CrossEncoderReranker(model=str(tiny_ce), max_length=32, device="cpu", cache=False).score_pairs(
+        [long_q], ["the cat and the dog " * 10])
+    np.testing.assert_allclose(a, b, atol=1e-4)
+    sig = again.clone(activation="sigmoid", cache=False).score_pairs([long_q], ["the cat and the dog " * 10])
+    assert sig[0] == pytest.approx(1 / (1 + np.exp(-a[0])), rel=1e-5)
+
+
+def test_onnx_int8_is_close_and_keyed_apart(tiny_ce, corpus, tmp_path):
+    _needs_onnx()
+    store = ArtifactStore(tmp_path)
+    fp32 = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx").fit(corpus, store)
+    int8 = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx", precision="int8").fit(corpus, store)
+    q = ["capital city"] * 8
+    a, b = fp32.score_pairs(q, corpus.texts), int8.score_pairs(q, corpus.texts)
+    assert not np.array_equal(a, b)  # quantised weights: other scores...
+    assert np.corrcoef(a, b)[0, 1] > 0.95  # ...close to the fp32 ones (this random 16-d model is a hard case)
+    assert int8._score_cache().path != fp32._score_cache().path
+    assert int8.cache_spec() != fp32.cache_spec()
+    onnx_arts = [Path(x["path"]) for s in (fp32, int8) for x in s._state["artifacts"] if x["kind"] == "ce-onnx"]
+    assert len(set(onnx_arts)) == 2
+    import onnx
+
+    ops = [{n.op_type for n in onnx.load(str(p / "model.onnx")).graph.node} for p in onnx_arts]
+    assert "MatMulInteger" not in ops[0] and {"MatMulInteger", "DynamicQuantizeLinear"} <= ops[1]
+
+
+def test_backend_and_precision_combinations_are_checked(tiny_ce):
+    with pytest.raises(ConfigError, match="int8 runs on the onnx backend") as e:
+        CrossEncoderReranker(model=str(tiny_ce), precision="int8")
+    assert e.value.path == "precision"
+    with pytest.raises(ConfigError, match="onnx runs on the CPU"):
+        CrossEncoderReranker(model=str(tiny_ce), backend="onnx", device="cuda")
+    with pytest.raises(ConfigError, match=r"stages\[1\].precision"):
+        from_config({"type": "pipeline", "stages": [{"type": "bm25"}, {"type": "cross_encoder", "model": str(tiny_ce),
+                                                                       "backend": "onnx", "precision": "fp16"}]})
+    with pytest.raises(ConfigError, match="backend"):
+        CrossEncoderReranker(model=str(tiny_ce), backend="tensorrt")
