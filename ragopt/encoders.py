@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragopt.config import Component, canonical_json, param
+from ragopt.config import Component, param
 from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
 from ragopt.pipeline import progress_enabled
 from ragopt.registry import register
@@ -166,52 +166,17 @@ class Encoder(Component):
 def _encode_shards(encoder: Encoder, texts: list[str], partial: Path, target: Path, stats: Stats,
                    progress: bool | None) -> int:
     """Encode ``texts`` shard by shard into ``partial`` (reusing finished shards), then write ``target``."""
-    partial.mkdir(parents=True, exist_ok=True)
-    meta = partial / "shards.json"
-    want = canonical_json({"shard_size": SHARD_SIZE, "n": len(texts)})
-    if meta.is_file() and meta.read_text("utf-8") != want:  # left by another shard size: start over
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-    if not meta.is_file():
-        from ragopt._io import atomic_write_text
+    from ragopt.shards import encode_in_shards
 
-        atomic_write_text(meta, want)
-    starts = list(range(0, len(texts), SHARD_SIZE))
-    paths = [partial / f"shard-{i:05d}.npy" for i in range(len(starts))]
-    dims: set[int] = set()
-    todo = []
-    for i, (start, p) in enumerate(zip(starts, paths)):
-        rows = min(SHARD_SIZE, len(texts) - start)
-        shape = _npy_shape(p)
-        if shape is not None and shape[0] == rows:
-            dims.add(shape[1])
-        else:
-            todo.append(i)
-    done = len(texts) - sum(min(SHARD_SIZE, len(texts) - starts[i]) for i in todo)
-    bar = None
-    if progress_enabled(progress):
-        from tqdm.auto import tqdm
+    def probe(path: Path, rows: int) -> int | None:
+        shape = _npy_shape(path)
+        return shape[1] if shape is not None and shape[0] == rows else None
 
-        bar = tqdm(total=len(texts), initial=done, desc=f"encode corpus ({encoder.type_name})", unit="text",
-                   file=sys.stderr)
-    try:
-        for i in todo:
-            vecs = encoder.encode(texts[starts[i]:starts[i] + SHARD_SIZE], "doc", stats, bar)
-            tmp = paths[i].with_suffix(".tmp")
-            with open(tmp, "wb") as fh:
-                np.save(fh, vecs, allow_pickle=False)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, paths[i])
-            dims.add(vecs.shape[1])
-    finally:
-        if bar is not None:
-            bar.close()
-    if len(dims) != 1:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise ArtifactError(f"partial embeddings in {partial} have mixed dimensions {sorted(dims)}; "
-                            "they were removed, run again")
-    dim = dims.pop()
+    paths, starts, dim = encode_in_shards(
+        texts, partial, SHARD_SIZE, suffix=".npy", probe=probe,
+        encode=lambda chunk, bar: encoder.encode(list(chunk), "doc", stats, bar),
+        save=lambda fh, vecs: np.save(fh, vecs, allow_pickle=False), width=lambda vecs: int(vecs.shape[1]),
+        desc=f"encode corpus ({encoder.type_name})", unit="text", what="embeddings", progress=progress)
     out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(texts), dim))
     for start, p in zip(starts, paths):
         shard = np.load(p, allow_pickle=False)

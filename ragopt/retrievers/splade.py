@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ragopt.config import canonical_json, param
+from ragopt.config import param
 from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
 from ragopt.pipeline import Stage, progress_enabled
 from ragopt.registry import register
@@ -269,41 +267,20 @@ class Splade(Stage):
     def _encode_shards(self, texts: list[str], partial: Path, stats: Stats, progress: bool | None):
         import scipy.sparse as sp
 
-        from ragopt._io import atomic_write_text
+        from ragopt.shards import encode_in_shards
 
-        partial.mkdir(parents=True, exist_ok=True)
-        meta, want = partial / "shards.json", canonical_json({"shard_size": SHARD_SIZE, "n": len(texts)})
-        if meta.is_file() and meta.read_text("utf-8") != want:  # left by another shard size: start over
-            shutil.rmtree(partial, ignore_errors=True)
-            partial.mkdir(parents=True)
-        if not meta.is_file():
-            atomic_write_text(meta, want)
-        starts = list(range(0, len(texts), SHARD_SIZE))
-        shards: list[Any] = [_read_shard(partial / f"shard-{i:06d}.npz", min(SHARD_SIZE, len(texts) - s))
-                             for i, s in enumerate(starts)]
-        bar = None
-        if progress_enabled(progress):
-            from tqdm.auto import tqdm
+        def probe(path: Path, rows: int) -> int | None:
+            m = _read_shard(path, rows)
+            return None if m is None else int(m.shape[1])
 
-            done = sum(s.shape[0] for s in shards if s is not None)
-            bar = tqdm(total=len(texts), initial=done, desc="encode corpus (splade)", unit="doc", file=sys.stderr)
-        try:
-            for i, start in enumerate(starts):
-                if shards[i] is not None:
-                    continue
-                m = self._encode_docs(texts[start:start + SHARD_SIZE], stats)
-                _write_shard(partial / f"shard-{i:06d}.npz", m)
-                shards[i] = m
-                if bar is not None:
-                    bar.update(m.shape[0])
-        finally:
-            if bar is not None:
-                bar.close()
-        vocab = {s.shape[1] for s in shards}
-        if len(vocab) != 1:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise ArtifactError(f"partial SPLADE encodings in {partial} have mixed vocabulary sizes "
-                                f"{sorted(vocab)}; they were removed, run again")
+        paths, starts, _ = encode_in_shards(
+            texts, partial, SHARD_SIZE, suffix=".npz", probe=probe,
+            encode=lambda chunk, bar: self._encode_docs(list(chunk), stats), save=_save_shard,
+            width=lambda m: int(m.shape[1]), desc="encode corpus (splade)", unit="doc",
+            what="SPLADE encodings", progress=progress)
+        shards = [_read_shard(p, min(SHARD_SIZE, len(texts) - s)) for p, s in zip(paths, starts)]
+        if any(m is None for m in shards):
+            raise ArtifactError(f"a SPLADE shard in {partial} became unreadable while building; run again")
         return sp.vstack(shards, format="csr", dtype=np.float32)
 
     def _encode_docs(self, texts: list[str], stats: Stats):
@@ -456,14 +433,9 @@ def _quantise(terms: np.ndarray, weights: np.ndarray, scale: float) -> dict[str,
     return {str(int(t)): int(w) for t, w in zip(terms, q) if w > 0}
 
 
-def _write_shard(path: Path, m: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        np.savez(fh, data=np.asarray(m.data, np.float32), indices=np.asarray(m.indices, np.int32),
-                 indptr=np.asarray(m.indptr, np.int64), shape=np.asarray(m.shape, np.int64))
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+def _save_shard(fh: Any, m: Any) -> None:
+    np.savez(fh, data=np.asarray(m.data, np.float32), indices=np.asarray(m.indices, np.int32),
+             indptr=np.asarray(m.indptr, np.int64), shape=np.asarray(m.shape, np.int64))
 
 
 def _read_shard(path: Path, rows: int) -> Any:

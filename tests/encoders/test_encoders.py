@@ -120,7 +120,7 @@ def test_encode_corpus_resumes_from_finished_shards(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         enc.encode_corpus(corpus, store)
     partial = next((tmp_path / "embeddings").glob(".partial-*"))
-    assert sorted(p.name for p in partial.glob("shard-*.npy")) == ["shard-00000.npy", "shard-00001.npy"]
+    assert sorted(p.name for p in partial.glob("shard-*.npy")) == ["shard-000000.npy", "shard-000001.npy"]
     assert not list((tmp_path / "embeddings").glob("[!.]*"))  # no finished artifact
 
     stats = Stats()
