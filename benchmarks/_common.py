@@ -1,0 +1,46 @@
+"""What every benchmark script records: the machine, the package versions, the commit, the load average."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import importlib.metadata
+import os
+import platform
+import statistics
+import subprocess
+from pathlib import Path
+from typing import Any, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def med(xs: Sequence[float]) -> float:
+    return float(statistics.median(xs))
+
+
+def load() -> list[float]:
+    """The 1, 5 and 15 minute load averages: how busy the (often shared) machine was."""
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def machine_info(packages: Sequence[str]) -> dict[str, Any]:
+    """Date, CPU model and count, Python, platform, git commit and the versions of ``packages``."""
+    cpu = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    versions = {}
+    for pkg in ("ragopt", *packages):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            versions[pkg] = importlib.metadata.version(pkg)
+    commit = None
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                timeout=10).stdout.strip() or None
+    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
+            "versions": versions}
