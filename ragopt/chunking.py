@@ -26,7 +26,7 @@ import numpy as np
 from ragopt.config import Component, canonical_json, param
 from ragopt.errors import ArtifactError, ConfigError, StageError
 from ragopt.fusion import sum_topk
-from ragopt.pipeline import Stage, progress_enabled
+from ragopt.pipeline import Stage
 from ragopt.registry import register
 from ragopt.types import Batch, Corpus, Stats
 

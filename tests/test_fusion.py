@@ -17,7 +17,7 @@ from ragopt.pipeline import Cutoff, Pipeline, Stage
 from ragopt.pipelines import load_pipeline, save_pipeline
 from ragopt.registry import register
 from ragopt.retrievers.bm25 import BM25
-from ragopt.types import Batch, Corpus, Queries
+from ragopt.types import Batch, Corpus
 
 CORPUS = Corpus(["d0", "d1", "d2", "d3", "d4"], ["a", "b", "c", "d", "e"], name="five")
 

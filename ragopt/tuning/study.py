@@ -14,7 +14,6 @@ disk. The chosen configuration is reported on held-out queries the tuner never s
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -26,8 +25,8 @@ from ragopt.config import canonical_json, config_hash, from_config, walk
 from ragopt.errors import ConfigError, RagoptError
 from ragopt.pipeline import Pipeline, Stage, progress_enabled, run_batched
 from ragopt.tuning.space import SearchSpace, apply_params
-from ragopt.tuning.tuners import TUNERS, Tuner, config_key, make_tuner, suggest_all
-from ragopt.types import Batch, Queries
+from ragopt.tuning.tuners import TUNERS, Tuner, make_tuner, suggest_all
+from ragopt.types import Batch
 
 __all__ = ["StudyConfig", "ObjectiveSpec", "PipelineObjective", "run_study", "StudyResult", "TunerSampler",
            "default_storage", "split_queries", "make_storage"]

@@ -7,7 +7,7 @@ import yaml
 
 from ragopt.config import Component, from_config, param
 from ragopt.errors import ConfigError
-from ragopt.pipeline import Cutoff, Pipeline, Stage
+from ragopt.pipeline import Cutoff, Stage
 from ragopt.registry import available, register, resolve
 from ragopt.retrievers.bm25 import BM25
 

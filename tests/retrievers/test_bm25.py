@@ -13,7 +13,7 @@ from ragopt.experiment import evaluate_pipeline
 from ragopt.pipelines import load_pipeline
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
-from ragopt.types import Batch, Corpus, Queries
+from ragopt.types import Corpus
 
 DOCS = Corpus(
     ["d1", "d2", "d3", "d4"],

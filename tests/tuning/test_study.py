@@ -251,7 +251,6 @@ class Bag(Stage):
     top_k: int = param(100)
 
     def transform(self, batch):
-        import numpy as np
 
         from ragopt.types import topk_rows
 
