@@ -198,6 +198,28 @@ def test_minilm_fine_tune_on_nq_end_to_end(data_dir, session_store):
     assert out.stats.counts["ce_pairs"] + out.stats.counts["ce_cache_hits"] == 5
 
 
+@pytest.mark.slow
+def test_onnx_backends_of_a_trained_minilm_on_nq(data_dir, session_store):
+    """The ONNX Runtime backend on the real model: fp32 reproduces the torch ranking and nDCG@10; int8 weights
+    score the same pairs closely (the 0.005 nDCG@10 check on full sets is benchmarks/rerank.py precision)."""
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    nq = data_dir / "nq-open-oracle-dev"
+    art = train_cross_encoder("all-MiniLM-L6-v2", nq, max_queries=48, epochs=1, max_length=128,
+                              store=session_store, progress=False)  # the artifact of the test above, reused
+    held = heldout_query_ids(art.path)[:20]
+    runs = {}
+    for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
+        ce = CrossEncoderReranker(model=str(art.path), depth=5, device="cpu", backend=backend, precision=precision)
+        runs[backend, precision] = compare_reranking(ce, nq, query_ids=held, depth=5, store=session_store)
+    ref, fp32, int8 = runs["torch", "fp32"], runs["onnx", "fp32"], runs["onnx", "int8"]
+    assert fp32["stats"]["counts"]["ce_pairs"] == 100 and int8["stats"]["counts"]["ce_pairs"] == 100
+    assert fp32["reranked"]["ndcg@10"] == pytest.approx(ref["reranked"]["ndcg@10"], abs=1e-6)
+    per_query = ref["per_query"]["reranked"]["ndcg@10"]
+    assert fp32["per_query"]["reranked"]["ndcg@10"] == pytest.approx(per_query, abs=1e-6)
+    assert abs(int8["reranked"]["ndcg@10"] - ref["reranked"]["ndcg@10"]) < 0.05
+
+
 def load_dataset_corpus(path):
     from ragopt.data import load_dataset
 
