@@ -178,10 +178,11 @@ class CrossEncoderReranker(Stage):
         store = self._state.get("store") or ArtifactStore()
         base = self._load_torch("cpu", "fp32")
         art = store.get_or_create(ob.ARTIFACT_KIND, spec, ob.FORMAT_VERSION,
-                                  lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision))
+                                  lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision),
+                                  rebuild=self._state.pop("rebuild_onnx", False))
         self._state["onnx_artifact"] = art
         key = (self._source, "cpu", self.max_length, precision, "onnx", str(art.path))
-        if key not in _MODELS:
+        if key not in _MODELS or art.created:
             _MODELS[key] = ob.OnnxCrossEncoder(base, art.path, art.manifest["inputs"], self.max_length)
         return _MODELS[key]
 
@@ -214,11 +215,13 @@ class CrossEncoderReranker(Stage):
     # -- protocol ----------------------------------------------------------------------------
     def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
             progress: bool | None = None) -> "CrossEncoderReranker":
-        """Load the model (errors surface here) and open the score cache. ``rebuild`` keeps cached scores:
-        they depend only on the scorer key; delete ``<root>/ce-scores/<key>.sqlite`` to drop them."""
+        """Load the model (errors surface here) and open the score cache. ``rebuild`` re-exports the ONNX model
+        (backend onnx) but keeps cached scores: they depend only on the scorer key; delete
+        ``<root>/ce-scores/<key>.sqlite`` to drop them."""
         from ragopt.store import ArtifactStore
 
-        self._state.update(corpus=corpus, store=store if store is not None else ArtifactStore(), progress=progress)
+        self._state.update(corpus=corpus, store=store if store is not None else ArtifactStore(), progress=progress,
+                           rebuild_onnx=rebuild)
         self._state.pop("score_cache", None)
         self.load_model()
         arts = []

@@ -306,3 +306,19 @@ def test_backend_and_precision_combinations_are_checked(tiny_ce):
                                                                        "backend": "onnx", "precision": "fp16"}]})
     with pytest.raises(ConfigError, match="backend"):
         CrossEncoderReranker(model=str(tiny_ce), backend="tensorrt")
+
+
+def test_corrupt_onnx_export_is_refused_then_rebuilt(tiny_ce, corpus, tmp_path):
+    _needs_onnx()
+    from ragopt.errors import ArtifactError
+
+    store = ArtifactStore(tmp_path)
+    ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx", cache=False).fit(corpus, store)
+    before = ce.score_pairs(["capital city"], ["paris is the capital of france"])
+    path = Path(next(a["path"] for a in ce._state["artifacts"] if a["kind"] == "ce-onnx"))
+    (path / "model.onnx").write_bytes(b"not an onnx graph")
+    with pytest.raises(ArtifactError, match="model.onnx"):
+        CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx").fit(corpus, store)
+    fixed = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx", cache=False).fit(
+        corpus, store, rebuild=True)
+    assert fixed.score_pairs(["capital city"], ["paris is the capital of france"])[0] == pytest.approx(before[0])
