@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="listwise: softmax cross-entropy over each query's positive and negatives (default); "
                         "bce: pointwise binary cross-entropy")
     t.add_argument("--max-length", type=int, default=256, help="max tokens of query + passage (default: 256)")
+    t.add_argument("--trainer", choices=("ragopt", "sentence-transformers"), default="ragopt",
+                   help="ragopt: the built-in loop (default); sentence-transformers: its CrossEncoderTrainer "
+                        "with the same loss and schedule (needs accelerate)")
     t.add_argument("--seed", type=int, default=0, help="seed of the query split, negatives and training (default: 0)")
     t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                    help="training device (default: auto)")
@@ -462,7 +465,7 @@ def cmd_train(args: argparse.Namespace, out) -> int:
                               negatives_per_query=args.negatives_per_query, negatives_depth=args.negatives_depth,
                               epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
                               max_length=args.max_length, max_queries=args.max_queries, device=args.device,
-                              store=store, progress=_progress(args), rebuild=args.rebuild)
+                              store=store, progress=_progress(args), rebuild=args.rebuild, trainer=args.trainer)
     m = art.manifest
     heldout = art.path / "heldout_queries.txt"
     obj = {"artifact": str(art.path), "created": art.created, "heldout_queries": str(heldout),

@@ -6,8 +6,11 @@ top ``negatives_depth`` candidates of a pipeline (judged-relevant documents excl
 drawn at random among them, seeded), and fine-tunes ``CrossEncoder(base_model, num_labels=1)`` on groups of
 (query, positive, negatives). The default ``listwise`` loss is the cross-entropy of the positive under a
 softmax over its group's logits; ``bce`` is pointwise binary cross-entropy (the loss of sentence-transformers'
-``CrossEncoder.fit``). AdamW, linear warm-up then decay, gradient clipping at 1.0. The loop is ours because
-sentence-transformers' ``CrossEncoderTrainer`` needs ``accelerate``. Seeded throughout: classifier
+``CrossEncoder.fit``). AdamW, linear warm-up then decay, gradient clipping at 1.0. Two trainers run the same
+recipe: ``trainer="ragopt"`` (the default; a plain loop, no extra dependencies, the one the published figures
+were measured with) and ``trainer="sentence-transformers"`` (sentence-transformers' ``CrossEncoderTrainer``,
+which needs ``accelerate``, with its ``MultipleNegativesRankingLoss`` set to the listwise loss above: raw
+logits, scale 1, hard negatives only, or its ``BinaryCrossEntropyLoss``). Seeded throughout: classifier
 initialisation, dropout, data order, negatives.
 
 The result is a ``cross-encoder`` artifact keyed by everything that shapes it (base model fingerprint,
@@ -187,12 +190,83 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs
     return {"steps": len(losses), "loss": [round(x, 5) for x in losses]}
 
 
+def st_listwise_loss(model: Any) -> Any:
+    """sentence-transformers' ``MultipleNegativesRankingLoss`` reduced to the listwise loss of :func:`_fit`:
+    columns (query, positive, negative_1, ...), raw logits, scale 1, no in-batch negatives."""
+    from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
+
+    class HardNegativesOnly(MultipleNegativesRankingLoss):
+        def get_in_batch_negatives(self, anchors, candidates):  # noqa: ANN001, ANN202
+            return iter(())
+
+    return HardNegativesOnly(model, num_negatives=None, scale=1.0, activation_fn=None)
+
+
+def _fit_sentence_transformers(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs: int,
+                               batch_size: int, lr: float, warmup_ratio: float, seed: int,
+                               progress: bool | None, workdir: Path) -> dict[str, Any]:
+    """The same recipe through sentence-transformers' ``CrossEncoderTrainer``.
+
+    listwise: one row per group (query, positive, negative_1..negative_n; a group with fewer negatives than
+    the widest repeats its own), ``groups per step = batch_size // group size`` as in the ragopt loop;
+    ``MultipleNegativesRankingLoss`` without in-batch negatives, activation or scale is then the softmax
+    cross-entropy of the positive over its group. bce: (query, passage, label) rows, ``batch_size`` a step."""
+    try:
+        import accelerate  # noqa: F401  (the Trainer needs it; say so before building anything)
+        from datasets import Dataset
+        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
+        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
+    except ImportError as e:
+        from ragopt.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("trainer 'sentence-transformers' needs accelerate and datasets: "
+                                      "pip install 'ragopt[rerank]'") from e
+    from transformers import TrainerCallback
+
+    from ragopt.pipeline import progress_enabled
+
+    if loss == "bce":
+        rows = {"query": [], "passage": [], "label": []}
+        for q, p, negs in groups:
+            for text, y in [(p, 1.0)] + [(n, 0.0) for n in negs]:
+                rows["query"].append(q)
+                rows["passage"].append(text)
+                rows["label"].append(y)
+        per_step, st_loss = batch_size, BinaryCrossEntropyLoss(model)
+    else:
+        groups = [g for g in groups if g[2]]  # a group without negatives has a zero loss
+        width = max(len(g[2]) for g in groups)
+        rows = {"query": [g[0] for g in groups], "positive": [g[1] for g in groups]}
+        for j in range(width):
+            rows[f"negative_{j + 1}"] = [g[2][j % len(g[2])] for g in groups]
+        per_step = max(1, batch_size // (width + 1))
+        st_loss = st_listwise_loss(model)
+    losses: list[float] = []
+
+    class _Record(TrainerCallback):
+        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001, ANN201
+            if logs and "loss" in logs:
+                losses.append(float(logs["loss"]))
+
+    args = CrossEncoderTrainingArguments(
+        output_dir=str(workdir), num_train_epochs=epochs, per_device_train_batch_size=per_step, learning_rate=lr,
+        warmup_ratio=warmup_ratio, weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="linear", seed=seed,
+        data_seed=seed, save_strategy="no", report_to="none", logging_steps=1,
+        disable_tqdm=not progress_enabled(progress), dataloader_num_workers=0,
+        dataloader_pin_memory=str(model.device).startswith("cuda"))
+    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=st_loss,
+                                  callbacks=[_Record()])
+    trainer.train()
+    model.model.eval()
+    return {"steps": int(trainer.state.global_step), "loss": [round(x, 5) for x in losses]}
+
+
 def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", train_fraction: float = 0.6,
                         seed: int = 0, negatives_pipeline: Any = "bm25", negatives_per_query: int = 4,
                         negatives_depth: int = 30, epochs: int = 3, batch_size: int = 16, lr: float = 1e-4,
                         max_length: int = 256, max_queries: int | None = None, warmup_ratio: float = 0.1,
                         loss: str = "listwise", with_title: bool = True, device: str = "auto", store: Any = None,
-                        progress: bool | None = None, rebuild: bool = False):
+                        progress: bool | None = None, rebuild: bool = False, trainer: str = "ragopt"):
     """Fine-tune a cross-encoder from ``base_model`` (any encoder: hub id, folder, alias all-MiniLM-L6-v2) on
     the training share of ``dataset``'s ``split`` queries; return the ``cross-encoder`` Artifact (reused when
     one with the same spec exists). ``max_queries`` caps the training queries (a seeded sample); the
@@ -213,6 +287,8 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
         raise ConfigError("lr", f"must be > 0, got {lr}")
     if loss not in ("listwise", "bce"):
         raise ConfigError("loss", f"must be 'listwise' or 'bce', got {loss!r}")
+    if trainer not in ("ragopt", "sentence-transformers"):
+        raise ConfigError("trainer", f"must be 'ragopt' or 'sentence-transformers', got {trainer!r}")
     identity, local = resolve_model(base_model, "base_model")
     store = store if store is not None else ArtifactStore()
     ds = _dataset(dataset)
@@ -235,6 +311,8 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
                           "depth": negatives_depth},
             "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
                       "warmup_ratio": warmup_ratio, "with_title": with_title, "loss": loss}}
+    if trainer != "ragopt":  # keys of artifacts trained by the ragopt loop stay as they were
+        spec["train"]["trainer"] = trainer
 
     def build(out: Path) -> dict[str, Any]:
         import torch
@@ -263,12 +341,19 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
         except Exception as e:
             raise ConfigError("base_model", f"cannot load {base_model!r} ({type(e).__name__}: "
                                             f"{str(e).splitlines()[0] if str(e) else ''})") from e
-        history = _fit(model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed, max_length, progress)
+        if trainer == "sentence-transformers":
+            history = _fit_sentence_transformers(model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed,
+                                                 progress, out / ".trainer")
+            import shutil
+
+            shutil.rmtree(out / ".trainer", ignore_errors=True)
+        else:
+            history = _fit(model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed, max_length, progress)
         t_train = time.perf_counter()
         model.save(str(out / "model"))
         (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
         (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
-        info = {"dataset": ds.name, "base_model": base_model, "device": dev, **counts,
+        info = {"dataset": ds.name, "base_model": base_model, "device": dev, "trainer": trainer, **counts,
                 "mine_seconds": round(t_mine - t0, 2), "train_seconds": round(t_train - t_mine, 2),
                 "n_train_queries": len(train_ids), "n_heldout_queries": len(held_ids), **history}
         (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")

@@ -258,3 +258,41 @@ def test_cli_train_help_explains_every_option(capfd):
     for action in sub._actions:
         if action.option_strings and action.dest != "help":
             assert action.help and action.option_strings[-1] in text, action.option_strings
+
+
+def test_sentence_transformers_loss_is_the_listwise_loss(tiny_base):
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    torch.manual_seed(0)
+    model = CrossEncoder(str(tiny_base), num_labels=1, max_length=32, device="cpu")
+    q = ["what is jazz", "what is chess"]
+    cols = [q, ["jazz music", "chess game"], ["chess game", "volcano lava"], ["ocean tide", "jazz music"]]
+    got = tce.st_listwise_loss(model)(cols, torch.zeros(2))
+    net, tok = model.model, model.tokenizer
+    parts = []
+    for i in range(2):
+        f = tok([q[i]] * 3, [c[i] for c in cols[1:]], padding=True, truncation=True, max_length=32,
+                return_tensors="pt")
+        parts.append(-torch.log_softmax(net(**f).logits.view(-1), dim=0)[0])
+    assert float(got.detach()) == pytest.approx(float(torch.stack(parts).mean().detach()), rel=1e-5)
+
+
+def test_sentence_transformers_trainer_writes_its_own_artifact(tiny_base, tiny_dataset, tmp_path):
+    pytest.importorskip("accelerate")
+    store = ArtifactStore(tmp_path)
+    ours = _train(tiny_base, tiny_dataset, store)
+    st = _train(tiny_base, tiny_dataset, store, trainer="sentence-transformers")
+    assert st.path != ours.path and st.manifest["spec"]["train"]["trainer"] == "sentence-transformers"
+    assert "trainer" not in ours.manifest["spec"]["train"]  # keys of ragopt-loop artifacts are unchanged
+    info = json.loads((st.path / "training.json").read_text())
+    # 6 training queries, groups of 1 + 2 negatives, batch 4 -> 1 group a step: 6 steps, as the ragopt loop
+    assert info["trainer"] == "sentence-transformers" and info["steps"] == ours.manifest["steps"] == 6
+    assert len(info["loss"]) == 6 and all(np.isfinite(info["loss"]))
+    assert not (st.path / ".trainer").exists()
+    ce = CrossEncoderReranker(model=str(st.path), max_length=32, device="cpu", cache=False)
+    assert np.isfinite(ce.score_pairs(["what is jazz"], ["jazz music"])).all()
+    bce = _train(tiny_base, tiny_dataset, store, trainer="sentence-transformers", loss="bce")
+    assert bce.manifest["steps"] == 5  # 18 pairs in steps of 4
+    with pytest.raises(ConfigError, match="trainer"):
+        _train(tiny_base, tiny_dataset, store, trainer="keras")
