@@ -175,6 +175,8 @@ class CrossEncoderReranker(Stage):
         spec = {"model": identity if local is None else None,
                 "model_fingerprint": model_fingerprint(local) if local is not None else None,
                 "precision": precision, **versions}
+        if precision == "int8":
+            spec["quantization"] = ob.QUANTIZATION
         store = self._state.get("store") or ArtifactStore()
         base = self._load_torch("cpu", "fp32")
         art = store.get_or_create(ob.ARTIFACT_KIND, spec, ob.FORMAT_VERSION,
@@ -195,6 +197,10 @@ class CrossEncoderReranker(Stage):
                 "precision": precision}
         if self.backend != "torch":  # torch keys stay as they were before backends existed
             spec["backend"] = self.backend
+            if precision == "int8":  # another quantisation scheme scores differently
+                from ragopt.rerankers.onnx_backend import QUANTIZATION
+
+                spec["quantization"] = QUANTIZATION
         return spec
 
     def cache_spec(self) -> dict[str, Any] | None:
