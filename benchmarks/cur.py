@@ -411,7 +411,7 @@ def choose_on_dev(R: dict[str, np.ndarray], S_dev: np.ndarray, truth_dev: np.nda
                   first_dev: dict[str, np.ndarray]) -> dict[str, Any]:
     """Per (variant, budget): the grid point with the best mean dev recall over k in KS, searched with the
     stage's kernel (pairs looked up in the dev score matrix; first stages as the stage uses them)."""
-    from ragopt.cur_kernels import cur_search
+    from ragopt.kernels.cur import cur_search
     from ragopt.rerankers.cur import _candidate_sets
 
     fn = lambda rows, items: S_dev[rows, items]  # noqa: E731
@@ -446,7 +446,8 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
     from ragopt.retrievers.bm25 import BM25
     from ragopt.retrievers.dense import DenseRetriever
     from ragopt.store import ArtifactStore
-    from ragopt.types import Batch, Queries, Stats, topk_rows
+    from ragopt.kernels.topk import topk_rows
+    from ragopt.types import Batch, Queries, Stats
 
     texts = json.loads((bundle / "texts.json").read_text("utf-8"))
     ds = load_dataset(data / DATASET)

@@ -37,7 +37,7 @@ def _load_jsonl(path: Path) -> list[dict]:
 
 
 def _exact_topk(q: np.ndarray, d: np.ndarray, k: int) -> np.ndarray:
-    from ragopt.types import topk_rows
+    from ragopt.kernels.topk import topk_rows
 
     return topk_rows(q @ d.T, k)[0]
 

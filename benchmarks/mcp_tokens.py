@@ -72,7 +72,7 @@ def run_dataset(name: str, pipeline_name: str, every: int, count, store) -> dict
     from ragopt.evaluation import evaluate
     from ragopt.mcp.catalog import Catalog
     from ragopt.mcp.service import Limits, ToolService, tool_hit
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
     from ragopt.pipeline import run_batched
     from ragopt.types import Batch
 

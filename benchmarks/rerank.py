@@ -81,7 +81,7 @@ def _default_model(folder: Path) -> Path:
 
 def _pairs(n: int, per_query: int) -> tuple[list[str], list[str]]:
     from ragopt.data import load_dataset
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
     from ragopt.types import Batch
 
     ds = load_dataset("nq-open-oracle-dev")

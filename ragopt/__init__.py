@@ -22,15 +22,15 @@ _LAZY = {
     "available": "ragopt.registry",
     "Stage": "ragopt.pipeline",
     "Pipeline": "ragopt.pipeline",
-    "Cutoff": "ragopt.pipeline",
+    "Cutoff": "ragopt.ops",
     "ArtifactStore": "ragopt.store",
     "BM25": "ragopt.retrievers.bm25",
     "load_dataset": "ragopt.data",
     "Dataset": "ragopt.data",
     "evaluate": "ragopt.evaluation",
-    "load_pipeline": "ragopt.pipelines",
-    "save_pipeline": "ragopt.pipelines",
-    "evaluate_pipeline": "ragopt.experiment",
+    "load_pipeline": "ragopt.pipeline_io",
+    "save_pipeline": "ragopt.pipeline_io",
+    "evaluate_pipeline": "ragopt.evaluation.run",
 }
 
 __all__ = ["__version__", *_LAZY]
@@ -53,9 +53,10 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragopt.config import Component, from_config
     from ragopt.data import Dataset, load_dataset
     from ragopt.evaluation import evaluate
-    from ragopt.experiment import evaluate_pipeline
-    from ragopt.pipeline import Cutoff, Pipeline, Stage
-    from ragopt.pipelines import load_pipeline, save_pipeline
+    from ragopt.evaluation.run import evaluate_pipeline
+    from ragopt.ops import Cutoff
+    from ragopt.pipeline import Pipeline, Stage
+    from ragopt.pipeline_io import load_pipeline, save_pipeline
     from ragopt.registry import available, register
     from ragopt.store import ArtifactStore
     from ragopt.types import Batch, Corpus, Queries, Stats

@@ -248,7 +248,7 @@ def _load_pipeline(args: argparse.Namespace):
     import yaml
 
     from ragopt.errors import ConfigError
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     pipe = load_pipeline(args.pipeline)
     for item in args.set:
@@ -378,7 +378,7 @@ def cmd_search(args: argparse.Namespace, out) -> int:
 
 
 def cmd_eval(args: argparse.Namespace, out) -> int:
-    from ragopt.experiment import evaluate_pipeline
+    from ragopt.evaluation.run import evaluate_pipeline
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     pipe = _load_pipeline(args)
@@ -507,7 +507,7 @@ def cmd_datasets(args: argparse.Namespace, out) -> int:
 
 
 def cmd_pipelines(args: argparse.Namespace, out) -> int:
-    from ragopt.pipelines import list_pipelines, read_yaml
+    from ragopt.pipeline_io import list_pipelines, read_yaml
 
     found = list_pipelines()
     rows = {}

@@ -11,34 +11,22 @@ a corpus into another (chunkers) override :meth:`Stage.prepare_corpus`; later st
 its output.
 
 Composition: ``a >> b`` chains (a :class:`Pipeline`), ``a % k`` cuts candidate lists to ``k``,
-``a + b`` fuses two retrievers' lists (reciprocal rank fusion, :mod:`ragopt.fusion`).
+``a + b`` fuses two retrievers' lists (reciprocal rank fusion, :mod:`ragopt.ops`).
 """
 
 from __future__ import annotations
 
-import os
 import sys
 from typing import Any, ClassVar, Iterable, Sequence
 
+from ragopt._progress import progress_enabled
+from ragopt.cache import active_cache, spec_for
 from ragopt.config import Component, param
 from ragopt.errors import ConfigError, StageError
-from ragopt.registry import register
+from ragopt.registry import register, resolve
 from ragopt.types import Batch, Corpus, Queries
 
-__all__ = ["Stage", "Pipeline", "Cutoff", "progress_enabled", "run_stage", "run_batched"]
-
-
-def progress_enabled(progress: bool | None) -> bool:
-    """Progress bars go to stderr, and only to a terminal unless asked for explicitly (``progress=True``, or
-    the environment variable ``RAGOPT_PROGRESS=1``; ``RAGOPT_PROGRESS=0`` silences them)."""
-    if progress is None:
-        env = os.environ.get("RAGOPT_PROGRESS", "").strip().lower()
-        if env in ("1", "true", "yes", "on"):
-            return True
-        if env in ("0", "false", "no", "off"):
-            return False
-        return sys.stderr.isatty()
-    return progress
+__all__ = ["Stage", "Pipeline", "run_stage", "run_batched", "stages_of"]
 
 
 class Stage(Component):
@@ -71,8 +59,6 @@ class Stage(Component):
     def cache_spec(self) -> dict[str, Any] | None:
         """What determines this stage's output besides its input (``None``: do not cache). Default: the
         config without depth and ignored parameters, plus the fitted corpus fingerprint."""
-        from ragopt.cache import spec_for
-
         return spec_for(self, exclude=(*self.cache_ignore, *((self.cache_depth_field,)
                                                             if self.cache_depth_field else ())))
 
@@ -114,10 +100,10 @@ class Stage(Component):
         return Pipeline(stages=[*_flatten(self), *_flatten(other)])
 
     def __add__(self, other: "Stage") -> "Stage":
-        """``a + b``: reciprocal rank fusion of the two candidate lists (see :mod:`ragopt.fusion`)."""
+        """``a + b``: reciprocal rank fusion of the two candidate lists (see :mod:`ragopt.ops`)."""
         if not isinstance(other, Stage):
             return NotImplemented
-        from ragopt.fusion import RRF
+        from ragopt.ops import RRF
 
         def flat(s: Stage) -> bool:  # an unweighted RRF is flattened into the new one, keeping k and top_k
             return isinstance(s, RRF) and s.weights is None
@@ -130,28 +116,14 @@ class Stage(Component):
         return RRF(inputs=[*left, *right], k=base.k, top_k=base.top_k)
 
     def __mod__(self, k: int) -> "Pipeline":
+        """``a % k``: keep the top ``k`` candidates (the registered ``cutoff`` stage, :class:`ragopt.ops.Cutoff`)."""
         if not isinstance(k, int):
             return NotImplemented
-        return self >> Cutoff(k=k)
+        return self >> resolve("cutoff")(k=k)
 
 
 def _flatten(stage: Stage) -> list[Stage]:
     return list(stage.stages) if isinstance(stage, Pipeline) else [stage]
-
-
-@register("cutoff")
-class Cutoff(Stage):
-    """Keep the top ``k`` candidates of every query (``stage % k``)."""
-
-    requires: ClassVar[frozenset[str]] = frozenset({"queries", "candidates"})
-    provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
-
-    cache_outputs: ClassVar[bool] = False
-
-    k: int = param(10, doc="number of candidates to keep per query", ge=1)
-
-    def transform(self, batch: Batch) -> Batch:
-        return batch.cut(self.k)
 
 
 @register("pipeline")
@@ -225,8 +197,6 @@ class Pipeline(Stage):
 def run_stage(stage: Stage, batch: Batch) -> Batch:
     """``stage.transform(batch)`` through the active stage-output cache, if any (see :mod:`ragopt.cache`).
     Containers (pipelines, fusion) call this for their children so each one is cached on its own."""
-    from ragopt.cache import active_cache
-
     cache = active_cache()
     return cache.run(stage, batch) if cache is not None else stage.transform(batch)
 

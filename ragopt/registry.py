@@ -22,10 +22,10 @@ __all__ = ["register", "resolve", "available"]
 # name -> "module:Class"; resolved lazily.
 _BUILTIN: dict[str, str] = {
     "pipeline": "ragopt.pipeline:Pipeline",
-    "cutoff": "ragopt.pipeline:Cutoff",
+    "cutoff": "ragopt.ops:Cutoff",
     "bm25": "ragopt.retrievers.bm25:BM25",
     # encoders (nested inside retrievers / chunkers, not stages themselves)
-    "sentence_transformer": "ragopt.encoders:SentenceTransformerEncoder",
+    "sentence_transformer": "ragopt.encoders.encoder:SentenceTransformerEncoder",
     # dense retrieval and its index backends
     "dense": "ragopt.retrievers.dense:DenseRetriever",
     "faiss_flat": "ragopt.indexes.faiss_index:FaissFlat",
@@ -37,11 +37,11 @@ _BUILTIN: dict[str, str] = {
     # learned sparse
     "splade": "ragopt.retrievers.splade:Splade",
     # chunking (corpus -> passages) and passage -> document aggregation
-    "chunker": "ragopt.chunking:Chunker",
-    "aggregate": "ragopt.chunking:Aggregate",
+    "chunker": "ragopt.data.chunking:Chunker",
+    "aggregate": "ragopt.data.chunking:Aggregate",
     # fusion
-    "rrf": "ragopt.fusion:RRF",
-    "weighted": "ragopt.fusion:WeightedFusion",
+    "rrf": "ragopt.ops:RRF",
+    "weighted": "ragopt.ops:WeightedFusion",
     # rerankers and cross-encoder search
     "cross_encoder": "ragopt.rerankers.cross_encoder:CrossEncoderReranker",
     "cur": "ragopt.rerankers.cur:CURSearch",

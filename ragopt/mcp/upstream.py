@@ -141,7 +141,7 @@ def _server(name: str, d: Any, default_timeout: float, where: str) -> ServerConf
 
 def load_gateway_config(path: str | os.PathLike) -> GatewayConfig:
     """Parse a servers config; every error names the file and the key."""
-    from ragopt.pipelines import read_yaml
+    from ragopt.pipeline_io import read_yaml
 
     path = Path(path)
     src = str(path)

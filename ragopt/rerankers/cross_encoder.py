@@ -33,7 +33,8 @@ import numpy as np
 from ragopt.config import param
 from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
 from ragopt.errors import BackendUnavailableError, ConfigError, StageError
-from ragopt.pipeline import Stage, progress_enabled
+from ragopt._progress import progress_enabled
+from ragopt.pipeline import Stage
 from ragopt.registry import register
 from ragopt.rerankers.score_cache import PairScoreCache, text_hash
 from ragopt.types import Batch, Corpus, Stats

@@ -14,7 +14,7 @@ split) samples them from that file instead.
 
 At query time every query costs exactly ``min(budget, n_items)`` cross-encoder calls (counted as
 ``cur_ce_calls``; the scorer counts the pairs its model actually ran, ``ce_pairs``, and its cache hits):
-see :func:`ragopt.cur_kernels.cur_search` for ANNCUR and ADACUR. Returned scores are exact
+see :func:`ragopt.kernels.cur.cur_search` for ANNCUR and ADACUR. Returned scores are exact
 cross-encoder scores for the items scored and approximate ones for the rest, ranked together
 (``merge: interleave``) or with every scored item first (``scored_first``).
 
@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ragopt.config import canonical_json, config_hash, param
-from ragopt.cur_kernels import cur_operator, cur_search, select_anchor_items
+from ragopt.kernels.cur import cur_operator, cur_search, select_anchor_items
 from ragopt.errors import ArtifactError, ConfigError, StageError
 from ragopt.pipeline import Stage
 from ragopt.registry import register

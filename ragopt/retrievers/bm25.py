@@ -18,7 +18,8 @@ import numpy as np
 
 from ragopt.config import param
 from ragopt.errors import ArtifactError, ConfigError
-from ragopt.pipeline import Stage, progress_enabled
+from ragopt._progress import progress_enabled
+from ragopt.pipeline import Stage
 from ragopt.registry import register
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus

@@ -7,7 +7,7 @@ Two artifacts, so that changing the pruning never re-encodes the corpus:
   corpus fingerprint. Encoding runs in shards saved under ``<store>/splade-docs/.partial-<key>/`` as
   they finish, so an interrupted run resumes where it stopped.
 * ``splade-index`` (native backend): the pruned vectors inverted into posting lists (doc ids and
-  float32 impact weights per term; :mod:`ragopt.sparse`), keyed by the encodings' key and the
+  float32 impact weights per term; :mod:`ragopt.kernels.sparse`), keyed by the encodings' key and the
   document-pruning parameters. Query cost is the length of the posting lists of the query's terms.
   ``splade-pyserini``: the same vectors, quantised to integers (``round(w * impact_scale)``), in a Lucene
   impact index (Anserini ``JsonVectorCollection``, ``-impact -pretokenized``; terms are vocabulary ids).
@@ -29,8 +29,11 @@ import numpy as np
 
 from ragopt.config import param
 from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
-from ragopt.pipeline import Stage, progress_enabled
+from ragopt._progress import progress_enabled
+from ragopt.pipeline import Stage
 from ragopt.registry import register
+from ragopt.kernels.sparse import build_inverted, prune_rows, search, to_csr
+from ragopt.retrievers.sparse_io import load_csr, load_inverted, save_csr, save_inverted
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Stats
 
@@ -173,7 +176,6 @@ class Splade(Stage):
         import scipy.sparse as sp
         import torch
 
-        from ragopt.sparse import to_csr
 
         if not texts:
             return sp.csr_matrix((0, self.vocab_size()), dtype=np.float32)
@@ -248,7 +250,6 @@ class Splade(Stage):
         stats = Stats()
 
         def build(out: Path) -> dict:
-            from ragopt.sparse import save_csr
 
             with stats.timer("encode"):
                 docs = self._encode_shards(texts, partial, stats, progress)
@@ -267,7 +268,7 @@ class Splade(Stage):
     def _encode_shards(self, texts: list[str], partial: Path, stats: Stats, progress: bool | None):
         import scipy.sparse as sp
 
-        from ragopt.shards import encode_in_shards
+        from ragopt.encoders.shards import encode_in_shards
 
         def probe(path: Path, rows: int) -> int | None:
             m = _read_shard(path, rows)
@@ -306,7 +307,6 @@ class Splade(Stage):
         return self._state["model_vocab"]
 
     def _doc_matrix(self, docs_dir: Path):
-        from ragopt.sparse import load_csr, prune_rows
 
         docs = load_csr(docs_dir)
         if self.doc_top_terms is None and self.doc_min_weight == 0:
@@ -314,7 +314,6 @@ class Splade(Stage):
         return prune_rows(docs, self.doc_top_terms, self.doc_min_weight)
 
     def _build_native(self, docs_dir: Path, out: Path) -> dict:
-        from ragopt.sparse import build_inverted, save_inverted
 
         docs = self._doc_matrix(docs_dir)
         index = build_inverted(docs)
@@ -350,7 +349,6 @@ class Splade(Stage):
 
     def _load(self, path: Path, corpus: Corpus, manifest: dict) -> Any:
         if self.backend == "native":
-            from ragopt.sparse import load_inverted
 
             index = load_inverted(path)
             if index.n_docs != len(corpus):
@@ -381,7 +379,6 @@ class Splade(Stage):
         if rows:
             q = self.encode_queries([batch.queries.texts[r] for r in rows], batch.stats)
             if self.backend == "native":
-                from ragopt.sparse import search
 
                 batch.stats.add("splade_postings", int(index.posting_lengths()[q.indices].sum()))
                 doc_idx[rows], scores[rows] = search(q, index, k)
@@ -392,7 +389,6 @@ class Splade(Stage):
 
     def encode_queries(self, texts: list[str], stats: Stats | None = None):
         """Pruned query vectors (``n x V`` CSR), checked against the index vocabulary."""
-        from ragopt.sparse import prune_rows
 
         q = self.encode(texts, "query", stats)
         if q.shape[1] != self._state["vocab_size"]:

@@ -49,7 +49,7 @@ def _dataset(dataset: Any):
 
 def _pipeline(pipeline: Any):
     from ragopt.pipeline import Stage
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     if isinstance(pipeline, Stage):
         return pipeline.clone()
@@ -129,7 +129,7 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from ragopt.pipeline import progress_enabled
+    from ragopt._progress import progress_enabled
 
     net, tok = model.model, model.tokenizer
     device = next(net.parameters()).device
@@ -223,7 +223,7 @@ def _fit_sentence_transformers(model: Any, groups: list[tuple[str, str, list[str
                                       "pip install 'ragopt[rerank]'") from e
     from transformers import TrainerCallback
 
-    from ragopt.pipeline import progress_enabled
+    from ragopt._progress import progress_enabled
 
     if loss == "bce":
         rows = {"query": [], "passage": [], "label": []}

@@ -23,7 +23,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 from ragopt.config import canonical_json, config_hash, from_config, walk
 from ragopt.errors import ConfigError, RagoptError
-from ragopt.pipeline import Pipeline, Stage, progress_enabled, run_batched
+from ragopt._progress import progress_enabled
+from ragopt.pipeline import Pipeline, Stage, run_batched
 from ragopt.tuning.space import SearchSpace, apply_params
 from ragopt.tuning.tuners import TUNERS, Tuner, make_tuner, suggest_all
 from ragopt.types import Batch
@@ -121,7 +122,7 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "study", base_dir: Path | None = None) -> "StudyConfig":
-        from ragopt.pipelines import load_pipeline, pipeline_from_dict
+        from ragopt.pipeline_io import load_pipeline, pipeline_from_dict
 
         if not isinstance(d, Mapping):
             raise ConfigError(source, f"a study config must be a mapping, got {type(d).__name__}")
@@ -179,7 +180,7 @@ class StudyConfig:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "StudyConfig":
-        from ragopt.pipelines import read_yaml
+        from ragopt.pipeline_io import read_yaml
 
         path = Path(path)
         if not path.is_file():
@@ -568,7 +569,7 @@ def _summarise(study: Any, objective: PipelineObjective, config: StudyConfig, ur
                seconds: float) -> StudyResult:
     import optuna
 
-    from ragopt.pipelines import pipeline_from_dict, save_pipeline
+    from ragopt.pipeline_io import pipeline_from_dict, save_pipeline
 
     states = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)

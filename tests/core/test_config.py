@@ -7,7 +7,8 @@ import yaml
 
 from ragopt.config import Component, from_config, param
 from ragopt.errors import ConfigError
-from ragopt.pipeline import Cutoff, Stage
+from ragopt.ops import Cutoff
+from ragopt.pipeline import Stage
 from ragopt.registry import available, register, resolve
 from ragopt.retrievers.bm25 import BM25
 

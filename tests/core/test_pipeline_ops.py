@@ -7,9 +7,11 @@ import pytest
 
 from ragopt.config import from_config
 from ragopt.errors import ConfigError, StageError
-from ragopt.pipeline import Cutoff, Pipeline, Stage, run_batched
+from ragopt.ops import Cutoff
+from ragopt.pipeline import Pipeline, Stage, run_batched
 from ragopt.registry import register
-from ragopt.types import Batch, Corpus, Queries, topk_rows
+from ragopt.kernels.topk import topk_rows
+from ragopt.types import Batch, Corpus, Queries
 
 
 @register("test_lookup")
@@ -130,7 +132,7 @@ def test_topk_rows_breaks_ties_at_the_cut_by_lowest_column():
 
 
 def test_progress_env_variable_overrides_terminal_detection(monkeypatch):
-    from ragopt.pipeline import progress_enabled
+    from ragopt._progress import progress_enabled
 
     monkeypatch.setenv("RAGOPT_PROGRESS", "1")
     assert progress_enabled(None) is True and progress_enabled(False) is False

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ragopt.errors import ConfigError
-from ragopt.pipeline import Cutoff
-from ragopt.pipelines import list_pipelines, load_pipeline, save_pipeline
+from ragopt.ops import Cutoff
+from ragopt.pipeline_io import list_pipelines, load_pipeline, save_pipeline
 from ragopt.retrievers.bm25 import BM25
 
 

@@ -111,7 +111,7 @@ def test_encode_corpus_caches_by_spec_and_corpus(tmp_path):
 
 
 def test_encode_corpus_resumes_from_finished_shards(tmp_path, monkeypatch):
-    import ragopt.encoders as encoders
+    import ragopt.encoders.encoder as encoders
 
     monkeypatch.setattr(encoders, "SHARD_SIZE", 8)
     store = ArtifactStore(tmp_path)
@@ -164,7 +164,7 @@ def test_model_resolution_and_path_errors(tmp_path):
 
 
 def test_model_fingerprint_sees_content_not_just_path(tmp_path):
-    import ragopt.encoders as encoders
+    import ragopt.encoders.models as encoders
 
     model = tmp_path / "m"
     model.mkdir()

@@ -104,7 +104,7 @@ def test_service_needs_one_source_and_a_retriever(tools_file, store):
         ToolService(BM25(), store=store)
     with pytest.raises(ConfigError, match="exactly one source"):
         ToolService(BM25(), tools=tools_file, gateway=_gateway(_calc()), store=store)
-    from ragopt.pipeline import Cutoff
+    from ragopt.ops import Cutoff
 
     with pytest.raises(ConfigError, match="must start with a retriever"):
         ToolService(Cutoff(k=3), tools=tools_file, store=store)

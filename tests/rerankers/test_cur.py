@@ -299,7 +299,7 @@ def test_config_round_trip_and_nested_params(store):
 
 def test_shipped_pipeline_loads():
     pytest.importorskip("yaml")
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     p = load_pipeline("cur")
     stage = p.stages[-1] if hasattr(p, "stages") else p

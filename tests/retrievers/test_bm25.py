@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from ragopt.errors import ArtifactError, ConfigError
-from ragopt.experiment import evaluate_pipeline
-from ragopt.pipelines import load_pipeline
+from ragopt.evaluation.run import evaluate_pipeline
+from ragopt.pipeline_io import load_pipeline
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
 from ragopt.types import Corpus

@@ -146,7 +146,7 @@ def test_bad_corpora(tmp_path):
 
 
 def test_config_yaml_and_light_import():
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     r = DenseRetriever(index=FaissIVF(nprobe=4), top_k=50)
     cfg = r.to_config()
@@ -172,8 +172,8 @@ def test_config_yaml_and_light_import():
 # -- real model, real data (slow) ---------------------------------------------------------------
 @pytest.mark.slow
 def test_cranfield_minilm_quality(data_dir, tmp_path):
-    from ragopt.experiment import evaluate_pipeline
-    from ragopt.pipelines import load_pipeline
+    from ragopt.evaluation.run import evaluate_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     if not (data_dir / "cranfield" / "corpus.jsonl").is_file():
         pytest.skip("cranfield not in the shared data")
@@ -196,8 +196,8 @@ def test_cranfield_minilm_quality(data_dir, tmp_path):
 @pytest.mark.slow
 def test_scifact_minilm_matches_published(data_dir, session_store):
     """About 4 minutes on 2 cores (5,183 abstracts); the embeddings stay in the session store."""
-    from ragopt.experiment import evaluate_pipeline
-    from ragopt.pipelines import load_pipeline
+    from ragopt.evaluation.run import evaluate_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     if not (data_dir / "scifact" / "corpus.jsonl").is_file():
         pytest.skip("scifact not in the shared data")

@@ -83,7 +83,7 @@ def test_top_k_cuts_candidates(fitted, store):
 
 
 def test_scores_are_query_document_dot_products(fitted, store):
-    from ragopt.sparse import load_csr
+    from ragopt.retrievers.sparse_io import load_csr
 
     docs_art = next(a for a in fitted._state["artifacts"] if a["kind"] == "splade-docs")
     docs = load_csr(docs_art["path"])
@@ -225,7 +225,7 @@ def test_not_fitted_is_an_error():
 
 
 def test_config_round_trip_and_named_pipeline():
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     s = Splade(doc_top_terms=64, query_top_terms=16, max_length=256)
     assert from_config(s.to_config()) == s
@@ -237,7 +237,7 @@ def test_config_round_trip_and_named_pipeline():
 
 
 def test_import_is_torch_free():
-    code = "import sys, ragopt.retrievers.splade, ragopt.sparse; assert 'torch' not in sys.modules, 'torch'"
+    code = "import sys, ragopt.retrievers.splade, ragopt.kernels.sparse; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -287,7 +287,7 @@ NDCG10_CRANFIELD, R100_CRANFIELD = 0.3550, 0.7356
 @pytest.mark.slow
 def test_splade_tiny_cranfield_figure(session_store, data_dir):
     """SPLADE-tiny, title + text, no pruning, on cranfield (1400 docs)."""
-    from ragopt.experiment import evaluate_pipeline
+    from ragopt.evaluation.run import evaluate_pipeline
 
     report = evaluate_pipeline(Splade(), str(data_dir / "cranfield"), "test", store=session_store)
     assert report.n_queries == 225

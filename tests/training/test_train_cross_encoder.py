@@ -177,7 +177,7 @@ def test_minilm_fine_tune_on_nq_end_to_end(data_dir, session_store):
     """CPU-sized run of the real thing: the packaged MiniLM fine-tuned on 48 nq-open-oracle-dev queries
     (16 steps), then loaded by the bm25_ce pipeline and by compare_reranking on held-out queries. The recipe that
     beats BM25 runs 975 steps (the gpu test below; hours on two shared cores), so this checks the mechanics."""
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     nq = data_dir / "nq-open-oracle-dev"
     art = train_cross_encoder("all-MiniLM-L6-v2", nq, max_queries=48, epochs=1, max_length=128,

@@ -65,7 +65,7 @@ def test_study_runs_reports_heldout_and_exports_best(data_dir, tmp_path):
     assert res.heldout["n_queries"] == 10 and set(res.heldout["best"]) == {"ndcg@10"}
     assert res.tune["best"]["ndcg@10"] == pytest.approx(res.best_value)
     # the exported pipeline evaluates to the same tuning value
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     best = load_pipeline(res.best_pipeline)
     assert best.stages[0].k1 == pytest.approx(res.best_params["k1"])
@@ -252,7 +252,7 @@ class Bag(Stage):
 
     def transform(self, batch):
 
-        from ragopt.types import topk_rows
+        from ragopt.kernels.topk import topk_rows
 
         if "words" not in self._state:
             self._state["words"] = [set(t.lower().split()) for t in self.corpus.texts]
@@ -289,7 +289,7 @@ def test_quickstart_study_end_to_end(data_dir, session_store, tmp_path):
     exported pipeline that evaluates to the reported value, and every repeat served from the caches."""
     from pathlib import Path
 
-    from ragopt.pipelines import load_pipeline
+    from ragopt.pipeline_io import load_pipeline
 
     cfg = StudyConfig.load(Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml")
     cfg.dataset = str(data_dir / "cranfield")

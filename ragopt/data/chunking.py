@@ -25,12 +25,12 @@ import numpy as np
 
 from ragopt.config import Component, canonical_json, param
 from ragopt.errors import ArtifactError, ConfigError, StageError
-from ragopt.fusion import sum_topk
+from ragopt.kernels.passages import aggregate_candidates
 from ragopt.pipeline import Stage
 from ragopt.registry import register
 from ragopt.types import Batch, Corpus, Stats
 
-__all__ = ["Chunker", "Aggregate", "split_sentences", "aggregate_candidates", "parent_rows"]
+__all__ = ["Chunker", "Aggregate", "split_sentences"]
 
 FORMAT_VERSION = 1  # bump when a chunking algorithm changes: it is part of every passage fingerprint
 DEFAULT_SIZE = {"tokens": 128, "chars": 1000, "sentences": 5, "recursive": 1000, "semantic": 20}
@@ -166,36 +166,6 @@ def _finish(text: str, spans: list[Span], min_chars: int) -> list[Span]:
             merged.pop(0)
         spans = merged
     return spans or [(0, 0)]
-
-
-def parent_rows(passages: Corpus) -> np.ndarray:
-    """Row of each passage's parent document in ``passages.parent`` (int64)."""
-    parent = passages.parent
-    if parent is None or passages.parent_ids is None:
-        raise StageError(f"corpus {passages.name or 'unnamed'} is not a passage corpus (no parent)")
-    try:
-        return np.fromiter((parent.index_of(p) for p in passages.parent_ids), np.int64, len(passages))
-    except KeyError as e:
-        raise StageError(f"passage parent id {e.args[0]!r} is not in the parent corpus "
-                         f"{parent.name or 'unnamed'}") from None
-
-
-def aggregate_candidates(doc_idx: np.ndarray, scores: np.ndarray, rows: np.ndarray, method: str = "max",
-                         k_passages: int = 1, top_k: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """Passage candidate lists (rows sorted best first) -> parent document lists (sorted, padded).
-
-    ``rows[p]`` is the parent row of passage ``p``. ``max``: best passage score; ``sum``: sum of all
-    retrieved passages; ``first_k_sum``: sum of the document's best ``k_passages`` passages."""
-    keep = {"max": 1, "sum": None, "first_k_sum": k_passages}
-    if method not in keep:
-        raise ValueError(f"unknown aggregation {method!r} (max, sum, first_k_sum)")
-    valid = (doc_idx >= 0) & np.isfinite(scores)
-    s = np.where(valid, scores, -np.inf)
-    if s.shape[1] > 1 and np.any(s[:, 1:] > s[:, :-1]):  # rows not sorted best first: sort them
-        order = np.argsort(-s, axis=1, kind="stable")
-        doc_idx, s, valid = (np.take_along_axis(a, order, axis=1) for a in (doc_idx, s, valid))
-    parents = np.where(valid, rows[np.where(valid, doc_idx, 0)], -1)
-    return sum_topk(parents, np.where(valid, s, 0.0), top_k, keep_first=keep[method])
 
 
 # -- the chunker ----------------------------------------------------------------------------------
@@ -457,5 +427,5 @@ class Aggregate(Stage):
         cache = self._state.setdefault("rows", {})
         key = (corpus.fingerprint, corpus.parent.fingerprint)
         if key not in cache:
-            cache[key] = parent_rows(corpus)
+            cache[key] = corpus.parent_rows()
         return cache[key]

@@ -9,12 +9,14 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from ragopt.chunking import Aggregate, Chunker
+from ragopt.data.chunking import Aggregate, Chunker
 from ragopt.config import from_config, param
 from ragopt.errors import ConfigError, StageError
-from ragopt.fusion import RRF, WeightedFusion, rrf_fuse, weighted_fuse
-from ragopt.pipeline import Cutoff, Pipeline, Stage
-from ragopt.pipelines import load_pipeline, save_pipeline
+from ragopt.kernels.fusion import rrf_fuse, weighted_fuse
+from ragopt.ops import RRF, WeightedFusion
+from ragopt.ops import Cutoff
+from ragopt.pipeline import Pipeline, Stage
+from ragopt.pipeline_io import load_pipeline, save_pipeline
 from ragopt.registry import register
 from ragopt.retrievers.bm25 import BM25
 from ragopt.types import Batch, Corpus
@@ -154,7 +156,7 @@ def test_fusion_errors():
         RRF(inputs=[Cutoff(k=3), A])
     with pytest.raises(ConfigError, match=r"inputs\[1\]\.k1: expected a number"):
         load_yaml_text = {"pipeline": {"type": "rrf", "inputs": [{"type": "bm25"}, {"type": "bm25", "k1": "x"}]}}
-        from ragopt.pipelines import pipeline_from_dict
+        from ragopt.pipeline_io import pipeline_from_dict
 
         pipeline_from_dict(load_yaml_text)
     with pytest.raises(ConfigError, match="weights: expected 2 weights"):
@@ -244,7 +246,7 @@ def test_named_pipeline_hybrid():
 def test_hybrid_cranfield(data_dir, session_store):
     if not _dense_available():
         pytest.skip("ragopt.retrievers.dense is not available")
-    from ragopt.experiment import evaluate_pipeline
+    from ragopt.evaluation.run import evaluate_pipeline
 
     report = evaluate_pipeline(load_pipeline("hybrid"), str(data_dir / "cranfield"), metrics=["ndcg@10"],
                                store=session_store, progress=False)

@@ -1,4 +1,4 @@
-"""ragopt.sparse kernels against dense numpy on random sparse data."""
+"""ragopt.kernels.sparse against dense numpy on random sparse data."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import pytest
 import scipy.sparse as sp
 
 from ragopt.errors import ArtifactError
-from ragopt.sparse import (InvertedIndex, build_inverted, load_csr, load_inverted, prune_rows, save_csr,
-                           save_inverted, score, search, to_csr, topk_sparse_rows)
+from ragopt.kernels.sparse import InvertedIndex, build_inverted, prune_rows, score, search, to_csr, topk_sparse_rows
+from ragopt.retrievers.sparse_io import load_csr, load_inverted, save_csr, save_inverted
 
 
 def _random(n: int, v: int, density: float, seed: int) -> sp.csr_matrix:

@@ -17,19 +17,10 @@ from typing import Any, Callable, Sequence
 
 from ragopt.config import canonical_json
 from ragopt.errors import ArtifactError
-from ragopt.pipeline import progress_enabled
+from ragopt._io import atomic_write, atomic_write_text
+from ragopt._progress import progress_enabled
 
-__all__ = ["encode_in_shards", "write_atomic"]
-
-
-def write_atomic(path: Path, save: Callable[[Any], None]) -> None:
-    """Write ``path`` through ``save(file_object)`` into a temporary file, fsync it, then rename it."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        save(fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+__all__ = ["encode_in_shards"]
 
 
 def encode_in_shards(texts: Sequence[str], partial: Path, shard_size: int, *, suffix: str,
@@ -50,8 +41,6 @@ def encode_in_shards(texts: Sequence[str], partial: Path, shard_size: int, *, su
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
     if not meta.is_file():
-        from ragopt._io import atomic_write_text
-
         atomic_write_text(meta, want)
     starts = list(range(0, len(texts), shard_size))
     paths = [partial / f"shard-{i:06d}{suffix}" for i in range(len(starts))]
@@ -74,7 +63,7 @@ def encode_in_shards(texts: Sequence[str], partial: Path, shard_size: int, *, su
         for i in todo:
             before = bar.n if bar is not None else 0
             out = encode(texts[starts[i]:starts[i] + rows[i]], bar)
-            write_atomic(paths[i], lambda fh, out=out: save(fh, out))
+            atomic_write(paths[i], lambda fh, out=out: save(fh, out))
             widths.add(width(out))
             if bar is not None and bar.n == before:
                 bar.update(rows[i])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragopt.cur_kernels import (adaptive_select, approximate, cur_operator, cur_search, select_anchor_items,
+from ragopt.kernels.cur import (adaptive_select, approximate, cur_operator, cur_search, select_anchor_items,
                                 split_rounds)
 
 

@@ -7,13 +7,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ragopt.chunking import Aggregate, Chunker, aggregate_candidates, split_sentences
+from ragopt.data.chunking import Aggregate, Chunker, aggregate_candidates, split_sentences
 from ragopt.config import from_config, param
 from ragopt.encoders import Encoder
 from ragopt.errors import ConfigError, StageError
 from ragopt.evaluation import evaluate
 from ragopt.pipeline import Pipeline
-from ragopt.pipelines import load_pipeline, save_pipeline
+from ragopt.pipeline_io import load_pipeline, save_pipeline
 from ragopt.registry import register
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
@@ -360,7 +360,7 @@ def test_chunked_bm25_returns_documents_and_evaluates_against_document_qrels(tmp
 
 @pytest.mark.slow
 def test_scifact_chunked_bm25(data_dir, session_store):
-    from ragopt.experiment import evaluate_pipeline
+    from ragopt.evaluation.run import evaluate_pipeline
 
     pipe = Chunker(method="tokens", size=64, overlap=16) >> load_pipeline("bm25").stages[0]
     report = evaluate_pipeline(pipe, str(data_dir / "scifact"), metrics=["ndcg@10", "recall@100"],
