@@ -36,6 +36,7 @@ from ragopt.errors import BackendUnavailableError, ConfigError, StageError
 from ragopt._progress import progress_enabled
 from ragopt.pipeline import Stage
 from ragopt.registry import register
+from ragopt.rerankers import onnx_backend as ob
 from ragopt.rerankers.score_cache import PairScoreCache, text_hash
 from ragopt.types import Batch, Corpus, Stats
 
@@ -168,7 +169,6 @@ class CrossEncoderReranker(Stage):
 
     def _load_onnx(self) -> Any:
         """Export (once, into the artifact store) and open the ONNX model of this cross-encoder."""
-        from ragopt.rerankers import onnx_backend as ob
         from ragopt.store import ArtifactStore
 
         identity, local, _, precision = self._resolved()
@@ -176,12 +176,13 @@ class CrossEncoderReranker(Stage):
         spec = {"model": identity if local is None else None,
                 "model_fingerprint": model_fingerprint(local) if local is not None else None,
                 "precision": precision, **versions}
-        if precision == "int8":
-            spec["quantization"] = ob.QUANTIZATION
+        scheme = ob.quantization_scheme() if precision == "int8" else None
+        if scheme is not None:
+            spec["quantization"] = scheme
         store = self._state.get("store") or ArtifactStore()
         base = self._load_torch("cpu", "fp32")
         art = store.get_or_create(ob.ARTIFACT_KIND, spec, ob.FORMAT_VERSION,
-                                  lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision),
+                                  lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision, scheme),
                                   rebuild=self._state.pop("rebuild_onnx", False))
         self._state["onnx_artifact"] = art
         key = (self._source, "cpu", self.max_length, precision, "onnx", str(art.path))
@@ -198,10 +199,8 @@ class CrossEncoderReranker(Stage):
                 "precision": precision}
         if self.backend != "torch":  # torch keys stay as they were before backends existed
             spec["backend"] = self.backend
-            if precision == "int8":  # another quantisation scheme scores differently
-                from ragopt.rerankers.onnx_backend import QUANTIZATION
-
-                spec["quantization"] = QUANTIZATION
+            if precision == "int8":  # another quantisation scheme (e.g. 7- vs 8-bit weights) scores differently
+                spec["quantization"] = ob.quantization_scheme()
         return spec
 
     def cache_spec(self) -> dict[str, Any] | None:
