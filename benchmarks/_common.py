@@ -26,11 +26,14 @@ def load() -> list[float]:
 
 def machine_info(packages: Sequence[str]) -> dict[str, Any]:
     """Date, CPU model and count, Python, platform, git commit and the versions of ``packages``."""
-    cpu = platform.processor()
+    cpu, flags = platform.processor(), []
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == platform.processor():
                 cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):  # the SIMD features that pick integer/float kernels
+                flags = sorted(f for f in line.split(":", 1)[1].split()
+                               if f.startswith(("avx", "amx", "fma", "f16c", "sse4")) or "vnni" in f)
                 break
     versions = {}
     for pkg in ("ragopt", *packages):
@@ -42,5 +45,6 @@ def machine_info(packages: Sequence[str]) -> dict[str, Any]:
                                 timeout=10).stdout.strip() or None
     return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu": cpu,
+            "cpu_flags": flags,
             "python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
             "versions": versions}

@@ -47,6 +47,8 @@ if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "rerank.json"
 
+from benchmarks._common import machine_info  # noqa: E402
+
 
 def _merge(section: str, value: Any) -> None:
     from ragopt._io import atomic_write_text
@@ -61,8 +63,12 @@ def _env() -> dict[str, Any]:
 
     import torch
 
+    from ragopt.rerankers.onnx_backend import quantization_scheme
+
+    info = machine_info(["onnxruntime", "onnx"])
     return {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": torch.get_num_threads(),
+            "machine": platform.machine(), "cpus": torch.get_num_threads(), "cpu": info["cpu"],
+            "cpu_flags": info["cpu_flags"], "int8_scheme": quantization_scheme(), **info["versions"],
             "torch": torch.__version__, "sentence_transformers": md.version("sentence-transformers"),
             "transformers": md.version("transformers")}
 
