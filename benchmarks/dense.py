@@ -229,7 +229,7 @@ def exact_search(label: str, vectors: np.ndarray, q: np.ndarray, args: argparse.
         raws.append(raw)
         flats.append(built(FaissFlat(use_gpu=False), vectors, workdir, f"{label}-flat-{j}"))
         torches.append(built(TorchExact(device="cpu", precision="fp32"), vectors, workdir, f"{label}-torch-{j}"))
-    handles = [f._state["handle"] for f in flats]  # the faiss.IndexFlatIP each ragopt FaissFlat loaded
+    handles = [f.handle for f in flats]  # the faiss.IndexFlatIP each ragopt FaissFlat loaded
 
     def blas_search(index: Any, x: np.ndarray, k: int) -> Any:
         """faiss 1.15 scans with its SIMD kernel below 128000 queries; this forces its BLAS (sgemm) path."""

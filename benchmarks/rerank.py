@@ -124,6 +124,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+    from ragopt.types import Corpus
     from ragopt.store import ArtifactStore
 
     tmp = Path(tempfile.mkdtemp(prefix="ragopt-rerank-bench-"))
@@ -142,8 +143,7 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
     def cold() -> np.ndarray:
         cold_n[0] += 1
-        s = stage.clone(cache=True)
-        s._state["store"] = ArtifactStore(tmp / f"store-{cold_n[0]}")
+        s = stage.clone(cache=True).fit(Corpus([], []), ArtifactStore(tmp / f"store-{cold_n[0]}"))
         return s.score_pairs(qs, ps)
 
     ref, ours = raw(), stage.score_pairs(qs, ps)  # warm-up, and the outputs must agree

@@ -24,7 +24,8 @@ _LAZY = {
     "Pipeline": "ragopt.pipeline",
     "Cutoff": "ragopt.ops",
     "ArtifactStore": "ragopt.store",
-    "BM25": "ragopt.retrievers.bm25",
+    "BM25Retriever": "ragopt.retrievers.bm25",
+    "BM25": "ragopt.retrievers.bm25",  # alias of BM25Retriever
     "load_dataset": "ragopt.data",
     "Dataset": "ragopt.data",
     "evaluate": "ragopt.evaluation",
@@ -58,5 +59,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from ragopt.pipeline import Pipeline, Stage
     from ragopt.pipeline_io import load_pipeline, save_pipeline
     from ragopt.registry import available, register
+    from ragopt.retrievers.bm25 import BM25, BM25Retriever
     from ragopt.store import ArtifactStore
     from ragopt.types import Batch, Corpus, Queries, Stats

@@ -22,6 +22,7 @@ import numpy as np
 
 from ragopt.config import canonical_json, config_hash
 from ragopt.errors import ArtifactError
+from ragopt.types import Batch, Corpus
 
 __all__ = ["StageCache", "active_cache", "batch_key"]
 
@@ -122,15 +123,11 @@ class StageCache:
         scores = np.load(path / "scores.npy", allow_pickle=False)
         if doc_idx.shape[0] != len(batch.queries):
             return None
-        from ragopt.types import Batch
-
         entry = (int(art.manifest["depth"]), Batch(batch.queries, corpus, doc_idx, scores, None))
         self._remember(key, entry)
         return entry
 
     def _save(self, key: str, depth: int, out: Any, stage: Any) -> None:
-        from ragopt.types import Batch
-
         snapshot = Batch(out.queries, out.corpus, out.doc_idx, out.scores, out.answers)
         self._remember(key, (depth, snapshot))
         if not self.persist or out.doc_idx is None or out.answers is not None:
@@ -150,9 +147,13 @@ class StageCache:
             self._mem.popitem(last=False)
 
 
+def _fitted_corpus(stage: Any) -> Corpus | None:
+    return stage.corpus if stage.is_fitted else None
+
+
 def _find_corpus(fingerprint: str | None, stage: Any, batch: Any) -> Any:
-    cands = [stage._state.get("corpus"), getattr(stage._state.get("corpus"), "parent", None), batch.corpus,
-             getattr(batch.corpus, "parent", None)]
+    fitted = _fitted_corpus(stage)
+    cands = [fitted, getattr(fitted, "parent", None), batch.corpus, getattr(batch.corpus, "parent", None)]
     for c in cands:
         if c is not None and c.fingerprint == fingerprint:
             return c
@@ -161,6 +162,6 @@ def _find_corpus(fingerprint: str | None, stage: Any, batch: Any) -> Any:
 
 def spec_for(stage: Any, exclude: tuple[str, ...] = ()) -> dict[str, Any] | None:
     """Default cache spec: the stage's config (minus ``exclude``) and its fitted corpus fingerprint."""
-    corpus = stage._state.get("corpus")
+    corpus = _fitted_corpus(stage)
     cfg = {k: v for k, v in stage.to_config().items() if k not in exclude}
     return {"config": canonical_json(cfg), "corpus": corpus.fingerprint if corpus is not None else None}

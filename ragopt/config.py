@@ -9,8 +9,12 @@ fields we get, for free and uniformly:
 * ``get_params()`` / ``set_params()`` with dotted paths into nested components (``stages.0.k1``);
 * ``clone()`` (a fresh, unfitted copy), ``__eq__`` and ``__repr__``.
 
-Runtime state (loaded indexes, models) lives outside the fields, in ``self._state``, so equality and
-hashing of configs never see it. Field metadata may carry ``doc``, ``choices``, ``ge``/``gt``/``le``/``lt``.
+Runtime state (what ``fit`` produced, loaded indexes and models, caches) lives outside the fields, in private
+attributes that each class declares in :meth:`Component._init_runtime`, so equality, configs and config hashes
+never see it. What a component's ``fit`` (or ``load``) produced is kept in one attribute, ``self._fit`` (a
+small per-class dataclass, see :class:`ragopt.pipeline.Fitted`): :meth:`ragopt.pipeline.Stage.fitted_state`
+snapshots it for a whole tree of components. Field metadata may carry ``doc``, ``choices``,
+``ge``/``gt``/``le``/``lt``.
 """
 
 from __future__ import annotations
@@ -21,9 +25,10 @@ import hashlib
 import json
 import types
 import typing
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import Any, ClassVar, Iterator, Literal, Union, get_args, get_origin
 
 from ragopt.errors import ConfigError
+from ragopt.registry import resolve
 
 __all__ = ["Component", "param", "canonical_json", "config_hash", "from_config", "walk"]
 
@@ -151,8 +156,15 @@ class Component:
             dataclasses.dataclass(kw_only=True, eq=True, repr=True)(cls)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_state", {})
+        self._init_runtime()
         self._validate_fields("")
+
+    def _init_runtime(self) -> None:
+        """Declare (and reset) the runtime attributes: called on construction and whenever a parameter changes,
+        which unfits the component. ``self._fit`` holds what ``fit``/``load`` produced (None: nothing yet).
+        Subclasses that keep more (loaded models, caches) override this, call ``super()._init_runtime()`` and
+        set their own private attributes."""
+        self._fit: Any = None
 
     # -- validation --------------------------------------------------------------------------
     def _validate_fields(self, path: str) -> None:
@@ -211,7 +223,7 @@ class Component:
             else:
                 val = f.default_factory()
             object.__setattr__(obj, f.name, val)
-        object.__setattr__(obj, "_state", {})
+        obj._init_runtime()
         obj._validate_fields(path)
         return obj
 
@@ -263,7 +275,7 @@ class Component:
             _check_bounds(coerced, f.metadata, full)
             object.__setattr__(self, head, coerced)
             self.validate(full)
-            object.__setattr__(self, "_state", {})
+            self._init_runtime()
             return
         child = getattr(self, head)
         if isinstance(child, Component):
@@ -276,18 +288,23 @@ class Component:
             if not rest[1:]:
                 raise ConfigError(full, "cannot replace a whole nested component by path; set its parameters")
             sub._set_path(rest[1:], value, full)
-        object.__setattr__(self, "_state", {})
+        self._init_runtime()
 
 
-def walk(component: "Component"):
-    """The component and every component nested in its fields (depth first, field order)."""
-    yield component
+def walk(component: "Component", order: Literal["pre", "post"] = "pre") -> Iterator["Component"]:
+    """The component and every component nested in its fields (pipeline stages, fusion inputs, encoders,
+    indexes, scorers), depth first in field order: each component before its children (``pre``) or after
+    them (``post``, the order in which ``fit`` builds them)."""
+    if order == "pre":
+        yield component
     for f in dataclasses.fields(component):
         value = getattr(component, f.name)
         items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else [value]
         for v in items:
             if isinstance(v, Component):
-                yield from walk(v)
+                yield from walk(v, order)
+    if order == "post":
+        yield component
 
 
 def _children(value: Any):
@@ -313,8 +330,6 @@ def _to_plain(value: Any) -> Any:
 
 def from_config(cfg: Any, path: str = "") -> Component:
     """Build any registered component from its config mapping (the ``type`` key names it)."""
-    from ragopt.registry import resolve
-
     if isinstance(cfg, Component):
         return cfg
     if not isinstance(cfg, typing.Mapping):

@@ -35,3 +35,14 @@ class StageError(RagoptError):
 
 class BackendUnavailableError(RagoptError, ImportError):
     """An optional backend is not installed; the message says which extra to install."""
+
+
+class LLMError(RagoptError):
+    """An LLM call or model load failed: a model that cannot be loaded, an endpoint that timed out, refused
+    (429/5xx), closed the connection or answered malformed JSON, or a capability the model lacks (logprobs).
+    The message names the model (and endpoint) and what happened; an API key never appears in it.
+
+    ``partial``, when set, holds the responses of the same batch that did complete (``None`` for the rest), so a
+    cache may keep what was paid for."""
+
+    partial: list | None = None

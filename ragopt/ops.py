@@ -1,7 +1,7 @@
 """The stages that the composition operators build: :class:`Cutoff` (``a % k``) and the fusion of several
 retrievers' candidate lists (``a + b``).
 
-* :class:`RRF` (``a + b``): reciprocal rank fusion, ``score(d) = sum_i w_i / (k + rank_i(d))`` with ranks
+* :class:`RRFFusion` (``a + b``): reciprocal rank fusion, ``score(d) = sum_i w_i / (k + rank_i(d))`` with ranks
   from 1; a document absent from a list gets nothing from it.
 * :class:`WeightedFusion`: ``score(d) = sum_i w_i * norm_i(d)`` after per-query normalisation of each list
   (``minmax``, ``zscore`` or ``none``). A document absent from list ``i`` gets that list's lowest
@@ -11,24 +11,24 @@ retrievers' candidate lists (``a + b``).
 Weights default to 1 per input. Every input runs on the same queries, shares the batch's
 :class:`~ragopt.types.Stats`, and must end on the same corpus; inputs that end on passages of that corpus
 (a chunker without an ``aggregate`` stage) are aggregated to it by their best passage first. The fusion
-kernels (:func:`sum_topk`, :func:`rrf_fuse`, :func:`weighted_fuse`) are vectorised numpy.
+kernels are vectorised numpy, in :mod:`ragopt.kernels.fusion`.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ragopt.config import param
 from ragopt.errors import ConfigError, StageError
-from ragopt.kernels.fusion import Lists, normalize_rows, rrf_fuse, sum_topk, weighted_fuse
+from ragopt.kernels.fusion import rrf_fuse, weighted_fuse
 from ragopt.kernels.passages import aggregate_candidates
-from ragopt.pipeline import Stage, run_stage
+from ragopt.pipeline import Fitted, Stage, run_stage
 from ragopt.registry import register
 from ragopt.types import Batch, Corpus
 
-__all__ = ["Cutoff", "RRF", "WeightedFusion"]
+__all__ = ["Cutoff", "RRFFusion", "WeightedFusion", "RRF"]
 
 
 @register("cutoff")
@@ -44,7 +44,6 @@ class Cutoff(Stage):
 
     def transform(self, batch: Batch) -> Batch:
         return batch.cut(self.k)
-
 
 
 def _root(corpus: Corpus) -> Corpus:
@@ -71,6 +70,10 @@ class _Fusion(Stage):
     weights: list[float] | None = param(None, doc="one non-negative weight per input (null: 1 each)")
     top_k: int = param(1000, doc="fused candidates kept per query", ge=1)
 
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._parent_rows: dict[str, np.ndarray] = {}  # passage corpus fingerprint -> parent rows
+
     def validate(self, path: str = "") -> None:
         p = f"{path}." if path else ""
         if len(self.inputs) < 2:
@@ -95,8 +98,7 @@ class _Fusion(Stage):
             progress: bool | None = None) -> "_Fusion":
         for stage in self.inputs:
             stage.fit(corpus, store, rebuild=rebuild, progress=progress)
-        self._state["corpus"] = self.prepare_corpus(corpus)
-        self._state["artifacts"] = []  # the inputs report their own
+        self._fit = Fitted(self.prepare_corpus(corpus))  # the inputs report their own artifacts
         return self
 
     def prepare_corpus(self, corpus: Corpus) -> Corpus:
@@ -131,17 +133,16 @@ class _Fusion(Stage):
             if corpus.parent is None:
                 raise StageError(f"{self.type_name}: inputs[{i}] returned candidates over {_describe(corpus)}, "
                                  f"not over the fitted {_describe(target)}; refit the fusion stage")
-            cache = self._state.setdefault("parent_rows", {})
-            rows = cache.get(corpus.fingerprint)
+            rows = self._parent_rows.get(corpus.fingerprint)
             if rows is None:
-                rows = cache[corpus.fingerprint] = corpus.parent_rows()
+                rows = self._parent_rows[corpus.fingerprint] = corpus.parent_rows()
             doc_idx, scores = aggregate_candidates(doc_idx, scores, rows, "max", top_k=max(doc_idx.shape[1], 1))
             corpus = corpus.parent
         return doc_idx, scores
 
 
 @register("rrf")
-class RRF(_Fusion):
+class RRFFusion(_Fusion):
     """Reciprocal rank fusion: ``sum_i w_i / (k + rank_i(d))``, ranks from 1 (``a + b`` builds one)."""
 
     k: int = param(60, doc="rank offset: larger k flattens the weight of the first ranks", ge=0)
@@ -163,3 +164,6 @@ class WeightedFusion(_Fusion):
         lists = self._input_lists(batch)
         doc_idx, scores = weighted_fuse(lists, weights=self._weights(), normalize=self.normalize, top_k=self.top_k)
         return batch.with_candidates(doc_idx, scores, self.corpus)
+
+
+RRF = RRFFusion  # the name before stages were suffixed by role

@@ -10,23 +10,81 @@ It declares what it ``requires`` and ``provides`` in terms of :attr:`Batch.field
 a corpus into another (chunkers) override :meth:`Stage.prepare_corpus`; later stages are fitted on
 its output.
 
+Fitted state: what ``fit`` produced (the corpus, the artifacts it built or reused, loaded indexes, fit-time
+counters) is kept in one declared attribute, ``self._fit``, an instance of the stage's :class:`Fitted`
+dataclass (subclasses add their own products). From outside, a stage is read through :attr:`Stage.is_fitted`,
+:attr:`Stage.corpus`, :meth:`Stage.artifacts` and :attr:`Stage.fit_stats`, and its fitted state moves between
+two stages of the same config with :meth:`Stage.fitted_state` and :meth:`Stage.restore` (nested stages,
+encoders and indexes included), without refitting.
+
 Composition: ``a >> b`` chains (a :class:`Pipeline`), ``a % k`` cuts candidate lists to ``k``,
-``a + b`` fuses two retrievers' lists (reciprocal rank fusion, :mod:`ragopt.ops`).
+``a + b`` fuses two retrievers' lists (reciprocal rank fusion, :mod:`ragopt.ops`). The operators build the
+``cutoff`` and ``rrf`` stages through the registry: this module does not import the stages it composes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
-from typing import Any, ClassVar, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Sequence
 
 from ragopt._progress import progress_enabled
 from ragopt.cache import active_cache, spec_for
-from ragopt.config import Component, param
+from ragopt.config import Component, param, walk
 from ragopt.errors import ConfigError, StageError
 from ragopt.registry import register, resolve
-from ragopt.types import Batch, Corpus, Queries
+from ragopt.types import Batch, Corpus, Queries, Stats
 
-__all__ = ["Stage", "Pipeline", "run_stage", "run_batched", "stages_of"]
+__all__ = ["Stage", "Pipeline", "Fitted", "FittedState", "run_stage", "run_batched"]
+
+
+@dataclass(eq=False)
+class Fitted:
+    """What :meth:`Stage.fit` produced: the corpus the stage was fitted on, the artifacts it built or reused
+    (``{"kind", "path", "created"}``) and counters of the work fitting did (``encoder_texts``, ``ce_pairs``).
+    Stages with more to keep (a loaded index, an anchor matrix) subclass it with fields that have defaults."""
+
+    corpus: Corpus
+    artifacts: list[dict] = field(default_factory=list)
+    stats: Stats = field(default_factory=Stats)
+
+
+class FittedState:
+    """An opaque snapshot of a fitted stage: the fitted state of the stage and of every component nested in it
+    (:func:`ragopt.config.walk` order). Made by :meth:`Stage.fitted_state`, used by :meth:`Stage.restore`."""
+
+    __slots__ = ("_types", "_parts")
+
+    def __init__(self, types: tuple[type, ...], parts: tuple[Any, ...]):
+        self._types = types
+        self._parts = parts
+
+    def __repr__(self) -> str:
+        return f"FittedState({' > '.join(t.__name__ for t in self._types)})"
+
+    @classmethod
+    def of(cls, stage: "Stage") -> "FittedState":
+        comps = list(walk(stage))
+        return cls(tuple(type(c) for c in comps), tuple(c._fit for c in comps))
+
+    def apply(self, stage: "Stage") -> None:
+        comps = list(walk(stage))
+        types = tuple(type(c) for c in comps)
+        if types != self._types:
+            raise StageError(f"{stage.type_name}: cannot restore a fitted state taken from another tree of "
+                             f"components ({' > '.join(t.__name__ for t in self._types)}) into "
+                             f"{' > '.join(t.__name__ for t in types)}")
+        for comp, part in zip(comps, self._parts):
+            comp._init_runtime()
+            comp._fit = _reused(part)
+
+
+def _reused(part: Any) -> Any:
+    """A restored stage built nothing and did no fitting work: its artifacts say ``created: False``."""
+    if isinstance(part, Fitted):
+        return dataclasses.replace(part, artifacts=[dict(a, created=False) for a in part.artifacts], stats=Stats())
+    return part
 
 
 class Stage(Component):
@@ -50,7 +108,7 @@ class Stage(Component):
     def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
             progress: bool | None = None) -> "Stage":
         """Build or load whatever this stage needs for ``corpus``. Default: remember the corpus."""
-        self._state["corpus"] = corpus
+        self._fit = Fitted(corpus)
         return self
 
     def transform(self, batch: Batch) -> Batch:
@@ -62,18 +120,48 @@ class Stage(Component):
         return spec_for(self, exclude=(*self.cache_ignore, *((self.cache_depth_field,)
                                                             if self.cache_depth_field else ())))
 
-    # -- conveniences ------------------------------------------------------------------------
+    # -- fitted state ------------------------------------------------------------------------
     @property
     def is_fitted(self) -> bool:
-        return "corpus" in self._state
+        return self._fit is not None
 
     @property
     def corpus(self) -> Corpus:
-        try:
-            return self._state["corpus"]
-        except KeyError:
-            raise StageError(f"{self.type_name}: not fitted; call .fit(corpus) first") from None
+        """The corpus this stage was fitted on (StageError when it is not fitted)."""
+        if self._fit is None:
+            raise StageError(f"{self.type_name}: not fitted; call .fit(corpus) first")
+        return self._fit.corpus
 
+    @property
+    def fit_stats(self) -> Stats:
+        """Counters of the work the last :meth:`fit` of this stage did (empty when nothing was fitted, or the
+        state was restored): ``encoder_texts``, ``ce_pairs`` ..."""
+        return self._fit.stats if isinstance(self._fit, Fitted) else Stats()
+
+    def artifacts(self) -> list[dict]:
+        """The artifacts (``{"kind", "path", "created"}``) that fitting this stage and every stage nested in it
+        (pipeline stages, fusion inputs, CUR's scorer) built or reused, in the order they were fitted."""
+        return [dict(a) for c in walk(self, "post") if isinstance(c._fit, Fitted) for a in c._fit.artifacts]
+
+    def fitted_state(self) -> FittedState:
+        """A snapshot of everything :meth:`fit` produced here and in every nested component (indexes and models
+        loaded, artifacts, passages): :meth:`restore` puts it into another stage of the same config."""
+        if not self.is_fitted:
+            raise StageError(f"{self.type_name}: not fitted; nothing to snapshot")
+        return FittedState.of(self)
+
+    def restore(self, state: FittedState) -> "Stage":
+        """Take the fitted state of another stage of the same config (:meth:`fitted_state`) instead of fitting:
+        no index is built or loaded, no text encoded. The caller vouches that the configs agree on everything
+        fitting depends on (any search-time parameter may differ); the tree of components must be the same.
+        Artifacts then report ``created: False`` and :attr:`fit_stats` is empty."""
+        if not isinstance(state, FittedState):
+            raise StageError(f"{self.type_name}: restore() takes what fitted_state() returned, got "
+                             f"{type(state).__name__}")
+        state.apply(self)
+        return self
+
+    # -- conveniences ------------------------------------------------------------------------
     def __call__(self, batch: Batch) -> Batch:
         return self.transform(batch)
 
@@ -103,7 +191,7 @@ class Stage(Component):
         """``a + b``: reciprocal rank fusion of the two candidate lists (see :mod:`ragopt.ops`)."""
         if not isinstance(other, Stage):
             return NotImplemented
-        from ragopt.ops import RRF
+        RRF = resolve("rrf")  # the registered fusion stage (ragopt.ops.RRFFusion)
 
         def flat(s: Stage) -> bool:  # an unweighted RRF is flattened into the new one, keeping k and top_k
             return isinstance(s, RRF) and s.weights is None
@@ -128,7 +216,8 @@ def _flatten(stage: Stage) -> list[Stage]:
 
 @register("pipeline")
 class Pipeline(Stage):
-    """Stages applied in order (``a >> b >> c``)."""
+    """Stages applied in order (``a >> b >> c``). A pipeline keeps no fitted state of its own: it is fitted
+    when all its stages are, and its corpus is what its last stage turns its first stage's corpus into."""
 
     cache_transparent: ClassVar[bool] = True
 
@@ -173,8 +262,21 @@ class Pipeline(Stage):
         for stage in self.stages:
             stage.fit(corpus, store, rebuild=rebuild, progress=progress)
             corpus = stage.prepare_corpus(corpus)
-        self._state["corpus"] = corpus
         return self
+
+    @property
+    def is_fitted(self) -> bool:
+        return all(s.is_fitted for s in self.stages)
+
+    @property
+    def corpus(self) -> Corpus:
+        """The corpus after the last stage (passages after a chunker, documents again after ``aggregate``)."""
+        if not self.is_fitted:
+            raise StageError("pipeline: not fitted; call .fit(corpus) first")
+        corpus = self.stages[0].corpus
+        for s in self.stages:
+            corpus = s.prepare_corpus(corpus)
+        return corpus
 
     def transform(self, batch: Batch) -> Batch:
         self.check(batch.fields)
@@ -185,13 +287,6 @@ class Pipeline(Stage):
 
     def __repr__(self) -> str:
         return " >> ".join(repr(s) for s in self.stages)
-
-    def artifacts(self) -> list[dict]:
-        """Artifacts the fitted stages used (path, kind, whether this fit built or reused them)."""
-        out = []
-        for s in self.stages:
-            out.extend(s._state.get("artifacts", []))
-        return out
 
 
 def run_stage(stage: Stage, batch: Batch) -> Batch:
@@ -208,7 +303,7 @@ def run_batched(stage: Stage, batch: Batch, batch_size: int = 0, progress: bool 
         return stage.transform(batch)
     bar = None
     if progress_enabled(progress):
-        from tqdm.auto import tqdm
+        from tqdm.auto import tqdm  # lazy: importing it costs ~100 ms
 
         bar = tqdm(total=n, desc=f"search ({stage.type_name})", unit="q", file=sys.stderr, leave=False)
     parts = []
@@ -223,11 +318,3 @@ def run_batched(stage: Stage, batch: Batch, batch_size: int = 0, progress: bool 
     out = Batch.concat(parts)
     out.stats = batch.stats  # slices share the parent's Stats, which the stages updated in place
     return out
-
-
-def stages_of(stage: Stage) -> Iterable[Stage]:
-    """Every stage inside ``stage`` (depth first), itself included."""
-    yield stage
-    for f in ("stages", "inputs"):
-        for child in getattr(stage, f, []) or []:
-            yield from stages_of(child)

@@ -8,43 +8,51 @@ modules are imported only when a config asks for them). Third-party packages add
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
-from typing import TYPE_CHECKING, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ragopt.errors import ConfigError
 
 if TYPE_CHECKING:
     from ragopt.config import Component
 
-__all__ = ["register", "resolve", "available"]
+__all__ = ["register", "resolve", "available", "describe"]
 
 # name -> "module:Class"; resolved lazily.
 _BUILTIN: dict[str, str] = {
     "pipeline": "ragopt.pipeline:Pipeline",
     "cutoff": "ragopt.ops:Cutoff",
-    "bm25": "ragopt.retrievers.bm25:BM25",
+    "bm25": "ragopt.retrievers.bm25:BM25Retriever",
     # encoders (nested inside retrievers / chunkers, not stages themselves)
     "sentence_transformer": "ragopt.encoders.encoder:SentenceTransformerEncoder",
     # dense retrieval and its index backends
     "dense": "ragopt.retrievers.dense:DenseRetriever",
-    "faiss_flat": "ragopt.indexes.faiss_index:FaissFlat",
-    "faiss_hnsw": "ragopt.indexes.faiss_index:FaissHNSW",
-    "faiss_ivf": "ragopt.indexes.faiss_index:FaissIVF",
-    "faiss_ivfpq": "ragopt.indexes.faiss_index:FaissIVFPQ",
-    "torch_exact": "ragopt.indexes.torch_index:TorchExact",
+    "faiss_flat": "ragopt.indexes.faiss_index:FaissFlatIndex",
+    "faiss_hnsw": "ragopt.indexes.faiss_index:FaissHNSWIndex",
+    "faiss_ivf": "ragopt.indexes.faiss_index:FaissIVFIndex",
+    "faiss_ivfpq": "ragopt.indexes.faiss_index:FaissIVFPQIndex",
+    "torch_exact": "ragopt.indexes.torch_index:TorchExactIndex",
     "chroma": "ragopt.indexes.chroma_index:ChromaIndex",
     # learned sparse
-    "splade": "ragopt.retrievers.splade:Splade",
+    "splade": "ragopt.retrievers.splade:SpladeRetriever",
     # chunking (corpus -> passages) and passage -> document aggregation
     "chunker": "ragopt.data.chunking:Chunker",
-    "aggregate": "ragopt.data.chunking:Aggregate",
+    "aggregate": "ragopt.data.chunking:PassageAggregator",
     # fusion
-    "rrf": "ragopt.ops:RRF",
+    "rrf": "ragopt.ops:RRFFusion",
     "weighted": "ragopt.ops:WeightedFusion",
     # rerankers and cross-encoder search
     "cross_encoder": "ragopt.rerankers.cross_encoder:CrossEncoderReranker",
-    "cur": "ragopt.rerankers.cur:CURSearch",
+    "cur": "ragopt.rerankers.cur:CURReranker",
+    # LLM backends (ragopt.llm): shared by generators, PRP, LLM judges; "scripted" is a test double
+    "transformers": "ragopt.llm.transformers_backend:TransformersLLM",
+    "openai": "ragopt.llm.openai_backend:OpenAIBackend",
+    "llama_cpp": "ragopt.llm.llama_cpp_backend:LlamaCppLLM",
+    "scripted": "ragopt.llm.scripted:ScriptedLLM",
+    # generators
+    "generate": "ragopt.generators.generate:Generator",
 }
 
 _REGISTERED: dict[str, type] = {}
@@ -99,3 +107,21 @@ def resolve(name: object, path: str = "type") -> type["Component"]:
         cls.type_name = name
         _REGISTERED[name] = cls
     return cls
+
+
+def describe(name: str) -> dict[str, Any]:
+    """What a config may say about component ``name``: its class (``module:Class``), the first paragraph of its
+    docstring on one line, and each parameter's name, default (``None`` when ``required``) and doc."""
+    cls = resolve(name)
+    doc = (cls.__doc__ or "").strip()
+    params = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default, required = f.default, False
+        elif f.default_factory is not dataclasses.MISSING:
+            default, required = f.default_factory(), False
+        else:
+            default, required = None, True
+        params.append({"name": f.name, "default": default, "required": required, "doc": f.metadata.get("doc", "")})
+    return {"name": name, "class": f"{cls.__module__}:{cls.__qualname__}",
+            "summary": " ".join(doc.split("\n\n")[0].split()), "params": params}

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ragopt import __version__
 from ragopt.config import canonical_json
 from ragopt.errors import ArtifactError
 
@@ -145,8 +146,6 @@ class ArtifactStore:
             for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 rel = f.relative_to(tmp).as_posix()
                 files[rel] = {"size": f.stat().st_size, "sha256": _sha256_file(f)}
-            from ragopt import __version__
-
             manifest = {"kind": kind, "format": format_version, "key": final.name, "spec": spec,
                         "ragopt_version": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                         "build_seconds": round(time.perf_counter() - t0, 3), "files": files, **extra}

@@ -22,7 +22,7 @@ import numpy as np
 
 from ragopt.errors import StageError
 
-__all__ = ["Corpus", "Queries", "Batch", "Stats", "Qrels", "Run", "topk_rows"]
+__all__ = ["Corpus", "Queries", "Batch", "Stats", "Qrels", "Run"]
 
 Qrels = dict[str, dict[str, int]]
 Run = dict[str, dict[str, float]]
@@ -186,7 +186,8 @@ class Batch:
     """Queries plus whatever stages have produced for them so far.
 
     ``fields`` says what is present: ``queries`` always, ``candidates`` once a retriever ran,
-    ``answers`` once a generator ran. Stages declare what they require and provide in these terms."""
+    ``answers`` once a generator ran. Stages declare what they require and provide in these terms.
+    ``contexts`` (set with ``answers``): the corpus rows of the passages each answer's prompt was given."""
 
     queries: Queries
     corpus: Corpus | None = None
@@ -195,6 +196,7 @@ class Batch:
     answers: list[str] | None = None
     stats: Stats = field(default_factory=Stats)
     key: str | None = None  # content key of this state, set by the stage cache (ragopt.cache)
+    contexts: list[list[int]] | None = None
 
     def __post_init__(self) -> None:
         if (self.doc_idx is None) != (self.scores is None):
@@ -234,7 +236,8 @@ class Batch:
         """Keep the first ``k`` candidates of every row."""
         if self.doc_idx is None:
             raise StageError("cutoff: the batch has no candidates yet (put a retriever first)")
-        return Batch(self.queries, self.corpus, self.doc_idx[:, :k], self.scores[:, :k], self.answers, self.stats)
+        return Batch(self.queries, self.corpus, self.doc_idx[:, :k], self.scores[:, :k], self.answers, self.stats,
+                     contexts=self.contexts)
 
     def select(self, rows: Sequence[int] | slice) -> "Batch":
         """The sub-batch of some queries (rows)."""
@@ -244,7 +247,8 @@ class Batch:
         return Batch(self.queries[rows], self.corpus,
                      None if self.doc_idx is None else self.doc_idx[rows],
                      None if self.scores is None else self.scores[rows],
-                     None if self.answers is None else [self.answers[i] for i in rows], self.stats)
+                     None if self.answers is None else [self.answers[i] for i in rows], self.stats,
+                     contexts=None if self.contexts is None else [self.contexts[i] for i in rows])
 
     @staticmethod
     def concat(batches: Sequence["Batch"]) -> "Batch":
@@ -271,7 +275,8 @@ class Batch:
                 scores[r:r + n, :b.depth] = b.scores
                 r += n
         answers = [a for b in batches for a in b.answers] if first.answers is not None else None
-        return Batch(queries, first.corpus, doc_idx, scores, answers, stats)
+        contexts = [c for b in batches for c in b.contexts] if first.contexts is not None else None
+        return Batch(queries, first.corpus, doc_idx, scores, answers, stats, contexts=contexts)
 
     def ranked(self, row: int) -> list[tuple[str, float]]:
         """``[(row_id, score), ...]`` of query ``row``, best first, padding dropped."""

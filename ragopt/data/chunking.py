@@ -11,26 +11,31 @@ span ``(0, 0)``, so every document still exists in the passage corpus.
 The passage corpus's fingerprint is a hash of the parent fingerprint and the chunker's passage-shaping
 parameters, so the chunker config is part of the key of every artifact built downstream.
 
-:class:`Aggregate` maps passage candidates back to documents (``max``, ``sum``, ``first_k_sum``) so that
-later stages and evaluation see documents.
+:class:`PassageAggregator` (``aggregate``) maps passage candidates back to documents (``max``, ``sum``,
+``first_k_sum``) so that later stages and evaluation see documents.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from ragopt._imports import require
 from ragopt.config import Component, canonical_json, param
+from ragopt.encoders import Encoder
 from ragopt.errors import ArtifactError, ConfigError, StageError
 from ragopt.kernels.passages import aggregate_candidates
-from ragopt.pipeline import Stage
+from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
+from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Stats
 
-__all__ = ["Chunker", "Aggregate", "split_sentences"]
+__all__ = ["Chunker", "PassageAggregator", "Aggregate", "split_sentences"]
 
 FORMAT_VERSION = 1  # bump when a chunking algorithm changes: it is part of every passage fingerprint
 DEFAULT_SIZE = {"tokens": 128, "chars": 1000, "sentences": 5, "recursive": 1000, "semantic": 20}
@@ -169,6 +174,11 @@ def _finish(text: str, spans: list[Span], min_chars: int) -> list[Span]:
 
 
 # -- the chunker ----------------------------------------------------------------------------------
+@dataclass(eq=False)
+class _ChunkerFit(Fitted):
+    passages: Corpus | None = None  # the passage corpus of the fitted corpus
+
+
 @register("chunker")
 class Chunker(Stage):
     """Cut documents into passages; later stages index and retrieve passages.
@@ -210,8 +220,6 @@ class Chunker(Stage):
             if self.overlap:
                 raise ConfigError(f"{p}overlap", "semantic passages do not overlap; set overlap: 0")
         if self.encoder is not None:
-            from ragopt.encoders import Encoder
-
             if not isinstance(self.encoder, Encoder):
                 raise ConfigError(f"{p}encoder", f"expected an encoder component, got {self.encoder.type_name!r}")
         if self.tokenizer != "whitespace" and not (self.tokenizer.startswith("hf:") and len(self.tokenizer) > 3):
@@ -236,20 +244,28 @@ class Chunker(Stage):
         payload = canonical_json({"parent": corpus.fingerprint, "chunker": self.passage_spec()})
         return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._passages: dict[str, Corpus] = {}  # passage corpora of corpora not fitted on, by parent fingerprint
+        self._hf_tokenizer: Any = None
+
     # -- stage protocol -------------------------------------------------------------------------
     def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
             progress: bool | None = None) -> "Chunker":
-        self._state["corpus"] = corpus
-        self._state["artifacts"] = []
-        cache = self._state.setdefault("passages", {})
-        if self.method == "semantic" and (rebuild or corpus.fingerprint not in cache):
-            from ragopt.store import ArtifactStore
-
+        fitted = self._fit
+        if fitted is not None and fitted.corpus.fingerprint == corpus.fingerprint and not rebuild:
+            # fitted on this corpus already: nothing to build or encode again
+            self._fit = _ChunkerFit(corpus, [dict(x, created=False) for x in fitted.artifacts], Stats(),
+                                    passages=fitted.passages)
+            return self
+        stats = Stats()
+        artifacts: list[dict] = []
+        if self.method == "semantic":
             store = store if store is not None else ArtifactStore()
             spec = {**self.passage_spec(), "corpus": corpus.fingerprint, "n_docs": len(corpus)}
 
             def build(out):
-                rows, offsets = self._spans(corpus, progress)
+                rows, offsets = self._spans(corpus, progress, stats)
                 np.save(out / "doc_rows.npy", rows)
                 np.save(out / "offsets.npy", offsets)
                 return {"n_passages": int(len(rows))}
@@ -260,18 +276,20 @@ class Chunker(Stage):
             if rows.ndim != 1 or offsets.shape != (len(rows), 2) or (len(rows) and rows.max() >= len(corpus)):
                 raise ArtifactError(f"passages {art.path} do not fit corpus {corpus.name or 'unnamed'} "
                                     f"({len(corpus)} documents); rebuild them (--rebuild)")
-            cache[corpus.fingerprint] = self._make_corpus(corpus, rows, offsets)
-            self._state["artifacts"] = [{"kind": "passages", "path": str(art.path), "created": art.created}]
+            passages = self._make_corpus(corpus, rows, offsets)
+            artifacts.append({"kind": "passages", "path": str(art.path), "created": art.created})
         else:
-            self.prepare_corpus(corpus)
+            passages = self.prepare_corpus(corpus)
+        self._fit = _ChunkerFit(corpus, artifacts, stats, passages=passages)
         return self
 
     def prepare_corpus(self, corpus: Corpus) -> Corpus:
-        cache = self._state.setdefault("passages", {})
-        out = cache.get(corpus.fingerprint)
+        if self._fit is not None and self._fit.corpus.fingerprint == corpus.fingerprint:
+            return self._fit.passages
+        out = self._passages.get(corpus.fingerprint)
         if out is None:
-            rows, offsets = self._spans(corpus, None)
-            out = cache[corpus.fingerprint] = self._make_corpus(corpus, rows, offsets)
+            rows, offsets = self._spans(corpus, None, Stats())
+            out = self._passages[corpus.fingerprint] = self._make_corpus(corpus, rows, offsets)
         return out
 
     def transform(self, batch: Batch) -> Batch:
@@ -293,8 +311,9 @@ class Chunker(Stage):
                       name=f"{corpus.name}:passages" if corpus.name else "passages",
                       fingerprint=self.fingerprint_for(corpus), parent=corpus)
 
-    def _spans(self, corpus: Corpus, progress: bool | None) -> tuple[np.ndarray, np.ndarray]:
-        """(parent row, [start, end)) of every passage, in document order."""
+    def _spans(self, corpus: Corpus, progress: bool | None, stats: Stats) -> tuple[np.ndarray, np.ndarray]:
+        """(parent row, [start, end)) of every passage, in document order (sentence encoding counted in
+        ``stats``)."""
         if len(corpus) == 0:
             raise ConfigError("", f"chunker: cannot chunk an empty corpus ({corpus.name or 'unnamed'})")
         texts = corpus.texts
@@ -310,7 +329,7 @@ class Chunker(Stage):
             per_doc = [_merge_pieces(_recursive_pieces(t, 0, len(t), RECURSIVE_SEPARATORS, size), size, overlap)
                        for t in texts]
         else:
-            per_doc = self._semantic(texts, progress)
+            per_doc = self._semantic(texts, progress, stats)
         rows, offsets = [], []
         for r, (text, spans) in enumerate(zip(texts, per_doc)):
             for span in _finish(text, spans, self.min_chars):
@@ -321,18 +340,17 @@ class Chunker(Stage):
     def _token_spans(self, texts: list[str]) -> list[list[Span]]:
         if self.tokenizer == "whitespace":
             return [[m.span() for m in re.finditer(r"\S+", t)] for t in texts]
-        tok = self._state.get("hf_tokenizer")
+        tok = self._hf_tokenizer
         if tok is None:
-            tok = self._state["hf_tokenizer"] = _load_hf_tokenizer(self.tokenizer[3:])
+            tok = self._hf_tokenizer = _load_hf_tokenizer(self.tokenizer[3:])
         out = []
         for enc in tok.encode_batch(texts, add_special_tokens=False):
             out.append([(a, b) for a, b in enc.offsets if b > a])
         return out
 
-    def _semantic(self, texts: list[str], progress: bool | None) -> list[list[Span]]:
+    def _semantic(self, texts: list[str], progress: bool | None, stats: Stats) -> list[list[Span]]:
         sentences = [split_sentences(t) for t in texts]
         flat = [t[a:b] for t, spans in zip(texts, sentences) for a, b in spans]
-        stats = self._state.setdefault("stats", Stats())
         if flat:
             emb = np.asarray(self.encoder.encode(flat, kind="doc", stats=stats, progress=progress), np.float32)
             if emb.shape[0] != len(flat):
@@ -359,23 +377,14 @@ class Chunker(Stage):
 
 def _load_hf_tokenizer(name: str):
     """A fast tokenizer (``tokenizers.Tokenizer``) from a folder, a tokenizer.json file or a model id."""
-    from pathlib import Path
-
     path = Path(name)
     if path.is_dir() and (path / "tokenizer.json").is_file():
         path = path / "tokenizer.json"
     if path.is_file():
-        from tokenizers import Tokenizer
-
-        tok = Tokenizer.from_file(str(path))
+        tok = require("tokenizers", "dense", f"tokenizer 'hf:{name}'").Tokenizer.from_file(str(path))
     else:
-        try:
-            from transformers import AutoTokenizer
-        except ImportError:
-            from ragopt.errors import BackendUnavailableError
-
-            raise BackendUnavailableError(f"tokenizer 'hf:{name}' is not a local file or folder; loading it by "
-                                          "model id needs transformers (pip install 'ragopt[dense]')") from None
+        AutoTokenizer = require("transformers", "dense", f"tokenizer 'hf:{name}' (not a local file or folder: "
+                                                         "loading it by model id)").AutoTokenizer
         try:
             tok = AutoTokenizer.from_pretrained(name, use_fast=True).backend_tokenizer
         except OSError as e:
@@ -387,7 +396,7 @@ def _load_hf_tokenizer(name: str):
 
 # -- aggregation ----------------------------------------------------------------------------------
 @register("aggregate")
-class Aggregate(Stage):
+class PassageAggregator(Stage):
     """Passage candidates -> candidates over the parent documents (``corpus.parent``).
 
     Candidates that are already documents (a corpus without parent) pass through, cut to ``top_k``. With
@@ -403,11 +412,9 @@ class Aggregate(Stage):
     k_passages: int = param(3, doc="first_k_sum: passages summed per document", ge=1)
     top_k: int = param(1000, doc="documents kept per query", ge=1)
 
-    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "Aggregate":
-        self._state["corpus"] = corpus
-        self._state["artifacts"] = []
-        return self
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._rows: dict[tuple[str, str], np.ndarray] = {}  # (passages, documents) fingerprints -> parent rows
 
     def prepare_corpus(self, corpus: Corpus) -> Corpus:
         return corpus.parent if corpus.parent is not None else corpus
@@ -418,14 +425,16 @@ class Aggregate(Stage):
         corpus = batch.corpus
         if corpus.parent is None:
             return batch.cut(self.top_k)
-        rows = self._rows(corpus)
+        rows = self._parent_rows(corpus)
         doc_idx, scores = aggregate_candidates(batch.doc_idx, batch.scores, rows, self.method, self.k_passages,
                                                self.top_k)
         return batch.with_candidates(doc_idx, scores, corpus.parent)
 
-    def _rows(self, corpus: Corpus) -> np.ndarray:
-        cache = self._state.setdefault("rows", {})
+    def _parent_rows(self, corpus: Corpus) -> np.ndarray:
         key = (corpus.fingerprint, corpus.parent.fingerprint)
-        if key not in cache:
-            cache[key] = corpus.parent_rows()
-        return cache[key]
+        if key not in self._rows:
+            self._rows[key] = corpus.parent_rows()
+        return self._rows[key]
+
+
+Aggregate = PassageAggregator  # the name before stages were suffixed by role

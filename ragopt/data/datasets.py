@@ -15,7 +15,7 @@ from ragopt.data.jsonl import read_jsonl
 from ragopt.errors import DataError, DatasetNotFoundError
 from ragopt.types import Corpus, Qrels, Queries
 
-__all__ = ["Dataset", "load_dataset", "resolve_dataset", "dataset_search_path", "user_cache_dir",
+__all__ = ["Dataset", "load_dataset", "resolve_dataset", "dataset_search_path", "list_datasets", "user_cache_dir",
            "load_corpus", "load_queries", "load_qrels"]
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -46,6 +46,19 @@ def dataset_search_path() -> list[Path]:
     for d in dirs:
         out.setdefault(d.resolve(), None)
     return list(out)
+
+
+def list_datasets() -> dict[str, Path]:
+    """Every dataset folder (one holding ``corpus.jsonl`` or ``corpus.jsonl.gz``) directly inside a folder of
+    :func:`dataset_search_path`, by name; where two folders hold the same name, the earlier one wins, as
+    in :func:`resolve_dataset`. Names are sorted within each search folder."""
+    found: dict[str, Path] = {}
+    for d in dataset_search_path():
+        if d.is_dir():
+            for sub in sorted(d.iterdir()):
+                if sub.name not in found and _find(sub, "corpus") is not None:
+                    found[sub.name] = sub
+    return found
 
 
 def _find(folder: Path, stem: str) -> Path | None:

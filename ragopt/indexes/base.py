@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -11,13 +12,26 @@ import numpy as np
 from ragopt.config import Component
 from ragopt.errors import ArtifactError, ConfigError, StageError
 
-__all__ = ["DenseIndex", "pad_results"]
+__all__ = ["DenseIndex", "LoadedIndex", "pad_results"]
+
+
+@dataclass(eq=False)
+class LoadedIndex:
+    """A loaded index: the backend object searched (a faiss index, a torch matrix, a Chroma collection handle),
+    its number of vectors and their dimension, and the folder it was loaded from. Backends that keep more
+    (GPU resources) subclass it."""
+
+    handle: Any
+    size: int
+    dim: int
+    path: str = ""
 
 
 class DenseIndex(Component):
     """An inner-product index over ``(n, dim)`` float32 vectors (normalised vectors: cosine).
 
-    Subclasses implement :meth:`build`, :meth:`_load` and :meth:`_search`. Fields named in
+    Subclasses implement :meth:`build`, :meth:`_load` and :meth:`_search`; what :meth:`load` loaded is kept in
+    ``self._fit`` (a :class:`LoadedIndex`). Fields named in
     ``runtime_params`` (search-time settings, devices, batch sizes) do not shape the built index: they are
     left out of :meth:`build_spec`, so changing them reuses it."""
 
@@ -35,8 +49,8 @@ class DenseIndex(Component):
         """Write the index of ``vectors`` into ``out_dir``; return extra manifest fields."""
         raise NotImplementedError
 
-    def _load(self, directory: Path) -> tuple[Any, int, int]:
-        """Load the index in ``directory``: ``(handle, n_vectors, dim)``."""
+    def _load(self, directory: Path) -> LoadedIndex:
+        """Load the index in ``directory``."""
         raise NotImplementedError
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -55,25 +69,34 @@ class DenseIndex(Component):
 
     def load(self, directory: Path, dim: int | None = None) -> None:
         """Load a built index; ``dim`` (if given) must match the dimension it was built with."""
-        handle, n, built_dim = self._load(Path(directory))
-        if dim is not None and built_dim != dim:
-            raise ArtifactError(f"{self.type_name} index {directory} holds {built_dim}-d vectors but "
+        self._fit = None
+        loaded = self._load(Path(directory))
+        if dim is not None and loaded.dim != dim:
+            raise ArtifactError(f"{self.type_name} index {directory} holds {loaded.dim}-d vectors but "
                                 f"{dim}-d vectors were expected (built with another encoder?); rebuild it")
-        self._state.update(handle=handle, size=n, dim=built_dim, path=str(directory))
+        loaded.path = str(directory)
+        self._fit = loaded
 
     @property
     def is_loaded(self) -> bool:
-        return "handle" in self._state
+        return self._fit is not None
 
     @property
     def size(self) -> int:
-        return int(self._state.get("size", 0))
+        return int(self._fit.size) if self._fit is not None else 0
 
     @property
     def dim(self) -> int:
-        if "dim" not in self._state:
+        if self._fit is None:
             raise StageError(f"{self.type_name}: index not loaded")
-        return int(self._state["dim"])
+        return int(self._fit.dim)
+
+    @property
+    def handle(self) -> Any:
+        """The loaded backend object (faiss index, torch matrix, Chroma handle); StageError when not loaded."""
+        if self._fit is None:
+            raise StageError(f"{self.type_name}: index not loaded")
+        return self._fit.handle
 
     def search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top ``k`` rows by inner product for each query vector: ``idx`` int64 ``(n, k)`` (-1 padded),

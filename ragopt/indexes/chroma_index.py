@@ -9,6 +9,7 @@ Distances are turned back into similarities: ``ip`` distance is ``1 - dot``, ``c
 
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 import warnings
@@ -19,9 +20,10 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from ragopt._imports import require
 from ragopt.config import param
-from ragopt.errors import ArtifactError, BackendUnavailableError
-from ragopt.indexes.base import DenseIndex
+from ragopt.errors import ArtifactError
+from ragopt.indexes.base import DenseIndex, LoadedIndex
 from ragopt.registry import register
 
 __all__ = ["ChromaIndex"]
@@ -30,12 +32,9 @@ COLLECTION = "ragopt"
 
 
 def _chromadb() -> tuple[Any, Any]:
-    try:
-        import chromadb
-        from chromadb.config import Settings
-    except ImportError as e:
-        raise BackendUnavailableError("the chroma index needs chromadb: pip install 'ragopt[chroma]'") from e
-    return chromadb, Settings(anonymized_telemetry=False, allow_reset=False)
+    chromadb = require("chromadb", "chroma", "the chroma index")
+    settings = require("chromadb.config", "chroma", "the chroma index").Settings
+    return chromadb, settings(anonymized_telemetry=False, allow_reset=False)
 
 
 @contextmanager
@@ -102,9 +101,7 @@ class ChromaIndex(DenseIndex):
             client.close()
         return {"chromadb_version": chromadb.__version__, "count": count, "dim": int(vectors.shape[1])}
 
-    def _load(self, directory: Path) -> tuple[Any, int, int]:
-        import json
-
+    def _load(self, directory: Path) -> LoadedIndex:
         source = directory / "chroma"
         if not source.is_dir():
             raise ArtifactError(f"chroma index {directory} has no chroma/ folder")
@@ -116,10 +113,10 @@ class ChromaIndex(DenseIndex):
             dim = manifest.get("dim")
             if dim is None:
                 dim = len(handle.collection.get(ids=["0"], include=["embeddings"])["embeddings"][0])
-        return handle, int(count), int(dim)
+        return LoadedIndex(handle, int(count), int(dim))
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        col = self._state["handle"].collection
+        col = self._fit.handle.collection
         n = q.shape[0]
         idx = np.full((n, k), -1, np.int64)
         scores = np.full((n, k), -np.inf, np.float32)

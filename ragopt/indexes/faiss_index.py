@@ -10,34 +10,38 @@ own fixed-seed generator, so HNSW builds are deterministic for a given insertion
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from ragopt._imports import require
 from ragopt.config import param
 from ragopt.errors import BackendUnavailableError, ConfigError
-from ragopt.indexes.base import DenseIndex
+from ragopt.indexes.base import DenseIndex, LoadedIndex
 from ragopt.registry import register
 
-__all__ = ["FaissFlat", "FaissHNSW", "FaissIVF", "FaissIVFPQ", "auto_nlist"]
+__all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex", "auto_nlist",
+           "FaissFlat", "FaissHNSW", "FaissIVF", "FaissIVFPQ"]
 
 INDEX_FILE = "index.faiss"
 GPU_MAX_K = 2048  # faiss GPU search limit
 
 
 def _faiss() -> Any:
-    try:
-        import faiss
-    except ImportError as e:
-        raise BackendUnavailableError("faiss indexes need faiss: pip install 'ragopt[dense]' "
-                                      "(faiss-cpu), or faiss-gpu for GPU search") from e
-    return faiss
+    return require("faiss", "dense", "faiss indexes")
 
 
 def auto_nlist(n: int) -> int:
     """About ``4 * sqrt(n)`` inverted lists, at most ``n // 39`` (faiss wants >= 39 training points a list)."""
     return max(1, min(int(round(4 * math.sqrt(n))), n // 39))
+
+
+@dataclass(eq=False)
+class _FaissLoaded(LoadedIndex):
+    gpu_resources: Any = None  # kept alive as long as the GPU index
+    on_gpu: bool = False
 
 
 class _Faiss(DenseIndex):
@@ -56,17 +60,16 @@ class _Faiss(DenseIndex):
     def _make(self, faiss: Any, vectors: np.ndarray) -> tuple[Any, dict | None]:
         raise NotImplementedError
 
-    def _load(self, directory: Path) -> tuple[Any, int, int]:
+    def _load(self, directory: Path) -> LoadedIndex:
         faiss = _faiss()
         index = faiss.read_index(str(directory / INDEX_FILE))
+        res = None
         if self.gpu_capable and self._want_gpu(faiss):
             res = faiss.StandardGpuResources()
-            self._state["gpu_resources"] = res
             index = faiss.index_cpu_to_gpu(res, 0, index)
             if hasattr(self, "nprobe"):
                 index.nprobe = self.nprobe
-            self._state["on_gpu"] = True
-        return index, int(index.ntotal), int(index.d)
+        return _FaissLoaded(index, int(index.ntotal), int(index.d), gpu_resources=res, on_gpu=res is not None)
 
     def _want_gpu(self, faiss: Any) -> bool:
         want = getattr(self, "use_gpu", False)
@@ -83,8 +86,8 @@ class _Faiss(DenseIndex):
         return None
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        index = self._state["handle"]
-        if self._state.get("on_gpu"):
+        index = self._fit.handle
+        if self._fit.on_gpu:
             if k > GPU_MAX_K:
                 raise ConfigError("top_k", f"faiss GPU search returns at most {GPU_MAX_K} results, "
                                            f"{k} were asked for; lower top_k or set use_gpu: false")
@@ -99,7 +102,7 @@ _USE_GPU_DOC = "move the index to the GPU at load time: auto (when faiss has GPU
 
 
 @register("faiss_flat")
-class FaissFlat(_Faiss):
+class FaissFlatIndex(_Faiss):
     """Exact inner-product search (``IndexFlatIP``)."""
 
     runtime_params: ClassVar[tuple[str, ...]] = ("use_gpu",)
@@ -111,7 +114,7 @@ class FaissFlat(_Faiss):
 
 
 @register("faiss_hnsw")
-class FaissHNSW(_Faiss):
+class FaissHNSWIndex(_Faiss):
     """Graph search (``IndexHNSWFlat``, inner product); CPU only."""
 
     runtime_params: ClassVar[tuple[str, ...]] = ("ef_search",)
@@ -150,7 +153,7 @@ class _IVF(_Faiss):
 
 
 @register("faiss_ivf")
-class FaissIVF(_IVF):
+class FaissIVFIndex(_IVF):
     """Inverted lists of full vectors (``IndexIVFFlat``, inner product)."""
 
     runtime_params: ClassVar[tuple[str, ...]] = ("nprobe", "use_gpu")
@@ -169,7 +172,7 @@ class FaissIVF(_IVF):
 
 
 @register("faiss_ivfpq")
-class FaissIVFPQ(_IVF):
+class FaissIVFPQIndex(_IVF):
     """Inverted lists of product-quantised vectors (``IndexIVFPQ``, inner product): compact, approximate."""
 
     runtime_params: ClassVar[tuple[str, ...]] = ("nprobe", "use_gpu")
@@ -195,3 +198,7 @@ class FaissIVFPQ(_IVF):
         index.pq.cp.seed = self.seed
         self._train(index, vectors, 256 * max(nlist, 1 << self.nbits))
         return index, {"nlist": nlist, "code_bytes": int(index.code_size)}
+
+
+# the names before indexes were suffixed by role
+FaissFlat, FaissHNSW, FaissIVF, FaissIVFPQ = FaissFlatIndex, FaissHNSWIndex, FaissIVFIndex, FaissIVFPQIndex

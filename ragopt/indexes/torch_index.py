@@ -11,18 +11,19 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
+from ragopt._imports import require
 from ragopt.config import param
-from ragopt.errors import BackendUnavailableError
-from ragopt.indexes.base import DenseIndex
+from ragopt.encoders import resolve_device, resolve_precision
+from ragopt.indexes.base import DenseIndex, LoadedIndex
 from ragopt.registry import register
 
-__all__ = ["TorchExact"]
+__all__ = ["TorchExactIndex", "TorchExact"]
 
 VECTORS_FILE = "vectors.npy"
 
 
 @register("torch_exact")
-class TorchExact(DenseIndex):
+class TorchExactIndex(DenseIndex):
     """Brute-force inner product with torch (exact up to ``precision``)."""
 
     runtime_params: ClassVar[tuple[str, ...]] = ("device", "precision", "query_batch")
@@ -36,24 +37,18 @@ class TorchExact(DenseIndex):
         np.save(Path(out_dir) / VECTORS_FILE, vectors, allow_pickle=False)
         return None
 
-    def _load(self, directory: Path) -> tuple[Any, int, int]:
-        try:
-            import torch
-        except ImportError as e:
-            raise BackendUnavailableError("torch_exact needs torch: pip install 'ragopt[dense]'") from e
-        from ragopt.encoders import resolve_device, resolve_precision
-
+    def _load(self, directory: Path) -> LoadedIndex:
+        torch = require("torch", "dense", "torch_exact")
         device = resolve_device(self.device)
         dtype = torch.float16 if resolve_precision(self.precision, device) == "fp16" else torch.float32
         vectors = np.load(directory / VECTORS_FILE, allow_pickle=False)
         mat = torch.from_numpy(vectors).to(device=device, dtype=dtype)
-        self._state.update(device=device, dtype=dtype)
-        return mat, int(vectors.shape[0]), int(vectors.shape[1])
+        return LoadedIndex(mat, int(vectors.shape[0]), int(vectors.shape[1]))
 
     def _search(self, q: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        mat = self._state["handle"]
+        mat = self._fit.handle
         idx_parts, score_parts = [], []
         with torch.inference_mode():
             for start in range(0, q.shape[0], self.query_batch):
@@ -63,3 +58,6 @@ class TorchExact(DenseIndex):
                 score_parts.append(top.values.cpu().numpy())
                 idx_parts.append(top.indices.cpu().numpy())
         return np.concatenate(idx_parts), np.concatenate(score_parts)
+
+
+TorchExact = TorchExactIndex  # the name before indexes were suffixed by role

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal, Mapping, Sequence
 
+from ragopt._imports import optional
 from ragopt.errors import ConfigError, DataError
 from ragopt.types import Corpus
 
@@ -110,10 +111,10 @@ def schema_problem(schema: Any) -> str | None:
         return None
     if not isinstance(schema, dict):
         return f"input_schema must be a JSON object or null, got {type(schema).__name__}"
-    try:
-        from jsonschema.validators import validator_for
-    except ImportError:  # jsonschema comes with the mcp extra; without it schemas are taken as given
+    validators = optional("jsonschema.validators")
+    if validators is None:  # jsonschema comes with the mcp extra; without it schemas are taken as given
         return None
+    validator_for = validators.validator_for
     try:
         validator_for(schema).check_schema(schema)
     except Exception as e:  # jsonschema.SchemaError

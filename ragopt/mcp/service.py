@@ -26,6 +26,7 @@ try:  # pydantic (hence the MCP SDK) reads result schemas from typing_extensions
 except ImportError:  # pragma: no cover
     from typing import Required, TypedDict
 
+from ragopt._imports import require
 from ragopt.errors import ConfigError, RagoptError
 from ragopt.mcp.catalog import Catalog, TextTemplate, ToolSpec
 from ragopt.mcp.upstream import GatewayConfig, UpstreamError, UpstreamPool
@@ -361,13 +362,7 @@ def tool_hit(tool: ToolSpec, score: float) -> ToolHit:
 
 def validate_arguments(tool: ToolSpec, arguments: dict[str, Any]) -> None:
     """InvalidRequest listing (up to 5) places where ``arguments`` break ``tool.input_schema``."""
-    try:
-        from jsonschema.validators import validator_for
-    except ImportError:
-        from ragopt.errors import BackendUnavailableError
-
-        raise BackendUnavailableError("validating tool arguments needs jsonschema: pip install 'ragopt[mcp]'") from None
-
+    validator_for = require("jsonschema.validators", "mcp", "validating tool arguments").validator_for
     schema = tool.input_schema or {}
     validator = validator_for(schema)(schema)
     errors = sorted(validator.iter_errors(arguments), key=lambda e: (list(map(str, e.absolute_path)), e.message))

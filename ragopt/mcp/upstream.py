@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
+from ragopt._imports import require
 from ragopt.errors import ConfigError, RagoptError
 from ragopt.mcp.catalog import TextTemplate, ToolSpec, schema_problem
 
@@ -48,12 +49,7 @@ class UpstreamError(RagoptError):
 
 def require_mcp() -> None:
     """BackendUnavailableError unless the MCP SDK (2.x) is installed."""
-    try:
-        import mcp.server.mcpserver  # noqa: F401
-    except ImportError:
-        from ragopt.errors import BackendUnavailableError
-
-        raise BackendUnavailableError("the MCP service needs the mcp SDK 2.x: pip install 'ragopt[mcp]'") from None
+    require("mcp.server.mcpserver", "mcp", "the MCP service (SDK 2.x)")
 
 
 @dataclass(frozen=True)

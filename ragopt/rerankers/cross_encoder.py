@@ -25,19 +25,22 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Sequence
 
 import numpy as np
 
+from ragopt._imports import require
+from ragopt._progress import progress_enabled
 from ragopt.config import param
 from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
-from ragopt.errors import BackendUnavailableError, ConfigError, StageError
-from ragopt._progress import progress_enabled
-from ragopt.pipeline import Stage
+from ragopt.errors import ConfigError, StageError
+from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
 from ragopt.rerankers import onnx_backend as ob
 from ragopt.rerankers.score_cache import PairScoreCache, text_hash
+from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Stats
 
 __all__ = ["CrossEncoderReranker", "resolve_cross_encoder", "ARTIFACT_KIND"]
@@ -76,6 +79,13 @@ def resolve_cross_encoder(name: str, path: str = "model") -> tuple[str, Path | N
     return str(local), local
 
 
+@dataclass(eq=False)
+class _CrossEncoderFit(Fitted):
+    store: ArtifactStore | None = None  # where the score cache (and the ONNX export) live
+    progress: bool | None = None  # progress bars while scoring
+    onnx_artifact: Any = None  # the ONNX export (backend onnx)
+
+
 @register("cross_encoder")
 class CrossEncoderReranker(Stage):
     """Rescore the top ``depth`` candidates with a cross-encoder (sentence-transformers ``CrossEncoder``)."""
@@ -111,17 +121,27 @@ class CrossEncoderReranker(Stage):
             raise ConfigError(f"{at}precision", "int8 runs on the onnx backend: set backend: onnx")
         resolve_cross_encoder(self.model, f"{at}model")
 
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._resolution: tuple[str, Path | None, str, str] | None = None  # (identity, local dir, device, precision)
+        self._scores: PairScoreCache | None = None  # the pair-score cache, opened on first use
+
+    def _store(self) -> ArtifactStore:
+        """The store fit was given (the default store before fit)."""
+        store = self._fit.store if self._fit is not None else None
+        return store if store is not None else ArtifactStore()
+
     # -- model -------------------------------------------------------------------------------
     def _resolved(self) -> tuple[str, Path | None, str, str]:
-        if "resolved" not in self._state:
+        if self._resolution is None:
             self.validate()
             identity, local = resolve_cross_encoder(self.model)
             device = "cpu" if self.backend == "onnx" else resolve_device(self.device)
             precision = ("fp16" if device == "cuda" else "fp32") if self.precision == "auto" else self.precision
             if precision == "fp16" and device == "cpu":
                 raise ConfigError("precision", "fp16 on the CPU is slow and inexact; use fp32 (or auto)")
-            self._state["resolved"] = (identity, local, device, precision)
-        return self._state["resolved"]
+            self._resolution = (identity, local, device, precision)
+        return self._resolution
 
     @property
     def _source(self) -> str:
@@ -131,20 +151,20 @@ class CrossEncoderReranker(Stage):
     def load_model(self) -> Any:
         """The scorer: a ``CrossEncoder`` (backend torch) or an :class:`OnnxCrossEncoder`, loaded once per process
         per path, device, max length, precision and backend."""
+        return self._load_model(self._store())[0]
+
+    def _load_model(self, store: ArtifactStore, rebuild_onnx: bool = False) -> tuple[Any, Any]:
+        """``(scorer, ONNX export artifact or None)``."""
         identity, local, device, precision = self._resolved()
         if self.backend == "onnx":
-            return self._load_onnx()
-        return self._load_torch(device, precision)
+            return self._load_onnx(store, rebuild_onnx)
+        return self._load_torch(device, precision), None
 
     def _load_torch(self, device: str, precision: str) -> Any:
         identity, local, _, _ = self._resolved()
         key = (self._source, device, self.max_length, precision, "torch")
         if key not in _MODELS:
-            try:
-                from sentence_transformers import CrossEncoder
-            except ImportError as e:
-                raise BackendUnavailableError("the cross_encoder reranker needs sentence-transformers: "
-                                              "pip install 'ragopt[rerank]'") from e
+            CrossEncoder = require("sentence_transformers", "rerank", "the cross_encoder reranker").CrossEncoder
             try:
                 model = CrossEncoder(self._source, device=device, max_length=self.max_length)
             except Exception as e:  # hub / network / format errors all end here
@@ -167,10 +187,9 @@ class CrossEncoderReranker(Stage):
             _MODELS[key] = model
         return _MODELS[key]
 
-    def _load_onnx(self) -> Any:
-        """Export (once, into the artifact store) and open the ONNX model of this cross-encoder."""
-        from ragopt.store import ArtifactStore
-
+    def _load_onnx(self, store: ArtifactStore, rebuild: bool = False) -> tuple[Any, Any]:
+        """Export (once, into the artifact store) and open the ONNX model of this cross-encoder: ``(scorer,
+        artifact)``."""
         identity, local, _, precision = self._resolved()
         versions = ob.onnx_versions()
         spec = {"model": identity if local is None else None,
@@ -179,16 +198,14 @@ class CrossEncoderReranker(Stage):
         scheme = ob.quantization_scheme() if precision == "int8" else None
         if scheme is not None:
             spec["quantization"] = scheme
-        store = self._state.get("store") or ArtifactStore()
         base = self._load_torch("cpu", "fp32")
         art = store.get_or_create(ob.ARTIFACT_KIND, spec, ob.FORMAT_VERSION,
                                   lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision, scheme),
-                                  rebuild=self._state.pop("rebuild_onnx", False))
-        self._state["onnx_artifact"] = art
+                                  rebuild=rebuild)
         key = (self._source, "cpu", self.max_length, precision, "onnx", str(art.path))
         if key not in _MODELS or art.created:
             _MODELS[key] = ob.OnnxCrossEncoder(base, art.path, art.manifest["inputs"], self.max_length)
-        return _MODELS[key]
+        return _MODELS[key], art
 
     def scorer_spec(self) -> dict[str, Any]:
         """Everything that determines a pair's score: the key of the pair-score cache."""
@@ -211,12 +228,9 @@ class CrossEncoderReranker(Stage):
     def _score_cache(self) -> PairScoreCache | None:
         if not self.cache:
             return None
-        if "score_cache" not in self._state:
-            from ragopt.store import ArtifactStore
-
-            store = self._state.get("store") or ArtifactStore()
-            self._state["score_cache"] = PairScoreCache.for_spec(store.root, self.scorer_spec())
-        return self._state["score_cache"]
+        if self._scores is None:
+            self._scores = PairScoreCache.for_spec(self._store().root, self.scorer_spec())
+        return self._scores
 
     # -- protocol ----------------------------------------------------------------------------
     def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
@@ -224,23 +238,20 @@ class CrossEncoderReranker(Stage):
         """Load the model (errors surface here) and open the score cache. ``rebuild`` re-exports the ONNX model
         (backend onnx) but keeps cached scores: they depend only on the scorer key; delete
         ``<root>/ce-scores/<key>.sqlite`` to drop them."""
-        from ragopt.store import ArtifactStore
-
-        self._state.update(corpus=corpus, store=store if store is not None else ArtifactStore(), progress=progress,
-                           rebuild_onnx=rebuild)
-        self._state.pop("score_cache", None)
-        self.load_model()
-        arts = []
+        store = store if store is not None else ArtifactStore()
+        self._init_runtime()
+        _, onnx_art = self._load_model(store, rebuild_onnx=rebuild)
+        fit = _CrossEncoderFit(corpus, store=store, progress=progress, onnx_artifact=onnx_art)
+        self._fit = fit
         cache = self._score_cache()
         if cache is not None:
-            arts.append({"kind": "ce-scores", "path": str(cache.path), "created": not cache.exists})
+            fit.artifacts.append({"kind": "ce-scores", "path": str(cache.path), "created": not cache.exists})
         identity, local, _, _ = self._resolved()
         if local is not None and local.name == "model" and (local.parent / "manifest.json").is_file():
-            arts.append({"kind": ARTIFACT_KIND, "path": str(local.parent), "created": False})
-        onnx_art = self._state.get("onnx_artifact")
+            fit.artifacts.append({"kind": ARTIFACT_KIND, "path": str(local.parent), "created": False})
         if onnx_art is not None:
-            arts.append({"kind": onnx_art.manifest["kind"], "path": str(onnx_art.path), "created": onnx_art.created})
-        self._state["artifacts"] = arts
+            fit.artifacts.append({"kind": onnx_art.manifest["kind"], "path": str(onnx_art.path),
+                                  "created": onnx_art.created})
         return self
 
     def transform(self, batch: Batch) -> Batch:
@@ -254,7 +265,8 @@ class CrossEncoderReranker(Stage):
         qtexts = [batch.queries.texts[r] for r in rows]
         ptexts = [corpus.text(int(head[r, c]), self.with_title) for r, c in zip(rows, cols)]
         with batch.stats.timer("cross_encoder"):
-            pair_scores = self.score_pairs(qtexts, ptexts, batch.stats, progress=self._state.get("progress"))
+            pair_scores = self.score_pairs(qtexts, ptexts, batch.stats,
+                                           progress=self._fit.progress if self._fit is not None else None)
         head_scores = np.full((n, depth), -np.inf, np.float32)
         head_scores[rows, cols] = pair_scores
         order = np.argsort(-head_scores, axis=1, kind="stable")  # ties keep the retriever's order

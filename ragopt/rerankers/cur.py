@@ -5,7 +5,7 @@ queries against every item of the corpus (``anchors.npy``, float32 ``(n_anchor_q
 computed through the scorer's ``score_matrix`` (so through its pair-score cache). Its key is the scorer's
 identity (:meth:`scorer_spec`: model and content fingerprint, max length, title use, activation,
 precision), the corpus fingerprint and the anchor query texts: another model or corpus is another
-artifact, and :meth:`CURSearch.load_anchors` refuses a directory built for anything else.
+artifact, and :meth:`CURReranker.load_anchors` refuses a directory built for anything else.
 
 Anchor queries (``anchor_queries``): ``corpus`` (default) samples ``n_anchor_queries`` documents (seeded)
 and uses each one's title, or its first sentence (at most 32 words) when it has none, as a pseudo-query.
@@ -27,20 +27,22 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from ragopt.config import canonical_json, config_hash, param
-from ragopt.kernels.cur import cur_operator, cur_search, select_anchor_items
+from ragopt.data.datasets import load_queries
 from ragopt.errors import ArtifactError, ConfigError, StageError
-from ragopt.pipeline import Stage
+from ragopt.kernels.cur import cur_operator, cur_search, select_anchor_items
+from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Stats
 
-__all__ = ["CURSearch", "ARTIFACT_KIND", "pseudo_queries"]
+__all__ = ["CURReranker", "CURSearch", "ARTIFACT_KIND", "pseudo_queries"]
 
 ARTIFACT_KIND = "cur-anchors"
 FORMAT_VERSION = 1
@@ -64,8 +66,14 @@ def pseudo_queries(corpus: Corpus, n: int, seed: int) -> list[str]:
     return [texts[i] for i in rows]
 
 
+@dataclass(eq=False)
+class _CURFit(Fitted):
+    anchors: np.ndarray | None = None  # exact scores, (n_anchor_queries, n_items) float32
+    anchors_key: str = ""  # key of the cur-anchors artifact
+
+
 @register("cur")
-class CURSearch(Stage):
+class CURReranker(Stage):
     """Cross-encoder search over the whole corpus (or a first stage's candidates) with a fixed budget of
     cross-encoder calls per query, through a CUR approximation of its score matrix."""
 
@@ -97,6 +105,10 @@ class CURSearch(Stage):
     top_k: int = param(100, doc="candidates returned per query", ge=1)
 
     # ------------------------------------------------------------------------------------------
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._operator: tuple[np.ndarray, np.ndarray] | None = None  # anncur's (anchor items, CUR operator)
+
     def validate(self, path: str = "") -> None:
         p = f"{path}." if path else ""
         for name in ("score_pairs", "score_matrix"):
@@ -126,8 +138,6 @@ class CURSearch(Stage):
         """The anchor queries for ``corpus`` (deterministic given the config)."""
         if self.anchor_queries == "corpus":
             return pseudo_queries(corpus, self.n_anchor_queries, self.seed)
-        from ragopt.data import load_queries
-
         path = Path(self.anchor_queries)
         if not path.is_file():
             raise ConfigError("anchor_queries", f"cur: anchor query file {str(path)!r} not found (use 'corpus' for "
@@ -147,7 +157,7 @@ class CURSearch(Stage):
 
     # ------------------------------------------------------------------------------------------
     def fit(self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "CURSearch":
+            progress: bool | None = None) -> "CURReranker":
         if len(corpus) == 0:
             raise ConfigError("", f"cur: cannot search an empty corpus ({corpus.name or 'unnamed'})")
         store = store if store is not None else ArtifactStore()
@@ -156,8 +166,7 @@ class CURSearch(Stage):
         stats = Stats()
         art = store.get_or_create(ARTIFACT_KIND, self.anchor_spec(corpus, texts), FORMAT_VERSION,
                                   lambda d: self._build(corpus, texts, d, stats, progress), rebuild=rebuild)
-        self._load(art, corpus)
-        self._state["fit_stats"] = stats
+        self._load(art, corpus, stats)
         return self
 
     def _build(self, corpus: Corpus, texts: list[str], out: Path, stats: Stats, progress: Any) -> dict[str, Any]:
@@ -173,42 +182,50 @@ class CURSearch(Stage):
                 "ce_cache_hits": int(stats.counts.get("ce_cache_hits", 0)),
                 "scoring_seconds": round(stats.seconds.get("cur_anchor_matrix", 0.0), 3)}
 
-    def _load(self, art: Any, corpus: Corpus) -> None:
+    def _load(self, art: Any, corpus: Corpus, stats: Stats) -> None:
+        """Use the anchor artifact ``art`` (the scorer's artifacts are its own: :meth:`artifacts` collects both)."""
+        self._init_runtime()
         R = np.load(art.path / "anchors.npy", allow_pickle=False)
         if R.ndim != 2 or R.shape[1] != len(corpus):
             raise ArtifactError(f"cur anchor matrix {art.path} has shape {R.shape}, the corpus has {len(corpus)} "
                                 "items; it was built for another corpus")
-        arts = list(self.scorer._state.get("artifacts", []))
-        self._state.update(corpus=corpus, anchors=R, anchors_key=art.key,
-                           artifacts=arts + [{"kind": ARTIFACT_KIND, "path": str(art.path), "created": art.created}])
+        self._fit = _CURFit(corpus, [{"kind": ARTIFACT_KIND, "path": str(art.path), "created": art.created}], stats,
+                            anchors=R, anchors_key=art.key)
 
-    def load_anchors(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "CURSearch":
+    @property
+    def anchors(self) -> np.ndarray:
+        """The anchor matrix fit computed or loaded: exact scores of the anchor queries against every item."""
+        if self._fit is None:
+            raise StageError("cur: not fitted; call .fit(corpus) first")
+        return self._fit.anchors
+
+    def load_anchors(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "CURReranker":
         """Use an existing anchor matrix directory, after checking it was built for this scorer, corpus and
         anchor queries (ArtifactError otherwise); fits the scorer."""
         store = store if store is not None else ArtifactStore()
         self.scorer.fit(corpus, store)
         art = store.open(path, ARTIFACT_KIND, self.anchor_spec(corpus, self.anchor_texts(corpus)), FORMAT_VERSION)
-        self._load(art, corpus)
+        self._load(art, corpus, Stats())
         return self
 
     def cache_spec(self) -> dict[str, Any] | None:
         cfg = {k: v for k, v in self.to_config().items() if k not in ("top_k", "scorer")}
+        fit = self._fit
         return {"config": canonical_json(cfg), "scorer": self.scorer_spec(),
-                "corpus": self._state["corpus"].fingerprint if "corpus" in self._state else None,
-                "anchors": self._state.get("anchors_key")}
+                "corpus": fit.corpus.fingerprint if fit is not None else None,
+                "anchors": fit.anchors_key if fit is not None else None}
 
     # ------------------------------------------------------------------------------------------
     def _anncur_operator(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if "operator" not in self._state:
+        if self._operator is None:
             items = select_anchor_items(R, min(self.n_anchor_items, R.shape[1]), self.selection, self.seed)
-            self._state["operator"] = (items, cur_operator(R, items, self.rcond))
-        return self._state["operator"]
+            self._operator = (items, cur_operator(R, items, self.rcond))
+        return self._operator
 
     def transform(self, batch: Batch) -> Batch:
-        R = self._state.get("anchors")
-        if R is None:
+        if self._fit is None:
             raise StageError("cur: not fitted; call .fit(corpus) first")
-        corpus: Corpus = self._state["corpus"]
+        R, corpus = self._fit.anchors, self._fit.corpus
         n, N = len(batch), len(corpus)
         texts = batch.queries.texts
         allowed = init = None
@@ -259,3 +276,6 @@ def _candidate_sets(doc_idx: np.ndarray, n_items: int) -> tuple[np.ndarray, np.n
         allowed[r, row] = True
         init[r, :row.size] = row
     return allowed, init
+
+
+CURSearch = CURReranker  # the name before stages were suffixed by role

@@ -39,7 +39,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ragopt._imports import require
+from ragopt._imports import optional, require
 from ragopt.errors import ConfigError
 
 __all__ = ["ARTIFACT_KIND", "FORMAT_VERSION", "OnnxCrossEncoder", "export_onnx", "onnx_versions", "cpu_has_vnni",
@@ -59,13 +59,8 @@ def cpu_has_vnni() -> bool:
     Read from NumPy's runtime CPU dispatch table, which asks CPUID as ONNX Runtime does (``/proc/cpuinfo`` can
     describe the host rather than the CPU a program sees, e.g. under emulation); from ``/proc/cpuinfo`` only
     where NumPy has no table. Unknown CPUs get False: the choice that is accurate everywhere."""
-    try:
-        from numpy._core._multiarray_umath import __cpu_features__ as features
-    except ImportError:  # numpy < 2
-        try:
-            from numpy.core._multiarray_umath import __cpu_features__ as features
-        except ImportError:
-            features = {}
+    umath = optional("numpy._core._multiarray_umath") or optional("numpy.core._multiarray_umath")  # numpy 2, 1
+    features = getattr(umath, "__cpu_features__", None) or {}
     if features:
         return bool(features.get("AVX512VNNI") or features.get("AVXVNNI"))
     try:

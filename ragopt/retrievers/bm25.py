@@ -11,20 +11,23 @@ arbitrary zero-score documents), so a row may hold fewer than ``top_k`` candidat
 
 from __future__ import annotations
 
+import difflib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ragopt.config import param
-from ragopt.errors import ArtifactError, ConfigError
 from ragopt._progress import progress_enabled
-from ragopt.pipeline import Stage
+from ragopt.config import param
+from ragopt.errors import ArtifactError, ConfigError, StageError
+from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
+from ragopt.retrievers import _pyserini
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus
 
-__all__ = ["BM25"]
+__all__ = ["BM25Retriever", "BM25"]
 
 FORMAT_VERSION = 1
 # PyStemmer algorithms usable with the bm25s backend, and Lucene stemmers usable with pyserini.
@@ -43,8 +46,13 @@ def _stem_function(algorithm: str) -> Any:
     return _STEMMERS[algorithm]
 
 
+@dataclass(eq=False)
+class _BM25Fit(Fitted):
+    index: Any = None  # the loaded bm25s.BM25 or LuceneSearcher
+
+
 @register("bm25")
-class BM25(Stage):
+class BM25Retriever(Stage):
     """Okapi BM25 over the corpus text (``title + " " + text`` by default)."""
 
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
@@ -82,8 +90,6 @@ class BM25(Stage):
             import Stemmer
 
             if self.stemmer not in Stemmer.algorithms():
-                import difflib
-
                 hint = difflib.get_close_matches(self.stemmer, Stemmer.algorithms(), n=1)
                 raise ConfigError(f"{p}stemmer", f"unknown stemmer {self.stemmer!r}"
                                                  + (f"; did you mean {hint[0]!r}?" if hint else "")
@@ -104,7 +110,7 @@ class BM25(Stage):
 
     # ------------------------------------------------------------------------------------------
     def fit(self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "BM25":
+            progress: bool | None = None) -> "BM25Retriever":
         if len(corpus) == 0:
             raise ConfigError("", f"bm25: cannot index an empty corpus ({corpus.name or 'unnamed'})")
         store = store if store is not None else ArtifactStore()
@@ -112,21 +118,21 @@ class BM25(Stage):
         build = self._build_bm25s if self.backend == "bm25s" else self._build_pyserini
         art = store.get_or_create(f"bm25-{self.backend}", self.index_spec(corpus), FORMAT_VERSION,
                                   lambda d: build(corpus, d, show), rebuild=rebuild)
-        self._state.clear()
-        self._state["corpus"] = corpus
-        self._state["artifacts"] = [{"kind": f"bm25-{self.backend}", "path": str(art.path),
-                                     "created": art.created}]
-        self._state["index"] = self._load(art.path, corpus)
+        self._use(art.path, corpus, art.created)
         return self
 
-    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "BM25":
+    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "BM25Retriever":
         """Use an existing index directory, after checking it was built for this config and corpus."""
         store = store if store is not None else ArtifactStore()
         art = store.open(path, f"bm25-{self.backend}", self.index_spec(corpus), FORMAT_VERSION)
-        self._state.clear()
-        self._state.update(corpus=corpus, index=self._load(art.path, corpus),
-                           artifacts=[{"kind": f"bm25-{self.backend}", "path": str(art.path), "created": False}])
+        self._use(art.path, corpus, False)
         return self
+
+    def _use(self, path: Path, corpus: Corpus, created: bool) -> None:
+        self._fit = None
+        index = self._load(path, corpus)
+        self._fit = _BM25Fit(corpus, [{"kind": f"bm25-{self.backend}", "path": str(path), "created": created}],
+                             index=index)
 
     def _tokenize(self, texts: list[str], show: bool, return_ids: bool):
         import bm25s
@@ -145,9 +151,7 @@ class BM25(Stage):
         return {"bm25s_version": bm25s.__version__, "vocab_size": len(tokens.vocab)}
 
     def _build_pyserini(self, corpus: Corpus, out: Path, show: bool) -> dict:
-        from ragopt.retrievers._pyserini import import_pyserini
-
-        LuceneIndexer, _ = import_pyserini()
+        LuceneIndexer, _ = _pyserini.import_pyserini()
         stemmer = "porter" if self.stemmer == "english" else (self.stemmer or "none")
         args = ["-index", str(out / "lucene"), "-stemmer", stemmer]
         if self.stopwords is None:
@@ -173,9 +177,7 @@ class BM25(Stage):
                 raise ArtifactError(f"bm25 index {path} holds {retriever.scores['num_docs']} documents, "
                                     f"the corpus has {len(corpus)}")
             return retriever
-        from ragopt.retrievers._pyserini import import_pyserini
-
-        _, LuceneSearcher = import_pyserini()
+        _, LuceneSearcher = _pyserini.import_pyserini()
         searcher = LuceneSearcher(str(path / "lucene"))
         # Lucene does not index documents without text; every other document must be there
         expected = sum(1 for i in range(len(corpus)) if corpus.text(i, self.with_title).strip())
@@ -186,11 +188,9 @@ class BM25(Stage):
 
     # ------------------------------------------------------------------------------------------
     def transform(self, batch: Batch) -> Batch:
-        index = self._state.get("index")
-        if index is None:
-            from ragopt.errors import StageError
-
+        if self._fit is None:
             raise StageError("bm25: not fitted; call .fit(corpus) first")
+        index = self._fit.index
         n = len(batch)
         k = min(self.top_k, len(self.corpus))
         if self.backend == "bm25s":
@@ -245,3 +245,5 @@ class BM25(Stage):
                 scores[r, j] = h.score
         return doc_idx, scores
 
+
+BM25 = BM25Retriever  # the name before stages were suffixed by role (README, saved scripts)

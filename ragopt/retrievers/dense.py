@@ -18,13 +18,13 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from ragopt.config import param
+from ragopt.config import canonical_json, param
 from ragopt.encoders import FORMAT_VERSION as EMB_FORMAT
 from ragopt.encoders import Encoder, SentenceTransformerEncoder
 from ragopt.errors import ArtifactError, ConfigError, StageError
 from ragopt.indexes.base import DenseIndex
-from ragopt.indexes.faiss_index import FaissFlat
-from ragopt.pipeline import Stage
+from ragopt.indexes.faiss_index import FaissFlatIndex
+from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Stats
@@ -42,18 +42,16 @@ class DenseRetriever(Stage):
     cache_depth_field: ClassVar[str | None] = "top_k"
 
     encoder: Encoder = param(default_factory=SentenceTransformerEncoder, doc="the bi-encoder")
-    index: DenseIndex = param(default_factory=FaissFlat, doc="the vector index")
+    index: DenseIndex = param(default_factory=FaissFlatIndex, doc="the vector index")
     top_k: int = param(1000, doc="candidates returned per query", ge=1)
     with_title: bool = param(True, doc="encode title + text (BEIR convention) rather than text alone")
 
     def cache_spec(self) -> dict[str, Any] | None:
         """Stage-output cache key: what the vectors depend on (the encoder's spec, not its batch size or
         device), the index config (search parameters change results), and the corpus."""
-        from ragopt.config import canonical_json
-
-        corpus = self._state.get("corpus")
-        return {"encoder": canonical_json([self.encoder.spec("query"), self.encoder.spec("doc")]), "index": canonical_json(self.index.to_config()),
-                "with_title": self.with_title, "corpus": corpus.fingerprint if corpus is not None else None}
+        return {"encoder": canonical_json([self.encoder.spec("query"), self.encoder.spec("doc")]),
+                "index": canonical_json(self.index.to_config()), "with_title": self.with_title,
+                "corpus": self.corpus.fingerprint if self.is_fitted else None}
 
     @property
     def index_kind(self) -> str:
@@ -78,9 +76,9 @@ class DenseRetriever(Stage):
         art = store.get_or_create(self.index_kind, self.index_spec(emb.key, len(corpus), dim), FORMAT_VERSION,
                                   lambda d: self._build(vectors, d, emb, dim), rebuild=rebuild)
         self._load(art.path, corpus, dim)
-        self._state.update(fit_stats=stats, artifacts=[
-            {"kind": "embeddings", "path": str(emb.path), "created": emb.created},
-            {"kind": self.index_kind, "path": str(art.path), "created": art.created}])
+        self._fit = Fitted(corpus, [{"kind": "embeddings", "path": str(emb.path), "created": emb.created},
+                                    {"kind": self.index_kind, "path": str(art.path), "created": art.created}],
+                           stats)
         return self
 
     def _build(self, vectors: np.ndarray, out: Path, emb: Any, dim: int) -> dict[str, Any]:
@@ -88,12 +86,11 @@ class DenseRetriever(Stage):
         return {"embeddings_path": str(emb.path), "n": int(vectors.shape[0]), "dim": dim, **extra}
 
     def _load(self, path: Path, corpus: Corpus, dim: int) -> None:
-        self._state.clear()
+        self._fit = None
         self.index.load(path, dim)
         if self.index.size != len(corpus):
             raise ArtifactError(f"dense index {path} holds {self.index.size} vectors, the corpus has "
                                 f"{len(corpus)}; it was built for another corpus (rebuild it)")
-        self._state["corpus"] = corpus
 
     def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "DenseRetriever":
         """Use an existing index directory after checking it was built for this encoder, index config and
@@ -110,12 +107,12 @@ class DenseRetriever(Stage):
                                 f"{enc_dim}-d vectors")
         store.open(path, self.index_kind, self.index_spec(emb_key, len(corpus), dim), FORMAT_VERSION)
         self._load(path, corpus, dim)
-        self._state["artifacts"] = [{"kind": self.index_kind, "path": str(path), "created": False}]
+        self._fit = Fitted(corpus, [{"kind": self.index_kind, "path": str(path), "created": False}])
         return self
 
     # ------------------------------------------------------------------------------------------
     def transform(self, batch: Batch) -> Batch:
-        if not self.index.is_loaded or "corpus" not in self._state:
+        if self._fit is None or not self.index.is_loaded:
             raise StageError("dense: not fitted; call .fit(corpus) first")
         n = len(batch)
         k = min(self.top_k, len(self.corpus))

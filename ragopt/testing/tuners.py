@@ -20,7 +20,7 @@ import math
 from typing import Any, Callable, Mapping
 
 from ragopt.tuning.space import Param, SearchSpace
-from ragopt.tuning.tuners import Tuner, config_key
+from ragopt.tuning.tuners.base import Tuner, config_key
 
 __all__ = ["TunerFactory", "LookupTable", "snap_to_grid", "categorical_space", "mixed_space", "conditional_space",
            "synthetic_table", "check_determinism", "check_domain", "check_conditional", "check_failed_trials",

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ragopt._imports import require
 from ragopt.errors import ConfigError, DataError
 
 __all__ = ["train_cross_encoder", "compare_reranking", "heldout_query_ids", "mine_groups", "FORMAT_VERSION"]
@@ -211,16 +212,12 @@ def _fit_sentence_transformers(model: Any, groups: list[tuple[str, str, list[str
     the widest repeats its own), ``groups per step = batch_size // group size`` as in the ragopt loop;
     ``MultipleNegativesRankingLoss`` without in-batch negatives, activation or scale is then the softmax
     cross-entropy of the positive over its group. bce: (query, passage, label) rows, ``batch_size`` a step."""
-    try:
-        import accelerate  # noqa: F401  (the Trainer needs it; say so before building anything)
-        from datasets import Dataset
-        from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
-        from sentence_transformers.cross_encoder.losses import BinaryCrossEntropyLoss
-    except ImportError as e:
-        from ragopt.errors import BackendUnavailableError
-
-        raise BackendUnavailableError("trainer 'sentence-transformers' needs accelerate and datasets: "
-                                      "pip install 'ragopt[rerank]'") from e
+    what = "trainer 'sentence-transformers'"
+    require("accelerate", "rerank", what)  # the Trainer needs it; say so before building anything
+    Dataset = require("datasets", "rerank", what).Dataset
+    st_ce = require("sentence_transformers.cross_encoder", "rerank", what)
+    CrossEncoderTrainer, CrossEncoderTrainingArguments = st_ce.CrossEncoderTrainer, st_ce.CrossEncoderTrainingArguments
+    BinaryCrossEntropyLoss = st_ce.losses.BinaryCrossEntropyLoss
     from transformers import TrainerCallback
 
     from ragopt._progress import progress_enabled
@@ -273,7 +270,7 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
     held-out queries stay the complement of the ``train_fraction`` split either way."""
     from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
     from ragopt.store import ArtifactStore
-    from ragopt.tuning.study import split_queries
+    from ragopt.data.splits import split_queries
 
     if not 0.0 < train_fraction < 1.0:
         raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
@@ -318,13 +315,7 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
         import torch
         from transformers import set_seed
 
-        try:
-            from sentence_transformers import CrossEncoder
-        except ImportError as e:
-            from ragopt.errors import BackendUnavailableError
-
-            raise BackendUnavailableError("training a cross-encoder needs sentence-transformers: "
-                                          "pip install 'ragopt[rerank]'") from e
+        CrossEncoder = require("sentence_transformers", "rerank", "training a cross-encoder").CrossEncoder
         t0 = time.perf_counter()
         groups, counts = mine_groups(ds, train_ids, split, neg_pipe, negatives_per_query, negatives_depth, seed,
                                      with_title, store, progress)

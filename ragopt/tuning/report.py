@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ragopt._imports import require
 from ragopt._io import atomic_write_text
 from ragopt.errors import ConfigError
 
@@ -25,8 +26,7 @@ __all__ = ["write_report", "load_study"]
 
 def load_study(study_name: str, storage: str) -> Any:
     """Load a study; a missing one raises :class:`ConfigError` listing the studies in that storage."""
-    import optuna
-
+    optuna = require("optuna", "tune", "study reports")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         db = storage[len("sqlite:///"):]
@@ -113,9 +113,9 @@ td.err{color:#a00;max-width:40em;word-break:break-word}
 
 def write_report(study_name: str, storage: str, out: str | Path) -> Path:
     """Write the HTML report of study ``study_name`` in ``storage`` (a database URL) to ``out``."""
-    import optuna
-    import plotly.graph_objects as go
-    from plotly.offline import get_plotlyjs
+    optuna = require("optuna", "tune", "study reports")
+    go = require("plotly.graph_objects", "tune", "study reports")
+    get_plotlyjs = require("plotly.offline", "tune", "study reports").get_plotlyjs
 
     study = load_study(study_name, storage)
     states = optuna.trial.TrialState

@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+from ragopt._imports import require
 from ragopt.errors import ConfigError
 
 __all__ = ["Param", "SearchSpace", "apply_params", "set_path", "get_path"]
@@ -147,7 +148,9 @@ class Param:
 
     def distribution(self):
         """The matching Optuna distribution."""
-        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+        dists = require("optuna.distributions", "tune", "search spaces")
+        CategoricalDistribution, FloatDistribution, IntDistribution = (
+            dists.CategoricalDistribution, dists.FloatDistribution, dists.IntDistribution)
 
         if self.kind == "categorical":
             return CategoricalDistribution(self.labels)

@@ -8,9 +8,12 @@ import yaml
 from ragopt.config import Component, from_config, param
 from ragopt.errors import ConfigError
 from ragopt.ops import Cutoff
-from ragopt.pipeline import Stage
+from ragopt.pipeline import Pipeline, Stage
 from ragopt.registry import available, register, resolve
-from ragopt.retrievers.bm25 import BM25
+from ragopt.retrievers.bm25 import BM25, BM25Retriever
+from ragopt.types import Corpus
+
+TINY = Corpus(["d1", "d2"], ["a b", "c d"])
 
 
 @register("test_scaler")
@@ -52,7 +55,8 @@ def test_bm25_round_trip_and_equality():
     b = from_config(cfg)
     assert a == b and a is not b
     assert a != BM25(k1=1.3, b=0.75, top_k=50)
-    assert repr(a).startswith("BM25(")
+    assert repr(a).startswith("BM25Retriever(")  # BM25 is the old name, kept as an alias
+    assert BM25 is BM25Retriever and from_config({"type": "bm25"}).__class__ is BM25Retriever
 
 
 def test_unknown_key_names_its_path_and_suggests():
@@ -105,18 +109,27 @@ def test_nested_get_and_set_params_by_dotted_path():
 
 
 def test_clone_is_fresh_and_independent():
-    a = BM25(k1=1.1)
-    a._state["index"] = object()
-    b = a.clone(k1=1.5)
-    assert b.k1 == 1.5 and a.k1 == 1.1
-    assert "index" not in b._state
+    a = Cutoff(k=3).fit(TINY)
+    b = a.clone(k=5)
+    assert b.k == 5 and a.k == 3
+    assert a.is_fitted and not b.is_fitted
 
 
 def test_set_params_clears_fitted_state():
-    a = BM25()
-    a._state["index"] = object()
-    a.set_params(top_k=10)
-    assert a._state == {}
+    a = Cutoff(k=3).fit(TINY)
+    a.set_params(k=10)
+    assert not a.is_fitted
+    # a nested parameter unfits that stage (and so its pipeline), not its siblings
+    p = Pipeline(stages=[Cutoff(k=3), Cutoff(k=2)]).fit(TINY)
+    assert p.is_fitted and p.corpus is TINY
+    p.set_params(**{"stages.0.k": 1})
+    assert not p.is_fitted and not p.stages[0].is_fitted and p.stages[1].is_fitted
+
+
+def test_equality_config_and_hash_are_blind_to_fitted_state():
+    fitted, fresh = Cutoff(k=3).fit(TINY), Cutoff(k=3)
+    assert fitted == fresh and fitted.to_config() == fresh.to_config()
+    assert fitted.config_hash() == fresh.config_hash() and repr(fitted) == repr(fresh)
 
 
 def test_choices_validation_and_cross_field_validate():

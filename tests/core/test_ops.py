@@ -194,6 +194,34 @@ def test_chunked_and_unchunked_inputs_fuse_over_documents(tmp_path):
     assert both.search("marker2").to_run()["0"].keys() >= {"doc2"}
 
 
+def test_fusion_in_a_pipeline_reports_nested_artifacts_and_restores(tmp_path, monkeypatch):
+    from ragopt.retrievers.bm25 import BM25Retriever
+    from ragopt.store import ArtifactStore
+
+    texts = [f"alpha{i} beta{i % 2} gamma " * 20 + f"marker{i}" for i in range(6)]
+    corpus = Corpus([f"doc{i}" for i in range(6)], texts, name="six")
+    pipe = ((Chunker(method="tokens", size=16, overlap=4) >> BM25()) + BM25(k1=1.5)) % 3
+    assert isinstance(pipe, Pipeline) and isinstance(pipe.stages[0], RRF)
+    pipe.fit(corpus, ArtifactStore(tmp_path))
+    arts = pipe.artifacts()  # the fusion's inputs, two levels down, are found
+    assert [a["kind"] for a in arts] == ["bm25-bm25s", "bm25-bm25s"] and all(a["created"] for a in arts)
+    assert len({a["path"] for a in arts}) == 2 and pipe.stages[0].artifacts() == arts
+    queries = ["marker3", "marker5 alpha1", "beta0"]
+    want = pipe.search(queries)
+    snapshot = pipe.fitted_state()
+    monkeypatch.setattr(ArtifactStore, "get_or_create", lambda *a, **k: pytest.fail("restore touched the store"))
+    monkeypatch.setattr(BM25Retriever, "_load", lambda *a, **k: pytest.fail("restore loaded an index"))
+    monkeypatch.setattr(Chunker, "_spans", lambda *a, **k: pytest.fail("restore chunked again"))
+    clone = pipe.clone()
+    assert not clone.is_fitted
+    clone.restore(snapshot)
+    assert clone.is_fitted and clone.corpus is corpus and clone.stages[0].inputs[0].stages[1].is_fitted
+    got = clone.search(queries)
+    np.testing.assert_array_equal(got.doc_idx, want.doc_idx)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert clone.artifacts() == [dict(a, created=False) for a in arts]
+
+
 def test_fusion_kernels_are_fast():
     rng = np.random.default_rng(0)
     n, m, n_docs = 1000, 1000, 200_000

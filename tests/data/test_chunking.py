@@ -161,14 +161,15 @@ def test_recursive_prefers_paragraphs_then_sentences_and_respects_size():
     assert words.texts == ["aa bb", "bb cc", "cc dd ee"]  # overlap of whole pieces (one word)
 
 
-def test_semantic_breaks_where_topics_change_and_counts_encoder_calls():
+def test_semantic_breaks_where_topics_change_and_counts_encoder_calls(tmp_path):
     text = ("The cat sleeps. My cat purrs. A cat eats. The car starts. Our car stops. "
             "Old car rusts. The cat returns. That cat jumps.")
     chunker = Chunker(method="semantic", size=20, breakpoint_percentile=50, encoder=TopicEncoder())
-    p = chunker.prepare_corpus(Corpus(["d"], [text]))
+    corpus = Corpus(["d"], [text])
+    p = chunker.fit(corpus, ArtifactStore(tmp_path)).prepare_corpus(corpus)
     assert p.texts == ["The cat sleeps. My cat purrs. A cat eats.", "The car starts. Our car stops. Old car rusts.",
                        "The cat returns. That cat jumps."]
-    stats = chunker._state["stats"]
+    stats = chunker.fit_stats
     assert stats.counts["encoder_texts"] == 8 and stats.counts["encoder_batches"] == 2
     capped = Chunker(method="semantic", size=2, breakpoint_percentile=50, encoder=TopicEncoder())
     assert capped.prepare_corpus(Corpus(["d"], [text])).texts[:2] == ["The cat sleeps. My cat purrs.", "A cat eats."]
@@ -178,10 +179,11 @@ def test_semantic_passages_are_cached_in_the_store(tmp_path):
     store = ArtifactStore(tmp_path)
     corpus = Corpus(["a", "b"], ["The cat sleeps. The car drives.", "Sea waves. Sea salt. A cat."])
     first = Chunker(method="semantic", encoder=TopicEncoder(), breakpoint_percentile=0).fit(corpus, store)
-    assert first._state["artifacts"][0]["created"] is True
+    assert first.artifacts()[0]["created"] is True and first.fit_stats.counts["encoder_texts"] > 0
     second = Chunker(method="semantic", encoder=TopicEncoder(), breakpoint_percentile=0).fit(corpus, store)
-    assert second._state["artifacts"][0]["created"] is False
-    assert "stats" not in second._state  # nothing encoded the second time
+    assert second.artifacts()[0]["created"] is False
+    assert second.fit_stats.counts.get("encoder_texts", 0) == 0  # nothing encoded the second time
+    assert first.fit(corpus, store).artifacts()[0]["created"] is False  # refitting the same corpus builds nothing
     p1, p2 = first.prepare_corpus(corpus), second.prepare_corpus(corpus)
     assert p1.texts == p2.texts and p1.ids == p2.ids and p1.fingerprint == p2.fingerprint
     check_passages(corpus, p2)
@@ -353,9 +355,30 @@ def test_chunked_bm25_returns_documents_and_evaluates_against_document_qrels(tmp
     assert raw.corpus.parent is corpus and raw.to_run() == out.to_run()
     # the BM25 index is keyed by the passage fingerprint: another chunking, another index
     other = (Chunker(method="tokens", size=32, overlap=0) >> BM25()).fit(corpus, store)
-    paths = {pipe.stages[1]._state["artifacts"][0]["path"], bare.stages[1]._state["artifacts"][0]["path"],
-             other.stages[1]._state["artifacts"][0]["path"]}
+    paths = {pipe.stages[1].artifacts()[0]["path"], bare.stages[1].artifacts()[0]["path"],
+             other.stages[1].artifacts()[0]["path"]}
     assert len(paths) == 2
+    assert pipe.artifacts() == pipe.stages[1].artifacts()  # the chunker and aggregate build nothing
+
+
+def test_chunker_and_aggregate_restore_on_a_clone_without_fitting(tmp_path, monkeypatch):
+    from ragopt.retrievers.bm25 import BM25Retriever
+
+    corpus, queries, _ = long_doc_corpus()
+    pipe = Chunker(method="tokens", size=64, overlap=16) >> BM25() >> Aggregate(top_k=5)
+    pipe.fit(corpus, ArtifactStore(tmp_path))
+    want = pipe.search(queries)
+    snapshot = pipe.fitted_state()
+    monkeypatch.setattr(ArtifactStore, "get_or_create", lambda *a, **k: pytest.fail("restore touched the store"))
+    monkeypatch.setattr(BM25Retriever, "_load", lambda *a, **k: pytest.fail("restore loaded the index"))
+    monkeypatch.setattr(Chunker, "_spans", lambda *a, **k: pytest.fail("restore chunked again"))
+    clone = pipe.clone().restore(snapshot)
+    assert clone.corpus is corpus and clone.stages[1].corpus is pipe.stages[1].corpus  # the same passages
+    got = clone.search(queries)
+    assert got.corpus is corpus
+    np.testing.assert_array_equal(got.doc_idx, want.doc_idx)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert clone.artifacts() == [dict(a, created=False) for a in pipe.artifacts()]
 
 
 @pytest.mark.slow

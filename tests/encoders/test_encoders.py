@@ -29,6 +29,10 @@ class HashEncoder(Encoder):
     doc_prefix: str = param("")
     fail_after: int = param(-1, doc="raise after this many batches (simulates an interrupt); -1 never")
 
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self.calls: list[list[str]] = []  # every batch encoded, for the tests to inspect
+
     @property
     def dim(self) -> int:
         return self.dims
@@ -38,7 +42,7 @@ class HashEncoder(Encoder):
                 "prefix": self.prefix(kind)}
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        calls = self._state.setdefault("calls", [])
+        calls = self.calls
         if 0 <= self.fail_after <= len(calls):
             raise KeyboardInterrupt("simulated interrupt")
         calls.append(list(texts))
@@ -70,7 +74,7 @@ def test_encode_shapes_normalisation_order_and_counts():
     assert stats.counts["encoder_texts"] == 5 and stats.counts["encoder_batches"] == 2  # batch_size 4
     assert stats.seconds["encoder"] > 0
     # batches are length-sorted (longest first), as sentence-transformers does
-    assert enc._state["calls"][0][0] == "a b c d e f g"
+    assert enc.calls[0][0] == "a b c d e f g"
 
 
 def test_encode_unnormalised_empty_and_prefixes():
@@ -78,9 +82,9 @@ def test_encode_unnormalised_empty_and_prefixes():
     assert enc.encode([]).shape == (0, 16)
     v = enc.encode(["a b"])
     assert abs(float(np.linalg.norm(v)) - 1.0) > 1e-3
-    assert enc._state["calls"][-1] == ["passage: a b"]
+    assert enc.calls[-1] == ["passage: a b"]
     enc.encode(["a b"], kind="query")
-    assert enc._state["calls"][-1] == ["a b"]
+    assert enc.calls[-1] == ["a b"]
     with pytest.raises(ConfigError, match="kind"):
         enc.encode(["a"], kind="passage")
 

@@ -113,8 +113,8 @@ def test_service_needs_one_source_and_a_retriever(tools_file, store):
 def test_indexes_are_artifacts_keyed_by_the_catalogue(tools_file, store):
     a = _service(tools_file, store)
     b = _service(Catalog.from_jsonl(tools_file), store)
-    arts_a = a._index.pipeline._state["artifacts"]
-    arts_b = b._index.pipeline._state["artifacts"]
+    arts_a = a._index.pipeline.artifacts()
+    arts_b = b._index.pipeline.artifacts()
     assert arts_a[0]["created"] is True and arts_b[0]["created"] is False
     assert arts_a[0]["path"] == arts_b[0]["path"]
     assert a.catalog.fingerprint == b.catalog.fingerprint

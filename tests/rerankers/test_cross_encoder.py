@@ -107,8 +107,26 @@ def test_second_run_is_served_from_the_cache(tiny_ce, corpus, tmp_path):
     assert ce.clone(batch_size=2).fit(corpus, store)._score_cache().path == ce._score_cache().path
     other = CrossEncoderReranker(model=str(tiny_ce), max_length=32, device="cpu").fit(corpus, store)
     assert other._score_cache().path != ce._score_cache().path
-    arts = ce._state["artifacts"]
+    arts = ce.artifacts()
     assert arts[0]["kind"] == "ce-scores" and Path(arts[0]["path"]).parent == tmp_path / "ce-scores"
+
+
+def test_restore_on_a_clone_reranks_without_fitting(tiny_ce, corpus, tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    fitted = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, store, progress=False)
+    rows, queries = [list(range(8)), [3, 2, 1]], ["capital city", "long river"]
+    want = fitted.transform(make_batch(corpus, rows, queries))
+    snapshot = fitted.fitted_state()
+    monkeypatch.setattr(CrossEncoderReranker, "_load_model", lambda *a, **k: pytest.fail("restore loaded the model"))
+    monkeypatch.setattr(ArtifactStore, "get_or_create", lambda *a, **k: pytest.fail("restore touched the store"))
+    clone = fitted.clone().restore(snapshot)
+    assert clone.is_fitted and clone.corpus is corpus
+    assert clone._score_cache().path == fitted._score_cache().path  # the store fit was given comes along
+    got = clone.transform(make_batch(corpus, rows, queries))
+    assert got.doc_idx.tolist() == want.doc_idx.tolist()
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert got.stats.counts["ce_pairs"] == 0 and got.stats.counts["ce_cache_hits"] == 11
+    assert clone.artifacts() == [dict(a, created=False) for a in fitted.artifacts()]
 
 
 def test_duplicate_pairs_scored_once(tiny_ce, corpus, tmp_path):
@@ -262,10 +280,10 @@ def test_onnx_fp32_matches_torch_and_is_exported_once(tiny_ce, corpus, tmp_path)
     assert out.doc_idx.tolist() == torch_out.doc_idx.tolist()
     np.testing.assert_allclose(out.scores, torch_out.scores, atol=1e-4)
     assert out.stats.counts["ce_pairs"] == 12 and out.stats.counts["ce_cache_hits"] == 0  # its own cache key
-    kinds = {a["kind"]: a for a in onnx_ce._state["artifacts"]}
+    kinds = {a["kind"]: a for a in onnx_ce.artifacts()}
     assert kinds["ce-onnx"]["created"] is True and Path(kinds["ce-onnx"]["path"], "model.onnx").is_file()
     again = CrossEncoderReranker(model=str(tiny_ce), max_length=32, backend="onnx").fit(corpus, store)
-    assert {a["kind"]: a for a in again._state["artifacts"]}["ce-onnx"]["created"] is False  # one export per model
+    assert {a["kind"]: a for a in again.artifacts()}["ce-onnx"]["created"] is False  # one export per model
     # over-long pairs are truncated as the torch backend truncates them
     long_q = " ".join(WORDS) * 2
     a = again.score_pairs([long_q], ["the cat and the dog " * 10])
@@ -287,7 +305,7 @@ def test_onnx_int8_is_close_and_keyed_apart(tiny_ce, corpus, tmp_path):
     assert np.corrcoef(a, b)[0, 1] > 0.95  # ...close to the fp32 ones on any CPU: the scheme cannot saturate
     assert int8._score_cache().path != fp32._score_cache().path
     assert int8.cache_spec() != fp32.cache_spec()
-    onnx_arts = [Path(x["path"]) for s in (fp32, int8) for x in s._state["artifacts"] if x["kind"] == "ce-onnx"]
+    onnx_arts = [Path(x["path"]) for s in (fp32, int8) for x in s.artifacts() if x["kind"] == "ce-onnx"]
     assert len(set(onnx_arts)) == 2
     import onnx
 
@@ -315,7 +333,7 @@ def test_corrupt_onnx_export_is_refused_then_rebuilt(tiny_ce, corpus, tmp_path):
     store = ArtifactStore(tmp_path)
     ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx", cache=False).fit(corpus, store)
     before = ce.score_pairs(["capital city"], ["paris is the capital of france"])
-    path = Path(next(a["path"] for a in ce._state["artifacts"] if a["kind"] == "ce-onnx"))
+    path = Path(next(a["path"] for a in ce.artifacts() if a["kind"] == "ce-onnx"))
     (path / "model.onnx").write_bytes(b"not an onnx graph")
     with pytest.raises(ArtifactError, match="model.onnx"):
         CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx").fit(corpus, store)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -19,7 +20,7 @@ from ragopt.config import from_config, param
 from ragopt.errors import ArtifactError, ConfigError, StageError
 from ragopt.pipeline import Stage
 from ragopt.registry import register
-from ragopt.rerankers.cur import CURSearch, pseudo_queries
+from ragopt.rerankers.cur import CURReranker, CURSearch, pseudo_queries
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Queries, Stats
@@ -40,13 +41,12 @@ class LatentScorer(Stage):
     def scorer_spec(self) -> dict:
         return {"rank": self.rank, "noise": self.noise, "seed": self.seed, "with_title": self.with_title}
 
-    def fit(self, corpus, store=None, *, rebuild=False, progress=None):
-        self._state["corpus"] = corpus
-        self._state["artifacts"] = []
-        return self
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._memo: dict = {}
 
     def _vecs(self, texts, kind: int) -> tuple[np.ndarray, np.ndarray]:
-        memo = self._state.setdefault("memo", {})
+        memo = self._memo
         out, hs = np.empty((len(texts), self.rank)), np.empty(len(texts), np.uint64)
         for i, t in enumerate(texts):
             if (kind, t) not in memo:
@@ -73,6 +73,11 @@ class LatentScorer(Stage):
     def score_matrix(self, queries, passages, stats=None, progress=None):
         qs = [q for q in queries for _ in passages]
         return self.score_pairs(qs, list(passages) * len(queries), stats).reshape(len(queries), len(passages))
+
+
+def anchors_key(cur: CURReranker) -> str:
+    """The key (folder name) of the stage's anchor artifact, the last one it reports."""
+    return Path(cur.artifacts()[-1]["path"]).name
 
 
 @register("test_fixed_candidates")
@@ -138,20 +143,40 @@ def test_fidelity_recovers_exact_top10_with_budget_100_of_2000(big, store, metho
 def test_anchor_matrix_artifact_is_built_once_and_holds_exact_scores(big, store):
     scorer = LatentScorer(rank=8)
     cur = CURSearch(scorer=scorer, n_anchor_queries=30, budget=60, n_anchor_items=20, rounds=2).fit(big, store)
-    art = cur._state["artifacts"][-1]
+    art = cur.artifacts()[-1]
     assert art["kind"] == "cur-anchors" and art["created"] is True
-    assert cur._state["fit_stats"].counts["ce_pairs"] == 30 * 2000
-    manifest = json.loads((store.root / "cur-anchors").joinpath(cur._state["anchors_key"], "manifest.json")
+    assert cur.fit_stats.counts["ce_pairs"] == 30 * 2000
+    manifest = json.loads((store.root / "cur-anchors").joinpath(anchors_key(cur), "manifest.json")
                           .read_text())
     assert manifest["pairs"] == 60000 and manifest["spec"]["scorer"]["rank"] == 8
-    texts = json.loads((store.root / "cur-anchors" / cur._state["anchors_key"] / "anchor_queries.json").read_text())
+    texts = json.loads((store.root / "cur-anchors" / anchors_key(cur) / "anchor_queries.json").read_text())
     assert texts == pseudo_queries(big, 30, 0) and all(t.startswith("title ") for t in texts)
-    R = np.load(store.root / "cur-anchors" / cur._state["anchors_key"] / "anchors.npy")
+    R = np.load(store.root / "cur-anchors" / anchors_key(cur) / "anchors.npy")
     np.testing.assert_allclose(R, scorer.score_matrix(texts, big.contents()), rtol=1e-6)
     again = CURSearch(scorer=LatentScorer(rank=8), n_anchor_queries=30, budget=80, n_anchor_items=20,
                       method="anncur").fit(big, store)  # search-time params do not change the artifact
-    assert again._state["artifacts"][-1] == {**art, "created": False}
-    assert again._state["fit_stats"].counts.get("ce_pairs", 0) == 0
+    assert again.artifacts()[-1] == {**art, "created": False}
+    assert again.fit_stats.counts.get("ce_pairs", 0) == 0
+
+
+@pytest.mark.parametrize("method", ["anncur", "adacur"])
+def test_restore_on_a_clone_searches_without_fitting(store, monkeypatch, method):
+    corpus = make_corpus(300)
+    cur = CURReranker(scorer=LatentScorer(rank=4), method=method, budget=40, n_anchor_items=12, rounds=2,
+                      n_anchor_queries=16, top_k=20).fit(corpus, store)
+    want = cur.transform(Batch(queries(5)))
+    snapshot = cur.fitted_state()
+    monkeypatch.setattr(LatentScorer, "score_matrix", lambda *a, **k: pytest.fail("restore scored anchors"))
+    monkeypatch.setattr(ArtifactStore, "get_or_create", lambda *a, **k: pytest.fail("restore touched the store"))
+    monkeypatch.setattr(np, "load", lambda *a, **k: pytest.fail("restore read the anchor matrix"))
+    clone = cur.clone().restore(snapshot)
+    assert clone.is_fitted and clone.scorer.is_fitted and clone.corpus is corpus  # the nested scorer too
+    got = clone.transform(Batch(queries(5)))
+    np.testing.assert_array_equal(got.doc_idx, want.doc_idx)
+    np.testing.assert_array_equal(got.scores, want.scores)
+    assert got.stats.counts["cur_ce_calls"] == want.stats.counts["cur_ce_calls"]
+    assert clone.anchors is cur.anchors and clone.cache_spec() == cur.cache_spec()
+    assert clone.artifacts() == [dict(a, created=False) for a in cur.artifacts()]
 
 
 # ------------------------------------------------------------------------------------------ first stage
@@ -227,19 +252,19 @@ def test_scorer_without_scoring_api_is_refused():
 def test_anchor_matrix_of_another_corpus_or_scorer_is_never_reused(store):
     a, b = make_corpus(200, "a"), make_corpus(200, "b", salt=" (edited)")
     cur_a = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).fit(a, store)
-    path_a = cur_a._state["artifacts"][-1]["path"]
+    path_a = cur_a.artifacts()[-1]["path"]
     with pytest.raises(ArtifactError, match="another configuration or corpus.*corpus: built with"):
         CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).load_anchors(path_a, b, store)
     with pytest.raises(ArtifactError, match="scorer.rank: built with 8, wanted 4"):
         CURSearch(scorer=LatentScorer(rank=4), budget=30, n_anchor_items=10,
                   n_anchor_queries=10).load_anchors(path_a, a, store)
     ok = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).load_anchors(path_a, a, store)
-    assert ok._state["anchors"].shape == (10, 200)
+    assert ok.anchors.shape == (10, 200)
     # fitting on another corpus or with another scorer builds its own matrix
     cur_b = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).fit(b, store)
     cur_r = CURSearch(scorer=LatentScorer(rank=4), budget=30, n_anchor_items=10, n_anchor_queries=10).fit(a, store)
-    paths = {path_a, cur_b._state["artifacts"][-1]["path"], cur_r._state["artifacts"][-1]["path"]}
-    assert len(paths) == 3 and cur_b._state["artifacts"][-1]["created"] and cur_r._state["artifacts"][-1]["created"]
+    paths = {path_a, cur_b.artifacts()[-1]["path"], cur_r.artifacts()[-1]["path"]}
+    assert len(paths) == 3 and cur_b.artifacts()[-1]["created"] and cur_r.artifacts()[-1]["created"]
     # a search over candidates of another corpus is refused
     batch = Batch(queries(1), b, np.array([[0, 1]]), np.array([[2.0, 1.0]], np.float32))
     with pytest.raises(StageError, match="not the fitted one 'a'"):
@@ -266,7 +291,7 @@ def test_anchor_queries_from_a_file(store, tmp_path):
                     n_anchor_items=10).fit(corpus, store)
     texts = cur.anchor_texts(corpus)
     assert len(texts) == 8 and all(t.startswith("training query") for t in texts)
-    assert cur._state["anchors"].shape == (8, 150)
+    assert cur.anchors.shape == (8, 150)
     with pytest.raises(ConfigError, match="has only 12 non-empty queries"):
         CURSearch(scorer=LatentScorer(), anchor_queries=str(f), n_anchor_queries=13).fit(corpus, store)
 
@@ -293,7 +318,7 @@ def test_config_round_trip_and_nested_params(store):
     corpus = make_corpus(100)
     a = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=5, top_k=10).fit(corpus, store)
     b = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=5, top_k=50).fit(corpus, store)
-    assert a.cache_spec() == b.cache_spec() and a.cache_spec()["anchors"] == a._state["anchors_key"]
+    assert a.cache_spec() == b.cache_spec() and a.cache_spec()["anchors"] == anchors_key(a)
     assert a.cache_spec() != a.clone(budget=31).fit(corpus, store).cache_spec()
 
 
@@ -329,7 +354,7 @@ def test_with_a_real_cross_encoder(tmp_path):
     ce = CrossEncoderReranker(model=str(d), max_length=32, device="cpu")
     cur = CURSearch(scorer=ce, budget=15, n_anchor_items=6, rounds=2, n_anchor_queries=8, top_k=40,
                     merge="scored_first").fit(corpus, store)
-    assert cur._state["fit_stats"].counts["ce_pairs"] == 8 * 40
+    assert cur.fit_stats.counts["ce_pairs"] == 8 * 40
     qs = queries(3)
     out = cur.transform(Batch(qs))
     assert out.stats.counts["cur_ce_calls"] == 45 and out.stats.counts["ce_pairs"] == 45
@@ -337,7 +362,7 @@ def test_with_a_real_cross_encoder(tmp_path):
     for r in range(3):
         scored = out.doc_idx[r][:15]
         np.testing.assert_allclose(out.scores[r][:15], exact[r, scored], rtol=1e-4, atol=1e-5)
-    kinds = [a["kind"] for a in cur._state["artifacts"]]
+    kinds = [a["kind"] for a in cur.artifacts()]
     assert kinds == ["ce-scores", "cur-anchors"]
     # another model at the same path is another anchor matrix
     assert cur.scorer_spec()["model_fingerprint"]

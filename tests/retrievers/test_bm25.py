@@ -8,9 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from ragopt.errors import ArtifactError, ConfigError
+from ragopt.errors import ArtifactError, ConfigError, StageError
 from ragopt.evaluation.run import evaluate_pipeline
 from ragopt.pipeline_io import load_pipeline
+from ragopt.retrievers import bm25 as bm25_mod
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
 from ragopt.types import Corpus
@@ -64,21 +65,43 @@ def test_queries_without_known_terms_return_empty_rows(tmp_path):
 def test_index_is_reused_and_keyed_by_what_shapes_it(tmp_path):
     store = ArtifactStore(tmp_path)
     a = BM25().fit(DOCS, store)
-    assert a._state["artifacts"][0]["created"] is True
+    assert a.artifacts()[0]["created"] is True
     b = BM25(top_k=5, threads=2).fit(DOCS, store)  # search-time params: same index
-    assert b._state["artifacts"][0]["created"] is False
-    assert b._state["artifacts"][0]["path"] == a._state["artifacts"][0]["path"]
+    assert b.artifacts()[0]["created"] is False
+    assert b.artifacts()[0]["path"] == a.artifacts()[0]["path"]
     c = BM25(k1=1.5).fit(DOCS, store)  # bm25s precomputes scores: k1 is part of the key
     d = BM25(stemmer=None).fit(DOCS, store)
     e = BM25().fit(Corpus(DOCS.ids, [t + " extra" for t in DOCS.texts], DOCS.titles), store)
-    paths = {x._state["artifacts"][0]["path"] for x in (a, c, d, e)}
+    paths = {x.artifacts()[0]["path"] for x in (a, c, d, e)}
     assert len(paths) == 4
+
+
+def test_restore_on_a_clone_searches_without_fitting(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    fitted = BM25(top_k=3).fit(DOCS, store)
+    snapshot = fitted.fitted_state()
+    monkeypatch.setattr(ArtifactStore, "get_or_create", lambda *a, **k: pytest.fail("restore touched the store"))
+    monkeypatch.setattr(bm25_mod.BM25Retriever, "_load", lambda *a, **k: pytest.fail("restore loaded the index"))
+    clone = fitted.clone()
+    assert not clone.is_fitted
+    assert clone.restore(snapshot) is clone and clone.is_fitted and clone.corpus is DOCS
+    queries = ["cats", "gardening", "markets", "zzz"]
+    want, got = fitted.search(queries), clone.search(queries)
+    assert np.array_equal(got.doc_idx, want.doc_idx) and np.array_equal(got.scores, want.scores)
+    assert clone.artifacts() == [{**fitted.artifacts()[0], "created": False}]
+    # search-time parameters may differ: the restored index serves another top_k
+    assert BM25(top_k=1).restore(snapshot).search("cats").ranked(0) == want.ranked(0)[:1]
+    # the snapshot belongs to a tree of components: a fusion is not a BM25
+    with pytest.raises(StageError, match="another tree of components"):
+        (BM25() + BM25()).restore(snapshot)
+    with pytest.raises(StageError, match="not fitted"):
+        BM25().fitted_state()
 
 
 def test_index_for_another_config_is_never_loaded(tmp_path):
     store = ArtifactStore(tmp_path)
     a = BM25(k1=0.9).fit(DOCS, store)
-    path = a._state["artifacts"][0]["path"]
+    path = a.artifacts()[0]["path"]
     with pytest.raises(ArtifactError, match="k1: built with 0.9, wanted 1.5"):
         BM25(k1=1.5).load_index(path, DOCS, store)
     other = Corpus(["x"], ["something else"])
@@ -89,7 +112,7 @@ def test_index_for_another_config_is_never_loaded(tmp_path):
 def test_index_of_older_format_is_rejected(tmp_path):
     store = ArtifactStore(tmp_path)
     a = BM25().fit(DOCS, store)
-    path = a._state["artifacts"][0]["path"]
+    path = a.artifacts()[0]["path"]
     mpath = f"{path}/manifest.json"
     m = json.load(open(mpath))
     m["format"] = 0

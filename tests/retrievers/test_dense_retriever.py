@@ -78,34 +78,54 @@ def test_second_fit_reuses_embeddings_and_index(tmp_path):
     store = ArtifactStore(tmp_path)
     corpus = toy_corpus()
     first = retriever().fit(corpus, store)
-    assert [a["created"] for a in first._state["artifacts"]] == [True, True]
-    assert first._state["fit_stats"].counts["encoder_texts"] == len(TEXTS)
+    assert [a["created"] for a in first.artifacts()] == [True, True]
+    assert first.fit_stats.counts["encoder_texts"] == len(TEXTS)
     again = retriever().fit(corpus, store)
-    assert [a["created"] for a in again._state["artifacts"]] == [False, False]
-    assert again._state["fit_stats"].counts.get("encoder_texts", 0) == 0
-    assert [a["path"] for a in again._state["artifacts"]] == [a["path"] for a in first._state["artifacts"]]
+    assert [a["created"] for a in again.artifacts()] == [False, False]
+    assert again.fit_stats.counts.get("encoder_texts", 0) == 0
+    assert [a["path"] for a in again.artifacts()] == [a["path"] for a in first.artifacts()]
     q = Queries.from_texts(["cats on mats"])
     np.testing.assert_array_equal(first.transform(Batch(q)).doc_idx, again.transform(Batch(q)).doc_idx)
+
+
+def test_restore_on_a_clone_searches_without_fitting(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    corpus = toy_corpus()
+    fitted = retriever(index=FaissIVF(nlist=2, nprobe=2), top_k=4).fit(corpus, store)
+    snapshot = fitted.fitted_state()
+    calls = []
+    original = WordHashEncoder._encode_batch
+    monkeypatch.setattr(WordHashEncoder, "_encode_batch", lambda self, t: calls.append(list(t)) or original(self, t))
+    monkeypatch.setattr(ArtifactStore, "get_or_create", lambda *a, **k: pytest.fail("restore touched the store"))
+    monkeypatch.setattr(FaissIVF, "_load", lambda *a, **k: pytest.fail("restore loaded the index"))
+    clone = fitted.clone().restore(snapshot)
+    assert clone.is_fitted and clone.index.is_loaded and clone.corpus is corpus
+    queries = ["boundary layer transition", "stock markets", "cats on mats"]
+    want, got = fitted.search(queries), clone.search(queries)
+    assert np.array_equal(got.doc_idx, want.doc_idx) and np.array_equal(got.scores, want.scores)
+    assert sum(len(c) for c in calls) == 2 * len(queries)  # query encodings only, for both searches
+    assert clone.fit_stats.counts == {} and [a["created"] for a in clone.artifacts()] == [False, False]
+    assert [a["path"] for a in clone.artifacts()] == [a["path"] for a in fitted.artifacts()]
 
 
 def test_index_changes_reuse_embeddings(tmp_path):
     store = ArtifactStore(tmp_path)
     corpus = toy_corpus()
     base = retriever(index=FaissIVF(nlist=2, nprobe=1)).fit(corpus, store)
-    emb, idx = base._state["artifacts"]
+    emb, idx = base.artifacts()
     other_probe = retriever(index=FaissIVF(nlist=2, nprobe=2)).fit(corpus, store)  # search setting only
-    assert [a["created"] for a in other_probe._state["artifacts"]] == [False, False]
-    assert other_probe._state["artifacts"][1]["path"] == idx["path"]
+    assert [a["created"] for a in other_probe.artifacts()] == [False, False]
+    assert other_probe.artifacts()[1]["path"] == idx["path"]
     hnsw = retriever(index=FaissHNSW()).fit(corpus, store)  # another index: same embeddings
-    assert [a["created"] for a in hnsw._state["artifacts"]] == [False, True]
-    assert hnsw._state["artifacts"][0]["path"] == emb["path"]
-    assert hnsw._state["fit_stats"].counts.get("encoder_texts", 0) == 0
+    assert [a["created"] for a in hnsw.artifacts()] == [False, True]
+    assert hnsw.artifacts()[0]["path"] == emb["path"]
+    assert hnsw.fit_stats.counts.get("encoder_texts", 0) == 0
     # set_params on a search setting drops the loaded index; a refit reuses everything
     base.set_params(**{"index.nprobe": 2})
     with pytest.raises(StageError, match="not fitted"):
         base.search("cat")
     base.fit(corpus, store)
-    assert [a["created"] for a in base._state["artifacts"]] == [False, False]
+    assert [a["created"] for a in base.artifacts()] == [False, False]
 
 
 def test_other_model_or_chunking_never_reuses(tmp_path):
@@ -113,13 +133,13 @@ def test_other_model_or_chunking_never_reuses(tmp_path):
     corpus = toy_corpus()
     a = retriever().fit(corpus, store)
     b = DenseRetriever(encoder=WordHashEncoder(seed=1)).fit(corpus, store)  # another model, same dim
-    assert [x["created"] for x in b._state["artifacts"]] == [True, True]
+    assert [x["created"] for x in b.artifacts()] == [True, True]
     chunked = Corpus([f"p{i}" for i in range(len(TEXTS))], TEXTS, parent_ids=[f"d{i}" for i in range(len(TEXTS))])
     c = retriever().fit(chunked, store)  # other passages (chunking): other fingerprint
-    assert [x["created"] for x in c._state["artifacts"]] == [True, True]
-    paths = {x["path"] for r in (a, b, c) for x in r._state["artifacts"]}
+    assert [x["created"] for x in c.artifacts()] == [True, True]
+    paths = {x["path"] for r in (a, b, c) for x in r.artifacts()}
     assert len(paths) == 6
-    index_a = a._state["artifacts"][1]["path"]
+    index_a = a.artifacts()[1]["path"]
     # explicitly loading an index built for another model, corpus or dimension is refused
     with pytest.raises(ArtifactError, match="another configuration or corpus.*seed: built with 0, wanted 1"):
         DenseRetriever(encoder=WordHashEncoder(seed=1)).load_index(index_a, corpus, store)
@@ -138,7 +158,7 @@ def test_bad_corpora(tmp_path):
     with pytest.raises(DataError, match="all 3 passages of corpus 'blank' have empty text"):
         retriever().fit(Corpus(["a", "b", "c"], ["", " ", "\n"], name="blank"), store)
     r = retriever().fit(Corpus(["a", "b", "c"], ["", "fluid flow", ""], name="holes"), store)
-    emb = store.open(r._state["artifacts"][0]["path"])
+    emb = store.open(r.artifacts()[0]["path"])
     assert emb.manifest["empty_texts"] == 2
     assert r.search("fluid flow").ranked(0)[0][0] == "b"
     with pytest.raises(StageError, match="not fitted"):

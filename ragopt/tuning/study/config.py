@@ -1,0 +1,168 @@
+"""Study configs: what to tune (a pipeline template and a search space), on what (a dataset split, minus
+held-out queries), towards what (objectives and constraints), with which tuner and budget."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from ragopt.config import from_config
+from ragopt.errors import ConfigError
+from ragopt.evaluation import parse_metric
+from ragopt.pipeline import Pipeline
+from ragopt.pipeline_io import load_pipeline, pipeline_from_dict, read_yaml
+from ragopt.tuning.space import SearchSpace
+from ragopt.tuning.tuners.registry import get_tuner
+
+__all__ = ["StudyConfig", "ObjectiveSpec", "COST_PREFIX", "is_cost_metric"]
+
+#: objective names ``cost.<counter>`` read a call counter of the trial's run (``cost.encoder_texts``)
+COST_PREFIX = "cost."
+_MINIMIZE_BY_DEFAULT = ("latency_ms", "total_s")
+_STUDY_KEYS = ("study", "description", "dataset", "split", "pipeline", "space", "objective", "tuner", "budget",
+               "holdout", "batch_size")
+
+
+def is_cost_metric(name: str) -> bool:
+    """Latency, total seconds and ``cost.*`` counters: minimised unless said otherwise; not retrieval metrics."""
+    return name in _MINIMIZE_BY_DEFAULT or name.startswith(COST_PREFIX)
+
+
+@dataclass
+class ObjectiveSpec:
+    """Objective metrics with directions, and constraints (``{metric, max}`` or ``{metric, min}``)."""
+
+    metrics: list[str]
+    directions: list[str]
+    constraints: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, d: Any, where: str = "objective") -> "ObjectiveSpec":
+        if d is None:
+            d = {"metrics": ["ndcg@10"]}
+        if isinstance(d, (str, list)):
+            d = {"metrics": d if isinstance(d, list) else [d]}
+        if not isinstance(d, Mapping):
+            raise ConfigError(where, f"expected a mapping, got {d!r}")
+        for k in d:
+            if k not in ("metrics", "constraints"):
+                raise ConfigError(f"{where}.{k}", "unknown key (known: metrics, constraints)")
+        metrics, directions = [], []
+        items = d.get("metrics") or []
+        if not isinstance(items, list) or not items:
+            raise ConfigError(f"{where}.metrics", "a non-empty list of metrics is required")
+        for i, m in enumerate(items):
+            if isinstance(m, str):
+                name, direction = m, None
+            elif isinstance(m, Mapping) and "metric" in m:
+                name, direction = m["metric"], m.get("direction")
+            else:
+                raise ConfigError(f"{where}.metrics[{i}]",
+                                  f"expected a metric name or {{metric, direction}}, got {m!r}")
+            if not is_cost_metric(name):
+                name = parse_metric(name).name
+            if direction is None:
+                direction = "minimize" if is_cost_metric(name) else "maximize"
+            if direction not in ("maximize", "minimize"):
+                raise ConfigError(f"{where}.metrics[{i}].direction", f"must be maximize or minimize, got {direction!r}")
+            metrics.append(name)
+            directions.append(direction)
+        constraints = []
+        for i, c in enumerate(d.get("constraints") or []):
+            if not isinstance(c, Mapping) or "metric" not in c or not ({"max", "min"} & set(c)):
+                raise ConfigError(f"{where}.constraints[{i}]", f"expected {{metric, max|min}}, got {c!r}")
+            name = c["metric"] if is_cost_metric(c["metric"]) else parse_metric(c["metric"]).name
+            constraints.append({"metric": name, **{k: float(c[k]) for k in ("max", "min") if k in c}})
+        return cls(metrics, directions, constraints)
+
+    def retrieval_metrics(self) -> list[str]:
+        names = [m for m in self.metrics + [c["metric"] for c in self.constraints] if not is_cost_metric(m)]
+        return list(dict.fromkeys(names)) or ["ndcg@10"]
+
+
+@dataclass
+class StudyConfig:
+    """A tuning study: what to tune, on what, towards what."""
+
+    name: str
+    dataset: str
+    pipeline: dict[str, Any]
+    space: SearchSpace
+    space_spec: list[Any]
+    objective: ObjectiveSpec
+    tuner: str = "tpe"
+    seed: int = 0
+    tuner_options: dict[str, Any] = field(default_factory=dict)
+    trials: int = 30
+    timeout: float | None = None
+    split: str = "test"
+    holdout_fraction: float = 0.3
+    holdout_seed: int = 0
+    batch_size: int = 1000
+    description: str = ""
+    source: str = ""
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "study", base_dir: Path | None = None) -> "StudyConfig":
+        if not isinstance(d, Mapping):
+            raise ConfigError(source, f"a study config must be a mapping, got {type(d).__name__}")
+        for k in d:
+            if k not in _STUDY_KEYS:
+                raise ConfigError(f"{source}:{k}", f"unknown key (known: {', '.join(_STUDY_KEYS)})")
+        for k in ("dataset", "pipeline", "space"):
+            if k not in d:
+                raise ConfigError(source, f"missing required key {k!r}")
+        # pipeline: a name/path, or inline
+        p = d["pipeline"]
+        if isinstance(p, str):
+            path = Path(p)
+            if base_dir is not None and not path.is_absolute() and (base_dir / path).is_file():
+                p = str(base_dir / path)
+            stage = load_pipeline(p)
+        else:
+            stage = pipeline_from_dict({"pipeline": p} if isinstance(p, list) or "type" in p else p,
+                                       source=f"{source}:pipeline")
+        if not isinstance(stage, Pipeline):
+            stage = Pipeline(stages=[stage])
+        template = stage.to_config()
+        space = SearchSpace.from_list(d["space"], where=f"{source}:space")
+        space.validate_against(template, lambda cfg: from_config(cfg))
+        tuner = d.get("tuner", "tpe")
+        opts: dict[str, Any] = {}
+        seed = 0
+        if isinstance(tuner, Mapping):
+            opts = {k: v for k, v in tuner.items() if k not in ("name", "seed")}
+            seed = int(tuner.get("seed", 0))
+            tuner = tuner.get("name", "tpe")
+        entry = get_tuner(tuner, where=f"{source}:tuner")
+        entry.options(opts, where=f"{source}:tuner")  # an option the tuner does not take fails here, not mid-study
+        budget = d.get("budget") or {}
+        if not isinstance(budget, Mapping) or set(budget) - {"trials", "timeout"}:
+            raise ConfigError(f"{source}:budget", "expected {trials: N, timeout: seconds}")
+        holdout = d.get("holdout", {"fraction": 0.3, "seed": 0})
+        if holdout is None or holdout is False:
+            holdout = {"fraction": 0.0}
+        if not isinstance(holdout, Mapping) or set(holdout) - {"fraction", "seed"}:
+            raise ConfigError(f"{source}:holdout", "expected {fraction: 0..0.9, seed: N}")
+        fraction = float(holdout.get("fraction", 0.3))
+        if not 0.0 <= fraction <= 0.9:
+            raise ConfigError(f"{source}:holdout.fraction", f"must be in [0, 0.9], got {fraction}")
+        trials = int(budget.get("trials", 30))
+        if trials < 1:
+            raise ConfigError(f"{source}:budget.trials", f"must be >= 1, got {trials}")
+        return cls(name=str(d.get("study") or Path(source).stem or "study"), dataset=str(d["dataset"]),
+                   pipeline=template, space=space, space_spec=list(d["space"]) if isinstance(d["space"], list)
+                   else d["space"], objective=ObjectiveSpec.from_dict(d.get("objective"), f"{source}:objective"),
+                   tuner=entry.name, seed=seed, tuner_options=opts, trials=trials,
+                   timeout=budget.get("timeout"), split=str(d.get("split", "test")), holdout_fraction=fraction,
+                   holdout_seed=int(holdout.get("seed", 0)), batch_size=int(d.get("batch_size", 1000)),
+                   description=str(d.get("description", "")), source=source)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "StudyConfig":
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(str(path), "study config not found")
+        return cls.from_dict(read_yaml(path), source=str(path), base_dir=path.parent)

@@ -1,0 +1,136 @@
+"""The transformers backend with the packaged SmolLM2-135M-Instruct (CPU, fp32).
+
+The session fixture converts the GGUF once into the session store (20-40 s); the tests then generate a few tokens.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from ragopt.llm import CachedLLM, GenerationParams
+from ragopt.llm.transformers_backend import CONVERTED_KIND, TransformersLLM, unload_all
+from ragopt.types import Stats
+
+pytestmark = pytest.mark.slow
+
+CHATS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "Answer with one word."},
+     {"role": "user", "content": "Which planet is known as the red planet? Think about the solar system."}],
+    "The three primary colours are",
+]
+
+
+def test_converted_weights_are_an_artifact_reused_on_the_next_load(smollm2, session_store, capsys):
+    first = smollm2.load_info
+    assert first["artifact_created"] is True and first["dtype"] == "float32"
+    assert first["artifact"].startswith(str(session_store.root / CONVERTED_KIND))
+    unload_all()  # forget the process-level model: the next load must go to the store
+    again = TransformersLLM(model="smollm2-135m-instruct", device="cpu").use_store(session_store)
+    t0 = time.perf_counter()
+    again.load()
+    reload_s = time.perf_counter() - t0
+    info = again.load_info
+    assert info["artifact_created"] is False and info["artifact"] == first["artifact"]
+    assert again.fingerprint() == smollm2.fingerprint()
+    with capsys.disabled():
+        print(f"\nSmolLM2 load: cold (convert GGUF) {smollm2.first_load_s:.1f} s, "
+              f"from converted artifact {reload_s:.2f} s")
+
+
+def test_fingerprint_names_the_weights(smollm2):
+    from ragopt.llm.models import PACKAGED
+
+    assert smollm2.fingerprint() == f"transformers:gguf-sha256:{PACKAGED['smollm2-135m-instruct'].sha256}:float32"
+
+
+def test_greedy_is_deterministic_and_batching_does_not_change_it(smollm2, capsys):
+    params = GenerationParams(max_new_tokens=8)
+    t0 = time.perf_counter()
+    batched = smollm2.generate(CHATS, params)
+    dt = time.perf_counter() - t0
+    assert smollm2.generate(CHATS, params) == batched
+    single = [smollm2.generate([p], params)[0] for p in CHATS]
+    assert [c.text for c in single] == [c.text for c in batched]
+    assert [c.completion_tokens for c in single] == [c.completion_tokens for c in batched]
+    assert "Paris" in batched[0].text
+    assert all(0 < c.completion_tokens <= 8 for c in batched)
+    assert batched[2].finish_reason == "length" and batched[2].prompt_tokens == 5
+    with capsys.disabled():
+        n = sum(c.completion_tokens for c in batched)
+        print(f"\nSmolLM2 batched generate: {n} tokens in {dt:.2f} s ({n / dt:.1f} tok/s incl. prefill)")
+
+
+def test_stop_strings_and_seeded_sampling(smollm2):
+    out = smollm2.generate([CHATS[0]], GenerationParams(max_new_tokens=8, stop=("of",)))[0]
+    assert "of" not in out.text and out.finish_reason == "stop"
+    sampled = GenerationParams(max_new_tokens=5, temperature=1.0, seed=11)
+    a = smollm2.generate(CHATS, sampled)
+    b = smollm2.generate(CHATS[::-1], sampled)[::-1]  # other batch order, same per-prompt samples
+    assert [c.text for c in a] == [c.text for c in b]
+
+
+def test_score_matches_a_manual_forward_pass(smollm2):
+    import torch
+
+    model, tok = smollm2.load()
+    prompts = [CHATS[0], CHATS[0], CHATS[1], "The capital of Germany is"]
+    conts = ["Paris", "The", "Mars is red", " Berlin, a city"]
+    got = smollm2.score(prompts, conts)
+    for p, c, s in zip(prompts, conts, got):
+        p_ids = tok(smollm2.render(p), add_special_tokens=isinstance(p, str))["input_ids"]
+        c_ids = tok(c, add_special_tokens=False)["input_ids"]
+        with torch.inference_mode():
+            logits = model(torch.tensor([p_ids + c_ids])).logits[0].float()
+        logp = torch.log_softmax(logits, -1)
+        want = [float(logp[len(p_ids) - 1 + j, t]) for j, t in enumerate(c_ids)]
+        assert s.completion_tokens == len(c_ids) and s.prompt_tokens == len(p_ids)
+        assert s.token_logprobs == pytest.approx(want, abs=2e-4)
+        assert s.logprob == pytest.approx(sum(want), abs=5e-4)
+    top = smollm2.next_token_logprobs(CHATS[0], 3)
+    assert len(top) == 3 and top[0][1] >= top[1][1] >= top[2][1]
+
+
+def test_cached_calls_do_not_touch_the_model(smollm2, tmp_path):
+    from ragopt.store import ArtifactStore
+
+    llm = CachedLLM(smollm2, store=ArtifactStore(tmp_path))
+    params = GenerationParams(max_new_tokens=4)
+    llm.generate(CHATS[:2], params)
+    stats = Stats()
+    t0 = time.perf_counter()
+    out = llm.generate(CHATS[:2], params, stats=stats)
+    assert all(c.cached for c in out) and stats.counts["llm_cache_hits"] == 2
+    assert stats.counts.get("llm_calls", 0) == 0 and time.perf_counter() - t0 < 0.5
+
+
+def test_openai_backend_over_a_real_model_through_http(smollm2, monkeypatch):
+    """End to end: the openai client -> HTTP test server -> SmolLM2, equal to calling SmolLM2 directly."""
+    from ragopt.llm.openai_backend import OpenAIBackend
+    from ragopt.testing.openai_server import OpenAITestServer
+
+    params = GenerationParams(max_new_tokens=6)
+    with OpenAITestServer(smollm2) as srv:
+        http = OpenAIBackend(model="smollm2", base_url=srv.base_url, api_key_env="", concurrency=2)
+        assert [c.text for c in http.generate(CHATS[:2], params)] == \
+               [c.text for c in smollm2.generate(CHATS[:2], params)]
+        top = dict(smollm2.next_token_logprobs(CHATS[0], 20))
+        label = next(iter(top))
+        assert http.score([CHATS[0]], [label])[0].logprob == pytest.approx(top[label], abs=1e-5)
+
+
+def test_models_that_cannot_be_loaded(tmp_path):
+    from ragopt.errors import LLMError
+    from ragopt.store import ArtifactStore
+
+    bad = tmp_path / "broken.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 64)
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(LLMError, match="cannot load transformers model .*broken.gguf"):
+        TransformersLLM(model=str(bad), device="cpu").use_store(store).load()
+    assert not list((tmp_path / "store").rglob("*.safetensors"))  # no half-converted artifact
+    # a hub id without a hub (tests run with HF_HUB_OFFLINE=1)
+    with pytest.raises(LLMError, match="cannot load transformers model 'ragopt-test/no-such-model'"):
+        TransformersLLM(model="ragopt-test/no-such-model", device="cpu").use_store(store).load()
