@@ -9,8 +9,9 @@ import os
 import platform
 import statistics
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,8 +33,11 @@ def machine_info(packages: Sequence[str]) -> dict[str, Any]:
             if line.startswith("model name") and cpu == platform.processor():
                 cpu = line.split(":", 1)[1].strip()
             elif line.startswith("flags"):  # the SIMD features that pick integer/float kernels
-                flags = sorted(f for f in line.split(":", 1)[1].split()
-                               if f.startswith(("avx", "amx", "fma", "f16c", "sse4")) or "vnni" in f)
+                flags = sorted(
+                    f
+                    for f in line.split(":", 1)[1].split()
+                    if f.startswith(("avx", "amx", "fma", "f16c", "sse4")) or "vnni" in f
+                )
                 break
     versions = {}
     for pkg in ("ragopt", *packages):
@@ -41,10 +45,20 @@ def machine_info(packages: Sequence[str]) -> dict[str, Any]:
             versions[pkg] = importlib.metadata.version(pkg)
     commit = None
     with contextlib.suppress(OSError, subprocess.SubprocessError):
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                                timeout=10).stdout.strip() or None
-    return {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(), "cpus_usable": len(os.sched_getaffinity(0)), "cpu": cpu,
-            "cpu_flags": flags,
-            "python": platform.python_version(), "platform": platform.platform(), "git_commit": commit,
-            "versions": versions}
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
+            or None
+        )
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "cpu_count": os.cpu_count(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "cpu": cpu,
+        "cpu_flags": flags,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_commit": commit,
+        "versions": versions,
+    }

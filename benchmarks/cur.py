@@ -38,17 +38,17 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):  # multi-threaded BLAS on busy
     os.environ.setdefault(_var, "1")  # shared cores: a 100x200 SVD took 2 s with 2 threads, 5 ms with 1
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import datetime
+import json
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -70,8 +70,11 @@ RESULTS = ROOT / "benchmarks" / "results"
 # ------------------------------------------------------------------------------------------ prepare
 def split_queries(ids: list[str]) -> dict[str, list[int]]:
     order = np.random.default_rng(SEED).permutation(len(ids))
-    return {"test": sorted(order[:N_TEST].tolist()), "dev": sorted(order[N_TEST:N_TEST + N_DEV].tolist()),
-            "anchors_real": sorted(order[N_TEST + N_DEV:N_TEST + N_DEV + N_ANCHOR].tolist())}
+    return {
+        "test": sorted(order[:N_TEST].tolist()),
+        "dev": sorted(order[N_TEST : N_TEST + N_DEV].tolist()),
+        "anchors_real": sorted(order[N_TEST + N_DEV : N_TEST + N_DEV + N_ANCHOR].tolist()),
+    }
 
 
 def training_groups(data: Path, store_root: Path) -> tuple[list, list]:
@@ -149,10 +152,12 @@ def prepare(model: Path | None, bundle: Path, data: Path, store_root: Path) -> N
     m.half().save_pretrained(bundle / "model", safe_serialization=True)
     tok = AutoTokenizer.from_pretrained(src)
     tok.save_pretrained(bundle / "model")
-    texts["check_ids"] = tok(texts["test"][:1] * 4, texts["passages"][:4], truncation="longest_first",
-                             max_length=MAX_LENGTH)["input_ids"]
-    (bundle / "vocab.txt").write_text("".join(w + "\n" for w, _ in sorted(tok.get_vocab().items(), key=lambda x: x[1])),
-                                      "utf-8")
+    texts["check_ids"] = tok(
+        texts["test"][:1] * 4, texts["passages"][:4], truncation="longest_first", max_length=MAX_LENGTH
+    )["input_ids"]
+    (bundle / "vocab.txt").write_text(
+        "".join(w + "\n" for w, _ in sorted(tok.get_vocab().items(), key=lambda x: x[1])), "utf-8"
+    )
     (bundle / "texts.json").write_text(json.dumps(texts, ensure_ascii=False), "utf-8")
     print(f"bundle {bundle}: {sum(f.stat().st_size for f in bundle.rglob('*') if f.is_file()) / 2**20:.1f} MiB")
 
@@ -162,8 +167,16 @@ def _encode(tok: Any, qs: list[str], ps: list[str], device: str) -> Any:
     return tok(qs, ps, padding=True, truncation="longest_first", max_length=MAX_LENGTH, return_tensors="pt").to(device)
 
 
-def train(model: Any, tok: Any, groups: list, device: str, epochs: int = 3, groups_per_step: int = 4,
-          lr: float = 5e-5, warmup: float = 0.1) -> list[float]:
+def train(
+    model: Any,
+    tok: Any,
+    groups: list,
+    device: str,
+    epochs: int = 3,
+    groups_per_step: int = 4,
+    lr: float = 5e-5,
+    warmup: float = 0.1,
+) -> list[float]:
     """Listwise fine-tuning: softmax cross-entropy of the gold passage over its group (gold + negatives);
     AdamW with weight decay 0.01 (not on biases / LayerNorms), linear warm-up and decay, clipping at 1."""
     import torch
@@ -173,9 +186,13 @@ def train(model: Any, tok: Any, groups: list, device: str, epochs: int = 3, grou
     rng = np.random.default_rng(SEED)
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
     params = list(model.named_parameters())
-    opt = torch.optim.AdamW([
-        {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
-        {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
+            {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
     steps = epochs * ((len(groups) + groups_per_step - 1) // groups_per_step)
     sched = get_linear_schedule_with_warmup(opt, int(warmup * steps), steps)
     losses = []
@@ -183,7 +200,7 @@ def train(model: Any, tok: Any, groups: list, device: str, epochs: int = 3, grou
     for _ in range(epochs):
         order = rng.permutation(len(groups))
         for s in range(0, len(order), groups_per_step):
-            gs = [groups[i] for i in order[s:s + groups_per_step]]
+            gs = [groups[i] for i in order[s : s + groups_per_step]]
             qs = [q for q, _, negs in gs for _ in range(1 + len(negs))]
             ps = [p for _, pos, negs in gs for p in [pos, *negs]]
             logits = model(**_encode(tok, qs, ps, device)).logits[:, 0].view(len(gs), -1)
@@ -207,8 +224,16 @@ def mrr(order_scores: list[np.ndarray], gold: list[list[bool]]) -> float:
     return round(float(np.mean(out)), 4)
 
 
-def score(bundle: Path, out: Path, batch_size: int = 512, device: str = "cuda", sets: tuple = SETS,
-          limit: int | None = None, tf32: bool = False, epochs: int = 3) -> None:
+def score(
+    bundle: Path,
+    out: Path,
+    batch_size: int = 512,
+    device: str = "cuda",
+    sets: tuple = SETS,
+    limit: int | None = None,
+    tf32: bool = False,
+    epochs: int = 3,
+) -> None:
     """On the GPU machine (transformers alone): fine-tune the bundle's model if it has ``train.json`` (then
     round its weights to fp16, as shipped back, and save them as ``model.tar.*``), then score every
     (query, passage) pair of each query set in fp32 without TF32, longest pairs first; save ``<set>.npy``
@@ -220,15 +245,16 @@ def score(bundle: Path, out: Path, batch_size: int = 512, device: str = "cuda", 
 
     texts = json.loads((bundle / "texts.json").read_text("utf-8"))
     tok = None
-    for make in (lambda: AutoTokenizer.from_pretrained(bundle / "model"),  # older tokenizers releases may fail
-                 lambda: __import__("transformers").BertTokenizerFast(vocab_file=str(bundle / "vocab.txt"),
-                                                                      do_lower_case=True),
-                 lambda: __import__("transformers").BertTokenizer(vocab_file=str(bundle / "vocab.txt"),
-                                                                  do_lower_case=True)):
+    for make in (
+        lambda: AutoTokenizer.from_pretrained(bundle / "model"),  # older tokenizers releases may fail
+        lambda: __import__("transformers").BertTokenizerFast(vocab_file=str(bundle / "vocab.txt"), do_lower_case=True),
+        lambda: __import__("transformers").BertTokenizer(vocab_file=str(bundle / "vocab.txt"), do_lower_case=True),
+    ):
         try:
             cand = make()
-            got = cand(texts["test"][:1] * 4, texts["passages"][:4], truncation="longest_first",
-                       max_length=MAX_LENGTH)["input_ids"]
+            got = cand(texts["test"][:1] * 4, texts["passages"][:4], truncation="longest_first", max_length=MAX_LENGTH)[
+                "input_ids"
+            ]
         except Exception as e:
             print(f"tokenizer failed: {type(e).__name__}: {e}", flush=True)
             continue
@@ -241,8 +267,12 @@ def score(bundle: Path, out: Path, batch_size: int = 512, device: str = "cuda", 
     model = AutoModelForSequenceClassification.from_pretrained(bundle / "model")  # fp16 on disk
     model = model.float().to(device)
     out.mkdir(parents=True, exist_ok=True)
-    timing: dict[str, Any] = {"device": torch.cuda.get_device_name(0) if device == "cuda" else device,
-                              "torch": torch.__version__, "batch_size": batch_size, "sets": {}}
+    timing: dict[str, Any] = {
+        "device": torch.cuda.get_device_name(0) if device == "cuda" else device,
+        "torch": torch.__version__,
+        "batch_size": batch_size,
+        "sets": {},
+    }
 
     def scores_of(qs: list[str], ps: list[str]) -> np.ndarray:
         with torch.inference_mode():
@@ -256,14 +286,23 @@ def score(bundle: Path, out: Path, batch_size: int = 512, device: str = "cuda", 
         torch.backends.cuda.matmul.allow_tf32 = True  # training precision does not matter; scoring's does
         t0 = time.perf_counter()
         losses = train(model, tok, groups, device, epochs=epochs)
-        timing["train"] = {"groups": len(groups), "steps": len(losses), "seconds": round(time.perf_counter() - t0, 1),
-                           "loss_first_last_20": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))]}
+        timing["train"] = {
+            "groups": len(groups),
+            "steps": len(losses),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "loss_first_last_20": [float(np.mean(losses[:20])), float(np.mean(losses[-20:]))],
+        }
         model.half().float()  # the weights shipped back are fp16: score with exactly those
         torch.backends.cuda.matmul.allow_tf32 = False
         after = mrr([scores_of([q] * len(ps), ps) for q, ps, _ in check], [g for _, _, g in check])
-        timing["heldout_check"] = {"queries": len(check), "mrr@30_bm25_order": mrr(
-            [-np.arange(len(ps), dtype=float) for _, ps, _ in check], [g for _, _, g in check]),
-            "mrr@30_untrained_ce": before, "mrr@30_trained_ce": after}
+        timing["heldout_check"] = {
+            "queries": len(check),
+            "mrr@30_bm25_order": mrr(
+                [-np.arange(len(ps), dtype=float) for _, ps, _ in check], [g for _, _, g in check]
+            ),
+            "mrr@30_untrained_ce": before,
+            "mrr@30_trained_ce": after,
+        }
         print(timing["train"], timing["heldout_check"], flush=True)
         wdir = out / "trained"
         model.half().save_pretrained(wdir, safe_serialization=True)
@@ -274,7 +313,7 @@ def score(bundle: Path, out: Path, batch_size: int = 512, device: str = "cuda", 
         raw = (out / "model.tar").read_bytes()
         (out / "model.tar").unlink()
         for i in range(0, len(raw), 15 << 20):  # files come back at most 16 MiB each
-            (out / f"model.tar.{i // (15 << 20):02d}").write_bytes(raw[i:i + (15 << 20)])
+            (out / f"model.tar.{i // (15 << 20):02d}").write_bytes(raw[i : i + (15 << 20)])
     torch.backends.cuda.matmul.allow_tf32 = tf32
     torch.backends.cudnn.allow_tf32 = tf32
     timing["tf32"] = tf32
@@ -289,12 +328,15 @@ def score(bundle: Path, out: Path, batch_size: int = 512, device: str = "cuda", 
         scores = np.empty(len(order), np.float32)
         t0 = time.perf_counter()
         for s in range(0, len(order), batch_size):
-            rows = order[s:s + batch_size]
+            rows = order[s : s + batch_size]
             scores[rows] = scores_of([qs[i] for i in qi[rows]], [passages[j] for j in pi[rows]])
         secs = time.perf_counter() - t0
         np.save(out / f"{name}.npy", scores.reshape(len(qs), len(passages)), allow_pickle=False)
-        timing["sets"][name] = {"pairs": int(len(order)), "seconds": round(secs, 2),
-                                "pairs_per_s": round(len(order) / secs, 1)}
+        timing["sets"][name] = {
+            "pairs": int(len(order)),
+            "seconds": round(secs, 2),
+            "pairs_per_s": round(len(order) / secs, 1),
+        }
         print(name, timing["sets"][name], flush=True)
         (out / "score_timing.json").write_text(json.dumps(timing, indent=1))
 
@@ -348,9 +390,19 @@ def compare(rows: list[dict[str, Any]], methods: tuple[str, ...], n_boot: int = 
             for m in methods:
                 d = np.array(by[(m, B)]["per_query"][key]) - b
                 boots = d[idx].mean(axis=1)
-                out.append({"budget": B, "k": k, "method": m, "baseline": base, "diff": round(float(d.mean()), 4),
-                            "ci95": [round(float(np.quantile(boots, 0.025)), 4),
-                                     round(float(np.quantile(boots, 0.975)), 4)]})
+                out.append(
+                    {
+                        "budget": B,
+                        "k": k,
+                        "method": m,
+                        "baseline": base,
+                        "diff": round(float(d.mean()), 4),
+                        "ci95": [
+                            round(float(np.quantile(boots, 0.025)), 4),
+                            round(float(np.quantile(boots, 0.975)), 4),
+                        ],
+                    }
+                )
     return out
 
 
@@ -387,34 +439,47 @@ def import_scores(ce: Any, texts: dict, scores_dir: Path, passages: list[str]) -
     cpu = CrossEncoderReranker(model=ce.model, max_length=MAX_LENGTH, device="cpu", cache=False)
     got = cpu.score_pairs([s[0] for s in sample], [s[1] for s in sample])
     diff = np.abs(got - np.array([s[2] for s in sample]))
-    return {"pairs_imported": int(n), "cpu_check_pairs": len(sample), "cpu_check_max_abs_diff": float(diff.max()),
-            "cpu_check_score_range": [float(got.min()), float(got.max())]}
+    return {
+        "pairs_imported": int(n),
+        "cpu_check_pairs": len(sample),
+        "cpu_check_max_abs_diff": float(diff.max()),
+        "cpu_check_score_range": [float(got.min()), float(got.max())],
+    }
 
 
 # CUR variants: (method, anchor set, first stage or None)
-VARIANTS = {"anncur (real anchors)": ("anncur", "real", None), "anncur (pseudo anchors)": ("anncur", "pseudo", None),
-            "adacur (real anchors)": ("adacur", "real", None), "adacur (pseudo anchors)": ("adacur", "pseudo", None),
-            "bm25 >> adacur (real anchors)": ("adacur", "real", "bm25"),
-            "dense >> adacur (real anchors)": ("adacur", "real", "dense")}
+VARIANTS = {
+    "anncur (real anchors)": ("anncur", "real", None),
+    "anncur (pseudo anchors)": ("anncur", "pseudo", None),
+    "adacur (real anchors)": ("adacur", "real", None),
+    "adacur (pseudo anchors)": ("adacur", "pseudo", None),
+    "bm25 >> adacur (real anchors)": ("adacur", "real", "bm25"),
+    "dense >> adacur (real anchors)": ("adacur", "real", "dense"),
+}
 DEFAULTS = {"rounds": 5, "rcond": 0.01, "merge": "interleave", "selection": "random"}  # the stage's defaults
 
 
 def grid(method: str) -> list[dict[str, Any]]:
-    common = [dict(frac=f, rcond=r, merge=m) for f in (0.25, 0.5, 0.75) for r in (1e-3, 1e-2, 1e-1)
-              for m in ("scored_first", "interleave")]
+    common = [
+        dict(frac=f, rcond=r, merge=m)
+        for f in (0.25, 0.5, 0.75)
+        for r in (1e-3, 1e-2, 1e-1)
+        for m in ("scored_first", "interleave")
+    ]
     if method == "anncur":
         return [{**g, "selection": s} for g in common for s in ("random", "pivoted")]
     return [{**g, "rounds": n} for g in common for n in (2, 5, 10)]
 
 
-def choose_on_dev(R: dict[str, np.ndarray], S_dev: np.ndarray, truth_dev: np.ndarray,
-                  first_dev: dict[str, np.ndarray]) -> dict[str, Any]:
+def choose_on_dev(
+    R: dict[str, np.ndarray], S_dev: np.ndarray, truth_dev: np.ndarray, first_dev: dict[str, np.ndarray]
+) -> dict[str, Any]:
     """Per (variant, budget): the grid point with the best mean dev recall over k in KS, searched with the
     stage's kernel (pairs looked up in the dev score matrix; first stages as the stage uses them)."""
     from ragopt.kernels.cur import cur_search
     from ragopt.rerankers.cur import _candidate_sets
 
-    fn = lambda rows, items: S_dev[rows, items]  # noqa: E731
+    fn = lambda rows, items: S_dev[rows, items]
     best: dict[str, Any] = {}
     for name, (method, anchors, first) in VARIANTS.items():
         allowed = init = None
@@ -425,14 +490,34 @@ def choose_on_dev(R: dict[str, np.ndarray], S_dev: np.ndarray, truth_dev: np.nda
             for g in grid(method):
                 n_items = max(1, int(round(g["frac"] * B)))
                 rounds = min(g.get("rounds", 1), n_items)
-                res = cur_search(R[anchors], fn, len(S_dev), budget=B, n_anchor_items=n_items, top_k=max(KS),
-                                 method=method, rounds=rounds, selection=g.get("selection", "random"),
-                                 rcond=g["rcond"], merge=g["merge"], allowed=allowed, init_items=init, seed=SEED)
+                res = cur_search(
+                    R[anchors],
+                    fn,
+                    len(S_dev),
+                    budget=B,
+                    n_anchor_items=n_items,
+                    top_k=max(KS),
+                    method=method,
+                    rounds=rounds,
+                    selection=g.get("selection", "random"),
+                    rcond=g["rcond"],
+                    merge=g["merge"],
+                    allowed=allowed,
+                    init_items=init,
+                    seed=SEED,
+                )
                 rec = recalls(res.doc_idx, truth_dev)
                 score = float(np.mean(list(rec.values())))
                 if top is None or score > top[0] + 1e-12:
-                    top = (score, {**{k: v for k, v in g.items() if k != "frac"}, "n_anchor_items": n_items,
-                                   **({"rounds": rounds} if method == "adacur" else {})}, rec)
+                    top = (
+                        score,
+                        {
+                            **{k: v for k, v in g.items() if k != "frac"},
+                            "n_anchor_items": n_items,
+                            **({"rounds": rounds} if method == "adacur" else {}),
+                        },
+                        rec,
+                    )
             best[f"{name}/{B}"] = {"params": top[1], "dev": top[2]}
     return best
 
@@ -441,12 +526,12 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
     from ragopt.data import load_dataset
     from ragopt.encoders import SentenceTransformerEncoder
     from ragopt.evaluation import evaluate
+    from ragopt.kernels.topk import topk_rows
     from ragopt.rerankers.cross_encoder import CrossEncoderReranker
     from ragopt.rerankers.cur import CURSearch
     from ragopt.retrievers.bm25 import BM25
     from ragopt.retrievers.dense import DenseRetriever
     from ragopt.store import ArtifactStore
-    from ragopt.kernels.topk import topk_rows
     from ragopt.types import Batch, Queries, Stats
 
     texts = json.loads((bundle / "texts.json").read_text("utf-8"))
@@ -459,10 +544,21 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
     model_dir = unpack_model(bundle, scores_dir) if scores_dir is not None else bundle / "model"
     ce = CrossEncoderReranker(model=str(model_dir), max_length=MAX_LENGTH, device="cpu", batch_size=32)
     ce.fit(corpus, store)
-    report: dict[str, Any] = {"dataset": {"name": DATASET, "n_docs": len(corpus), "n_test_queries": N_TEST,
-                                          "n_dev_queries": N_DEV, "n_anchor_queries": N_ANCHOR},
-                              "cross_encoder": {"source": texts["source_model"], "weights": "fp16-rounded, run in fp32",
-                                                "max_length": MAX_LENGTH, "scorer_spec": ce.scorer_spec()}}
+    report: dict[str, Any] = {
+        "dataset": {
+            "name": DATASET,
+            "n_docs": len(corpus),
+            "n_test_queries": N_TEST,
+            "n_dev_queries": N_DEV,
+            "n_anchor_queries": N_ANCHOR,
+        },
+        "cross_encoder": {
+            "source": texts["source_model"],
+            "weights": "fp16-rounded, run in fp32",
+            "max_length": MAX_LENGTH,
+            "scorer_spec": ce.scorer_spec(),
+        },
+    }
     if scores_dir is not None:
         report["import"] = import_scores(ce, texts, scores_dir, passages)
         timing = scores_dir / "score_timing.json"
@@ -470,9 +566,12 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
         if (bundle / "train.json").is_file():
             data_t = json.loads((bundle / "train.json").read_text("utf-8"))
             report["cross_encoder"]["training"] = {
-                "dataset": TRAIN_DATASET, "groups": len(data_t["groups"]), "negatives_per_group": N_NEG,
+                "dataset": TRAIN_DATASET,
+                "groups": len(data_t["groups"]),
+                "negatives_per_group": N_NEG,
                 "recipe": "listwise softmax CE, 4 groups/step, AdamW lr 5e-5, warm-up 10%",
-                **{k: (report["device_scoring"] or {}).get(k) for k in ("train", "heldout_check")}}
+                **{k: (report["device_scoring"] or {}).get(k) for k in ("train", "heldout_check")},
+            }
         print("imported", report["import"], flush=True)
     # CPU throughput on a small uncached sample (these shared cores are loaded by other jobs)
     import torch
@@ -488,22 +587,31 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
     st = Stats()
     t0 = time.perf_counter()
     S = {name: ce.score_matrix(texts[name], passages, st) for name in ("test", "dev")}
-    report["exhaustive"] = {"pairs": int(sum(m.size for m in S.values())), "ce_pairs_run_now": st.counts["ce_pairs"],
-                            "seconds": round(time.perf_counter() - t0, 2)}
+    report["exhaustive"] = {
+        "pairs": int(sum(m.size for m in S.values())),
+        "ce_pairs_run_now": st.counts["ce_pairs"],
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
     truth = {name: topk_rows(m, len(passages))[0] for name, m in S.items()}
     qrels = {q: r for q, r in ds.qrels("test").items() if q in set(texts["ids"]["test"])}
     test_q = Queries(texts["ids"]["test"], texts["test"])
-    ex_run = Batch(test_q, corpus, truth["test"][:, :100],
-                   np.take_along_axis(S["test"], truth["test"][:, :100], axis=1)).to_run()
+    ex_run = Batch(
+        test_q, corpus, truth["test"][:, :100], np.take_along_axis(S["test"], truth["test"][:, :100], axis=1)
+    ).to_run()
     bm25 = BM25(top_k=100).fit(corpus, store)
     report["quality_ndcg@10_test"] = {
         "exhaustive_ce": round(evaluate(ex_run, qrels, ["ndcg@10"])["ndcg@10"], 4),
-        "bm25": round(evaluate(bm25.transform(Batch(test_q)).to_run(), qrels, ["ndcg@10"])["ndcg@10"], 4)}
+        "bm25": round(evaluate(bm25.transform(Batch(test_q)).to_run(), qrels, ["ndcg@10"])["ndcg@10"], 4),
+    }
 
     # anchor matrices through the stage (offline indexing: the cur-anchors artifact)
     anchor_file = bundle / "anchor_queries_real.jsonl"
-    anchor_file.write_text("".join(json.dumps({"_id": i, "text": t}) + "\n"
-                                   for i, t in zip(texts["ids"]["anchors_real"], texts["anchors_real"])))
+    anchor_file.write_text(
+        "".join(
+            json.dumps({"_id": i, "text": t}) + "\n"
+            for i, t in zip(texts["ids"]["anchors_real"], texts["anchors_real"])
+        )
+    )
     anchor_src = {"real": str(anchor_file), "pseudo": "corpus"}
     R, offline = {}, {}
     for name, src in anchor_src.items():
@@ -513,15 +621,20 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
         R[name] = np.asarray(cur.anchors)
         manifest = json.loads(Path(cur.artifacts()[-1]["path"], "manifest.json").read_text())
         gpu = (report.get("device_scoring") or {}).get("sets", {}).get(f"anchors_{name}")
-        offline[name] = {"ce_calls": int(R[name].size), "fit_seconds_from_cache": round(time.perf_counter() - t0, 2),
-                         "matrix_bytes": int(R[name].size * 4), "gpu_seconds": gpu and gpu["seconds"],
-                         "cpu_seconds_estimate": round(R[name].size / report["cpu_pairs_per_s"], 0),
-                         "artifact_build_seconds": manifest["build_seconds"]}
+        offline[name] = {
+            "ce_calls": int(R[name].size),
+            "fit_seconds_from_cache": round(time.perf_counter() - t0, 2),
+            "matrix_bytes": int(R[name].size * 4),
+            "gpu_seconds": gpu and gpu["seconds"],
+            "cpu_seconds_estimate": round(R[name].size / report["cpu_pairs_per_s"], 0),
+            "artifact_build_seconds": manifest["build_seconds"],
+        }
         if cur.anchor_texts(corpus) != texts[f"anchors_{name}"]:
             raise SystemExit(f"anchor queries of {name} differ from the bundle's")
     report["offline"] = offline
-    dense = DenseRetriever(encoder=SentenceTransformerEncoder(model="all-MiniLM-L6-v2", device="cpu"),
-                           top_k=len(corpus))
+    dense = DenseRetriever(
+        encoder=SentenceTransformerEncoder(model="all-MiniLM-L6-v2", device="cpu"), top_k=len(corpus)
+    )
     t0 = time.perf_counter()
     dense.fit(corpus, store)
     report["offline"]["dense_fit_seconds"] = round(time.perf_counter() - t0, 2)
@@ -540,37 +653,64 @@ def run(bundle: Path, scores_dir: Path | None, store_root: Path, data: Path, out
 
     def record(method: str, B: int, out_batch: Batch, calls: float, extra: dict | None = None) -> None:
         rec = recalls(out_batch.doc_idx, truth["test"])
-        per_query = {f"R@{k}": np.round(per_query_recall(out_batch.doc_idx, truth["test"], k), 3).tolist()
-                     for k in KS}
-        rows.append({"method": method, "budget": B, "calls_per_query": calls, **rec, **(extra or {}),
-                     "per_query": per_query})
-        print(f"{method:45s} B={B:4d} calls/q={calls:7.1f} " + " ".join(f"{k}={v:.3f}" for k, v in rec.items()),
-              flush=True)
+        per_query = {f"R@{k}": np.round(per_query_recall(out_batch.doc_idx, truth["test"], k), 3).tolist() for k in KS}
+        rows.append(
+            {"method": method, "budget": B, "calls_per_query": calls, **rec, **(extra or {}), "per_query": per_query}
+        )
+        print(
+            f"{method:45s} B={B:4d} calls/q={calls:7.1f} " + " ".join(f"{k}={v:.3f}" for k, v in rec.items()),
+            flush=True,
+        )
 
     for B in BUDGETS:
         depth = max(B, max(KS))
-        for label, first in (("bm25 >> ce", BM25(top_k=depth).fit(corpus, store)),
-                             ("dense >> ce", dense.clone(top_k=depth).fit(corpus, store))):
+        for label, first in (
+            ("bm25 >> ce", BM25(top_k=depth).fit(corpus, store)),
+            ("dense >> ce", dense.clone(top_k=depth).fit(corpus, store)),
+        ):
             batch = first.transform(Batch(test_q))
-            out_b = CrossEncoderReranker(model=ce.model, max_length=MAX_LENGTH, device="cpu", depth=B).fit(
-                corpus, store).transform(batch)
+            out_b = (
+                CrossEncoderReranker(model=ce.model, max_length=MAX_LENGTH, device="cpu", depth=B)
+                .fit(corpus, store)
+                .transform(batch)
+            )
             calls = (out_b.stats.counts["ce_pairs"] + out_b.stats.counts["ce_cache_hits"]) / N_TEST
             record(label, B, out_b, calls)
         for name, (method, anchors, first) in VARIANTS.items():
             for variant in ("default", "dev-tuned"):
-                p = ({**DEFAULTS, "n_anchor_items": max(1, B // 2)} if variant == "default"
-                     else {**DEFAULTS, **best[f"{name}/{B}"]["params"]})
-                cur = CURSearch(scorer=ce, method=method, budget=B, n_anchor_items=p["n_anchor_items"],
-                                rounds=min(p["rounds"], p["n_anchor_items"]), rcond=p["rcond"], merge=p["merge"],
-                                selection=p["selection"], anchor_queries=anchor_src[anchors],
-                                n_anchor_queries=N_ANCHOR, seed=SEED, top_k=max(KS)).fit(corpus, store)
+                p = (
+                    {**DEFAULTS, "n_anchor_items": max(1, B // 2)}
+                    if variant == "default"
+                    else {**DEFAULTS, **best[f"{name}/{B}"]["params"]}
+                )
+                cur = CURSearch(
+                    scorer=ce,
+                    method=method,
+                    budget=B,
+                    n_anchor_items=p["n_anchor_items"],
+                    rounds=min(p["rounds"], p["n_anchor_items"]),
+                    rcond=p["rcond"],
+                    merge=p["merge"],
+                    selection=p["selection"],
+                    anchor_queries=anchor_src[anchors],
+                    n_anchor_queries=N_ANCHOR,
+                    seed=SEED,
+                    top_k=max(KS),
+                ).fit(corpus, store)
                 fs = first_test.get(first)
                 out_b = cur.transform(Batch(test_q) if fs is None else Batch(test_q, corpus, fs.doc_idx, fs.scores))
                 st = out_b.stats
                 shown = ("n_anchor_items", "rcond", "merge", "selection" if method == "anncur" else "rounds")
-                record(f"{name}, {variant}", B, out_b, st.counts["cur_ce_calls"] / N_TEST,
-                       {"params": {k: p[k] for k in shown},
-                        "non_ce_seconds_per_query": round((st.seconds["cur"] - st.seconds["cur_scoring"]) / N_TEST, 5)})
+                record(
+                    f"{name}, {variant}",
+                    B,
+                    out_b,
+                    st.counts["cur_ce_calls"] / N_TEST,
+                    {
+                        "params": {k: p[k] for k in shown},
+                        "non_ce_seconds_per_query": round((st.seconds["cur"] - st.seconds["cur_scoring"]) / N_TEST, 5),
+                    },
+                )
     report["results"] = rows
     report["vs_best_rerank_baseline"] = compare(rows, tuple(f"{name}, dev-tuned" for name in VARIANTS))
     return report
@@ -584,9 +724,14 @@ def plot(report: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     rows = report["results"]
-    methods = ["anncur (real anchors), dev-tuned", "adacur (real anchors), dev-tuned",
-               "adacur (pseudo anchors), dev-tuned", "dense >> adacur (real anchors), dev-tuned", "bm25 >> ce",
-               "dense >> ce"]
+    methods = [
+        "anncur (real anchors), dev-tuned",
+        "adacur (real anchors), dev-tuned",
+        "adacur (pseudo anchors), dev-tuned",
+        "dense >> adacur (real anchors), dev-tuned",
+        "bm25 >> ce",
+        "dense >> ce",
+    ]
     fig, axes = plt.subplots(2, 2, figsize=(10, 8), sharex=True)
     axes = axes.ravel()
     for ax, k in zip(axes, KS):
@@ -602,8 +747,11 @@ def plot(report: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
         ax.set_ylabel("recall")
     axes[-1].legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{DATASET}: {report['dataset']['n_docs']} docs, {N_TEST} test queries "
-                 f"(exhaustive = {report['dataset']['n_docs']} calls/query)", fontsize=10)
+    fig.suptitle(
+        f"{DATASET}: {report['dataset']['n_docs']} docs, {N_TEST} test queries "
+        f"(exhaustive = {report['dataset']['n_docs']} calls/query)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
@@ -620,14 +768,17 @@ def tables(report: dict[str, Any]) -> str:
         for m in methods:
             vals = {r["budget"]: r[f"R@{k}"] for r in rows if r["method"] == m}
             best = {b: max(r[f"R@{k}"] for r in rows if r["budget"] == b) for b in BUDGETS}
-            cells = [(f"**{vals[b]:.3f}**" if vals[b] == best[b] else f"{vals[b]:.3f}") if b in vals else ""
-                     for b in BUDGETS]
+            cells = [
+                (f"**{vals[b]:.3f}**" if vals[b] == best[b] else f"{vals[b]:.3f}") if b in vals else "" for b in BUDGETS
+            ]
             out.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
-def compare_table(report: dict[str, Any], methods: tuple[str, ...] = ("adacur (real anchors), dev-tuned",
-                                                                      "dense >> adacur (real anchors), dev-tuned")) -> str:
+def compare_table(
+    report: dict[str, Any],
+    methods: tuple[str, ...] = ("adacur (real anchors), dev-tuned", "dense >> adacur (real anchors), dev-tuned"),
+) -> str:
     """Markdown: CUR minus the better retrieve-then-rerank baseline, with 95% paired bootstrap intervals."""
     rows = [r for r in report["vs_best_rerank_baseline"] if r["method"] in methods]
     out = ["\n| method | k | " + " | ".join(f"B={b}" for b in BUDGETS) + " |", "|---|---|" + "---:|" * len(BUDGETS)]
@@ -647,8 +798,12 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare")
-    p.add_argument("--model", type=Path, default=None, help="a trained cross-encoder (default: train one on "
-                                                             "the GPU machine from the packaged MiniLM)")
+    p.add_argument(
+        "--model",
+        type=Path,
+        default=None,
+        help="a trained cross-encoder (default: train one on the GPU machine from the packaged MiniLM)",
+    )
     p.add_argument("--bundle", type=Path, default=BUNDLE)
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     p.add_argument("--store", type=Path, default=Path(os.environ.get("RAGOPT_INDEX_DIR", ROOT / "indexes")))
@@ -681,10 +836,15 @@ def main(argv: list[str] | None = None) -> None:
         score(a.bundle, a.out, a.batch_size, a.device, tuple(a.sets.split(",")), a.limit, a.tf32, a.epochs)
     else:
         t0 = time.perf_counter()
-        report = {"benchmark": "cur", "machine": {
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(),
-            "loadavg_at_start": list(os.getloadavg())}}
+        report = {
+            "benchmark": "cur",
+            "machine": {
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                "cpu_count": os.cpu_count(),
+                "python": platform.python_version(),
+                "loadavg_at_start": list(os.getloadavg()),
+            },
+        }
         report.update(run(a.bundle, a.scores, a.store, a.data, a.out))
         report["machine"]["loadavg_at_end"] = list(os.getloadavg())
         report["wall_seconds"] = round(time.perf_counter() - t0, 1)

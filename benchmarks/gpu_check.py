@@ -85,11 +85,18 @@ def prepare(args: argparse.Namespace) -> None:
     np.save(out / "ref_doc.npy", d)
     np.save(out / "ref_query.npy", q)
     np.save(out / "ref_topk.npy", ref)
-    meta = {"dataset": args.dataset, "k": args.k, "n_docs": len(corpus), "n_queries": len(queries),
-            "here_cpu_docs_per_s": len(corpus) / cpu_doc_s, "here_cpus": os.cpu_count(),
-            "numpy_vs_faiss_flat": _agreement(ref, faiss_top), "torch": torch.__version__}
+    meta = {
+        "dataset": args.dataset,
+        "k": args.k,
+        "n_docs": len(corpus),
+        "n_queries": len(queries),
+        "here_cpu_docs_per_s": len(corpus) / cpu_doc_s,
+        "here_cpus": os.cpu_count(),
+        "numpy_vs_faiss_flat": _agreement(ref, faiss_top),
+        "torch": torch.__version__,
+    }
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
-    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2 ** 20
+    size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
     print(json.dumps(meta, indent=1))
     print(f"bundle: {out} ({size:.1f} MiB)")
 
@@ -116,9 +123,13 @@ def run(args: argparse.Namespace) -> None:
     queries = json.loads((bundle / "data" / "queries.json").read_text())
     ref_d, ref_q = np.load(bundle / "ref_doc.npy"), np.load(bundle / "ref_query.npy")
     ref_top = np.load(bundle / "ref_topk.npy")
-    report: dict = {"device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "torch": torch.__version__, "python": platform.python_version(), "cpus": os.cpu_count(),
-                    "prepared": meta}
+    report: dict = {
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "cpus": os.cpu_count(),
+        "prepared": meta,
+    }
     if not torch.cuda.is_available():
         report["error"] = "no CUDA device"
         Path(args.out).write_text(json.dumps(report, indent=1))
@@ -127,24 +138,33 @@ def run(args: argparse.Namespace) -> None:
     model = str(bundle / "model")
     results = {}
     # encoding: GPU fp16 (default on cuda) and GPU fp32, CPU fp32 on this machine's cores, same weights
-    for name, device, precision in (("gpu_fp16", "cuda", "auto"), ("gpu_fp32", "cuda", "fp32"),
-                                    ("cpu_fp32", "cpu", "fp32")):
+    for name, device, precision in (
+        ("gpu_fp16", "cuda", "auto"),
+        ("gpu_fp32", "cuda", "fp32"),
+        ("cpu_fp32", "cpu", "fp32"),
+    ):
         enc = SentenceTransformerEncoder(model=model, device=device, precision=precision, batch_size=128)
         enc.encode(corpus["texts"][:64], kind="doc")  # warm-up (loading, kernels)
         secs, d = _time(lambda: enc.encode(corpus["texts"], kind="doc"), repeats=1 if device == "cpu" else 3)
         q = enc.encode(queries["texts"], kind="query")
         top = _exact_topk(q, d, k)
-        results[name] = {"docs_per_s": len(corpus["texts"]) / secs, "encode_s": secs,
-                         "agreement_with_cpu_reference": _agreement(top, ref_top),
-                         "max_abs_diff_doc_vectors": float(np.abs(d - ref_d).max())}
+        results[name] = {
+            "docs_per_s": len(corpus["texts"]) / secs,
+            "encode_s": secs,
+            "agreement_with_cpu_reference": _agreement(top, ref_top),
+            "max_abs_diff_doc_vectors": float(np.abs(d - ref_d).max()),
+        }
         print(name, json.dumps(results[name]), flush=True)
     report["encoding"] = results
     report["encoding_speedup_gpu_fp16_vs_cpu"] = results["gpu_fp16"]["docs_per_s"] / results["cpu_fp32"]["docs_per_s"]
     # exact search on the CPU reference vectors: torch on cuda vs torch on cpu vs the numpy reference
     tmp = Path("/tmp/ragopt_gpu_check_index")
     search = {}
-    for name, device, precision in (("gpu_fp32", "cuda", "fp32"), ("gpu_fp16", "cuda", "fp16"),
-                                    ("cpu_fp32", "cpu", "fp32")):
+    for name, device, precision in (
+        ("gpu_fp32", "cuda", "fp32"),
+        ("gpu_fp16", "cuda", "fp16"),
+        ("cpu_fp32", "cpu", "fp32"),
+    ):
         idx = TorchExact(device=device, precision=precision)
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -154,8 +174,11 @@ def run(args: argparse.Namespace) -> None:
         idx.search(ref_q[:8], k)  # warm-up
         secs, (top, _) = _time(lambda: idx.search(ref_q, k), repeats=5)
         # many queries: the corpus repeated to make the GPU work (throughput at scale)
-        search[name] = {"qps": len(ref_q) / secs, "search_s": secs, "agreement_with_cpu_reference":
-                        _agreement(top, ref_top)}
+        search[name] = {
+            "qps": len(ref_q) / secs,
+            "search_s": secs,
+            "agreement_with_cpu_reference": _agreement(top, ref_top),
+        }
         print("search", name, json.dumps(search[name]), flush=True)
     report["search"] = search
     report["search_speedup_gpu_fp32_vs_cpu"] = search["gpu_fp32"]["qps"] / search["cpu_fp32"]["qps"]

@@ -30,10 +30,30 @@ sys.path.insert(0, str(ROOT))
 def start_server(tools: str, pipeline: str, token: str, workdir: Path, start_timeout: float) -> tuple:
     ready = workdir / "ready.json"
     log = open(workdir / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ragopt.cli", "serve-mcp", "--tools", tools, "--pipeline", pipeline,
-                             "--transport", "http", "--host", "127.0.0.1", "--port", "0", "--ready-file", str(ready)],
-                            env={**os.environ, "RAGOPT_MCP_TOKEN": token}, stdout=log, stderr=subprocess.STDOUT,
-                            cwd=str(ROOT))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ragopt.cli",
+            "serve-mcp",
+            "--tools",
+            tools,
+            "--pipeline",
+            pipeline,
+            "--transport",
+            "http",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+        ],
+        env={**os.environ, "RAGOPT_MCP_TOKEN": token},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(ROOT),
+    )
     deadline = time.monotonic() + start_timeout
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -43,8 +63,9 @@ def start_server(tools: str, pipeline: str, token: str, workdir: Path, start_tim
     return proc, log, json.loads(ready.read_text())["url"]
 
 
-async def one_round(url: str, token: str, n_clients: int, n_requests: int, queries: list[str], k: int,
-                    timeout: float) -> dict:
+async def one_round(
+    url: str, token: str, n_clients: int, n_requests: int, queries: list[str], k: int, timeout: float
+) -> dict:
     import anyio
     import httpx2
     from mcp import Client
@@ -74,11 +95,11 @@ async def one_round(url: str, token: str, n_clients: int, n_requests: int, queri
                             r = await c.call_tool("search_tools", {"query": q, "k": k})
                             if r.is_error or not r.structured_content or "tools" not in r.structured_content:
                                 errors.append(f"isError: {r.content[0].text[:200] if r.content else r}")
-                        except Exception as e:  # noqa: BLE001 - counted, reported
+                        except Exception as e:
                             errors.append(f"{type(e).__name__}: {e}"[:200])
                         latencies.append(time.perf_counter() - t0)
                         done["calls"] += 1
-        except Exception as e:  # noqa: BLE001 - a session that fails to open counts its calls as errors
+        except Exception as e:
             errors.append(f"session {i}: {type(e).__name__}: {e}"[:200])
             connected["n"] += 1
             if connected["n"] == n_clients:
@@ -98,13 +119,22 @@ async def one_round(url: str, token: str, n_clients: int, n_requests: int, queri
     total = n_clients * n_requests
     missing = total - done["calls"]
     lat = np.array(latencies) * 1000 if latencies else np.array([np.nan])
-    return {"clients": n_clients, "requests_per_client": n_requests, "requests": total,
-            "completed": done["calls"], "errors": len(errors) + missing, "timed_out": timed_out,
-            "error_examples": errors[:5], "wall_s": round(wall, 3),
-            "throughput_rps": round(done["calls"] / wall, 1) if wall == wall and wall > 0 else 0.0,
-            "p50_ms": round(float(np.percentile(lat, 50)), 2), "p99_ms": round(float(np.percentile(lat, 99)), 2),
-            "mean_ms": round(float(lat.mean()), 2), "max_ms": round(float(lat.max()), 2),
-            "connect_s": round(connect_s, 3) if not timed_out or t_start["t"] else None}
+    return {
+        "clients": n_clients,
+        "requests_per_client": n_requests,
+        "requests": total,
+        "completed": done["calls"],
+        "errors": len(errors) + missing,
+        "timed_out": timed_out,
+        "error_examples": errors[:5],
+        "wall_s": round(wall, 3),
+        "throughput_rps": round(done["calls"] / wall, 1) if wall == wall and wall > 0 else 0.0,
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+        "mean_ms": round(float(lat.mean()), 2),
+        "max_ms": round(float(lat.max()), 2),
+        "connect_s": round(connect_s, 3) if not timed_out or t_start["t"] else None,
+    }
 
 
 def main() -> None:
@@ -143,12 +173,19 @@ def main() -> None:
             for n in args.clients:
                 load_before = os.getloadavg()[0]
                 r = anyio.run(one_round, url, token, n, args.requests, queries, args.k, args.timeout)
-                r.update(pipeline=args.pipeline, tools=Path(tools).name, loadavg_1min_before=round(load_before, 2),
-                         server_start_s=round(start_s, 2))
+                r.update(
+                    pipeline=args.pipeline,
+                    tools=Path(tools).name,
+                    loadavg_1min_before=round(load_before, 2),
+                    server_start_s=round(start_s, 2),
+                )
                 runs.append(r)
-                print(f"{args.pipeline} {n:>3} clients x {args.requests}: {r['throughput_rps']:.1f} calls/s, "
-                      f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}"
-                      + (" (TIMED OUT)" if r["timed_out"] else ""), file=sys.stderr)
+                print(
+                    f"{args.pipeline} {n:>3} clients x {args.requests}: {r['throughput_rps']:.1f} calls/s, "
+                    f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}"
+                    + (" (TIMED OUT)" if r["timed_out"] else ""),
+                    file=sys.stderr,
+                )
         finally:
             proc.terminate()
             try:
@@ -159,8 +196,13 @@ def main() -> None:
             log.close()
     out = Path(args.out)
     previous = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
-    result = {"date": time.strftime("%Y-%m-%d"), "cpus": os.cpu_count(), "transport": "streamable HTTP, 127.0.0.1, "
-              "bearer token", "k": args.k, "runs": previous + runs}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "transport": "streamable HTTP, 127.0.0.1, bearer token",
+        "k": args.k,
+        "runs": previous + runs,
+    }
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(out)

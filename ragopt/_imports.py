@@ -36,10 +36,10 @@ def _distribution(module: str) -> str:
     return _DISTRIBUTIONS.get(top, top)
 
 
-def require(module: str, extra: str, what: str = "") -> ModuleType:
+def require(module: str, extra: str, what: str = "", install: str | None = None) -> ModuleType:
     """Import ``module`` (a dotted name) or raise :class:`BackendUnavailableError` saying ``{what} needs
-    {package}: pip install 'ragopt[{extra}]'``. When the package is there but one of its own imports fails,
-    the message says so too."""
+    {package}: pip install 'ragopt[{extra}]'`` (or ``install``, for a package no extra brings). When the
+    package is there but one of its own imports fails, the message says so too."""
     try:
         return importlib.import_module(module)
     except ImportError as e:
@@ -49,7 +49,9 @@ def require(module: str, extra: str, what: str = "") -> ModuleType:
         detail = ""
         if not missing or not (module == missing or module.startswith(missing + ".")):
             detail = f" (importing {module} failed: {e})"
-        raise BackendUnavailableError(f"{subject}{detail}: pip install 'ragopt[{extra}]'") from e
+        raise BackendUnavailableError(
+            f"{subject}{detail}: {install or f'pip install {chr(39)}ragopt[{extra}]{chr(39)}'}"
+        ) from e
 
 
 def optional(module: str) -> ModuleType | None:

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any, Callable
+from typing import IO, Any
 
 __all__ = ["atomic_write", "atomic_write_text", "atomic_save_npy"]
 
 
-def atomic_write(path: str | os.PathLike, save: Callable[[IO[Any]], Any], mode: str = "wb",
-                 encoding: str | None = None) -> Path:
+def atomic_write(
+    path: str | os.PathLike, save: Callable[[IO[Any]], Any], mode: str = "wb", encoding: str | None = None
+) -> Path:
     """Write ``path`` through ``save(file_object)`` (binary unless ``mode="w"``), atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,8 @@ import contextlib
 import contextvars
 import time
 from collections import OrderedDict
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 
@@ -27,10 +28,10 @@ from ragopt.types import Batch, Corpus
 __all__ = ["StageCache", "active_cache", "batch_key"]
 
 FORMAT_VERSION = 1
-_ACTIVE: contextvars.ContextVar["StageCache | None"] = contextvars.ContextVar("ragopt_stage_cache", default=None)
+_ACTIVE: contextvars.ContextVar[StageCache | None] = contextvars.ContextVar("ragopt_stage_cache", default=None)
 
 
-def active_cache() -> "StageCache | None":
+def active_cache() -> StageCache | None:
     return _ACTIVE.get()
 
 
@@ -55,7 +56,7 @@ class StageCache:
         return f"StageCache(hits={self.hits}, misses={self.misses}, store={self.store!r})"
 
     @contextlib.contextmanager
-    def active(self) -> Iterator["StageCache"]:
+    def active(self) -> Iterator[StageCache]:
         token = _ACTIVE.set(self)
         try:
             yield self
@@ -63,8 +64,11 @@ class StageCache:
             _ACTIVE.reset(token)
 
     def counters(self) -> dict[str, float]:
-        return {"cache_hits": self.hits, "cache_misses": self.misses,
-                "cache_compute_s": round(self.seconds_computing, 4)}
+        return {
+            "cache_hits": self.hits,
+            "cache_misses": self.misses,
+            "cache_compute_s": round(self.seconds_computing, 4),
+        }
 
     # ------------------------------------------------------------------------------------------
     def run(self, stage: Any, batch: Any) -> Any:

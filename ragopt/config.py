@@ -25,7 +25,8 @@ import hashlib
 import json
 import types
 import typing
-from typing import Any, ClassVar, Iterator, Literal, Union, get_args, get_origin
+from collections.abc import Iterator
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
 from ragopt.errors import ConfigError
 from ragopt.registry import resolve
@@ -33,9 +34,17 @@ from ragopt.registry import resolve
 __all__ = ["Component", "param", "canonical_json", "config_hash", "from_config", "walk"]
 
 
-def param(default: Any = dataclasses.MISSING, *, doc: str = "", choices: tuple | None = None,
-          ge: float | None = None, gt: float | None = None, le: float | None = None,
-          lt: float | None = None, default_factory: Any = dataclasses.MISSING) -> Any:
+def param(
+    default: Any = dataclasses.MISSING,
+    *,
+    doc: str = "",
+    choices: tuple | None = None,
+    ge: float | None = None,
+    gt: float | None = None,
+    le: float | None = None,
+    lt: float | None = None,
+    default_factory: Any = dataclasses.MISSING,
+) -> Any:
     """Declare a component parameter with documentation and bounds checked by ``from_config``."""
     meta = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt}
     if default_factory is not dataclasses.MISSING:
@@ -56,8 +65,7 @@ def _type_name(tp: Any) -> str:
     if tp is type(None):
         return "null"
     if isinstance(tp, type):
-        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(
-            tp.__name__, tp.__name__)
+        return {"str": "string", "int": "integer", "float": "number", "bool": "boolean"}.get(tp.__name__, tp.__name__)
     return str(tp).replace("typing.", "")
 
 
@@ -82,12 +90,12 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
             raise ConfigError(path, f"must be one of {list(allowed)}, got {value!r}{extra}")
         return value
-    if origin in (list, tuple, typing.Sequence, typing.List):
+    if origin in (list, tuple, typing.Sequence, list):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}")
         (item_tp,) = get_args(tp)[:1] or (Any,)
         return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
-    if origin in (dict, typing.Mapping, typing.Dict):
+    if origin in (dict, typing.Mapping, dict):
         if not isinstance(value, dict):
             raise ConfigError(path, f"expected a mapping, got {type(value).__name__} {value!r}")
         _, val_tp = get_args(tp) or (str, Any)
@@ -134,8 +142,12 @@ def _check_bounds(value: Any, meta: typing.Mapping, path: str) -> None:
         hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
         raise ConfigError(path, f"must be one of {list(choices)}, got {value!r}{extra}")
-    for key, op, word in (("ge", float.__ge__, ">="), ("gt", float.__gt__, ">"),
-                          ("le", float.__le__, "<="), ("lt", float.__lt__, "<")):
+    for key, op, word in (
+        ("ge", float.__ge__, ">="),
+        ("gt", float.__gt__, ">"),
+        ("le", float.__le__, "<="),
+        ("lt", float.__lt__, "<"),
+    ):
         bound = meta.get(key)
         if bound is not None and isinstance(value, (int, float)) and not op(float(value), float(bound)):
             raise ConfigError(path, f"must be {word} {bound}, got {value!r}")
@@ -195,7 +207,7 @@ class Component:
         return cfg
 
     @classmethod
-    def from_config(cls, cfg: typing.Mapping[str, Any], path: str = "") -> "Component":
+    def from_config(cls, cfg: typing.Mapping[str, Any], path: str = "") -> Component:
         if not isinstance(cfg, typing.Mapping):
             raise ConfigError(path, f"expected a mapping, got {type(cfg).__name__} {cfg!r}")
         names = cls.param_names()
@@ -207,11 +219,15 @@ class Component:
             if key not in names:
                 hint = difflib.get_close_matches(str(key), names, n=1)
                 extra = f"; did you mean {hint[0]!r}?" if hint else ""
-                raise ConfigError(p, f"unknown key for component {cls.type_name!r}{extra} "
-                                     f"(known keys: {', '.join(names)})")
+                raise ConfigError(
+                    p, f"unknown key for component {cls.type_name!r}{extra} (known keys: {', '.join(names)})"
+                )
             kwargs[key] = value
-        missing = [f.name for f in dataclasses.fields(cls) if f.name not in kwargs
-                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        missing = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
         if missing:
             raise ConfigError(path, f"missing required key(s) for {cls.type_name!r}: {', '.join(missing)}")
         obj = cls.__new__(cls)
@@ -227,7 +243,7 @@ class Component:
         obj._validate_fields(path)
         return obj
 
-    def clone(self, **overrides: Any) -> "Component":
+    def clone(self, **overrides: Any) -> Component:
         """A fresh, unfitted copy (optionally with some parameters changed, dotted paths allowed)."""
         new = from_config(self.to_config())
         if overrides:
@@ -255,7 +271,7 @@ class Component:
                             out[f"{f.name}.{sub_key}.{k}"] = v
         return out
 
-    def set_params(self, **params: Any) -> "Component":
+    def set_params(self, **params: Any) -> Component:
         """Set parameters by name or dotted path (``stages.0.k1=1.2``; ``__`` also separates)."""
         for key, value in params.items():
             self._set_path(key.replace("__", ".").split("."), value, key)
@@ -291,7 +307,7 @@ class Component:
         self._init_runtime()
 
 
-def walk(component: "Component", order: Literal["pre", "post"] = "pre") -> Iterator["Component"]:
+def walk(component: Component, order: Literal["pre", "post"] = "pre") -> Iterator[Component]:
     """The component and every component nested in its fields (pipeline stages, fusion inputs, encoders,
     indexes, scorers), depth first in field order: each component before its children (``pre``) or after
     them (``post``, the order in which ``fit`` builds them)."""

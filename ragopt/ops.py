@@ -85,17 +85,20 @@ class _Fusion(Stage):
             except StageError as e:
                 raise ConfigError(where, f"a fusion input must start from queries: {e}") from None
             if "candidates" not in fields:
-                raise ConfigError(where, f"stage {stage.type_name!r} does not produce candidates; fusion "
-                                         "inputs must be retrievers or pipelines that end in candidates")
+                raise ConfigError(
+                    where,
+                    f"stage {stage.type_name!r} does not produce candidates; fusion "
+                    "inputs must be retrievers or pipelines that end in candidates",
+                )
         if self.weights is not None:
             if len(self.weights) != len(self.inputs):
-                raise ConfigError(f"{p}weights", f"expected {len(self.inputs)} weights (one per input), "
-                                                 f"got {len(self.weights)}")
+                raise ConfigError(
+                    f"{p}weights", f"expected {len(self.inputs)} weights (one per input), got {len(self.weights)}"
+                )
             if any(not np.isfinite(w) or w < 0 for w in self.weights) or not any(w > 0 for w in self.weights):
                 raise ConfigError(f"{p}weights", f"weights must be finite, >= 0 and not all 0, got {self.weights}")
 
-    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "_Fusion":
+    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None) -> _Fusion:
         for stage in self.inputs:
             stage.fit(corpus, store, rebuild=rebuild, progress=progress)
         self._fit = Fitted(self.prepare_corpus(corpus))  # the inputs report their own artifacts
@@ -131,8 +134,10 @@ class _Fusion(Stage):
         corpus, doc_idx, scores = out.corpus, out.doc_idx, out.scores
         while corpus is not target and corpus.fingerprint != target.fingerprint:
             if corpus.parent is None:
-                raise StageError(f"{self.type_name}: inputs[{i}] returned candidates over {_describe(corpus)}, "
-                                 f"not over the fitted {_describe(target)}; refit the fusion stage")
+                raise StageError(
+                    f"{self.type_name}: inputs[{i}] returned candidates over {_describe(corpus)}, "
+                    f"not over the fitted {_describe(target)}; refit the fusion stage"
+                )
             rows = self._parent_rows.get(corpus.fingerprint)
             if rows is None:
                 rows = self._parent_rows[corpus.fingerprint] = corpus.parent_rows()
@@ -158,7 +163,8 @@ class WeightedFusion(_Fusion):
     """Weighted sum of per-query normalised scores; a missing document gets the list's minimum."""
 
     normalize: Literal["minmax", "zscore", "none"] = param(
-        "minmax", doc="per-query normalisation of each list: min-max to [0, 1], z-score, or raw scores")
+        "minmax", doc="per-query normalisation of each list: min-max to [0, 1], z-score, or raw scores"
+    )
 
     def transform(self, batch: Batch) -> Batch:
         lists = self._input_lists(batch)

@@ -26,8 +26,9 @@ from __future__ import annotations
 
 import dataclasses
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 from ragopt._progress import progress_enabled
 from ragopt.cache import active_cache, spec_for
@@ -64,17 +65,19 @@ class FittedState:
         return f"FittedState({' > '.join(t.__name__ for t in self._types)})"
 
     @classmethod
-    def of(cls, stage: "Stage") -> "FittedState":
+    def of(cls, stage: Stage) -> FittedState:
         comps = list(walk(stage))
         return cls(tuple(type(c) for c in comps), tuple(c._fit for c in comps))
 
-    def apply(self, stage: "Stage") -> None:
+    def apply(self, stage: Stage) -> None:
         comps = list(walk(stage))
         types = tuple(type(c) for c in comps)
         if types != self._types:
-            raise StageError(f"{stage.type_name}: cannot restore a fitted state taken from another tree of "
-                             f"components ({' > '.join(t.__name__ for t in self._types)}) into "
-                             f"{' > '.join(t.__name__ for t in types)}")
+            raise StageError(
+                f"{stage.type_name}: cannot restore a fitted state taken from another tree of "
+                f"components ({' > '.join(t.__name__ for t in self._types)}) into "
+                f"{' > '.join(t.__name__ for t in types)}"
+            )
         for comp, part in zip(comps, self._parts):
             comp._init_runtime()
             comp._fit = _reused(part)
@@ -105,8 +108,7 @@ class Stage(Component):
         """The corpus later stages see (chunkers return passages); identity by default."""
         return corpus
 
-    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "Stage":
+    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None) -> Stage:
         """Build or load whatever this stage needs for ``corpus``. Default: remember the corpus."""
         self._fit = Fitted(corpus)
         return self
@@ -117,8 +119,9 @@ class Stage(Component):
     def cache_spec(self) -> dict[str, Any] | None:
         """What determines this stage's output besides its input (``None``: do not cache). Default: the
         config without depth and ignored parameters, plus the fitted corpus fingerprint."""
-        return spec_for(self, exclude=(*self.cache_ignore, *((self.cache_depth_field,)
-                                                            if self.cache_depth_field else ())))
+        return spec_for(
+            self, exclude=(*self.cache_ignore, *((self.cache_depth_field,) if self.cache_depth_field else ()))
+        )
 
     # -- fitted state ------------------------------------------------------------------------
     @property
@@ -150,14 +153,15 @@ class Stage(Component):
             raise StageError(f"{self.type_name}: not fitted; nothing to snapshot")
         return FittedState.of(self)
 
-    def restore(self, state: FittedState) -> "Stage":
+    def restore(self, state: FittedState) -> Stage:
         """Take the fitted state of another stage of the same config (:meth:`fitted_state`) instead of fitting:
         no index is built or loaded, no text encoded. The caller vouches that the configs agree on everything
         fitting depends on (any search-time parameter may differ); the tree of components must be the same.
         Artifacts then report ``created: False`` and :attr:`fit_stats` is empty."""
         if not isinstance(state, FittedState):
-            raise StageError(f"{self.type_name}: restore() takes what fitted_state() returned, got "
-                             f"{type(state).__name__}")
+            raise StageError(
+                f"{self.type_name}: restore() takes what fitted_state() returned, got {type(state).__name__}"
+            )
         state.apply(self)
         return self
 
@@ -165,8 +169,9 @@ class Stage(Component):
     def __call__(self, batch: Batch) -> Batch:
         return self.transform(batch)
 
-    def search(self, queries: str | Sequence[str] | Queries, batch_size: int = 0,
-               progress: bool | None = None) -> Batch:
+    def search(
+        self, queries: str | Sequence[str] | Queries, batch_size: int = 0, progress: bool | None = None
+    ) -> Batch:
         """Run the stage on raw queries (a string, a list of strings, or :class:`Queries`)."""
         if not isinstance(queries, Queries):
             queries = Queries.from_texts(queries)
@@ -176,18 +181,20 @@ class Stage(Component):
         """Check that ``available`` fields satisfy this stage; return the fields after it."""
         missing = self.requires - available
         if missing:
-            raise StageError(f"{where + ': ' if where else ''}stage {self.type_name!r} needs "
-                             f"{sorted(missing)} but its input has only {sorted(available)}"
-                             + ("; put a retriever before it" if "candidates" in missing else ""))
+            raise StageError(
+                f"{where + ': ' if where else ''}stage {self.type_name!r} needs "
+                f"{sorted(missing)} but its input has only {sorted(available)}"
+                + ("; put a retriever before it" if "candidates" in missing else "")
+            )
         return available | self.provides
 
     # -- operators ---------------------------------------------------------------------------
-    def __rshift__(self, other: "Stage") -> "Pipeline":
+    def __rshift__(self, other: Stage) -> Pipeline:
         if not isinstance(other, Stage):
             return NotImplemented
         return Pipeline(stages=[*_flatten(self), *_flatten(other)])
 
-    def __add__(self, other: "Stage") -> "Stage":
+    def __add__(self, other: Stage) -> Stage:
         """``a + b``: reciprocal rank fusion of the two candidate lists (see :mod:`ragopt.ops`)."""
         if not isinstance(other, Stage):
             return NotImplemented
@@ -203,7 +210,7 @@ class Stage(Component):
             return RRF(inputs=[*left, *right])
         return RRF(inputs=[*left, *right], k=base.k, top_k=base.top_k)
 
-    def __mod__(self, k: int) -> "Pipeline":
+    def __mod__(self, k: int) -> Pipeline:
         """``a % k``: keep the top ``k`` candidates (the registered ``cutoff`` stage, :class:`ragopt.ops.Cutoff`)."""
         if not isinstance(k, int):
             return NotImplemented
@@ -257,8 +264,9 @@ class Pipeline(Stage):
             corpus = s.prepare_corpus(corpus)
         return corpus
 
-    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "Pipeline":
+    def fit(
+        self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> Pipeline:
         for stage in self.stages:
             stage.fit(corpus, store, rebuild=rebuild, progress=progress)
             corpus = stage.prepare_corpus(corpus)

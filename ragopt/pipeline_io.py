@@ -27,16 +27,26 @@ from ragopt.config import Component, from_config
 from ragopt.errors import ConfigError
 from ragopt.pipeline import Pipeline, Stage
 
-__all__ = ["load_pipeline", "save_pipeline", "pipeline_from_dict", "pipeline_to_dict", "pipeline_search_path",
-           "list_pipelines", "read_yaml"]
+__all__ = [
+    "load_pipeline",
+    "save_pipeline",
+    "pipeline_from_dict",
+    "pipeline_to_dict",
+    "pipeline_search_path",
+    "list_pipelines",
+    "read_yaml",
+]
 
 _TOP_KEYS = ("name", "description", "pipeline")
 
 
 def pipeline_search_path() -> list[Path]:
     dirs = [Path(p) for p in os.environ.get("RAGOPT_PIPELINE_PATH", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / "pipelines", Path(__file__).resolve().parents[1] / "pipelines",
-             Path(sys.prefix) / "share" / "ragopt" / "pipelines"]
+    dirs += [
+        Path.cwd() / "pipelines",
+        Path(__file__).resolve().parents[1] / "pipelines",
+        Path(sys.prefix) / "share" / "ragopt" / "pipelines",
+    ]
     seen, out = set(), []
     for d in dirs:
         r = d.resolve()
@@ -83,8 +93,11 @@ def resolve_pipeline_path(name_or_path: str | os.PathLike) -> Path:
         if f.is_file():
             return f
     known = ", ".join(sorted(list_pipelines())) or "none"
-    raise ConfigError("pipeline", f"no pipeline named {str(name_or_path)!r} (known: {known}); looked in "
-                                  + ", ".join(str(d) for d in pipeline_search_path()))
+    raise ConfigError(
+        "pipeline",
+        f"no pipeline named {str(name_or_path)!r} (known: {known}); looked in "
+        + ", ".join(str(d) for d in pipeline_search_path()),
+    )
 
 
 def pipeline_from_dict(data: Any, source: str = "pipeline") -> Stage:
@@ -128,8 +141,9 @@ def load_pipeline(name_or_path: str | os.PathLike) -> Stage:
     return pipeline_from_dict(read_yaml(path), source=str(path))
 
 
-def save_pipeline(stage: Component, path: str | os.PathLike, name: str | None = None,
-                  description: str | None = None) -> Path:
+def save_pipeline(
+    stage: Component, path: str | os.PathLike, name: str | None = None, description: str | None = None
+) -> Path:
     """Write ``stage`` as a pipeline YAML (atomically); ``load_pipeline(path)`` gives back an equal object."""
     text = yaml.safe_dump(pipeline_to_dict(stage, name, description), sort_keys=False, allow_unicode=True)
     return atomic_write_text(path, text)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import importlib
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ragopt.errors import ConfigError
 
@@ -89,7 +90,7 @@ def available() -> list[str]:
     return sorted(set(_BUILTIN) | set(_REGISTERED) | set(_entry_points()))
 
 
-def resolve(name: object, path: str = "type") -> type["Component"]:
+def resolve(name: object, path: str = "type") -> type[Component]:
     """Return the class registered under ``name``; a ConfigError naming ``path`` if there is none."""
     if not isinstance(name, str):
         raise ConfigError(path, f"component type must be a string, got {name!r}")
@@ -123,5 +124,9 @@ def describe(name: str) -> dict[str, Any]:
         else:
             default, required = None, True
         params.append({"name": f.name, "default": default, "required": required, "doc": f.metadata.get("doc", "")})
-    return {"name": name, "class": f"{cls.__module__}:{cls.__qualname__}",
-            "summary": " ".join(doc.split("\n\n")[0].split()), "params": params}
+    return {
+        "name": name,
+        "class": f"{cls.__module__}:{cls.__qualname__}",
+        "summary": " ".join(doc.split("\n\n")[0].split()),
+        "params": params,
+    }

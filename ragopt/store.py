@@ -21,9 +21,10 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ragopt import __version__
 from ragopt.config import canonical_json
@@ -67,14 +68,19 @@ class Artifact:
         for name, info in self.manifest.get("files", {}).items():
             f = self.path / name
             if not f.is_file():
-                raise ArtifactError(f"corrupt artifact {self.path}: file {name!r} is missing "
-                                    "(delete the directory or rebuild with --rebuild)")
+                raise ArtifactError(
+                    f"corrupt artifact {self.path}: file {name!r} is missing "
+                    "(delete the directory or rebuild with --rebuild)"
+                )
             if f.stat().st_size != info["size"]:
-                raise ArtifactError(f"corrupt artifact {self.path}: file {name!r} has {f.stat().st_size} "
-                                    f"bytes, manifest says {info['size']} (rebuild with --rebuild)")
+                raise ArtifactError(
+                    f"corrupt artifact {self.path}: file {name!r} has {f.stat().st_size} "
+                    f"bytes, manifest says {info['size']} (rebuild with --rebuild)"
+                )
             if checksums and _sha256_file(f) != info["sha256"]:
-                raise ArtifactError(f"corrupt artifact {self.path}: file {name!r} does not match its "
-                                    "checksum (rebuild with --rebuild)")
+                raise ArtifactError(
+                    f"corrupt artifact {self.path}: file {name!r} does not match its checksum (rebuild with --rebuild)"
+                )
 
 
 class ArtifactStore:
@@ -95,14 +101,20 @@ class ArtifactStore:
     def path(self, kind: str, spec: dict[str, Any], format_version: int) -> Path:
         return self.root / kind / self.key(kind, spec, format_version)
 
-    def open(self, path: str | os.PathLike, kind: str | None = None, spec: dict[str, Any] | None = None,
-             format_version: int | None = None) -> Artifact:
+    def open(
+        self,
+        path: str | os.PathLike,
+        kind: str | None = None,
+        spec: dict[str, Any] | None = None,
+        format_version: int | None = None,
+    ) -> Artifact:
         """Open an existing artifact directory and check it is what the caller expects."""
         path = Path(path)
         mpath = path / MANIFEST
         if not mpath.is_file():
-            raise ArtifactError(f"{path} is not a ragopt artifact (no {MANIFEST}); it may be incomplete or "
-                                "not an index at all")
+            raise ArtifactError(
+                f"{path} is not a ragopt artifact (no {MANIFEST}); it may be incomplete or not an index at all"
+            )
         try:
             manifest = json.loads(mpath.read_text("utf-8"))
         except (OSError, json.JSONDecodeError) as e:
@@ -112,11 +124,13 @@ class ArtifactStore:
         if format_version is not None and manifest.get("format") != format_version:
             raise ArtifactError(
                 f"artifact {path} was written in format version {manifest.get('format')}, this ragopt reads "
-                f"version {format_version}: rebuild it (ragopt index --rebuild)")
+                f"version {format_version}: rebuild it (ragopt index --rebuild)"
+            )
         if spec is not None and canonical_json(manifest.get("spec")) != canonical_json(spec):
             diff = _spec_diff(manifest.get("spec") or {}, spec)
-            raise ArtifactError(f"artifact {path} was built for another configuration or corpus ({diff}); "
-                                "it will not be reused")
+            raise ArtifactError(
+                f"artifact {path} was built for another configuration or corpus ({diff}); it will not be reused"
+            )
         art = Artifact(path, manifest)
         art.verify(checksums=self.verify_checksums)
         return art
@@ -127,8 +141,14 @@ class ArtifactStore:
             return None
         return self.open(path, kind, spec, format_version)
 
-    def get_or_create(self, kind: str, spec: dict[str, Any], format_version: int,
-                      build: Callable[[Path], dict[str, Any] | None], rebuild: bool = False) -> Artifact:
+    def get_or_create(
+        self,
+        kind: str,
+        spec: dict[str, Any],
+        format_version: int,
+        build: Callable[[Path], dict[str, Any] | None],
+        rebuild: bool = False,
+    ) -> Artifact:
         """Return the artifact for ``spec``, building it with ``build(tmp_dir)`` when absent.
 
         ``build`` writes files into the directory it is given and may return extra manifest fields.
@@ -146,9 +166,17 @@ class ArtifactStore:
             for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 rel = f.relative_to(tmp).as_posix()
                 files[rel] = {"size": f.stat().st_size, "sha256": _sha256_file(f)}
-            manifest = {"kind": kind, "format": format_version, "key": final.name, "spec": spec,
-                        "ragopt_version": __version__, "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                        "build_seconds": round(time.perf_counter() - t0, 3), "files": files, **extra}
+            manifest = {
+                "kind": kind,
+                "format": format_version,
+                "key": final.name,
+                "spec": spec,
+                "ragopt_version": __version__,
+                "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "build_seconds": round(time.perf_counter() - t0, 3),
+                "files": files,
+                **extra,
+            }
             with open(tmp / MANIFEST, "w", encoding="utf-8") as fh:
                 json.dump(manifest, fh, indent=2, sort_keys=True)
                 fh.flush()
@@ -171,8 +199,9 @@ class ArtifactStore:
     def list(self, kind: str | None = None) -> list[Artifact]:
         """Every finished artifact (optionally of one kind); unreadable ones are skipped."""
         out = []
-        kinds = [self.root / kind] if kind else [p for p in self.root.iterdir() if p.is_dir()] \
-            if self.root.is_dir() else []
+        kinds = (
+            [self.root / kind] if kind else [p for p in self.root.iterdir() if p.is_dir()] if self.root.is_dir() else []
+        )
         for kdir in kinds:
             if not kdir.is_dir():
                 continue

@@ -14,9 +14,9 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -39,9 +39,17 @@ class Corpus:
 
     __slots__ = ("ids", "titles", "texts", "parent_ids", "offsets", "parent", "name", "_fingerprint", "_index")
 
-    def __init__(self, ids: Sequence[str], texts: Sequence[str], titles: Sequence[str] | None = None,
-                 parent_ids: Sequence[str] | None = None, offsets: np.ndarray | None = None,
-                 name: str = "", fingerprint: str | None = None, parent: "Corpus | None" = None):
+    def __init__(
+        self,
+        ids: Sequence[str],
+        texts: Sequence[str],
+        titles: Sequence[str] | None = None,
+        parent_ids: Sequence[str] | None = None,
+        offsets: np.ndarray | None = None,
+        name: str = "",
+        fingerprint: str | None = None,
+        parent: Corpus | None = None,
+    ):
         self.ids = list(ids)
         self.texts = list(texts)
         self.titles = list(titles) if titles is not None else [""] * len(self.ids)
@@ -107,8 +115,9 @@ class Corpus:
         try:
             return np.fromiter((self.parent.index_of(p) for p in self.parent_ids), np.int64, len(self))
         except KeyError as e:
-            raise StageError(f"passage parent id {e.args[0]!r} is not in the parent corpus "
-                             f"{self.parent.name or 'unnamed'}") from None
+            raise StageError(
+                f"passage parent id {e.args[0]!r} is not in the parent corpus {self.parent.name or 'unnamed'}"
+            ) from None
 
     @property
     def doc_ids(self) -> list[str]:
@@ -128,7 +137,7 @@ class Queries:
             raise ValueError("query ids and texts must have the same length")
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str] | str) -> "Queries":
+    def from_texts(cls, texts: Sequence[str] | str) -> Queries:
         if isinstance(texts, str):
             texts = [texts]
         return cls([str(i) for i in range(len(texts))], list(texts))
@@ -136,7 +145,7 @@ class Queries:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def __getitem__(self, item: slice | Sequence[int]) -> "Queries":
+    def __getitem__(self, item: slice | Sequence[int]) -> Queries:
         if isinstance(item, slice):
             return Queries(self.ids[item], self.texts[item])
         return Queries([self.ids[i] for i in item], [self.texts[i] for i in item])
@@ -170,7 +179,7 @@ class Stats:
         finally:
             self.seconds[name] += time.perf_counter() - t0
 
-    def merge(self, other: "Stats") -> "Stats":
+    def merge(self, other: Stats) -> Stats:
         for k, v in other.counts.items():
             self.counts[k] += v
         for k, v in other.seconds.items():
@@ -203,8 +212,9 @@ class Batch:
             raise StageError("doc_idx and scores must be given together")
         if self.doc_idx is not None:
             if self.doc_idx.ndim != 2 or self.doc_idx.shape != self.scores.shape:
-                raise StageError(f"doc_idx {self.doc_idx.shape} and scores {self.scores.shape} "
-                                 "must be 2-D arrays of one shape")
+                raise StageError(
+                    f"doc_idx {self.doc_idx.shape} and scores {self.scores.shape} must be 2-D arrays of one shape"
+                )
             if self.doc_idx.shape[0] != len(self.queries):
                 raise StageError(f"{self.doc_idx.shape[0]} candidate rows for {len(self.queries)} queries")
             if self.corpus is None:
@@ -226,32 +236,48 @@ class Batch:
     def depth(self) -> int:
         return 0 if self.doc_idx is None else int(self.doc_idx.shape[1])
 
-    def with_candidates(self, doc_idx: np.ndarray, scores: np.ndarray, corpus: Corpus | None = None) -> "Batch":
+    def with_candidates(self, doc_idx: np.ndarray, scores: np.ndarray, corpus: Corpus | None = None) -> Batch:
         """A new batch sharing queries and stats, with new candidate lists (answers are dropped)."""
-        return Batch(self.queries, corpus if corpus is not None else self.corpus,
-                     np.asarray(doc_idx, dtype=np.int64), np.asarray(scores, dtype=np.float32),
-                     None, self.stats)
+        return Batch(
+            self.queries,
+            corpus if corpus is not None else self.corpus,
+            np.asarray(doc_idx, dtype=np.int64),
+            np.asarray(scores, dtype=np.float32),
+            None,
+            self.stats,
+        )
 
-    def cut(self, k: int) -> "Batch":
+    def cut(self, k: int) -> Batch:
         """Keep the first ``k`` candidates of every row."""
         if self.doc_idx is None:
             raise StageError("cutoff: the batch has no candidates yet (put a retriever first)")
-        return Batch(self.queries, self.corpus, self.doc_idx[:, :k], self.scores[:, :k], self.answers, self.stats,
-                     contexts=self.contexts)
+        return Batch(
+            self.queries,
+            self.corpus,
+            self.doc_idx[:, :k],
+            self.scores[:, :k],
+            self.answers,
+            self.stats,
+            contexts=self.contexts,
+        )
 
-    def select(self, rows: Sequence[int] | slice) -> "Batch":
+    def select(self, rows: Sequence[int] | slice) -> Batch:
         """The sub-batch of some queries (rows)."""
         if isinstance(rows, slice):
             rows = range(len(self))[rows]
         rows = list(rows)
-        return Batch(self.queries[rows], self.corpus,
-                     None if self.doc_idx is None else self.doc_idx[rows],
-                     None if self.scores is None else self.scores[rows],
-                     None if self.answers is None else [self.answers[i] for i in rows], self.stats,
-                     contexts=None if self.contexts is None else [self.contexts[i] for i in rows])
+        return Batch(
+            self.queries[rows],
+            self.corpus,
+            None if self.doc_idx is None else self.doc_idx[rows],
+            None if self.scores is None else self.scores[rows],
+            None if self.answers is None else [self.answers[i] for i in rows],
+            self.stats,
+            contexts=None if self.contexts is None else [self.contexts[i] for i in rows],
+        )
 
     @staticmethod
-    def concat(batches: Sequence["Batch"]) -> "Batch":
+    def concat(batches: Sequence[Batch]) -> Batch:
         """Stack batches of the same corpus; candidate arrays are padded to the widest depth."""
         if not batches:
             raise StageError("cannot concatenate zero batches")
@@ -271,8 +297,8 @@ class Batch:
             r = 0
             for b in batches:
                 n = len(b)
-                doc_idx[r:r + n, :b.depth] = b.doc_idx
-                scores[r:r + n, :b.depth] = b.scores
+                doc_idx[r : r + n, : b.depth] = b.doc_idx
+                scores[r : r + n, : b.depth] = b.scores
                 r += n
         answers = [a for b in batches for a in b.answers] if first.answers is not None else None
         contexts = [c for b in batches for c in b.contexts] if first.contexts is not None else None

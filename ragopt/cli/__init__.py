@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ragopt import __version__
-from ragopt.cli import (compare, components, datasets, eval, index, pipelines, report, search, serve_mcp, train,
-                        tune)
+from ragopt.cli import compare, components, datasets, eval, index, pipelines, report, search, serve_mcp, train, tune
 from ragopt.cli._output import stdout_reserved_for_json, write
 from ragopt.errors import RagoptError
 
@@ -30,8 +29,11 @@ COMMANDS = (index, search, eval, compare, tune, report, train, serve_mcp, datase
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ragopt", description="Build, evaluate and tune retrieval and RAG pipelines.",
-                                     epilog="Run `ragopt COMMAND --help` for the options of each command.")
+    parser = argparse.ArgumentParser(
+        prog="ragopt",
+        description="Build, evaluate and tune retrieval and RAG pipelines.",
+        epilog="Run `ragopt COMMAND --help` for the options of each command.",
+    )
     parser.add_argument("--version", action="version", version=f"ragopt {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in COMMANDS:

@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import argparse
 
-EPILOG_DATASET = ("DATASET is a folder in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a "
-                  "name looked up in $RAGOPT_DATA_PATH, ../shared/data and the user cache "
-                  "(`ragopt datasets` lists them).")
+EPILOG_DATASET = (
+    "DATASET is a folder in the BEIR layout (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or a "
+    "name looked up in $RAGOPT_DATA_PATH, ../shared/data and the user cache "
+    "(`ragopt datasets` lists them)."
+)
 EPILOG_PIPELINE = "PIPELINE is a name (`ragopt pipelines` lists them, e.g. bm25) or a path to a pipeline YAML."
 
 
@@ -26,13 +28,17 @@ def add_index_dir(p: argparse.ArgumentParser) -> None:
 
 
 def add_storage(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--storage", metavar="URL",
-                   help="Optuna storage URL (default: sqlite file studies.db in the artifact store); e.g. "
-                        "postgresql://user:pass@host/db to share a study between workers")
+    p.add_argument(
+        "--storage",
+        metavar="URL",
+        help="Optuna storage URL (default: sqlite file studies.db in the artifact store); e.g. "
+        "postgresql://user:pass@host/db to share a study between workers",
+    )
 
 
-def add_dataset(p: argparse.ArgumentParser, help: str = "dataset folder (BEIR layout) or name, e.g. scifact",
-                required: bool = True) -> None:
+def add_dataset(
+    p: argparse.ArgumentParser, help: str = "dataset folder (BEIR layout) or name, e.g. scifact", required: bool = True
+) -> None:
     p.add_argument("--dataset", "-d", required=required, metavar="DATASET", help=help)
 
 
@@ -40,16 +46,24 @@ def add_split(p: argparse.ArgumentParser, help: str = "qrels split: qrels/<split
     p.add_argument("--split", default="test", help=help)
 
 
-def add_pipeline(p: argparse.ArgumentParser, default: str | None = "bm25",
-                 help: str = "pipeline name or YAML path (default: bm25)") -> None:
+def add_pipeline(
+    p: argparse.ArgumentParser, default: str | None = "bm25", help: str = "pipeline name or YAML path (default: bm25)"
+) -> None:
     p.add_argument("--pipeline", "-p", default=default, metavar="PIPELINE", help=help)
-    p.add_argument("--set", action="append", default=[], metavar="PATH=VALUE",
-                   help="override a pipeline parameter by dotted path, e.g. --set stages.0.k1=1.2 "
-                        "(VALUE is parsed as YAML); repeatable")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="PATH=VALUE",
+        help="override a pipeline parameter by dotted path, e.g. --set stages.0.k1=1.2 "
+        "(VALUE is parsed as YAML); repeatable",
+    )
 
 
-def add_rebuild(p: argparse.ArgumentParser, help: str = "rebuild the pipeline's indexes even if a matching one "
-                                                        "exists (replaces it atomically)") -> None:
+def add_rebuild(
+    p: argparse.ArgumentParser,
+    help: str = "rebuild the pipeline's indexes even if a matching one exists (replaces it atomically)",
+) -> None:
     p.add_argument("--rebuild", action="store_true", help=help)
 
 
@@ -66,6 +80,7 @@ def add_pipeline_run(p: argparse.ArgumentParser, split: bool = True) -> None:
 
 
 # -- parsed options -> objects --------------------------------------------------------------------
+
 
 def load_pipeline(args: argparse.Namespace):
     """The pipeline ``--pipeline`` names, with each ``--set PATH=VALUE`` applied."""

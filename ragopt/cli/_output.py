@@ -9,9 +9,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 
 class Output(NamedTuple):

@@ -21,6 +21,7 @@ def run(args: argparse.Namespace) -> Output:
         d = describe(name)
         lines.append(f"{name}: {d['summary']}")
         if args.name:
-            lines += [f"  {p['name']} = {'(required)' if p['required'] else p['default']!r}  {p['doc']}"
-                      for p in d["params"]]
+            lines += [
+                f"  {p['name']} = {'(required)' if p['required'] else p['default']!r}  {p['doc']}" for p in d["params"]
+            ]
     return Output("\n".join(lines))

@@ -9,9 +9,12 @@ from ragopt.cli._output import Output
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("report", help="write an HTML report of a study",
-                            description="Write a self-contained HTML report of a study: optimisation history, "
-                                        "parameter importances, Pareto front, cost per stage, all trials.")
+    p = commands.add_parser(
+        "report",
+        help="write an HTML report of a study",
+        description="Write a self-contained HTML report of a study: optimisation history, "
+        "parameter importances, Pareto front, cost per stage, all trials.",
+    )
     p.add_argument("study", metavar="STUDY", help="study name")
     opts.add_storage(p)
     opts.add_index_dir(p)

@@ -13,37 +13,54 @@ LIMITS = ("max_k", "max_query_chars", "max_request_bytes")
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "serve-mcp", help="serve tool retrieval over the Model Context Protocol (RAG-MCP)",
+        "serve-mcp",
+        help="serve tool retrieval over the Model Context Protocol (RAG-MCP)",
         description="Serve an MCP server whose search_tools(query, k) returns the k tools that best fit a task "
-                    "(name, description, input schema, score), from a tools JSONL file or from the tools of "
-                    "upstream MCP servers; with --servers it is also a gateway: call_tool(name, arguments) "
-                    "validates the arguments and forwards the call.",
+        "(name, description, input schema, score), from a tools JSONL file or from the tools of "
+        "upstream MCP servers; with --servers it is also a gateway: call_tool(name, arguments) "
+        "validates the arguments and forwards the call.",
         epilog="Streamable HTTP is served at /mcp on 127.0.0.1 unless --host says otherwise; set a bearer token "
-               "with --token or $RAGOPT_MCP_TOKEN.")
+        "with --token or $RAGOPT_MCP_TOKEN.",
+    )
     g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--tools", metavar="PATH",
-                   help="tools JSONL ({name, description, input_schema}) or a dataset folder with tools.jsonl")
-    g.add_argument("--servers", metavar="CONFIG.yaml",
-                   help="upstream MCP servers (stdio commands or HTTP URLs); enables call_tool")
-    opts.add_pipeline(p, default=None,
-                      help="retrieval pipeline name or YAML (default: the servers config's, else tools)")
+    g.add_argument(
+        "--tools",
+        metavar="PATH",
+        help="tools JSONL ({name, description, input_schema}) or a dataset folder with tools.jsonl",
+    )
+    g.add_argument(
+        "--servers", metavar="CONFIG.yaml", help="upstream MCP servers (stdio commands or HTTP URLs); enables call_tool"
+    )
+    opts.add_pipeline(
+        p, default=None, help="retrieval pipeline name or YAML (default: the servers config's, else tools)"
+    )
     p.add_argument("--transport", choices=("stdio", "http"), default="stdio", help="default: stdio")
     p.add_argument("--host", default="127.0.0.1", help="HTTP bind address (default: 127.0.0.1)")
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000; 0 picks a free one)")
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' over HTTP (default: $RAGOPT_MCP_TOKEN)")
     p.add_argument("--max-k", type=int, default=50, help="largest k a search may ask for (default: 50)")
     p.add_argument("--max-query-chars", type=int, default=2000, help="longest query accepted (default: 2000)")
-    p.add_argument("--max-request-bytes", type=int, default=1 << 20,
-                   help="largest HTTP request body accepted (default: 1 MiB)")
-    p.add_argument("--text-params", choices=("none", "names", "descriptions"),
-                   help="index tool parameters by name, with their descriptions, or not at all (--tools; "
-                        "default: descriptions)")
-    p.add_argument("--split-names", action="store_true",
-                   help="also index the words of identifier-style tool names (get_weather -> get weather)")
+    p.add_argument(
+        "--max-request-bytes", type=int, default=1 << 20, help="largest HTTP request body accepted (default: 1 MiB)"
+    )
+    p.add_argument(
+        "--text-params",
+        choices=("none", "names", "descriptions"),
+        help="index tool parameters by name, with their descriptions, or not at all (--tools; default: descriptions)",
+    )
+    p.add_argument(
+        "--split-names",
+        action="store_true",
+        help="also index the words of identifier-style tool names (get_weather -> get weather)",
+    )
     opts.add_index_dir(p)
     p.add_argument("--ready-file", metavar="FILE", help="HTTP: write {url, port, pid} as JSON to FILE once listening")
-    p.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"),
-                   help="server log level, on stderr (default: warning)")
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="server log level, on stderr (default: warning)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -66,11 +83,28 @@ def run(args: argparse.Namespace) -> None:
             template = dataclasses.replace(template, params=args.text_params)
         if args.split_names:
             template = dataclasses.replace(template, split_name=True)
-        limits = Limits(max_k=args.max_k, default_k=min(5, args.max_k), max_query_chars=args.max_query_chars,
-                        max_request_bytes=args.max_request_bytes)
-        service = ToolService(opts.load_pipeline(args), tools=args.tools, gateway=gateway, template=template,
-                              store=opts.store(args), limits=limits)
+        limits = Limits(
+            max_k=args.max_k,
+            default_k=min(5, args.max_k),
+            max_query_chars=args.max_query_chars,
+            max_request_bytes=args.max_request_bytes,
+        )
+        service = ToolService(
+            opts.load_pipeline(args),
+            tools=args.tools,
+            gateway=gateway,
+            template=template,
+            store=opts.store(args),
+            limits=limits,
+        )
     from ragopt.mcp.server import serve
 
-    serve(service, transport=args.transport, host=args.host, port=args.port, token=args.token,
-          log_level=args.log_level, ready_file=args.ready_file)
+    serve(
+        service,
+        transport=args.transport,
+        host=args.host,
+        port=args.port,
+        token=args.token,
+        log_level=args.log_level,
+        ready_file=args.ready_file,
+    )

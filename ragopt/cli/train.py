@@ -9,45 +9,79 @@ from ragopt.cli._output import Output
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    p = commands.add_parser("train", help="train a model a pipeline stage loads (a cross-encoder reranker)",
-                            description="Train models for pipeline stages. `ragopt train cross-encoder` fine-tunes "
-                                        "a cross-encoder for the cross_encoder reranker.")
+    p = commands.add_parser(
+        "train",
+        help="train a model a pipeline stage loads (a cross-encoder reranker)",
+        description="Train models for pipeline stages. `ragopt train cross-encoder` fine-tunes "
+        "a cross-encoder for the cross_encoder reranker.",
+    )
     models = p.add_subparsers(dest="model_kind", metavar="MODEL", required=True)
-    t = models.add_parser("cross-encoder", help="fine-tune a cross-encoder on a dataset's training queries",
-                          description="Fine-tune a cross-encoder from an encoder (hub id, folder, or the packaged "
-                                      "all-MiniLM-L6-v2) on a seeded share of a dataset's judged queries, with hard "
-                                      "negatives from a pipeline's top candidates. Prints the artifact path (use it "
-                                      "as `model:` of the cross_encoder reranker) and the file of held-out query "
-                                      "ids (queries the model never saw). The same settings reuse the artifact.",
-                          epilog=f"{opts.EPILOG_DATASET} {opts.EPILOG_PIPELINE}")
-    t.add_argument("--base", default="all-MiniLM-L6-v2", metavar="MODEL",
-                   help="encoder to start from: hub id, model folder, or all-MiniLM-L6-v2 (default; packaged)")
+    t = models.add_parser(
+        "cross-encoder",
+        help="fine-tune a cross-encoder on a dataset's training queries",
+        description="Fine-tune a cross-encoder from an encoder (hub id, folder, or the packaged "
+        "all-MiniLM-L6-v2) on a seeded share of a dataset's judged queries, with hard "
+        "negatives from a pipeline's top candidates. Prints the artifact path (use it "
+        "as `model:` of the cross_encoder reranker) and the file of held-out query "
+        "ids (queries the model never saw). The same settings reuse the artifact.",
+        epilog=f"{opts.EPILOG_DATASET} {opts.EPILOG_PIPELINE}",
+    )
+    t.add_argument(
+        "--base",
+        default="all-MiniLM-L6-v2",
+        metavar="MODEL",
+        help="encoder to start from: hub id, model folder, or all-MiniLM-L6-v2 (default; packaged)",
+    )
     opts.add_dataset(t, help="dataset folder (BEIR layout) or name")
     opts.add_split(t, help="qrels split whose judged queries are used (default: test)")
-    t.add_argument("--train-fraction", type=float, default=0.6,
-                   help="share of the judged queries trained on; the rest are held out (default: 0.6)")
+    t.add_argument(
+        "--train-fraction",
+        type=float,
+        default=0.6,
+        help="share of the judged queries trained on; the rest are held out (default: 0.6)",
+    )
     t.add_argument("--max-queries", type=int, metavar="N", help="train on at most N of the training queries")
-    t.add_argument("--negatives-pipeline", default="bm25", metavar="PIPELINE",
-                   help="pipeline whose top candidates give hard negatives (default: bm25)")
+    t.add_argument(
+        "--negatives-pipeline",
+        default="bm25",
+        metavar="PIPELINE",
+        help="pipeline whose top candidates give hard negatives (default: bm25)",
+    )
     t.add_argument("--negatives-per-query", type=int, default=4, help="negatives per query (default: 4)")
-    t.add_argument("--negatives-depth", type=int, default=30,
-                   help="negatives are drawn from this many top candidates (default: 30)")
+    t.add_argument(
+        "--negatives-depth",
+        type=int,
+        default=30,
+        help="negatives are drawn from this many top candidates (default: 30)",
+    )
     t.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
     t.add_argument("--batch-size", type=int, default=16, help="pairs per training step (default: 16)")
     t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
-    t.add_argument("--loss", choices=("listwise", "bce"), default="listwise",
-                   help="listwise: softmax cross-entropy over each query's positive and negatives (default); "
-                        "bce: pointwise binary cross-entropy")
+    t.add_argument(
+        "--loss",
+        choices=("listwise", "bce"),
+        default="listwise",
+        help="listwise: softmax cross-entropy over each query's positive and negatives (default); "
+        "bce: pointwise binary cross-entropy",
+    )
     t.add_argument("--max-length", type=int, default=256, help="max tokens of query + passage (default: 256)")
-    t.add_argument("--trainer", choices=("ragopt", "sentence-transformers"), default="ragopt",
-                   help="ragopt: the built-in loop (default); sentence-transformers: its CrossEncoderTrainer "
-                        "with the same loss and schedule (needs accelerate)")
+    t.add_argument(
+        "--trainer",
+        choices=("ragopt", "sentence-transformers"),
+        default="ragopt",
+        help="ragopt: the built-in loop (default); sentence-transformers: its CrossEncoderTrainer "
+        "with the same loss and schedule (needs accelerate)",
+    )
     t.add_argument("--seed", type=int, default=0, help="seed of the query split, negatives and training (default: 0)")
-    t.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
-                   help="training device (default: auto)")
-    t.add_argument("--evaluate", action="store_true",
-                   help="then compare the first stage alone with first stage >> cross-encoder on the held-out "
-                        "queries (nDCG@10, recall@100)")
+    t.add_argument(
+        "--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="training device (default: auto)"
+    )
+    t.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="then compare the first stage alone with first stage >> cross-encoder on the held-out "
+        "queries (nDCG@10, recall@100)",
+    )
     t.add_argument("--eval-depth", type=int, default=100, help="candidates reranked by --evaluate (default: 100)")
     opts.add_index_dir(t)
     opts.add_rebuild(t, help="train again even if a matching artifact exists")
@@ -60,29 +94,62 @@ def run_cross_encoder(args: argparse.Namespace) -> Output:
     from ragopt.training.cross_encoder import compare_reranking, heldout_query_ids, train_cross_encoder
 
     store = opts.store(args)
-    art = train_cross_encoder(args.base, args.dataset, split=args.split, train_fraction=args.train_fraction,
-                              seed=args.seed, negatives_pipeline=args.negatives_pipeline,
-                              negatives_per_query=args.negatives_per_query, negatives_depth=args.negatives_depth,
-                              epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, loss=args.loss,
-                              max_length=args.max_length, max_queries=args.max_queries, device=args.device,
-                              store=store, progress=opts.progress(args), rebuild=args.rebuild, trainer=args.trainer)
+    art = train_cross_encoder(
+        args.base,
+        args.dataset,
+        split=args.split,
+        train_fraction=args.train_fraction,
+        seed=args.seed,
+        negatives_pipeline=args.negatives_pipeline,
+        negatives_per_query=args.negatives_per_query,
+        negatives_depth=args.negatives_depth,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        loss=args.loss,
+        max_length=args.max_length,
+        max_queries=args.max_queries,
+        device=args.device,
+        store=store,
+        progress=opts.progress(args),
+        rebuild=args.rebuild,
+        trainer=args.trainer,
+    )
     m = art.manifest
     heldout = art.path / "heldout_queries.txt"
-    obj = {"artifact": str(art.path), "created": art.created, "heldout_queries": str(heldout),
-           "n_train_queries": m.get("n_train_queries"), "n_heldout_queries": m.get("n_heldout_queries"),
-           "n_pairs": m.get("n_pairs"), "train_seconds": m.get("train_seconds"), "device": m.get("device")}
-    lines = [f"{'trained' if art.created else 'reused'} cross-encoder: {art.path}",
-             f"  {m.get('n_train_queries')} training queries, {m.get('n_pairs')} pairs, "
-             f"{m.get('train_seconds')}s on {m.get('device')}",
-             f"  held-out query ids ({m.get('n_heldout_queries')}): {heldout}",
-             f"  use it: ragopt eval -p bm25_ce -d {args.dataset} --set stages.1.model={art.path}"]
+    obj = {
+        "artifact": str(art.path),
+        "created": art.created,
+        "heldout_queries": str(heldout),
+        "n_train_queries": m.get("n_train_queries"),
+        "n_heldout_queries": m.get("n_heldout_queries"),
+        "n_pairs": m.get("n_pairs"),
+        "train_seconds": m.get("train_seconds"),
+        "device": m.get("device"),
+    }
+    lines = [
+        f"{'trained' if art.created else 'reused'} cross-encoder: {art.path}",
+        f"  {m.get('n_train_queries')} training queries, {m.get('n_pairs')} pairs, "
+        f"{m.get('train_seconds')}s on {m.get('device')}",
+        f"  held-out query ids ({m.get('n_heldout_queries')}): {heldout}",
+        f"  use it: ragopt eval -p bm25_ce -d {args.dataset} --set stages.1.model={art.path}",
+    ]
     if args.evaluate:
-        res = compare_reranking(art.path, args.dataset, split=args.split, query_ids=heldout_query_ids(art.path),
-                                depth=args.eval_depth, metrics=("ndcg@10", "recall@100"), store=store,
-                                progress=opts.progress(args))
+        res = compare_reranking(
+            art.path,
+            args.dataset,
+            split=args.split,
+            query_ids=heldout_query_ids(art.path),
+            depth=args.eval_depth,
+            metrics=("ndcg@10", "recall@100"),
+            store=store,
+            progress=opts.progress(args),
+        )
         res.pop("per_query")
         obj["evaluation"] = res
         lines.append(f"  held-out ({res['n_queries']} queries), first stage vs >> cross-encoder top {args.eval_depth}:")
-        lines += [f"    {k:<12} {res['first_stage'][k]:.4f} -> {res['reranked'][k]:.4f} ({res['gain'][k]:+.4f})"
-                  for k in res["first_stage"]]
+        lines += [
+            f"    {k:<12} {res['first_stage'][k]:.4f} -> {res['reranked'][k]:.4f} ({res['gain'][k]:+.4f})"
+            for k in res["first_stage"]
+        ]
     return Output("\n".join(lines), obj)

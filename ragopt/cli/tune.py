@@ -11,12 +11,15 @@ from ragopt.tuning.tuners.registry import describe_tuners  # the tuner table: no
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
-        "tune", help="tune a pipeline: run (or resume, or join) a study", formatter_class=_KeepLines,
+        "tune",
+        help="tune a pipeline: run (or resume, or join) a study",
+        formatter_class=_KeepLines,
         description="Run a tuning study from a config (dataset, pipeline template, search space, objective, tuner, "
-                    "budget). Trials are stored in an Optuna storage: rerun the same command to resume; run it on "
-                    "several machines against one database URL to share the study. The best pipeline is exported "
-                    "as a YAML that `ragopt eval --pipeline` accepts, and reported on held-out queries.",
-        epilog="tuners (--tuner, or the config's `tuner`):\n" + _indent(describe_tuners()))
+        "budget). Trials are stored in an Optuna storage: rerun the same command to resume; run it on "
+        "several machines against one database URL to share the study. The best pipeline is exported "
+        "as a YAML that `ragopt eval --pipeline` accepts, and reported on held-out queries.",
+        epilog="tuners (--tuner, or the config's `tuner`):\n" + _indent(describe_tuners()),
+    )
     p.add_argument("config", metavar="CONFIG.yaml", help="study config, e.g. configs/quickstart.yaml")
     opts.add_dataset(p, help="override the config's dataset (folder or name)", required=False)
     p.add_argument("--tuner", metavar="NAME", help="override the config's tuner (the names are listed below)")
@@ -26,13 +29,24 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--study", metavar="NAME", help="study name (default: the config's `study`)")
     p.add_argument("--seed", type=int, help="tuner seed (default: config)")
     opts.add_index_dir(p)
-    p.add_argument("--out", metavar="DIR", help="where to write best_pipeline.yaml and summary.json "
-                                                "(default: <index-dir>/studies/<study>)")
-    p.add_argument("--no-reuse", action="store_true",
-                   help="disable stage reuse (every trial rebuilds its indexes and reruns every stage)")
-    p.add_argument("--heartbeat", type=int, default=10, metavar="S",
-                   help="worker heartbeat in seconds; a worker silent for 3x this is presumed dead and its "
-                        "trial re-queued (default: 10; 0 disables)")
+    p.add_argument(
+        "--out",
+        metavar="DIR",
+        help="where to write best_pipeline.yaml and summary.json (default: <index-dir>/studies/<study>)",
+    )
+    p.add_argument(
+        "--no-reuse",
+        action="store_true",
+        help="disable stage reuse (every trial rebuilds its indexes and reruns every stage)",
+    )
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=10,
+        metavar="S",
+        help="worker heartbeat in seconds; a worker silent for 3x this is presumed dead and its "
+        "trial re-queued (default: 10; 0 disables)",
+    )
     opts.add_progress(p)
     opts.add_json(p)
     p.set_defaults(handler=run)
@@ -44,17 +58,33 @@ def run(args: argparse.Namespace) -> Output:
     cfg = StudyConfig.load(args.config)
     if args.dataset:
         cfg.dataset = args.dataset
-    res = run_study(cfg, storage=args.storage, study_name=args.study, store=opts.store(args), n_trials=args.trials,
-                    timeout=args.timeout, tuner=args.tuner, seed=args.seed, reuse=not args.no_reuse,
-                    progress=opts.progress(args), out_dir=args.out, heartbeat=args.heartbeat or None)
-    lines = [f"study {res.study_name}: {res.n_complete} complete, {res.n_failed} failed trials "
-             f"({res.seconds:.1f}s); storage {res.storage}"]
+    res = run_study(
+        cfg,
+        storage=args.storage,
+        study_name=args.study,
+        store=opts.store(args),
+        n_trials=args.trials,
+        timeout=args.timeout,
+        tuner=args.tuner,
+        seed=args.seed,
+        reuse=not args.no_reuse,
+        progress=opts.progress(args),
+        out_dir=args.out,
+        heartbeat=args.heartbeat or None,
+    )
+    lines = [
+        f"study {res.study_name}: {res.n_complete} complete, {res.n_failed} failed trials "
+        f"({res.seconds:.1f}s); storage {res.storage}"
+    ]
     if res.best_params:
         lines.append(f"best {cfg.objective.metrics}: {res.best_value}")
         lines += [f"  {k} = {v}" for k, v in res.best_params.items()]
         if h := res.heldout:
-            lines += [f"held-out ({h['n_queries']} queries) {m}: best {h['best'][m]:.4f} vs "
-                      f"baseline {h['baseline'][m]:.4f} ({h['gain'][m]:+.4f})" for m in h["best"]]
+            lines += [
+                f"held-out ({h['n_queries']} queries) {m}: best {h['best'][m]:.4f} vs "
+                f"baseline {h['baseline'][m]:.4f} ({h['gain'][m]:+.4f})"
+                for m in h["best"]
+            ]
         lines.append(f"best pipeline: {res.best_pipeline}  (ragopt eval --pipeline {res.best_pipeline})")
     return Output("\n".join(lines), res.to_dict())
 

@@ -45,11 +45,64 @@ Span = tuple[int, int]
 
 # -- sentence splitting ---------------------------------------------------------------------------
 # Words that end with a period without ending a sentence (compared lowercased, without the final ".").
-_ABBREVIATIONS = frozenset("""
-    e.g i.e cf vs viz al approx ca resp fig figs eq eqs ref refs vol vols pp ch sec secs tab
-    dr mr mrs ms prof st jr sr inc ltd co corp dept univ est min max av ave incl
-    jan feb mar apr jun jul aug sep sept oct nov dec
-""".split())
+_ABBREVIATIONS = frozenset(
+    [
+        "e.g",
+        "i.e",
+        "cf",
+        "vs",
+        "viz",
+        "al",
+        "approx",
+        "ca",
+        "resp",
+        "fig",
+        "figs",
+        "eq",
+        "eqs",
+        "ref",
+        "refs",
+        "vol",
+        "vols",
+        "pp",
+        "ch",
+        "sec",
+        "secs",
+        "tab",
+        "dr",
+        "mr",
+        "mrs",
+        "ms",
+        "prof",
+        "st",
+        "jr",
+        "sr",
+        "inc",
+        "ltd",
+        "co",
+        "corp",
+        "dept",
+        "univ",
+        "est",
+        "min",
+        "max",
+        "av",
+        "ave",
+        "incl",
+        "jan",
+        "feb",
+        "mar",
+        "apr",
+        "jun",
+        "jul",
+        "aug",
+        "sep",
+        "sept",
+        "oct",
+        "nov",
+        "dec",
+    ]
+)
 _BEFORE_NUMBER = frozenset({"no", "nos", "p", "nr", "art"})  # "No. 5", "p. 12"
 _PARAGRAPH = re.compile(r"\n[ \t\r\f\v]*\n\s*")
 _END = re.compile(r"([.!?\u2026]+)([\"'\u201d\u2019)\]]*)(\s+)(?=\S)")
@@ -64,7 +117,7 @@ def _is_boundary(text: str, m: re.Match) -> bool:
     if nxt.islower():  # "approx. the", "et al. showed"
         return False
     ws = max(text.rfind(" ", 0, m.start(1)), text.rfind("\n", 0, m.start(1)), text.rfind("\t", 0, m.start(1)))
-    word = text[ws + 1:m.start(1)].lstrip("([{\"'\u201c\u2018")
+    word = text[ws + 1 : m.start(1)].lstrip("([{\"'\u201c\u2018")
     low = word.lower()
     if low in _ABBREVIATIONS or _DOTTED.fullmatch(word):
         return False
@@ -195,28 +248,45 @@ class Chunker(Stage):
     cache_outputs: ClassVar[bool] = False  # queries pass through unchanged
 
     method: Literal["tokens", "chars", "sentences", "recursive", "semantic"] = param(
-        "tokens", doc="fixed token windows, fixed character windows, sentence groups, recursive "
-                      "separator splitting, or semantic breakpoints")
-    size: int | None = param(None, doc="passage size in the method's unit (null: tokens 128, chars 1000, "
-                                       "sentences 5, recursive 1000 chars, semantic 20 sentences max)", ge=1)
+        "tokens",
+        doc="fixed token windows, fixed character windows, sentence groups, recursive "
+        "separator splitting, or semantic breakpoints",
+    )
+    size: int | None = param(
+        None,
+        doc="passage size in the method's unit (null: tokens 128, chars 1000, "
+        "sentences 5, recursive 1000 chars, semantic 20 sentences max)",
+        ge=1,
+    )
     overlap: int = param(0, doc="units shared by consecutive passages (must be < size; 0 for semantic)", ge=0)
-    min_chars: int = param(0, doc="a passage shorter than this many characters is merged into its "
-                                  "neighbour (0: never)", ge=0)
-    tokenizer: str = param("whitespace", doc="tokens method: 'whitespace' (\\S+ tokens) or "
-                                             "'hf:<path or model id>' (a Hugging Face fast tokenizer)")
+    min_chars: int = param(
+        0, doc="a passage shorter than this many characters is merged into its neighbour (0: never)", ge=0
+    )
+    tokenizer: str = param(
+        "whitespace",
+        doc="tokens method: 'whitespace' (\\S+ tokens) or 'hf:<path or model id>' (a Hugging Face fast tokenizer)",
+    )
     encoder: Component | None = param(None, doc="semantic method: the sentence encoder")
-    breakpoint_percentile: float = param(95.0, doc="semantic method: split where the distance between "
-                                                   "consecutive sentences exceeds this percentile", ge=0, le=100)
+    breakpoint_percentile: float = param(
+        95.0,
+        doc="semantic method: split where the distance between consecutive sentences exceeds this percentile",
+        ge=0,
+        le=100,
+    )
 
     def validate(self, path: str = "") -> None:
         p = f"{path}." if path else ""
         if self.overlap >= self.chunk_size:
-            raise ConfigError(f"{p}overlap", f"must be smaller than size ({self.chunk_size} for method "
-                                             f"{self.method!r}), got {self.overlap}")
+            raise ConfigError(
+                f"{p}overlap",
+                f"must be smaller than size ({self.chunk_size} for method {self.method!r}), got {self.overlap}",
+            )
         if self.method == "semantic":
             if self.encoder is None:
-                raise ConfigError(f"{p}encoder", "method 'semantic' needs an encoder, e.g. "
-                                                 "{type: sentence_transformer, model: all-MiniLM-L6-v2}")
+                raise ConfigError(
+                    f"{p}encoder",
+                    "method 'semantic' needs an encoder, e.g. {type: sentence_transformer, model: all-MiniLM-L6-v2}",
+                )
             if self.overlap:
                 raise ConfigError(f"{p}overlap", "semantic passages do not overlap; set overlap: 0")
         if self.encoder is not None:
@@ -231,8 +301,13 @@ class Chunker(Stage):
 
     def passage_spec(self) -> dict[str, Any]:
         """The parameters that shape the passages (part of the passage corpus fingerprint)."""
-        spec: dict[str, Any] = {"chunker_format": FORMAT_VERSION, "method": self.method, "size": self.chunk_size,
-                                "overlap": self.overlap, "min_chars": self.min_chars}
+        spec: dict[str, Any] = {
+            "chunker_format": FORMAT_VERSION,
+            "method": self.method,
+            "size": self.chunk_size,
+            "overlap": self.overlap,
+            "min_chars": self.min_chars,
+        }
         if self.method == "tokens":
             spec["tokenizer"] = self.tokenizer
         if self.method == "semantic":
@@ -250,13 +325,13 @@ class Chunker(Stage):
         self._hf_tokenizer: Any = None
 
     # -- stage protocol -------------------------------------------------------------------------
-    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "Chunker":
+    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None) -> Chunker:
         fitted = self._fit
         if fitted is not None and fitted.corpus.fingerprint == corpus.fingerprint and not rebuild:
             # fitted on this corpus already: nothing to build or encode again
-            self._fit = _ChunkerFit(corpus, [dict(x, created=False) for x in fitted.artifacts], Stats(),
-                                    passages=fitted.passages)
+            self._fit = _ChunkerFit(
+                corpus, [dict(x, created=False) for x in fitted.artifacts], Stats(), passages=fitted.passages
+            )
             return self
         stats = Stats()
         artifacts: list[dict] = []
@@ -274,8 +349,10 @@ class Chunker(Stage):
             rows = np.load(art.file("doc_rows.npy"), allow_pickle=False)
             offsets = np.load(art.file("offsets.npy"), allow_pickle=False)
             if rows.ndim != 1 or offsets.shape != (len(rows), 2) or (len(rows) and rows.max() >= len(corpus)):
-                raise ArtifactError(f"passages {art.path} do not fit corpus {corpus.name or 'unnamed'} "
-                                    f"({len(corpus)} documents); rebuild them (--rebuild)")
+                raise ArtifactError(
+                    f"passages {art.path} do not fit corpus {corpus.name or 'unnamed'} "
+                    f"({len(corpus)} documents); rebuild them (--rebuild)"
+                )
             passages = self._make_corpus(corpus, rows, offsets)
             artifacts.append({"kind": "passages", "path": str(art.path), "created": art.created})
         else:
@@ -307,9 +384,16 @@ class Chunker(Stage):
             texts.append(corpus.texts[r][a:b])
             titles.append(corpus.titles[r])
             parents.append(doc)
-        return Corpus(ids, texts, titles, parent_ids=parents, offsets=offsets.astype(np.int64, copy=False),
-                      name=f"{corpus.name}:passages" if corpus.name else "passages",
-                      fingerprint=self.fingerprint_for(corpus), parent=corpus)
+        return Corpus(
+            ids,
+            texts,
+            titles,
+            parent_ids=parents,
+            offsets=offsets.astype(np.int64, copy=False),
+            name=f"{corpus.name}:passages" if corpus.name else "passages",
+            fingerprint=self.fingerprint_for(corpus),
+            parent=corpus,
+        )
 
     def _spans(self, corpus: Corpus, progress: bool | None, stats: Stats) -> tuple[np.ndarray, np.ndarray]:
         """(parent row, [start, end)) of every passage, in document order (sentence encoding counted in
@@ -326,8 +410,9 @@ class Chunker(Stage):
         elif self.method == "sentences":
             per_doc = [_unit_windows(split_sentences(t), size, overlap) for t in texts]
         elif self.method == "recursive":
-            per_doc = [_merge_pieces(_recursive_pieces(t, 0, len(t), RECURSIVE_SEPARATORS, size), size, overlap)
-                       for t in texts]
+            per_doc = [
+                _merge_pieces(_recursive_pieces(t, 0, len(t), RECURSIVE_SEPARATORS, size), size, overlap) for t in texts
+            ]
         else:
             per_doc = self._semantic(texts, progress, stats)
         rows, offsets = [], []
@@ -359,7 +444,7 @@ class Chunker(Stage):
             emb = np.zeros((0, 1), np.float32)
         dists, start = [], 0
         for spans in sentences:
-            e = emb[start:start + len(spans)]
+            e = emb[start : start + len(spans)]
             start += len(spans)
             dists.append(1.0 - np.sum(e[:-1] * e[1:], axis=1) if len(spans) > 1 else np.zeros(0))
         all_d = np.concatenate(dists) if dists else np.zeros(0)
@@ -383,8 +468,9 @@ def _load_hf_tokenizer(name: str):
     if path.is_file():
         tok = require("tokenizers", "dense", f"tokenizer 'hf:{name}'").Tokenizer.from_file(str(path))
     else:
-        AutoTokenizer = require("transformers", "dense", f"tokenizer 'hf:{name}' (not a local file or folder: "
-                                                         "loading it by model id)").AutoTokenizer
+        AutoTokenizer = require(
+            "transformers", "dense", f"tokenizer 'hf:{name}' (not a local file or folder: loading it by model id)"
+        ).AutoTokenizer
         try:
             tok = AutoTokenizer.from_pretrained(name, use_fast=True).backend_tokenizer
         except OSError as e:
@@ -407,8 +493,10 @@ class PassageAggregator(Stage):
     cache_depth_field: ClassVar[str | None] = "top_k"
 
     method: Literal["max", "sum", "first_k_sum"] = param(
-        "max", doc="document score: its best passage, the sum of its retrieved passages, or the sum of its "
-                   "best k_passages passages")
+        "max",
+        doc="document score: its best passage, the sum of its retrieved passages, or the sum of its "
+        "best k_passages passages",
+    )
     k_passages: int = param(3, doc="first_k_sum: passages summed per document", ge=1)
     top_k: int = param(1000, doc="documents kept per query", ge=1)
 
@@ -426,8 +514,9 @@ class PassageAggregator(Stage):
         if corpus.parent is None:
             return batch.cut(self.top_k)
         rows = self._parent_rows(corpus)
-        doc_idx, scores = aggregate_candidates(batch.doc_idx, batch.scores, rows, self.method, self.k_passages,
-                                               self.top_k)
+        doc_idx, scores = aggregate_candidates(
+            batch.doc_idx, batch.scores, rows, self.method, self.k_passages, self.top_k
+        )
         return batch.with_candidates(doc_idx, scores, corpus.parent)
 
     def _parent_rows(self, corpus: Corpus) -> np.ndarray:

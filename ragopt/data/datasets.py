@@ -7,16 +7,27 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections.abc import Container
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Container
+from typing import Any
 
+from ragopt.data.download import BEIR_DATASETS, download_beir
 from ragopt.data.jsonl import read_jsonl
 from ragopt.errors import DataError, DatasetNotFoundError
 from ragopt.types import Corpus, Qrels, Queries
 
-__all__ = ["Dataset", "load_dataset", "resolve_dataset", "dataset_search_path", "list_datasets", "user_cache_dir",
-           "load_corpus", "load_queries", "load_qrels"]
+__all__ = [
+    "Dataset",
+    "load_dataset",
+    "resolve_dataset",
+    "dataset_search_path",
+    "list_datasets",
+    "user_cache_dir",
+    "load_corpus",
+    "load_queries",
+    "load_qrels",
+]
 
 _TRUE = {"1", "true", "yes", "on"}
 _N_EXAMPLES = 5
@@ -36,12 +47,12 @@ def dataset_search_path() -> list[Path]:
     """Folders searched for a dataset name, in order (duplicates removed): each entry of
     ``$RAGOPT_DATA_PATH``, ``../shared/data`` from the current folder and from the repository root,
     then the user cache (:func:`user_cache_dir`)."""
-    import ragopt
-
     dirs = [Path(p).expanduser() for p in os.environ.get("RAGOPT_DATA_PATH", "").split(os.pathsep) if p]
-    dirs += [Path.cwd() / ".." / "shared" / "data",
-             Path(ragopt.__file__).resolve().parents[1] / ".." / "shared" / "data",
-             user_cache_dir()]
+    dirs += [
+        Path.cwd() / ".." / "shared" / "data",
+        Path(__file__).resolve().parents[2] / ".." / "shared" / "data",
+        user_cache_dir(),
+    ]
     out: dict[Path, None] = {}
     for d in dirs:
         out.setdefault(d.resolve(), None)
@@ -80,8 +91,6 @@ def resolve_dataset(name_or_path: str | os.PathLike, download: bool | None = Non
     folder of :func:`dataset_search_path`; a standard BEIR name not found there is downloaded into the
     user cache unless ``download`` is False (``None``: allowed unless ``RAGOPT_OFFLINE`` or
     ``HF_HUB_OFFLINE`` is set). Raises :class:`DatasetNotFoundError` listing every place looked."""
-    from ragopt.data.download import BEIR_DATASETS, download_beir
-
     raw = os.fspath(name_or_path)
     as_path = Path(raw).expanduser()
     if as_path.is_dir():
@@ -120,7 +129,7 @@ def _read_docs(path: Path, kind: str) -> tuple[list[str], list[str], list[str]]:
         try:
             did = str(obj["_id"])
         except KeyError:
-            raise DataError(f"{path}:{line_no}: {kind} record has no \"_id\"") from None
+            raise DataError(f'{path}:{line_no}: {kind} record has no "_id"') from None
         if did in line_of:
             raise DataError(f"{path}:{line_no}: duplicate _id {did!r} (first on line {line_of[did]})")
         line_of[did] = line_no
@@ -134,10 +143,12 @@ def _read_docs(path: Path, kind: str) -> tuple[list[str], list[str], list[str]]:
 
 def _corpus_with_stats(path: str | os.PathLike, name: str = "") -> tuple[Corpus, dict[str, int]]:
     ids, titles, texts = _read_docs(Path(path), "corpus")
-    stats = {"n_docs": len(ids),
-             "n_empty": sum(1 for t, x in zip(titles, texts) if not t and not x),
-             "n_empty_text": sum(1 for x in texts if not x),
-             "n_empty_title": sum(1 for t in titles if not t)}
+    stats = {
+        "n_docs": len(ids),
+        "n_empty": sum(1 for t, x in zip(titles, texts) if not t and not x),
+        "n_empty_text": sum(1 for x in texts if not x),
+        "n_empty_title": sum(1 for t in titles if not t),
+    }
     return Corpus(ids, texts, titles, name=name), stats
 
 
@@ -160,8 +171,9 @@ def _is_number(s: str) -> bool:
         return False
 
 
-def load_qrels(path: str | os.PathLike, known_queries: Container[str] | None = None,
-               known_docs: Container[str] | None = None) -> tuple[Qrels, dict[str, Any]]:
+def load_qrels(
+    path: str | os.PathLike, known_queries: Container[str] | None = None, known_docs: Container[str] | None = None
+) -> tuple[Qrels, dict[str, Any]]:
     """Read a qrels TSV (``query-id  corpus-id  score``; a header line and the 4-column TREC form are accepted).
 
     Judgments naming a query not in ``known_queries`` or a document not in ``known_docs`` are dropped;
@@ -187,8 +199,9 @@ def load_qrels(path: str | os.PathLike, known_queries: Container[str] | None = N
         if len(cols) == 4:  # TREC: qid iteration docid score
             cols = [cols[0], cols[2], cols[3]]
         if len(cols) != 3:
-            raise DataError(f"{path}:{line_no}: expected 3 tab-separated columns "
-                            f"(query-id, corpus-id, score), got {len(cols)}")
+            raise DataError(
+                f"{path}:{line_no}: expected 3 tab-separated columns (query-id, corpus-id, score), got {len(cols)}"
+            )
         qid, did, score_s = (c.strip() for c in cols)
         if line_no == 1 and not _is_number(score_s):
             continue  # header
@@ -206,15 +219,30 @@ def load_qrels(path: str | os.PathLike, known_queries: Container[str] | None = N
             if unknown_d:
                 bad_d.add(did)
             if len(examples) < _N_EXAMPLES:
-                examples.append({"line": line_no, "query_id": qid, "doc_id": did,
-                                 "unknown": "query" if not unknown_d else "doc" if not unknown_q else "both"})
+                examples.append(
+                    {
+                        "line": line_no,
+                        "query_id": qid,
+                        "doc_id": did,
+                        "unknown": "query" if not unknown_d else "doc" if not unknown_q else "both",
+                    }
+                )
             continue
         qrels.setdefault(qid, {})[did] = score
-    report = {"n_pairs": n_pairs, "n_kept": n_pairs - n_dropped, "n_dropped": n_dropped,
-              "unknown_query_ids": len(bad_q), "unknown_doc_ids": len(bad_d), "examples": examples}
+    report = {
+        "n_pairs": n_pairs,
+        "n_kept": n_pairs - n_dropped,
+        "n_dropped": n_dropped,
+        "unknown_query_ids": len(bad_q),
+        "unknown_doc_ids": len(bad_d),
+        "examples": examples,
+    }
     if n_dropped:
-        warnings.warn(f"{path}: dropped {n_dropped} of {n_pairs} judgments naming {len(bad_q)} unknown query "
-                      f"ids and {len(bad_d)} unknown doc ids (e.g. {examples[0]})", stacklevel=2)
+        warnings.warn(
+            f"{path}: dropped {n_dropped} of {n_pairs} judgments naming {len(bad_q)} unknown query "
+            f"ids and {len(bad_d)} unknown doc ids (e.g. {examples[0]})",
+            stacklevel=2,
+        )
     return qrels, report
 
 
@@ -262,8 +290,10 @@ class Dataset:
         if split not in self._qrels:
             path = self.path / "qrels" / f"{split}.tsv"
             if not path.is_file():
-                raise DataError(f"{path}: no split {split!r} in dataset {self.name!r}; "
-                                f"available splits: {', '.join(self.splits) or 'none'}")
+                raise DataError(
+                    f"{path}: no split {split!r} in dataset {self.name!r}; "
+                    f"available splits: {', '.join(self.splits) or 'none'}"
+                )
             known_q = set(self.queries.ids)
             self._qrels[split] = load_qrels(path, known_q, self.corpus)
         return self._qrels[split][0]
@@ -288,7 +318,7 @@ class Dataset:
         out: dict[str, list[str]] = {}
         for line_no, obj in read_jsonl(path):
             if "query-id" not in obj:
-                raise DataError(f"{path}:{line_no}: answer record has no \"query-id\"")
+                raise DataError(f'{path}:{line_no}: answer record has no "query-id"')
             ans = obj.get("answers", [])
             out[str(obj["query-id"])] = [ans] if isinstance(ans, str) else [str(a) for a in ans]
         return out
@@ -302,7 +332,7 @@ class Dataset:
         tools = []
         for line_no, obj in read_jsonl(path):
             if "_id" not in obj:
-                raise DataError(f"{path}:{line_no}: tool record has no \"_id\"")
+                raise DataError(f'{path}:{line_no}: tool record has no "_id"')
             tools.append(obj)
         return tools
 

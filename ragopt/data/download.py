@@ -55,8 +55,9 @@ def _fetch(url: str, dest: Path, name: str, progress: bool) -> str:
     try:
         with urllib.request.urlopen(req, timeout=30) as resp, open(dest, "wb") as out:
             total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"download {name}", file=sys.stderr,
-                      disable=not progress) as bar:
+            with tqdm(
+                total=total, unit="B", unit_scale=True, desc=f"download {name}", file=sys.stderr, disable=not progress
+            ) as bar:
                 while chunk := resp.read(_CHUNK):
                     out.write(chunk)
                     md5.update(chunk)
@@ -89,8 +90,13 @@ def _dataset_root(extracted: Path, name: str) -> Path:
     return extracted
 
 
-def download_beir(name: str, dest_root: str | os.PathLike, url: str | None = None, md5: str | None = None,
-                  progress: bool | None = None) -> Path:
+def download_beir(
+    name: str,
+    dest_root: str | os.PathLike,
+    url: str | None = None,
+    md5: str | None = None,
+    progress: bool | None = None,
+) -> Path:
     """Download the BEIR dataset ``name`` into ``dest_root/name`` and return that folder.
 
     ``md5`` defaults to the published checksum (a mismatch raises :class:`DataError`). The zip is

@@ -6,8 +6,9 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator
+from typing import IO, Any
 
 from ragopt._io import atomic_write
 from ragopt.errors import DataError
@@ -24,7 +25,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any]]]:
     loads = json.loads
     line_no = 0
     try:
-        with (gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb")) as f:
+        with gzip.open(path, "rb") if path.name.endswith(".gz") else open(path, "rb") as f:
             for line_no, raw in enumerate(f, 1):
                 try:
                     line = raw.decode("utf-8")

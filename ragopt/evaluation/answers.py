@@ -34,19 +34,31 @@ import math
 import re
 import string
 from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
 from ragopt.errors import ConfigError, DataError
 
 __all__ = [
-    "normalize_answer", "exact_match", "token_f1", "contains", "rouge_tokenize", "rouge_l",
-    "context_recall", "context_precision", "answer_in_context",
-    "mean_value", "bootstrap_ci",
-    "AnswerMetric", "ANSWER_METRICS", "answer_metric", "is_answer_metric",
-    "AnswerEvalResult", "evaluate_answers",
+    "normalize_answer",
+    "exact_match",
+    "token_f1",
+    "contains",
+    "rouge_tokenize",
+    "rouge_l",
+    "context_recall",
+    "context_precision",
+    "answer_in_context",
+    "mean_value",
+    "bootstrap_ci",
+    "AnswerMetric",
+    "ANSWER_METRICS",
+    "answer_metric",
+    "is_answer_metric",
+    "AnswerEvalResult",
+    "evaluate_answers",
 ]
 
 # ---------------------------------------------------------------------------------------------------------
@@ -103,8 +115,7 @@ def _contained(norm_golds: list[str], norm_text: str) -> bool:
 def contains(prediction: str, golds: str | Iterable[str]) -> float:
     """Answer containment (FlashRAG ``acc``): 1.0 when a normalised gold answer is a substring of the
     normalised prediction. Gold answers that normalise to nothing are ignored."""
-    return 1.0 if _contained([normalize_answer(g) for g in _gold_list(golds)], normalize_answer(prediction)) \
-        else 0.0
+    return 1.0 if _contained([normalize_answer(g) for g in _gold_list(golds)], normalize_answer(prediction)) else 0.0
 
 
 _NON_ALNUM = re.compile(r"[^a-z0-9]+")
@@ -148,6 +159,7 @@ def rouge_l(prediction: str, golds: str | Iterable[str]) -> float:
 
 # ---------------------------------------------------------------------------------------------------------
 # context metrics
+
 
 def _relevant(qrels_row: Mapping[str, object] | None, relevance_level: int) -> set[str]:
     if not qrels_row:
@@ -208,6 +220,7 @@ def answer_in_context(context: Iterable, golds: str | Iterable[str]) -> float:
 # ---------------------------------------------------------------------------------------------------------
 # aggregation
 
+
 def _as_array(values: Mapping[str, float] | Iterable[float]) -> np.ndarray:
     if isinstance(values, Mapping):
         values = list(values.values())
@@ -225,8 +238,9 @@ def mean_value(values: Mapping[str, float] | Iterable[float]) -> float:
     return math.fsum(arr.tolist()) / arr.size
 
 
-def bootstrap_ci(values: Mapping[str, float] | Iterable[float], n_resamples: int = 1000, alpha: float = 0.05,
-                 seed: int = 0) -> tuple[float, float, float]:
+def bootstrap_ci(
+    values: Mapping[str, float] | Iterable[float], n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
+) -> tuple[float, float, float]:
     """Percentile bootstrap: ``(mean, lo, hi)`` where [lo, hi] is the central ``1 - alpha`` interval of the
     means of ``n_resamples`` resamples (with replacement, same size) drawn by ``numpy.random.default_rng(seed)``.
     """
@@ -271,26 +285,39 @@ class AnswerMetric:
         return self.name
 
 
-ANSWER_METRICS: dict[str, AnswerMetric] = {m.name: m for m in (
-    AnswerMetric("em", frozenset({ANSWERS}), "SQuAD exact match against the best gold answer"),
-    AnswerMetric("f1", frozenset({ANSWERS}), "SQuAD token F1 against the best gold answer"),
-    AnswerMetric("contains", frozenset({ANSWERS}), "a gold answer is contained in the answer (FlashRAG acc)"),
-    AnswerMetric("rouge_l", frozenset({ANSWERS}), "ROUGE-L F-measure against the best gold answer"),
-    AnswerMetric("ctx_recall", frozenset({QRELS, CONTEXT}), "fraction of relevant docs in the packed context"),
-    AnswerMetric("ctx_precision", frozenset({QRELS, CONTEXT}), "fraction of packed docs that are relevant"),
-    AnswerMetric("answer_in_ctx", frozenset({ANSWERS, CONTEXT}), "a gold answer appears in the packed context"),
-)}
+ANSWER_METRICS: dict[str, AnswerMetric] = {
+    m.name: m
+    for m in (
+        AnswerMetric("em", frozenset({ANSWERS}), "SQuAD exact match against the best gold answer"),
+        AnswerMetric("f1", frozenset({ANSWERS}), "SQuAD token F1 against the best gold answer"),
+        AnswerMetric("contains", frozenset({ANSWERS}), "a gold answer is contained in the answer (FlashRAG acc)"),
+        AnswerMetric("rouge_l", frozenset({ANSWERS}), "ROUGE-L F-measure against the best gold answer"),
+        AnswerMetric("ctx_recall", frozenset({QRELS, CONTEXT}), "fraction of relevant docs in the packed context"),
+        AnswerMetric("ctx_precision", frozenset({QRELS, CONTEXT}), "fraction of packed docs that are relevant"),
+        AnswerMetric("answer_in_ctx", frozenset({ANSWERS, CONTEXT}), "a gold answer appears in the packed context"),
+    )
+}
 
 # alias (lower case, '-' and ' ' read as '_') -> canonical name
 _ALIASES = {
-    "em": "em", "exact_match": "em", "exactmatch": "em",
-    "f1": "f1", "token_f1": "f1",
-    "contains": "contains", "acc": "contains", "sub_em": "contains", "containment": "contains",
+    "em": "em",
+    "exact_match": "em",
+    "exactmatch": "em",
+    "f1": "f1",
+    "token_f1": "f1",
+    "contains": "contains",
+    "acc": "contains",
+    "sub_em": "contains",
+    "containment": "contains",
     "answer_contains": "contains",
-    "rouge_l": "rouge_l", "rougel": "rouge_l",
-    "ctx_recall": "ctx_recall", "context_recall": "ctx_recall",
-    "ctx_precision": "ctx_precision", "context_precision": "ctx_precision",
-    "answer_in_ctx": "answer_in_ctx", "answer_in_context": "answer_in_ctx",
+    "rouge_l": "rouge_l",
+    "rougel": "rouge_l",
+    "ctx_recall": "ctx_recall",
+    "context_recall": "ctx_recall",
+    "ctx_precision": "ctx_precision",
+    "context_precision": "ctx_precision",
+    "answer_in_ctx": "answer_in_ctx",
+    "answer_in_context": "answer_in_ctx",
 }
 
 
@@ -314,13 +341,15 @@ def answer_metric(name: str | AnswerMetric) -> AnswerMetric:
     if canon is None:
         hint = difflib.get_close_matches(_key(name), list(_ALIASES), n=1)
         extra = f"; did you mean {_ALIASES[hint[0]]!r}?" if hint else ""
-        raise ConfigError("metrics", f"unknown answer metric {name!r}{extra} "
-                                     f"(answer metrics: {', '.join(ANSWER_METRICS)})")
+        raise ConfigError(
+            "metrics", f"unknown answer metric {name!r}{extra} (answer metrics: {', '.join(ANSWER_METRICS)})"
+        )
     return ANSWER_METRICS[canon]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # evaluation
+
 
 @dataclass
 class AnswerEvalResult:
@@ -342,15 +371,20 @@ class AnswerEvalResult:
         """Mean of ``metric`` (any alias)."""
         return self.metrics[answer_metric(metric).name]
 
-    def ci(self, metric: str, n_resamples: int = 1000, alpha: float = 0.05,
-           seed: int = 0) -> tuple[float, float, float]:
+    def ci(
+        self, metric: str, n_resamples: int = 1000, alpha: float = 0.05, seed: int = 0
+    ) -> tuple[float, float, float]:
         """Bootstrap ``(mean, lo, hi)`` of ``metric`` over its scored queries (see :func:`bootstrap_ci`)."""
         return bootstrap_ci(self.per_query[answer_metric(metric).name], n_resamples, alpha, seed)
 
     def to_dict(self, per_query: bool = False) -> dict:
         """JSON-ready summary; ``per_query=True`` adds the per-query values."""
-        out = {"metrics": dict(self.metrics), "n_queries": self.n_queries, "n_scored": dict(self.n_scored),
-               "n_skipped": {m: len(v) for m, v in self.skipped.items()}}
+        out = {
+            "metrics": dict(self.metrics),
+            "n_queries": self.n_queries,
+            "n_scored": dict(self.n_scored),
+            "n_skipped": {m: len(v) for m, v in self.skipped.items()},
+        }
         if per_query:
             out["per_query"] = {m: dict(v) for m, v in self.per_query.items()}
         return out
@@ -363,11 +397,14 @@ _NEED_TEXT = {
 }
 
 
-def evaluate_answers(predictions: Mapping[str, str], golds: Mapping[str, Sequence[str]] | None,
-                     metrics: Sequence[str | AnswerMetric] | str,
-                     contexts: Mapping[str, Sequence[tuple[str, str]]] | None = None,
-                     qrels: Mapping[str, Mapping[str, int]] | None = None,
-                     relevance_level: int = 1) -> AnswerEvalResult:
+def evaluate_answers(
+    predictions: Mapping[str, str],
+    golds: Mapping[str, Sequence[str]] | None,
+    metrics: Sequence[str | AnswerMetric] | str,
+    contexts: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    qrels: Mapping[str, Mapping[str, int]] | None = None,
+    relevance_level: int = 1,
+) -> AnswerEvalResult:
     """Score ``predictions`` (qid -> answer) with answer / context ``metrics``.
 
     ``golds``: qid -> gold answers; ``contexts``: qid -> packed ``(doc_id, text)`` pairs; ``qrels``: qid ->
@@ -385,8 +422,10 @@ def evaluate_answers(predictions: Mapping[str, str], golds: Mapping[str, Sequenc
     for m in parsed:
         missing = [need for need in sorted(m.needs) if not have[need]]
         if missing:
-            raise DataError(f"metric {m.name!r} needs {' and '.join(_NEED_TEXT[n] for n in missing)}, "
-                            "which this evaluation does not have")
+            raise DataError(
+                f"metric {m.name!r} needs {' and '.join(_NEED_TEXT[n] for n in missing)}, "
+                "which this evaluation does not have"
+            )
     golds = golds or {}
     qrels = qrels or {}
     contexts = contexts or {}
@@ -426,8 +465,11 @@ def evaluate_answers(predictions: Mapping[str, str], golds: Mapping[str, Sequenc
             else:  # pragma: no cover - the registry and this dispatch list the same names
                 raise ConfigError("metrics", f"answer metric {m.name!r} has no implementation")
         if not values:
-            why = ("has gold answers" if ANSWERS in m.needs else
-                   f"has a relevant document (grade >= {relevance_level}) in the qrels")
+            why = (
+                "has gold answers"
+                if ANSWERS in m.needs
+                else f"has a relevant document (grade >= {relevance_level}) in the qrels"
+            )
             raise DataError(f"metric {m.name!r}: none of the {len(qids)} predicted queries {why}; nothing to score")
         per_query[m.name] = values
         skipped[m.name] = skip

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ragopt.errors import ConfigError, DataError
 from ragopt.evaluation.answers import bootstrap_ci
@@ -32,10 +33,14 @@ __all__ = ["JUDGE_METRICS", "JUDGE_PROMPT_VERSION", "LLMJudge", "JudgedResult", 
 JUDGE_PROMPT_VERSION = 1
 _SYSTEM = "You are a strict grader. Reply with one word: Yes or No."
 _PROMPTS = {
-    "judge_correctness": ("Question: {question}\nGold answer(s): {gold}\nProposed answer: {answer}\n\n"
-                          "Does the proposed answer give the same answer as one of the gold answers? Yes or No?"),
-    "faithfulness": ("Context:\n{context}\n\nAnswer: {answer}\n\n"
-                     "Is everything the answer states supported by the context? Yes or No?"),
+    "judge_correctness": (
+        "Question: {question}\nGold answer(s): {gold}\nProposed answer: {answer}\n\n"
+        "Does the proposed answer give the same answer as one of the gold answers? Yes or No?"
+    ),
+    "faithfulness": (
+        "Context:\n{context}\n\nAnswer: {answer}\n\n"
+        "Is everything the answer states supported by the context? Yes or No?"
+    ),
     "answer_relevance": "Question: {question}\nAnswer: {answer}\n\nDoes the answer address the question? Yes or No?",
 }
 #: metric -> what it needs besides the answer (``answers``: gold answers, ``context``: the packed passages)
@@ -44,9 +49,14 @@ JUDGE_METRICS: dict[str, frozenset[str]] = {
     "faithfulness": frozenset({"context"}),
     "answer_relevance": frozenset({"question"}),
 }
-_ALIASES = {"judge_correctness": "judge_correctness", "judged_correctness": "judge_correctness",
-            "correctness": "judge_correctness", "faithfulness": "faithfulness",
-            "answer_relevance": "answer_relevance", "relevance": "answer_relevance"}
+_ALIASES = {
+    "judge_correctness": "judge_correctness",
+    "judged_correctness": "judge_correctness",
+    "correctness": "judge_correctness",
+    "faithfulness": "faithfulness",
+    "answer_relevance": "answer_relevance",
+    "relevance": "answer_relevance",
+}
 _YES = re.compile(r"^\W*(yes|no)\b", re.I)
 
 
@@ -75,9 +85,14 @@ class JudgedResult:
     confidence: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"metrics": self.metrics, "ci95": {k: list(v) for k, v in self.ci.items()}, "n_judged": self.n_judged,
-                "unparseable": self.unparseable, "n_skipped": {k: len(v) for k, v in self.skipped.items()},
-                "judge_prompt_version": JUDGE_PROMPT_VERSION}
+        return {
+            "metrics": self.metrics,
+            "ci95": {k: list(v) for k, v in self.ci.items()},
+            "n_judged": self.n_judged,
+            "unparseable": self.unparseable,
+            "n_skipped": {k: len(v) for k, v in self.skipped.items()},
+            "judge_prompt_version": JUDGE_PROMPT_VERSION,
+        }
 
 
 class LLMJudge:
@@ -90,20 +105,28 @@ class LLMJudge:
             raise ConfigError("judge.mode", f"must be auto, score or generate, got {mode!r}")
         if mode == "score" and not self.client.supports_logprobs:
             raise ConfigError("judge.mode", f"{self.client.backend.describe()} gives no logprobs; use mode generate")
-        self.mode = "score" if mode == "auto" and self.client.supports_logprobs else (
-            "generate" if mode == "auto" else mode)
+        self.mode = (
+            "score" if mode == "auto" and self.client.supports_logprobs else ("generate" if mode == "auto" else mode)
+        )
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.client.backend.describe(), "fingerprint": self.client.fingerprint(), "mode": self.mode,
-                "prompt_version": JUDGE_PROMPT_VERSION}
+        return {
+            "model": self.client.backend.describe(),
+            "fingerprint": self.client.fingerprint(),
+            "mode": self.mode,
+            "prompt_version": JUDGE_PROMPT_VERSION,
+        }
 
     @staticmethod
     def prompt(metric: str, **fields: str) -> list[dict[str, str]]:
-        return [{"role": "system", "content": _SYSTEM},
-                {"role": "user", "content": _PROMPTS[_canon(metric)].format(**fields)}]
+        return [
+            {"role": "system", "content": _SYSTEM},
+            {"role": "user", "content": _PROMPTS[_canon(metric)].format(**fields)},
+        ]
 
-    def judge(self, prompts: Sequence[list[dict[str, str]]], stats: Stats | None = None
-              ) -> list[tuple[float | None, float | None]]:
+    def judge(
+        self, prompts: Sequence[list[dict[str, str]]], stats: Stats | None = None
+    ) -> list[tuple[float | None, float | None]]:
         """``(verdict 1/0 or None when unparseable, P(Yes) or None)`` per prompt."""
         if self.mode == "score":
             ys = self.client.score(list(prompts), ["Yes"] * len(prompts), stats=stats)
@@ -122,10 +145,16 @@ class LLMJudge:
         return out
 
 
-def evaluate_judged(judge: LLMJudge, metrics: Sequence[str], predictions: Mapping[str, str],
-                    questions: Mapping[str, str], golds: Mapping[str, Sequence[str]] | None = None,
-                    contexts: Mapping[str, Sequence[tuple[str, str]]] | None = None, stats: Stats | None = None,
-                    seed: int = 0) -> JudgedResult:
+def evaluate_judged(
+    judge: LLMJudge,
+    metrics: Sequence[str],
+    predictions: Mapping[str, str],
+    questions: Mapping[str, str],
+    golds: Mapping[str, Sequence[str]] | None = None,
+    contexts: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    stats: Stats | None = None,
+    seed: int = 0,
+) -> JudgedResult:
     """Judge every predicted query with each metric; queries missing what a metric needs are skipped."""
     names = list(dict.fromkeys(_canon(m) for m in metrics))
     have = {"answers": bool(golds), "context": contexts is not None, "question": bool(questions)}
@@ -147,16 +176,25 @@ def evaluate_judged(judge: LLMJudge, metrics: Sequence[str], predictions: Mappin
                 skip.append(q)
                 continue
             qids.append(q)
-            prompts.append(judge.prompt(m, question=questions.get(q, ""), answer=answer or "(no answer)",
-                                        gold=" | ".join(gold or []), context=ctx))
+            prompts.append(
+                judge.prompt(
+                    m,
+                    question=questions.get(q, ""),
+                    answer=answer or "(no answer)",
+                    gold=" | ".join(gold or []),
+                    context=ctx,
+                )
+            )
         verdicts = judge.judge(prompts, stats) if prompts else []
         values = {q: v for q, (v, _) in zip(qids, verdicts) if v is not None}
         res.unparseable[m] = sum(v is None for v, _ in verdicts)
         res.confidence[m] = {q: p for q, (_, p) in zip(qids, verdicts) if p is not None}
         res.skipped[m] = skip
         if not values:
-            raise DataError(f"metric {m!r}: no query could be judged ({len(skip)} skipped, "
-                            f"{res.unparseable[m]} unparseable replies)")
+            raise DataError(
+                f"metric {m!r}: no query could be judged ({len(skip)} skipped, "
+                f"{res.unparseable[m]} unparseable replies)"
+            )
         mean, lo, hi = bootstrap_ci(values, seed=seed)
         res.per_query[m], res.metrics[m], res.ci[m], res.n_judged[m] = values, mean, (lo, hi), len(values)
     return res

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import pytrec_eval
 
@@ -21,17 +21,27 @@ __all__ = ["Metric", "EvalResult", "parse_metric", "evaluate", "SUPPORTED_METRIC
 
 DEFAULT_METRICS = ("ndcg@10", "recall@100", "mrr@10", "map")
 
-SUPPORTED_METRICS = ("ndcg", "ndcg@k", "recall", "recall@k", "mrr", "mrr@k", "map", "map@k",
-                     "p", "p@k", "success@k")
+SUPPORTED_METRICS = ("ndcg", "ndcg@k", "recall", "recall@k", "mrr", "mrr@k", "map", "map@k", "p", "p@k", "success@k")
 
 # alias -> kind; spelled lower case
 _KINDS = {
-    "ndcg": "ndcg", "ndcg_cut": "ndcg",
-    "recall": "recall", "r": "recall", "set_recall": "recall",
-    "mrr": "mrr", "rr": "mrr", "recip_rank": "mrr",
-    "map": "map", "ap": "map", "map_cut": "map",
-    "p": "p", "precision": "p", "set_p": "p",
-    "success": "success", "hit": "success", "hits": "success",
+    "ndcg": "ndcg",
+    "ndcg_cut": "ndcg",
+    "recall": "recall",
+    "r": "recall",
+    "set_recall": "recall",
+    "mrr": "mrr",
+    "rr": "mrr",
+    "recip_rank": "mrr",
+    "map": "map",
+    "ap": "map",
+    "map_cut": "map",
+    "p": "p",
+    "precision": "p",
+    "set_p": "p",
+    "success": "success",
+    "hit": "success",
+    "hits": "success",
 }
 _PATTERN = re.compile(r"^([a-z_]+?)(?:[@_.](-?\d+))?$")
 
@@ -77,8 +87,11 @@ def parse_metric(name: str | Metric) -> Metric:
     m = _PATTERN.match(text)
     kind = _KINDS.get(m.group(1)) if m else None
     if kind is None:
-        raise ConfigError("metrics", f"unknown metric {name!r}; supported: {', '.join(SUPPORTED_METRICS)} "
-                                     "(k a positive integer; aliases r@k, precision@k, recip_rank, hit@k)")
+        raise ConfigError(
+            "metrics",
+            f"unknown metric {name!r}; supported: {', '.join(SUPPORTED_METRICS)} "
+            "(k a positive integer; aliases r@k, precision@k, recip_rank, hit@k)",
+        )
     k = int(m.group(2)) if m.group(2) is not None else None
     if k is not None and k < 1:
         raise ConfigError("metrics", f"metric {name!r}: cutoff k must be >= 1, got {k}")
@@ -104,16 +117,26 @@ class EvalResult:
 
     def to_dict(self, per_query: bool = False) -> dict:
         """JSON-ready summary; ``per_query=True`` adds the per-query values."""
-        out = {"metrics": dict(self.metrics), "n_queries": self.n_queries,
-               "n_missing_queries": len(self.missing_queries), "missing_queries": list(self.missing_queries),
-               "extra_queries": self.extra_queries, "relevance_level": self.relevance_level}
+        out = {
+            "metrics": dict(self.metrics),
+            "n_queries": self.n_queries,
+            "n_missing_queries": len(self.missing_queries),
+            "missing_queries": list(self.missing_queries),
+            "extra_queries": self.extra_queries,
+            "relevance_level": self.relevance_level,
+        }
         if per_query:
             out["per_query"] = {m: dict(v) for m, v in self.per_query.items()}
         return out
 
 
-def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS, relevance_level: int = 1,
-             judged_only_queries: bool = True) -> EvalResult:
+def evaluate(
+    run: Run,
+    qrels: Qrels,
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    relevance_level: int = 1,
+    judged_only_queries: bool = True,
+) -> EvalResult:
     """Evaluate ``run`` against ``qrels`` with trec_eval semantics.
 
     Queries averaged over: the qrels queries with a document graded >= ``relevance_level`` (all qrels
@@ -129,8 +152,7 @@ def evaluate(run: Run, qrels: Qrels, metrics: Sequence[str] = DEFAULT_METRICS, r
     if not parsed:
         raise ConfigError("metrics", "no metrics requested")
     level = int(relevance_level)
-    qids = [q for q, rels in qrels.items()
-            if not judged_only_queries or any(g >= level for g in rels.values())]
+    qids = [q for q, rels in qrels.items() if not judged_only_queries or any(g >= level for g in rels.values())]
     if not qids:
         raise DataError(f"no qrels query has a document with relevance >= {level}: nothing to evaluate")
 

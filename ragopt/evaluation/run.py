@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ragopt.data import Dataset, load_dataset
 from ragopt.errors import ConfigError, DataError, StageError
@@ -17,8 +18,16 @@ from ragopt.pipeline import Stage, run_batched
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Queries
 
-__all__ = ["EvalReport", "FitReport", "evaluate_pipeline", "fit_pipeline", "run_pipeline", "DEFAULT_METRICS",
-           "split_metrics", "sample_queries"]
+__all__ = [
+    "EvalReport",
+    "FitReport",
+    "evaluate_pipeline",
+    "fit_pipeline",
+    "run_pipeline",
+    "DEFAULT_METRICS",
+    "split_metrics",
+    "sample_queries",
+]
 
 
 @dataclass
@@ -55,10 +64,18 @@ class EvalReport:
     rag: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self, per_query: bool = False) -> dict[str, Any]:
-        out = {"dataset": self.dataset, "split": self.split, "metrics": self.metrics,
-               "n_queries": self.n_queries, "timings": self.timings, "stats": self.stats,
-               "artifacts": self.artifacts, "qrels": self.qrels,
-               "missing_queries": len(self.missing_queries), "pipeline": self.pipeline}
+        out = {
+            "dataset": self.dataset,
+            "split": self.split,
+            "metrics": self.metrics,
+            "n_queries": self.n_queries,
+            "timings": self.timings,
+            "stats": self.stats,
+            "artifacts": self.artifacts,
+            "qrels": self.qrels,
+            "missing_queries": len(self.missing_queries),
+            "pipeline": self.pipeline,
+        }
         if self.rag:
             out["rag"] = self.rag
         if self.batch is not None and self.batch.answers is not None:
@@ -68,8 +85,14 @@ class EvalReport:
         return out
 
 
-def fit_pipeline(pipeline: Stage, dataset: Any, store: ArtifactStore | None = None, progress: bool | None = None,
-                 rebuild: bool = False, fitter: Callable[..., Any] | None = None) -> FitReport:
+def fit_pipeline(
+    pipeline: Stage,
+    dataset: Any,
+    store: ArtifactStore | None = None,
+    progress: bool | None = None,
+    rebuild: bool = False,
+    fitter: Callable[..., Any] | None = None,
+) -> FitReport:
     """Fit ``pipeline`` on the corpus of ``dataset`` (a name, path or Dataset): build its indexes in ``store``
     or reuse matching ones (``rebuild``: build again, replacing them). ``fitter(pipeline, corpus, store, *,
     rebuild, progress)`` fits instead of ``pipeline.fit`` (the tuning memo restores stages fitted earlier)."""
@@ -79,18 +102,32 @@ def fit_pipeline(pipeline: Stage, dataset: Any, store: ArtifactStore | None = No
         pipeline.fit(ds.corpus, store, rebuild=rebuild, progress=progress)
     else:
         fitter(pipeline, ds.corpus, store, rebuild=rebuild, progress=progress)
-    return FitReport(dataset=ds.name, n_docs=len(ds.corpus), fingerprint=ds.corpus.fingerprint,
-                     artifacts=pipeline.artifacts(), seconds=round(time.perf_counter() - t0, 3))
+    return FitReport(
+        dataset=ds.name,
+        n_docs=len(ds.corpus),
+        fingerprint=ds.corpus.fingerprint,
+        artifacts=pipeline.artifacts(),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
 
 
-def run_pipeline(pipeline: Stage, dataset: Any, split: str = "test", store: ArtifactStore | None = None,
-                 batch_size: int = 1000, progress: bool | None = None, rebuild: bool = False,
-                 queries: Queries | None = None) -> Batch:
+def run_pipeline(
+    pipeline: Stage,
+    dataset: Any,
+    split: str = "test",
+    store: ArtifactStore | None = None,
+    batch_size: int = 1000,
+    progress: bool | None = None,
+    rebuild: bool = False,
+    queries: Queries | None = None,
+) -> Batch:
     """Fit ``pipeline`` on the dataset's corpus and run it on ``queries`` (default: the split's judged queries)."""
     ds = _dataset(dataset)
     if "queries" not in pipeline.requires or pipeline.requires - {"queries"}:
-        raise StageError(f"pipeline starts with a stage that needs {sorted(pipeline.requires)}; "
-                         "a pipeline run on a dataset must start from queries (put a retriever first)")
+        raise StageError(
+            f"pipeline starts with a stage that needs {sorted(pipeline.requires)}; "
+            "a pipeline run on a dataset must start from queries (put a retriever first)"
+        )
     if queries is None:
         queries = ds.queries_for(split)
     fit_pipeline(pipeline, ds, store, progress=progress, rebuild=rebuild)
@@ -110,8 +147,11 @@ def split_metrics(metrics: Sequence[str]) -> tuple[list[str], list[str], list[st
             try:
                 parse_metric(m)
             except ConfigError as e:
-                raise ConfigError("metrics", f"{e}; answer metrics: em, f1, contains, rouge_l, ctx_recall, "
-                                             f"ctx_precision, answer_in_ctx; judged: {', '.join(JUDGE_METRICS)}") from None
+                raise ConfigError(
+                    "metrics",
+                    f"{e}; answer metrics: em, f1, contains, rouge_l, ctx_recall, "
+                    f"ctx_precision, answer_in_ctx; judged: {', '.join(JUDGE_METRICS)}",
+                ) from None
             retrieval.append(m)
     return retrieval, answer, judged
 
@@ -129,12 +169,22 @@ def sample_queries(queries: Queries, limit: int | None, seed: int = 0) -> Querie
     return queries[rows]
 
 
-def evaluate_pipeline(pipeline: Stage, dataset: Any, split: str = "test",
-                      metrics: Sequence[str] = DEFAULT_METRICS, store: ArtifactStore | None = None,
-                      batch_size: int = 1000, progress: bool | None = None, rebuild: bool = False,
-                      aggregate: str = "max", queries: Queries | None = None,
-                      fitter: Callable[..., Any] | None = None, limit: int | None = None, seed: int = 0,
-                      judge: Any = None) -> EvalReport:
+def evaluate_pipeline(
+    pipeline: Stage,
+    dataset: Any,
+    split: str = "test",
+    metrics: Sequence[str] = DEFAULT_METRICS,
+    store: ArtifactStore | None = None,
+    batch_size: int = 1000,
+    progress: bool | None = None,
+    rebuild: bool = False,
+    aggregate: str = "max",
+    queries: Queries | None = None,
+    fitter: Callable[..., Any] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    judge: Any = None,
+) -> EvalReport:
     """Evaluate ``pipeline`` (a Stage) on ``dataset`` (a name, path or Dataset): on ``queries`` (default: the
     split's judged queries; ``limit``: a seeded sample of that many), fitted by ``fitter`` (see
     :func:`fit_pipeline`). ``metrics`` may mix retrieval metrics (``ndcg@10``), answer and context metrics
@@ -144,8 +194,11 @@ def evaluate_pipeline(pipeline: Stage, dataset: Any, split: str = "test",
     retrieval, answer, judged = split_metrics(metrics)
     provides = pipeline.provides
     if (answer or judged) and "answers" not in provides:
-        raise ConfigError("metrics", f"{', '.join(answer + judged)} need answers, but the pipeline generates none "
-                                     "(end it with a generate stage)")
+        raise ConfigError(
+            "metrics",
+            f"{', '.join(answer + judged)} need answers, but the pipeline generates none "
+            "(end it with a generate stage)",
+        )
     if retrieval and "candidates" not in provides:
         raise ConfigError("metrics", f"{', '.join(retrieval)} need candidates, but the pipeline retrieves none")
     if judged and judge is None:
@@ -153,8 +206,9 @@ def evaluate_pipeline(pipeline: Stage, dataset: Any, split: str = "test",
     t0 = time.perf_counter()
     ds = _dataset(dataset)
     golds = ds.answers
-    needs_gold = [m for m in answer if ANSWERS in answer_metric(m).needs] + \
-        [m for m in judged if "answers" in JUDGE_METRICS.get(m, ())]
+    needs_gold = [m for m in answer if ANSWERS in answer_metric(m).needs] + [
+        m for m in judged if "answers" in JUDGE_METRICS.get(m, ())
+    ]
     if needs_gold and not golds:
         raise DataError(f"{', '.join(needs_gold)} need gold answers, but dataset {ds.name!r} has no answers.jsonl")
     qrels = ds.qrels(split)
@@ -190,20 +244,37 @@ def evaluate_pipeline(pipeline: Stage, dataset: Any, split: str = "test",
             rag["n_skipped"] = {m: len(v) for m, v in res.skipped.items()}
         if judged:
             j = judge if isinstance(judge, LLMJudge) else LLMJudge(judge, store=store)
-            res_j = evaluate_judged(j, judged, predictions, dict(zip(queries.ids, queries.texts)), golds, contexts,
-                                    stats=batch.stats)
+            res_j = evaluate_judged(
+                j, judged, predictions, dict(zip(queries.ids, queries.texts)), golds, contexts, stats=batch.stats
+            )
             means.update(res_j.metrics)
             per_query.update(res_j.per_query)
             rag["judged"] = {**res_j.to_dict(), "judge": j.describe()}
     t_eval = time.perf_counter()
     n = len(queries)
-    timings = {"load_s": t_load - t0, "fit_s": t_fit - t_load, "search_s": t_search - t_fit,
-               "evaluate_s": t_eval - t_search, "total_s": t_eval - t0,
-               "qps": n / (t_search - t_fit) if t_search > t_fit else float("inf")}
+    timings = {
+        "load_s": t_load - t0,
+        "fit_s": t_fit - t_load,
+        "search_s": t_search - t_fit,
+        "evaluate_s": t_eval - t_search,
+        "total_s": t_eval - t0,
+        "qps": n / (t_search - t_fit) if t_search > t_fit else float("inf"),
+    }
     return EvalReport(
-        dataset=ds.name, split=split, pipeline=pipeline.to_config(), metrics=means, per_query=per_query,
-        n_queries=n_queries, timings={k: round(v, 4) for k, v in timings.items()}, stats=batch.stats.to_dict(),
-        artifacts=fit.artifacts, qrels=ds.qrels_report(split), missing_queries=missing, batch=batch, rag=rag)
+        dataset=ds.name,
+        split=split,
+        pipeline=pipeline.to_config(),
+        metrics=means,
+        per_query=per_query,
+        n_queries=n_queries,
+        timings={k: round(v, 4) for k, v in timings.items()},
+        stats=batch.stats.to_dict(),
+        artifacts=fit.artifacts,
+        qrels=ds.qrels_report(split),
+        missing_queries=missing,
+        batch=batch,
+        rag=rag,
+    )
 
 
 def _contexts(batch: Batch) -> dict[str, list[tuple[str, str]]] | None:
@@ -216,4 +287,3 @@ def _contexts(batch: Batch) -> dict[str, list[tuple[str, str]]] | None:
 
 def _dataset(dataset: Any) -> Dataset:
     return load_dataset(dataset) if isinstance(dataset, (str, os.PathLike)) else dataset
-

@@ -8,8 +8,9 @@ family of p-values for multiple comparisons.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
-from typing import Mapping, Sequence, overload
+from typing import overload
 
 import numpy as np
 
@@ -19,8 +20,15 @@ from ragopt.evaluation.metrics import EvalResult, parse_metric
 __all__ = ["TestResult", "paired_test", "randomization_pvalue", "holm_bonferroni", "TESTS"]
 
 TESTS = ("t", "randomization", "wilcoxon")
-_ALIASES = {"t": "t", "ttest": "t", "t-test": "t", "paired-t": "t", "randomization": "randomization",
-            "permutation": "randomization", "wilcoxon": "wilcoxon"}
+_ALIASES = {
+    "t": "t",
+    "ttest": "t",
+    "t-test": "t",
+    "paired-t": "t",
+    "randomization": "randomization",
+    "permutation": "randomization",
+    "wilcoxon": "wilcoxon",
+}
 
 
 @dataclass
@@ -43,9 +51,15 @@ class TestResult:
         return asdict(self)
 
 
-def paired_test(a: EvalResult | Mapping[str, float], b: EvalResult | Mapping[str, float],
-                metric: str | None = None, test: str = "t", alpha: float = 0.05,
-                n_resamples: int = 10000, seed: int = 0) -> TestResult:
+def paired_test(
+    a: EvalResult | Mapping[str, float],
+    b: EvalResult | Mapping[str, float],
+    metric: str | None = None,
+    test: str = "t",
+    alpha: float = 0.05,
+    n_resamples: int = 10000,
+    seed: int = 0,
+) -> TestResult:
     """Paired test of ``b`` against ``a`` over their shared queries.
 
     ``a``/``b`` are EvalResults (``metric`` defaults to the first metric of the first EvalResult) or
@@ -136,7 +150,8 @@ def _metric_name(a: object, b: object, metric: str | None) -> str:
 def _values(r: EvalResult | Mapping[str, float], metric: str, which: str) -> Mapping[str, float]:
     if isinstance(r, EvalResult):
         if metric not in r.per_query:
-            raise ConfigError("metric", f"system {which} was not evaluated on {metric}; "
-                                        f"it has {', '.join(r.per_query)}")
+            raise ConfigError(
+                "metric", f"system {which} was not evaluated on {metric}; it has {', '.join(r.per_query)}"
+            )
         return r.per_query[metric]
     return r

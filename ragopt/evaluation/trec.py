@@ -10,8 +10,9 @@ from __future__ import annotations
 import gzip
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from ragopt.data.jsonl import write_lines
 from ragopt.errors import ConfigError, DataError
@@ -67,6 +68,7 @@ def read_run(path: PathLike) -> Run:
 
 def write_qrels(qrels: Qrels, path: PathLike) -> None:
     """Write ``qrels`` as a TREC qrels file (``qid 0 docid relevance``)."""
+
     def lines() -> Iterator[str]:
         for qid, rels in qrels.items():
             _check_id(qid, "query id")
@@ -123,4 +125,3 @@ def _records(path: PathLike) -> Iterator[tuple[int, list[str], str]]:
                     yield lineno, parts, line.rstrip("\n")
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as e:
         raise DataError(f"{p}:{lineno + 1}: cannot decode ({e})") from None
-

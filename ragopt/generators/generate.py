@@ -21,8 +21,15 @@ from typing import Any, ClassVar, Literal
 
 from ragopt.config import param
 from ragopt.errors import ConfigError, StageError
-from ragopt.generators.prompting import (ORDERS, TEMPLATE_VERSION, extract_answer, pack_context, render, render_plain,
-                                         resolve_template)
+from ragopt.generators.prompting import (
+    ORDERS,
+    TEMPLATE_VERSION,
+    extract_answer,
+    pack_context,
+    render,
+    render_plain,
+    resolve_template,
+)
 from ragopt.llm.base import GenerationParams, LLMBackend
 from ragopt.llm.cache import CachedLLM
 from ragopt.llm.transformers_backend import TransformersLLM
@@ -54,23 +61,35 @@ class Generator(Stage):
     cache_outputs: ClassVar[bool] = False  # answers are served by the LLM call cache instead
 
     llm: LLMBackend = param(default_factory=default_llm, doc="the LLM backend (transformers, openai, ...)")
-    template: str = param("qa_fewshot", doc="built-in (qa, qa_fewshot, closed_book, closed_book_fewshot) or a "
-                                            "text with {question}, {context} and optionally {n_passages}")
+    template: str = param(
+        "qa_fewshot",
+        doc="built-in (qa, qa_fewshot, closed_book, closed_book_fewshot) or a "
+        "text with {question}, {context} and optionally {n_passages}",
+    )
     system: str | None = param(None, doc="system message (default: the built-in template's)")
     context_k: int = param(5, doc="candidates offered to the prompt, best first (0: closed-book)", ge=0)
     order: Literal["score", "reversed", "edges"] = param(
-        "score", doc="passage order in the prompt: best first, best last, or best at the edges")
-    compression: float = param(1.0, doc="fraction of each passage's sentences kept, those closest to the "
-                                        "question (1: no compression)", gt=0.0, le=1.0)
+        "score", doc="passage order in the prompt: best first, best last, or best at the edges"
+    )
+    compression: float = param(
+        1.0,
+        doc="fraction of each passage's sentences kept, those closest to the question (1: no compression)",
+        gt=0.0,
+        le=1.0,
+    )
     passage_max_tokens: int = param(256, doc="tokens kept of each passage", ge=1)
     max_prompt_tokens: int = param(2048, doc="budget of the whole prompt: template, question and passages", ge=16)
     max_new_tokens: int = param(32, doc="tokens generated at most per answer", ge=1)
     answer_style: Literal["raw", "first_line", "short"] = param(
-        "short", doc="raw completion, its first line, or that line without 'Answer:' / quotes / final period")
+        "short", doc="raw completion, its first line, or that line without 'Answer:' / quotes / final period"
+    )
     with_title: bool = param(True, doc="prefix passages with their document titles")
-    chat: bool = param(False, doc="send chat messages (the model's chat template); false: one plain-text prompt "
-                                  "ending where the answer begins (completion style, worked examples inline: "
-                                  "on nq gold passages SmolLM2 went from EM 0 to 0.25 with it)")
+    chat: bool = param(
+        False,
+        doc="send chat messages (the model's chat template); false: one plain-text prompt "
+        "ending where the answer begins (completion style, worked examples inline: "
+        "on nq gold passages SmolLM2 went from EM 0 to 0.25 with it)",
+    )
     cache: bool = param(True, doc="use the persistent LLM call cache")
 
     def validate(self, path: str = "") -> None:
@@ -88,8 +107,9 @@ class Generator(Stage):
         super()._init_runtime()
         self._llm_client: CachedLLM | None = None
 
-    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "Generator":
+    def fit(
+        self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> Generator:
         self._fit = GeneratorFitted(corpus, store=store if store is not None else ArtifactStore())
         self._llm_client = None
         return self
@@ -106,8 +126,10 @@ class Generator(Stage):
         client = self._client()
         count = client.count_tokens
         if self.context_k > 0 and batch.doc_idx is None:
-            raise StageError("generate: context_k > 0 needs candidates; put a retriever before it "
-                             "(or set context_k: 0 for closed-book answers)")
+            raise StageError(
+                "generate: context_k > 0 needs candidates; put a retriever before it "
+                "(or set context_k: 0 for closed-book answers)"
+            )
         prompts, rows, dropped = [], [], 0
         for r, (qid, question) in enumerate(zip(batch.queries.ids, batch.queries.texts)):
             if not question or not question.strip():
@@ -115,19 +137,29 @@ class Generator(Stage):
             bare = count([_text(render(template, question, []))])[0]
             budget = self.max_prompt_tokens - bare
             if budget < 0:
-                raise StageError(f"generate: the prompt budget max_prompt_tokens={self.max_prompt_tokens} is smaller "
-                                 f"than the template and question of query {qid!r} alone ({bare} tokens)")
+                raise StageError(
+                    f"generate: the prompt budget max_prompt_tokens={self.max_prompt_tokens} is smaller "
+                    f"than the template and question of query {qid!r} alone ({bare} tokens)"
+                )
             cand_rows: list[int] = []
             texts: list[str] = []
             if self.context_k > 0:
                 cand_rows = [int(i) for i in batch.doc_idx[r] if i >= 0]
                 texts = [batch.corpus.text(i, self.with_title) for i in cand_rows]
-            pos, packed = pack_context(texts, question, context_k=self.context_k, order=self.order, budget=budget,
-                                       passage_max_tokens=self.passage_max_tokens, compression=self.compression,
-                                       count=count)
+            pos, packed = pack_context(
+                texts,
+                question,
+                context_k=self.context_k,
+                order=self.order,
+                budget=budget,
+                passage_max_tokens=self.passage_max_tokens,
+                compression=self.compression,
+                count=count,
+            )
             dropped += min(self.context_k, len(texts)) - len(pos)
-            prompts.append(render(template, question, packed) if self.chat else
-                           render_plain(template, question, packed))
+            prompts.append(
+                render(template, question, packed) if self.chat else render_plain(template, question, packed)
+            )
             rows.append([cand_rows[p] for p in pos])
         return prompts, rows, dropped
 

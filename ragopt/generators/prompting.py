@@ -11,14 +11,26 @@ from __future__ import annotations
 
 import re
 import string
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 from ragopt.data.chunking import split_sentences
 from ragopt.errors import ConfigError, StageError
 
-__all__ = ["TEMPLATES", "Template", "resolve_template", "order_passages", "compress_passage", "pack_context",
-           "render", "render_plain", "extract_answer", "ORDERS", "TEMPLATE_VERSION"]
+__all__ = [
+    "TEMPLATES",
+    "Template",
+    "resolve_template",
+    "order_passages",
+    "compress_passage",
+    "pack_context",
+    "render",
+    "render_plain",
+    "extract_answer",
+    "ORDERS",
+    "TEMPLATE_VERSION",
+]
 
 Count = Callable[[Sequence[str]], list[int]]
 ORDERS = ("score", "reversed", "edges")
@@ -26,15 +38,23 @@ ORDERS = ("score", "reversed", "edges")
 TEMPLATE_VERSION = 1
 FIELDS = frozenset({"question", "context", "n_passages"})
 
-_SHORT = ("Answer the question with a short answer taken from the passages: a name, a number, a date or a few "
-          "words. Do not write a sentence.")
+_SHORT = (
+    "Answer the question with a short answer taken from the passages: a name, a number, a date or a few "
+    "words. Do not write a sentence."
+)
 _CLOSED = "Answer the question with a short answer: a name, a number, a date or a few words. Do not write a sentence."
 # generic worked examples (not from any evaluation set) that show the answer format to small models
 _SHOTS = (
-    ("[1] The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889 for the World's Fair.",
-     "when was the eiffel tower completed", "1889"),
-    ("[1] Mount Kilimanjaro is a dormant volcano in Tanzania. It is the highest mountain in Africa.",
-     "what is the highest mountain in africa", "Mount Kilimanjaro"),
+    (
+        "[1] The Eiffel Tower is a wrought-iron lattice tower in Paris, completed in 1889 for the World's Fair.",
+        "when was the eiffel tower completed",
+        "1889",
+    ),
+    (
+        "[1] Mount Kilimanjaro is a dormant volcano in Tanzania. It is the highest mountain in Africa.",
+        "what is the highest mountain in africa",
+        "Mount Kilimanjaro",
+    ),
 )
 
 
@@ -55,8 +75,9 @@ TEMPLATES: dict[str, Template] = {
     "qa": Template(_SHORT, "Passages:\n{context}\n\nQuestion: {question}\nShort answer:"),
     "qa_fewshot": Template(_SHORT, "Passages:\n{context}\n\nQuestion: {question}\nShort answer:", _SHOTS),
     "closed_book": Template(_CLOSED, "Question: {question}\nShort answer:"),
-    "closed_book_fewshot": Template(_CLOSED, "Question: {question}\nShort answer:",
-                                    tuple(("", q, a) for _, q, a in _SHOTS)),
+    "closed_book_fewshot": Template(
+        _CLOSED, "Question: {question}\nShort answer:", tuple(("", q, a) for _, q, a in _SHOTS)
+    ),
 }
 
 
@@ -70,8 +91,12 @@ def resolve_template(template: str, system: str | None, path: str = "template") 
         import difflib
 
         hint = difflib.get_close_matches(template, list(TEMPLATES), n=1)
-        raise ConfigError(path, f"unknown template {template!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                          + f" (built-in: {', '.join(TEMPLATES)}; or a text with {{question}} and {{context}})")
+        raise ConfigError(
+            path,
+            f"unknown template {template!r}"
+            + (f"; did you mean {hint[0]!r}?" if hint else "")
+            + f" (built-in: {', '.join(TEMPLATES)}; or a text with {{question}} and {{context}})",
+        )
     t = Template(system if system is not None else "", template)
     try:
         fields = t.fields()
@@ -140,14 +165,22 @@ def _truncate(text: str, max_tokens: int, count: Count) -> str:
     return " ".join(words[:lo])
 
 
-def pack_context(passages: Sequence[str], question: str, *, context_k: int, order: str, budget: int,
-                 passage_max_tokens: int, compression: float, count: Count) -> tuple[list[int], list[str]]:
+def pack_context(
+    passages: Sequence[str],
+    question: str,
+    *,
+    context_k: int,
+    order: str,
+    budget: int,
+    passage_max_tokens: int,
+    compression: float,
+    count: Count,
+) -> tuple[list[int], list[str]]:
     """Choose and prepare the passages of one prompt: the first ``context_k`` candidates (best first), each
     compressed then cut to ``passage_max_tokens``, dropping the weakest while their tokens exceed ``budget``;
     returns their candidate positions in prompt order and their texts."""
     chosen = list(range(min(context_k, len(passages))))
-    texts = [_truncate(compress_passage(passages[i], question, compression), passage_max_tokens, count)
-             for i in chosen]
+    texts = [_truncate(compress_passage(passages[i], question, compression), passage_max_tokens, count) for i in chosen]
     sizes = count([f"[{j + 1}] {t}\n" for j, t in enumerate(texts)]) if texts else []
     while chosen and sum(sizes) > budget:
         chosen.pop(), texts.pop(), sizes.pop()
@@ -175,8 +208,9 @@ def render(template: Template, question: str, passages: Sequence[str]) -> list[d
     for ctx, q, a in template.shots:
         msgs.append({"role": "user", "content": template.user.format(question=q, context=ctx, n_passages=1)})
         msgs.append({"role": "assistant", "content": a})
-    msgs.append({"role": "user", "content": template.user.format(question=question, context=context,
-                                                                 n_passages=len(passages))})
+    msgs.append(
+        {"role": "user", "content": template.user.format(question=question, context=context, n_passages=len(passages))}
+    )
     return msgs
 
 

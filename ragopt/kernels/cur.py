@@ -16,15 +16,24 @@ cross-encoder calls on exact scores for the top of the final approximation (:fun
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ragopt.kernels.topk import topk_rows
 
-__all__ = ["cur_operator", "approximate", "select_anchor_items", "adaptive_select", "split_rounds",
-           "cur_search", "CURResult", "SELECTIONS", "ADAPTIVE"]
+__all__ = [
+    "cur_operator",
+    "approximate",
+    "select_anchor_items",
+    "adaptive_select",
+    "split_rounds",
+    "cur_search",
+    "CURResult",
+    "SELECTIONS",
+    "ADAPTIVE",
+]
 
 SELECTIONS = ("random", "topk_mean", "pivoted")
 ADAPTIVE = ("topk", "softmax")
@@ -91,7 +100,7 @@ def select_anchor_items(R: np.ndarray, k: int, strategy: str = "random", seed: i
             c = int(np.argmax(resid))
             if resid[c] <= tol:  # rank exhausted: fall back to column norms
                 rest = np.setdiff1d(np.argsort(-norms, kind="stable"), picked, assume_unique=True)
-                picked.extend(int(i) for i in rest[:k - len(picked)])
+                picked.extend(int(i) for i in rest[: k - len(picked)])
                 break
             v = X[:, c] - basis @ (basis.T @ X[:, c])
             v /= np.linalg.norm(v)
@@ -103,8 +112,14 @@ def select_anchor_items(R: np.ndarray, k: int, strategy: str = "random", seed: i
     raise ValueError(f"unknown anchor selection {strategy!r} (one of {', '.join(SELECTIONS)})")
 
 
-def adaptive_select(s_hat: np.ndarray, available: np.ndarray, n: int, strategy: str = "topk",
-                    temperature: float = 1.0, rng: np.random.Generator | None = None) -> np.ndarray:
+def adaptive_select(
+    s_hat: np.ndarray,
+    available: np.ndarray,
+    n: int,
+    strategy: str = "topk",
+    temperature: float = 1.0,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """``n`` items per row among ``available`` (bool ``(Q, N)``): the top of ``s_hat`` (``topk``), or a sample
     without replacement from ``softmax(z / temperature)`` of the per-row z-scored ``s_hat`` (``softmax``,
     Gumbel top-k). Every row must have at least ``n`` available items."""
@@ -145,12 +160,27 @@ class CURResult:
     n_exact: np.ndarray
 
 
-def cur_search(R: np.ndarray, score_fn: ScoreFn, n_queries: int, *, budget: int, n_anchor_items: int,
-               top_k: int, method: str = "anncur", rounds: int = 1, selection: str = "random",
-               adaptive: str = "topk", temperature: float = 1.0, rcond: float = 1e-2,
-               allowed: np.ndarray | None = None, init_items: np.ndarray | None = None,
-               anchor_items: np.ndarray | None = None, operator: np.ndarray | None = None,
-               merge: str = "interleave", seed: int = 0) -> CURResult:
+def cur_search(
+    R: np.ndarray,
+    score_fn: ScoreFn,
+    n_queries: int,
+    *,
+    budget: int,
+    n_anchor_items: int,
+    top_k: int,
+    method: str = "anncur",
+    rounds: int = 1,
+    selection: str = "random",
+    adaptive: str = "topk",
+    temperature: float = 1.0,
+    rcond: float = 1e-2,
+    allowed: np.ndarray | None = None,
+    init_items: np.ndarray | None = None,
+    anchor_items: np.ndarray | None = None,
+    operator: np.ndarray | None = None,
+    merge: str = "interleave",
+    seed: int = 0,
+) -> CURResult:
     """Search ``n_queries`` queries with at most ``budget`` cross-encoder calls each.
 
     ``score_fn(rows, items)`` returns exact scores of flat (query row, item) pairs; it is called once per
@@ -185,8 +215,11 @@ def cur_search(R: np.ndarray, score_fn: ScoreFn, n_queries: int, *, budget: int,
     shared = None
     n_alw = np.full(n_queries, N) if allowed is None else np.asarray(allowed, bool).sum(axis=1)
     if (n_alw > budget).any() and (method == "anncur" or init_items is None):
-        shared = (np.asarray(anchor_items, np.int64) if anchor_items is not None
-                  else select_anchor_items(R, n_anchor_items if method == "anncur" else sizes[0], selection, seed))
+        shared = (
+            np.asarray(anchor_items, np.int64)
+            if anchor_items is not None
+            else select_anchor_items(R, n_anchor_items if method == "anncur" else sizes[0], selection, seed)
+        )
         want = n_anchor_items if method == "anncur" else sizes[0]
         if len(shared) != want:
             raise ValueError(f"{method}: expected {want} shared anchor items, got {len(shared)}")
@@ -203,14 +236,48 @@ def cur_search(R: np.ndarray, score_fn: ScoreFn, n_queries: int, *, budget: int,
         rows = np.arange(lo, min(lo + step, n_queries))
         alw = np.ones((len(rows), N), bool) if allowed is None else np.asarray(allowed[rows], bool)
         init = None if init_items is None else np.asarray(init_items[rows], np.int64)
-        res = _search_chunk(R, score_fn, rows, alw, init, shared, operator, budget, n_anchor_items, sizes,
-                            method, adaptive, temperature, rcond, merge, k, rng)
+        res = _search_chunk(
+            R,
+            score_fn,
+            rows,
+            alw,
+            init,
+            shared,
+            operator,
+            budget,
+            n_anchor_items,
+            sizes,
+            method,
+            adaptive,
+            temperature,
+            rcond,
+            merge,
+            k,
+            rng,
+        )
         out_idx[rows], out_sc[rows], calls[rows], n_exact[rows] = res
     return CURResult(out_idx, out_sc, calls, n_exact)
 
 
-def _search_chunk(R, score_fn, rows, alw, init, shared, operator, budget, n_anchor, sizes, method, adaptive,
-                  temperature, rcond, merge, k, rng):
+def _search_chunk(
+    R,
+    score_fn,
+    rows,
+    alw,
+    init,
+    shared,
+    operator,
+    budget,
+    n_anchor,
+    sizes,
+    method,
+    adaptive,
+    temperature,
+    rcond,
+    merge,
+    k,
+    rng,
+):
     Q, N = alw.shape
     n_alw = alw.sum(axis=1)
     exact = np.full((Q, N), np.nan, np.float32)
@@ -223,8 +290,9 @@ def _search_chunk(R, score_fn, rows, alw, init, shared, operator, budget, n_anch
             return np.zeros(0, np.float32)
         vals = np.asarray(score_fn(rows[local], items), np.float32).reshape(-1)
         if vals.shape != items.shape or not np.isfinite(vals).all():
-            raise ValueError(f"score_fn returned {vals.shape[0]} scores for {items.shape[0]} pairs, or "
-                             "non-finite scores")
+            raise ValueError(
+                f"score_fn returned {vals.shape[0]} scores for {items.shape[0]} pairs, or non-finite scores"
+            )
         exact[local, items] = vals
         scored[local, items] = True
         np.add.at(calls, local, 1)
@@ -247,7 +315,7 @@ def _search_chunk(R, score_fn, rows, alw, init, shared, operator, budget, n_anch
             else:
                 s_hat[cur] = 0.0
         else:
-            first = shared if init is None else init[cur][:, :sizes[0]]
+            first = shared if init is None else init[cur][:, : sizes[0]]
             if init is not None and (first.shape[1] < sizes[0] or (first < 0).any()):
                 raise ValueError(f"init_items must give at least {sizes[0]} items per query")
             sel = np.broadcast_to(first, (len(cur), sizes[0])).copy()
@@ -267,8 +335,9 @@ def _search_chunk(R, score_fn, rows, alw, init, shared, operator, budget, n_anch
         lo_exact = np.where(known, exact, np.inf).min(axis=1)
         unk = alw & ~known
         hi_approx = np.where(unk, s_hat, -np.inf).max(axis=1)
-        shift = np.where(np.isfinite(lo_exact) & np.isfinite(hi_approx) & (hi_approx >= lo_exact),
-                         hi_approx - lo_exact + 1.0, 0.0)
+        shift = np.where(
+            np.isfinite(lo_exact) & np.isfinite(hi_approx) & (hi_approx >= lo_exact), hi_approx - lo_exact + 1.0, 0.0
+        )
         final = np.where(unk, final - shift[:, None], final)
     idx, sc = topk_rows(final, k)
     n_exact = np.where(idx >= 0, np.take_along_axis(known, np.maximum(idx, 0), axis=1), False).sum(axis=1)

@@ -6,7 +6,7 @@ float32 scores, each row sorted best first.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -15,8 +15,13 @@ __all__ = ["sum_topk", "rrf_fuse", "weighted_fuse", "normalize_rows", "Lists"]
 Lists = Sequence[tuple[np.ndarray, np.ndarray]]
 
 
-def sum_topk(cols: np.ndarray, values: np.ndarray, top_k: int, row_offset: np.ndarray | None = None,
-             keep_first: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+def sum_topk(
+    cols: np.ndarray,
+    values: np.ndarray,
+    top_k: int,
+    row_offset: np.ndarray | None = None,
+    keep_first: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
     """Sum ``values`` per distinct col of each row and keep the ``top_k`` cols per row (sorted, padded).
 
     ``cols`` and ``values`` are ``(n, m)``; col ``-1`` marks an empty slot. With ``keep_first`` only the
@@ -45,7 +50,7 @@ def sum_topk(cols: np.ndarray, values: np.ndarray, top_k: int, row_offset: np.nd
     if k == 0:
         return np.full((n, 0), -1, np.int64), np.full((n, 0), -np.inf, np.float32)
     if k < m:  # the k best positions, ties at the k-th score taken by ascending position (= col)
-        kth = -np.partition(-out, k - 1, axis=1)[:, k - 1:k]
+        kth = -np.partition(-out, k - 1, axis=1)[:, k - 1 : k]
         above, tied = out > kth, out == kth
         chosen = above | (tied & (np.cumsum(tied, axis=1) <= k - above.sum(axis=1, keepdims=True)))
         part = np.nonzero(chosen)[1].reshape(n, k)
@@ -63,8 +68,9 @@ def _valid(doc_idx: np.ndarray, scores: np.ndarray) -> np.ndarray:
     return (doc_idx >= 0) & np.isfinite(scores)
 
 
-def rrf_fuse(lists: Lists, k: float = 60, weights: Sequence[float] | None = None,
-             top_k: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def rrf_fuse(
+    lists: Lists, k: float = 60, weights: Sequence[float] | None = None, top_k: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """Reciprocal rank fusion of ``[(doc_idx, scores), ...]`` (rows sorted, rank = column + 1)."""
     weights = [1.0] * len(lists) if weights is None else weights
     cols, vals = [], []
@@ -100,8 +106,9 @@ def normalize_rows(doc_idx: np.ndarray, scores: np.ndarray, method: str) -> tupl
     return norm, row_min
 
 
-def weighted_fuse(lists: Lists, weights: Sequence[float] | None = None,
-                  normalize: str = "minmax", top_k: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def weighted_fuse(
+    lists: Lists, weights: Sequence[float] | None = None, normalize: str = "minmax", top_k: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """Weighted sum of normalised scores; a document missing from a list gets the list's row minimum."""
     weights = [1.0] * len(lists) if weights is None else weights
     base = np.zeros(lists[0][0].shape[0])

@@ -9,8 +9,14 @@ from ragopt.kernels.fusion import sum_topk
 __all__ = ["aggregate_candidates"]
 
 
-def aggregate_candidates(doc_idx: np.ndarray, scores: np.ndarray, rows: np.ndarray, method: str = "max",
-                         k_passages: int = 1, top_k: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def aggregate_candidates(
+    doc_idx: np.ndarray,
+    scores: np.ndarray,
+    rows: np.ndarray,
+    method: str = "max",
+    k_passages: int = 1,
+    top_k: int = 1000,
+) -> tuple[np.ndarray, np.ndarray]:
     """Passage candidate lists (rows sorted best first) -> parent document lists (sorted, padded).
 
     ``rows[p]`` is the parent row of passage ``p``. ``max``: best passage score; ``sum``: sum of all

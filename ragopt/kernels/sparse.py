@@ -16,14 +16,15 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["InvertedIndex", "to_csr", "prune_rows", "build_inverted", "save_csr", "load_csr",
-           "save_inverted", "load_inverted", "score", "topk_sparse_rows", "search"]
+__all__ = ["InvertedIndex", "to_csr", "prune_rows", "build_inverted", "score", "topk_sparse_rows", "search"]
 
 
 def to_csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, n_cols: int) -> sp.csr_matrix:
     """A canonical CSR matrix (float32 data, int32 term ids, sorted and duplicate-free rows)."""
-    m = sp.csr_matrix((np.asarray(data, np.float32), np.asarray(indices, np.int32), np.asarray(indptr)),
-                      shape=(len(indptr) - 1, int(n_cols)))
+    m = sp.csr_matrix(
+        (np.asarray(data, np.float32), np.asarray(indices, np.int32), np.asarray(indptr)),
+        shape=(len(indptr) - 1, int(n_cols)),
+    )
     m.sum_duplicates()  # sorts indices within rows too
     return m
 
@@ -81,10 +82,11 @@ class InvertedIndex:
         product never copies the postings)."""
         m = self.__dict__.get("_matrix")
         if m is None:
-            idx = np.int32 if self.nnz < np.iinfo(np.int32).max and self.n_docs < np.iinfo(np.int32).max \
-                else np.int64
-            m = sp.csr_matrix((self.weights, self.doc_ids.astype(idx, copy=False), self.indptr.astype(idx)),
-                              shape=(self.vocab_size, self.n_docs))
+            idx = np.int32 if self.nnz < np.iinfo(np.int32).max and self.n_docs < np.iinfo(np.int32).max else np.int64
+            m = sp.csr_matrix(
+                (self.weights, self.doc_ids.astype(idx, copy=False), self.indptr.astype(idx)),
+                shape=(self.vocab_size, self.n_docs),
+            )
             self.__dict__["_matrix"] = m
         return m
 
@@ -100,8 +102,12 @@ def build_inverted(docs: sp.csr_matrix) -> InvertedIndex:
     docs.eliminate_zeros()
     t = docs.tocsc()  # column t of D = posting list of term t, rows (doc ids) sorted
     t.sort_indices()
-    return InvertedIndex(indptr=t.indptr.astype(np.int64), doc_ids=t.indices.astype(np.int32),
-                         weights=t.data.astype(np.float32), n_docs=docs.shape[0])
+    return InvertedIndex(
+        indptr=t.indptr.astype(np.int64),
+        doc_ids=t.indices.astype(np.int32),
+        weights=t.data.astype(np.float32),
+        n_docs=docs.shape[0],
+    )
 
 
 # -- scoring ----------------------------------------------------------------------------------------
@@ -137,17 +143,16 @@ def topk_sparse_rows(m: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
             part = np.flatnonzero(data >= kth)
             data, cols = data[part], cols[part]
         order = np.lexsort((cols, -data))[:k]
-        idx[r, :len(order)] = cols[order]
-        vals[r, :len(order)] = data[order]
+        idx[r, : len(order)] = cols[order]
+        vals[r, : len(order)] = data[order]
     return idx, vals
 
 
-def search(queries: sp.csr_matrix, index: InvertedIndex, k: int,
-           chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
+def search(queries: sp.csr_matrix, index: InvertedIndex, k: int, chunk: int = 256) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` documents of every query row (documents with score 0 are not returned)."""
     parts_i, parts_s = [], []
     for start in range(0, queries.shape[0], chunk):
-        i, s = topk_sparse_rows(score(queries[start:start + chunk], index), k)
+        i, s = topk_sparse_rows(score(queries[start : start + chunk], index), k)
         parts_i.append(i)
         parts_s.append(s)
     if not parts_i:

@@ -23,17 +23,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Sequence, Union
+from typing import Any, ClassVar
 
 from ragopt.config import Component, canonical_json
 from ragopt.errors import ConfigError, LLMError, StageError
+from ragopt.store import ArtifactStore
 
-__all__ = ["Message", "Prompt", "GenerationParams", "Completion", "ContinuationScore", "LLMBackend",
-           "check_prompts", "prompt_text", "apply_stop", "ROLES"]
+__all__ = [
+    "Message",
+    "Prompt",
+    "GenerationParams",
+    "Completion",
+    "ContinuationScore",
+    "LLMBackend",
+    "check_prompts",
+    "prompt_text",
+    "apply_stop",
+    "ROLES",
+]
 
 Message = dict[str, str]
-Prompt = Union[str, list[Message]]
+Prompt = str | list[Message]
 ROLES = ("system", "user", "assistant")
 
 
@@ -56,11 +68,13 @@ class GenerationParams:
         if isinstance(self.stop, str):
             object.__setattr__(self, "stop", (self.stop,))
         object.__setattr__(self, "stop", tuple(self.stop))
-        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) \
-                or self.max_new_tokens < 1:
+        if not isinstance(self.max_new_tokens, int) or isinstance(self.max_new_tokens, bool) or self.max_new_tokens < 1:
             raise ConfigError("max_new_tokens", f"must be an integer >= 1, got {self.max_new_tokens!r}")
-        if not isinstance(self.temperature, (int, float)) or not math.isfinite(self.temperature) \
-                or self.temperature < 0:
+        if (
+            not isinstance(self.temperature, (int, float))
+            or not math.isfinite(self.temperature)
+            or self.temperature < 0
+        ):
             raise ConfigError("temperature", f"must be a number >= 0, got {self.temperature!r}")
         if not isinstance(self.top_p, (int, float)) or not 0 < self.top_p <= 1:
             raise ConfigError("top_p", f"must be in (0, 1], got {self.top_p!r}")
@@ -80,14 +94,17 @@ class GenerationParams:
 
     def to_dict(self) -> dict[str, Any]:
         """Canonical form (the cache key of the decoding): sampling fields are dropped when greedy."""
-        d: dict[str, Any] = {"max_new_tokens": self.max_new_tokens, "temperature": float(self.temperature),
-                             "stop": list(self.stop)}
+        d: dict[str, Any] = {
+            "max_new_tokens": self.max_new_tokens,
+            "temperature": float(self.temperature),
+            "stop": list(self.stop),
+        }
         if not self.greedy:
             d.update(top_p=float(self.top_p), seed=self.seed)
         return d
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None) -> "GenerationParams":
+    def from_dict(cls, d: Mapping[str, Any] | None) -> GenerationParams:
         d = dict(d or {})
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
@@ -110,8 +127,12 @@ class Completion:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"text": self.text, "prompt_tokens": self.prompt_tokens,
-                "completion_tokens": self.completion_tokens, "finish_reason": self.finish_reason}
+        return {
+            "text": self.text,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "finish_reason": self.finish_reason,
+        }
 
 
 @dataclass(frozen=True)
@@ -132,9 +153,14 @@ class ContinuationScore:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {"tokens": list(self.tokens), "token_logprobs": list(self.token_logprobs), "logprob": self.logprob,
-                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "exact": self.exact}
+        return {
+            "tokens": list(self.tokens),
+            "token_logprobs": list(self.token_logprobs),
+            "logprob": self.logprob,
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "exact": self.exact,
+        }
 
 
 def check_prompts(prompts: Sequence[Prompt], where: str = "prompts") -> list[Prompt]:
@@ -147,12 +173,14 @@ def check_prompts(prompts: Sequence[Prompt], where: str = "prompts") -> list[Pro
             out.append(p)
             continue
         if not isinstance(p, (list, tuple)) or not p:
-            raise StageError(f"{where}[{i}]: a prompt is a string or a non-empty list of chat messages, "
-                             f"got {type(p).__name__}")
+            raise StageError(
+                f"{where}[{i}]: a prompt is a string or a non-empty list of chat messages, got {type(p).__name__}"
+            )
         for j, m in enumerate(p):
             if not isinstance(m, Mapping) or set(m) - {"role", "content"} or "role" not in m or "content" not in m:
-                raise StageError(f"{where}[{i}][{j}]: a chat message is a mapping with exactly 'role' and "
-                                 f"'content', got {m!r}"[:300])
+                raise StageError(
+                    f"{where}[{i}][{j}]: a chat message is a mapping with exactly 'role' and 'content', got {m!r}"[:300]
+                )
             if m["role"] not in ROLES:
                 raise StageError(f"{where}[{i}][{j}]: role {m['role']!r} is not one of {list(ROLES)}")
             if not isinstance(m["content"], str):
@@ -192,8 +220,10 @@ class LLMBackend(Component):
         raise NotImplementedError(f"{type(self).__name__}.generate")
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[ContinuationScore]:
-        raise LLMError(f"{self.describe()}: this backend cannot score continuations (no logprobs); "
-                       "use generation mode (generate the label and parse it)")
+        raise LLMError(
+            f"{self.describe()}: this backend cannot score continuations (no logprobs); "
+            "use generation mode (generate the label and parse it)"
+        )
 
     def fingerprint(self) -> str:
         raise NotImplementedError(f"{type(self).__name__}.fingerprint")
@@ -210,7 +240,7 @@ class LLMBackend(Component):
         super()._init_runtime()
         self._artifact_store: Any = None
 
-    def use_store(self, store: Any) -> "LLMBackend":
+    def use_store(self, store: Any) -> LLMBackend:
         """Artifact store for converted/assembled weights (default: ``ArtifactStore()``)."""
         self._artifact_store = store
         return self
@@ -222,8 +252,6 @@ class LLMBackend(Component):
 
     def artifact_store(self) -> Any:
         """The artifact store of this backend (the default ``ArtifactStore()`` unless one was given)."""
-        from ragopt.store import ArtifactStore
-
         if self._artifact_store is None:
             self._artifact_store = ArtifactStore()
         return self._artifact_store
@@ -232,8 +260,10 @@ class LLMBackend(Component):
     def _check_score_args(prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[Prompt]:
         prompts = check_prompts(prompts)
         if isinstance(continuations, str) or len(continuations) != len(prompts):
-            raise StageError(f"score: expected one continuation per prompt ({len(prompts)}), got "
-                             f"{1 if isinstance(continuations, str) else len(continuations)}")
+            raise StageError(
+                f"score: expected one continuation per prompt ({len(prompts)}), got "
+                f"{1 if isinstance(continuations, str) else len(continuations)}"
+            )
         for i, c in enumerate(continuations):
             if not isinstance(c, str) or not c:
                 raise StageError(f"continuations[{i}]: must be a non-empty string, got {c!r}")

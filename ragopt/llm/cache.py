@@ -33,13 +33,22 @@ import json
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
+from ragopt._io import atomic_write_text
 from ragopt.config import canonical_json, config_hash
 from ragopt.errors import ArtifactError, LLMError
-from ragopt.llm.base import (Completion, ContinuationScore, GenerationParams, LLMBackend, Prompt, check_prompts,
-                             prompt_key)
+from ragopt.llm.base import (
+    Completion,
+    ContinuationScore,
+    GenerationParams,
+    LLMBackend,
+    Prompt,
+    check_prompts,
+    prompt_key,
+)
 from ragopt.types import Stats
 
 __all__ = ["LLMCallCache", "CachedLLM", "FORMAT_VERSION", "CACHE_KIND"]
@@ -66,7 +75,7 @@ class LLMCallCache:
         return f"LLMCallCache({str(self.path) if self.path else ':memory:'!r})"
 
     @classmethod
-    def for_fingerprint(cls, root: str | os.PathLike, fingerprint: str) -> "LLMCallCache":
+    def for_fingerprint(cls, root: str | os.PathLike, fingerprint: str) -> LLMCallCache:
         """The cache file of one model under ``root`` (``<root>/llm-calls/<key>.sqlite``)."""
         spec = {"format": FORMAT_VERSION, "fingerprint": fingerprint}
         key = config_hash(spec, length=24)
@@ -74,8 +83,6 @@ class LLMCallCache:
         folder.mkdir(parents=True, exist_ok=True)
         meta = folder / f"{key}.json"
         if not meta.is_file():
-            from ragopt._io import atomic_write_text
-
             atomic_write_text(meta, json.dumps(spec, indent=1, sort_keys=True))
         elif json.loads(meta.read_text("utf-8")) != json.loads(canonical_json(spec)):
             raise ArtifactError(f"LLM call cache {meta} belongs to another model; delete it")
@@ -88,9 +95,11 @@ class LLMCallCache:
             if self.path is not None:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS calls (kind TEXT NOT NULL, phash TEXT NOT NULL, "
-                         "xhash TEXT NOT NULL, continuation TEXT NOT NULL, response TEXT NOT NULL, "
-                         "PRIMARY KEY (kind, phash, xhash, continuation)) WITHOUT ROWID")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS calls (kind TEXT NOT NULL, phash TEXT NOT NULL, "
+                "xhash TEXT NOT NULL, continuation TEXT NOT NULL, response TEXT NOT NULL, "
+                "PRIMARY KEY (kind, phash, xhash, continuation)) WITHOUT ROWID"
+            )
             conn.execute("CREATE TABLE IF NOT EXISTS params (phash TEXT PRIMARY KEY, params TEXT NOT NULL)")
             self._conn, self._pid = conn, os.getpid()
         return self._conn
@@ -107,11 +116,14 @@ class LLMCallCache:
         with self._lock:
             db = self._db()
             for start in range(0, len(uniq), _CHUNK):
-                part = uniq[start:start + _CHUNK]
+                part = uniq[start : start + _CHUNK]
                 xs = sorted({x for x, _ in part})
                 marks = ",".join("?" * len(xs))
-                for x, c, resp in db.execute(f"SELECT xhash, continuation, response FROM calls WHERE kind = ? AND "
-                                             f"phash = ? AND xhash IN ({marks})", (kind, phash, *xs)):
+                for x, c, resp in db.execute(
+                    f"SELECT xhash, continuation, response FROM calls WHERE kind = ? AND "
+                    f"phash = ? AND xhash IN ({marks})",
+                    (kind, phash, *xs),
+                ):
                     for i in where.get((x, c), ()):
                         out[i] = json.loads(resp)
         return out
@@ -153,8 +165,15 @@ class CachedLLM:
     too, for converted weights). ``cache=False`` only counts. ``chunk_size``: prompts per backend call (and
     per commit); default the backend's ``chunk_size``."""
 
-    def __init__(self, backend: LLMBackend, *, store: Any = None, cache: bool = True, chunk_size: int | None = None,
-                 stats: Stats | None = None):
+    def __init__(
+        self,
+        backend: LLMBackend,
+        *,
+        store: Any = None,
+        cache: bool = True,
+        chunk_size: int | None = None,
+        stats: Stats | None = None,
+    ):
         if not isinstance(backend, LLMBackend):
             raise TypeError(f"CachedLLM wraps an LLMBackend, got {type(backend).__name__}")
         self.backend = backend
@@ -186,33 +205,66 @@ class CachedLLM:
         return self.backend.count_tokens(texts)
 
     # ------------------------------------------------------------------------------------------
-    def generate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None, *,
-                 stats: Stats | None = None) -> list[Completion]:
+    def generate(
+        self, prompts: Sequence[Prompt], params: GenerationParams | None = None, *, stats: Stats | None = None
+    ) -> list[Completion]:
         """Completions of ``prompts``; cache hits come back with ``cached=True``."""
         params = params or GenerationParams()
         prompts = check_prompts(prompts)
         keys = [(_sha1(prompt_key(p)), "") for p in prompts]
         pd = params.to_dict()
-        return self._run("generate", _sha1(canonical_json(pd)), pd, prompts, keys,
-                         lambda ps, cs: self.backend.generate(ps, params),
-                         lambda d: Completion(d["text"], d["prompt_tokens"], d["completion_tokens"],
-                                              d["finish_reason"], cached=True),
-                         stats, cacheable=params.deterministic)
+        return self._run(
+            "generate",
+            _sha1(canonical_json(pd)),
+            pd,
+            prompts,
+            keys,
+            lambda ps, cs: self.backend.generate(ps, params),
+            lambda d: Completion(
+                d["text"], d["prompt_tokens"], d["completion_tokens"], d["finish_reason"], cached=True
+            ),
+            stats,
+            cacheable=params.deterministic,
+        )
 
-    def score(self, prompts: Sequence[Prompt], continuations: Sequence[str], *,
-              stats: Stats | None = None) -> list[ContinuationScore]:
+    def score(
+        self, prompts: Sequence[Prompt], continuations: Sequence[str], *, stats: Stats | None = None
+    ) -> list[ContinuationScore]:
         """Continuation logprobs (see :meth:`LLMBackend.score`); cache hits come back with ``cached=True``."""
         prompts = LLMBackend._check_score_args(prompts, continuations)
         keys = [(_sha1(prompt_key(p)), c) for p, c in zip(prompts, continuations)]
-        return self._run("score", "", None, prompts, keys, lambda ps, cs: self.backend.score(ps, cs),
-                         lambda d: ContinuationScore(tuple(d["tokens"]), tuple(d["token_logprobs"]), d["logprob"],
-                                                     d["prompt_tokens"], d["completion_tokens"], d["exact"],
-                                                     cached=True),
-                         stats, cacheable=True)
+        return self._run(
+            "score",
+            "",
+            None,
+            prompts,
+            keys,
+            lambda ps, cs: self.backend.score(ps, cs),
+            lambda d: ContinuationScore(
+                tuple(d["tokens"]),
+                tuple(d["token_logprobs"]),
+                d["logprob"],
+                d["prompt_tokens"],
+                d["completion_tokens"],
+                d["exact"],
+                cached=True,
+            ),
+            stats,
+            cacheable=True,
+        )
 
-    def _run(self, kind: str, phash: str, params: dict | None, prompts: list[Prompt], keys: list[tuple[str, str]],
-             call: Callable[[list[Prompt], list[str]], list], revive: Callable[[dict], Any], stats: Stats | None,
-             cacheable: bool) -> list:
+    def _run(
+        self,
+        kind: str,
+        phash: str,
+        params: dict | None,
+        prompts: list[Prompt],
+        keys: list[tuple[str, str]],
+        call: Callable[[list[Prompt], list[str]], list],
+        revive: Callable[[dict], Any],
+        stats: Stats | None,
+        cacheable: bool,
+    ) -> list:
         stats = stats if stats is not None else self.stats
         use = self.use_cache and cacheable
         with stats.timer("llm"):
@@ -232,7 +284,7 @@ class CachedLLM:
             stats.add("llm_cache_hits", hits)
             order = list(todo)
             for start in range(0, len(order), self.chunk_size):
-                part = order[start:start + self.chunk_size]
+                part = order[start : start + self.chunk_size]
                 ps = [prompts[todo[k][0]] for k in part]
                 cs = [k[1] for k in part]
                 try:

@@ -11,12 +11,21 @@ Only the missing-package error is exercised by the test suite; the calls follow 
 from __future__ import annotations
 
 import threading
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
+from ragopt._imports import require
 from ragopt.config import param
-from ragopt.errors import BackendUnavailableError, ConfigError, LLMError, RagoptError
-from ragopt.llm.base import (Completion, ContinuationScore, GenerationParams, LLMBackend, Prompt, apply_stop,
-                             check_prompts)
+from ragopt.errors import ConfigError, LLMError, RagoptError
+from ragopt.llm.base import (
+    Completion,
+    ContinuationScore,
+    GenerationParams,
+    LLMBackend,
+    Prompt,
+    apply_stop,
+    check_prompts,
+)
 from ragopt.llm.models import check_name, resolve_llm
 from ragopt.registry import register
 
@@ -27,12 +36,13 @@ _LOCK = threading.Lock()
 
 
 def _require_llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError:
-        raise BackendUnavailableError("the llama_cpp LLM backend needs llama-cpp-python, which ragopt does not "
-                                      "install (it compiles llama.cpp): pip install llama-cpp-python") from None
-    return llama_cpp
+    # not an extra of ragopt: llama-cpp-python compiles llama.cpp at install time
+    return require(
+        "llama_cpp",
+        "",
+        "the llama_cpp LLM backend",
+        install="pip install llama-cpp-python (ragopt does not install it: it compiles llama.cpp)",
+    )
 
 
 @register("llama_cpp")
@@ -81,14 +91,20 @@ class LlamaCppLLM(LLMBackend):
         with _LOCK:
             if key not in _MODELS:
                 try:
-                    _MODELS[key] = llama_cpp.Llama(model_path=str(res.gguf_path), n_ctx=self.n_ctx,
-                                                   n_threads=self.n_threads, n_gpu_layers=self.n_gpu_layers,
-                                                   logits_all=True, verbose=False)
+                    _MODELS[key] = llama_cpp.Llama(
+                        model_path=str(res.gguf_path),
+                        n_ctx=self.n_ctx,
+                        n_threads=self.n_threads,
+                        n_gpu_layers=self.n_gpu_layers,
+                        logits_all=True,
+                        verbose=False,
+                    )
                 except RagoptError:
                     raise
                 except Exception as e:
-                    raise LLMError(f"cannot load {self.describe()} from {res.gguf_path}: {type(e).__name__}: {e}") \
-                        from e
+                    raise LLMError(
+                        f"cannot load {self.describe()} from {res.gguf_path}: {type(e).__name__}: {e}"
+                    ) from e
         self._llm = _MODELS[key]
         return self._llm
 
@@ -100,9 +116,12 @@ class LlamaCppLLM(LLMBackend):
         params = params or GenerationParams()
         prompts = check_prompts(prompts)
         llm = self.load()
-        kw: dict[str, Any] = {"max_tokens": params.max_new_tokens, "temperature": float(params.temperature),
-                              "top_p": float(params.top_p) if not params.greedy else 1.0,
-                              "stop": list(params.stop) or None}
+        kw: dict[str, Any] = {
+            "max_tokens": params.max_new_tokens,
+            "temperature": float(params.temperature),
+            "top_p": float(params.top_p) if not params.greedy else 1.0,
+            "stop": list(params.stop) or None,
+        }
         if not params.greedy:
             kw["seed"] = params.seed
         out = []
@@ -118,8 +137,14 @@ class LlamaCppLLM(LLMBackend):
                 raise LLMError(f"{self.describe()}: generation failed: {e}") from e
             text, stopped = apply_stop(text, params.stop)
             usage = r.get("usage") or {}
-            out.append(Completion(text, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0)),
-                                  "stop" if stopped else str(r["choices"][0].get("finish_reason") or "stop")))
+            out.append(
+                Completion(
+                    text,
+                    int(usage.get("prompt_tokens", 0)),
+                    int(usage.get("completion_tokens", 0)),
+                    "stop" if stopped else str(r["choices"][0].get("finish_reason") or "stop"),
+                )
+            )
         return out
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[ContinuationScore]:
@@ -135,7 +160,7 @@ class LlamaCppLLM(LLMBackend):
             c_ids = llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)
             llm.reset()
             llm.eval(p_ids + c_ids[:-1])
-            logits = np.asarray(llm.scores[len(p_ids) - 1:len(p_ids) + len(c_ids) - 1], dtype=np.float64)
+            logits = np.asarray(llm.scores[len(p_ids) - 1 : len(p_ids) + len(c_ids) - 1], dtype=np.float64)
             logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
             vals = [float(logp[j, t]) for j, t in enumerate(c_ids)]
             toks = tuple(llm.detokenize([t]).decode("utf-8", "replace") for t in c_ids)

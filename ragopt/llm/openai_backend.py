@@ -28,14 +28,23 @@ import random
 import re
 import threading
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
-from typing import Any, Callable, Literal, Sequence
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from ragopt.config import config_hash, param
+from ragopt._imports import require
+from ragopt.config import canonical_json, config_hash, param
 from ragopt.errors import ConfigError, LLMError, StageError
-from ragopt.llm.base import (Completion, ContinuationScore, GenerationParams, LLMBackend, Prompt, apply_stop,
-                             check_prompts)
+from ragopt.llm.base import (
+    Completion,
+    ContinuationScore,
+    GenerationParams,
+    LLMBackend,
+    Prompt,
+    apply_stop,
+    check_prompts,
+)
 from ragopt.registry import register
 
 __all__ = ["OpenAIBackend"]
@@ -45,8 +54,6 @@ _NO_KEY = "no-key"
 
 
 def _require_openai() -> Any:
-    from ragopt._imports import require
-
     return require("openai", "llm", "the openai LLM backend")
 
 
@@ -56,8 +63,10 @@ class OpenAIBackend(LLMBackend):
 
     model: str = param(doc="model name the endpoint serves (e.g. gpt-4o-mini, Qwen/Qwen2.5-7B-Instruct)")
     base_url: str = param("https://api.openai.com/v1", doc="endpoint root, up to and including /v1")
-    api_key_env: str = param("OPENAI_API_KEY", doc="NAME of the environment variable holding the API key (never "
-                                                   "the key itself); empty: send no key")
+    api_key_env: str = param(
+        "OPENAI_API_KEY",
+        doc="NAME of the environment variable holding the API key (never the key itself); empty: send no key",
+    )
     mode: Literal["chat", "completions"] = param("chat", doc="chat: /chat/completions; completions: /completions")
     timeout_s: float = param(60.0, doc="seconds per request before it counts as timed out", gt=0)
     max_retries: int = param(4, doc="retries of a failed request (429, 5xx, timeout, connection, malformed)", ge=0)
@@ -66,21 +75,28 @@ class OpenAIBackend(LLMBackend):
     concurrency: int = param(8, doc="requests in flight at most", ge=1)
     logprobs: bool = param(True, doc="the endpoint returns logprobs (score() needs them)")
     top_logprobs: int = param(20, doc="candidates requested when scoring a continuation", ge=1, le=20)
-    extra_body: dict[str, Any] = param(default_factory=dict, doc="extra JSON fields sent with every request "
-                                                                 "(server-specific options); part of the fingerprint")
+    extra_body: dict[str, Any] = param(
+        default_factory=dict,
+        doc="extra JSON fields sent with every request (server-specific options); part of the fingerprint",
+    )
 
     def validate(self, path: str = "") -> None:
         at = f"{path}." if path else ""
         if self.api_key_env and not _ENV_NAME.match(self.api_key_env):
             # never echo the value: it may be a key pasted in the wrong place
-            raise ConfigError(f"{at}api_key_env", "must be the NAME of an environment variable (letters, digits, "
-                                                 "underscores), not an API key; put the key in that variable")
+            raise ConfigError(
+                f"{at}api_key_env",
+                "must be the NAME of an environment variable (letters, digits, "
+                "underscores), not an API key; put the key in that variable",
+            )
         parts = urlsplit(self.base_url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"{at}base_url", f"expected an http(s) URL, got {self.base_url!r}")
         if parts.username or parts.password or re.search(r"(key|token|secret|password)", parts.query, re.I):
-            raise ConfigError(f"{at}base_url", "must not carry credentials; put the key in the environment "
-                                               "variable named by api_key_env")
+            raise ConfigError(
+                f"{at}base_url",
+                "must not carry credentials; put the key in the environment variable named by api_key_env",
+            )
         if not self.model:
             raise ConfigError(f"{at}model", "must be a non-empty model name")
 
@@ -117,11 +133,14 @@ class OpenAIBackend(LLMBackend):
 
                     key = os.environ.get(self.api_key_env, "")
                     if not key:
-                        raise LLMError(f"{self.describe()}: environment variable {self.api_key_env} is not set "
-                                       "(it should hold the API key; set api_key_env: '' for a server without keys)")
+                        raise LLMError(
+                            f"{self.describe()}: environment variable {self.api_key_env} is not set "
+                            "(it should hold the API key; set api_key_env: '' for a server without keys)"
+                        )
                 self._secret = key
-                self._openai_client = openai.OpenAI(api_key=key, base_url=self.base_url, timeout=self.timeout_s,
-                                                    max_retries=0)
+                self._openai_client = openai.OpenAI(
+                    api_key=key, base_url=self.base_url, timeout=self.timeout_s, max_retries=0
+                )
                 self._slots = threading.BoundedSemaphore(self.concurrency)
         return self._openai_client
 
@@ -162,7 +181,7 @@ class OpenAIBackend(LLMBackend):
             if not retryable or attempt >= self.max_retries:
                 tries = f" after {attempt + 1} attempts" if attempt else ""
                 raise LLMError(self._scrub(f"{self.describe()} ({endpoint} endpoint): {what}{tries}"))
-            delay = min(self.backoff_max_s, self.backoff_s * (2 ** attempt)) * (0.75 + 0.25 * random.random())
+            delay = min(self.backoff_max_s, self.backoff_s * (2**attempt)) * (0.75 + 0.25 * random.random())
             if retry_after is not None:
                 delay = min(self.backoff_max_s, max(delay, retry_after))
             time.sleep(delay)
@@ -183,8 +202,7 @@ class OpenAIBackend(LLMBackend):
                     e.partial = out + [None] * (len(items) - len(out))
                     raise
             return out
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)),
-                                thread_name_prefix="ragopt-llm") as pool:
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(items)), thread_name_prefix="ragopt-llm") as pool:
             futures = [pool.submit(fn, x) for x in items]
             _, pending = wait(futures, return_when=FIRST_EXCEPTION)
             for f in pending:
@@ -210,8 +228,9 @@ class OpenAIBackend(LLMBackend):
             messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
             return "chat", {"model": self.model, "messages": messages}
         if not isinstance(prompt, str):
-            raise StageError(f"{self.describe()}: mode 'completions' takes plain-text prompts; use mode 'chat' "
-                             "for chat messages")
+            raise StageError(
+                f"{self.describe()}: mode 'completions' takes plain-text prompts; use mode 'chat' for chat messages"
+            )
         return "completions", {"model": self.model, "prompt": prompt}
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
@@ -250,9 +269,10 @@ class OpenAIBackend(LLMBackend):
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[ContinuationScore]:
         prompts = self._check_score_args(prompts, continuations)
         if not self.logprobs:
-            raise LLMError(f"{self.describe()}: logprobs are off for this endpoint (logprobs: false), so it cannot "
-                           "score continuations; use generation mode (generate the label and parse it)")
-        from ragopt.config import canonical_json
+            raise LLMError(
+                f"{self.describe()}: logprobs are off for this endpoint (logprobs: false), so it cannot "
+                "score continuations; use generation mode (generate the label and parse it)"
+            )
 
         uniq: dict[str, Prompt] = {}
         for p in prompts:
@@ -293,9 +313,11 @@ class OpenAIBackend(LLMBackend):
         except (AttributeError, IndexError, TypeError, ValueError) as e:
             raise LLMError(self._scrub(f"{self.describe()} ({endpoint} endpoint): malformed logprobs ({e})")) from None
         if not cands:
-            raise LLMError(f"{self.describe()} ({endpoint} endpoint) returned no logprobs, so it cannot score "
-                           "continuations; use generation mode (generate the label and parse it), or a server "
-                           "that returns logprobs")
+            raise LLMError(
+                f"{self.describe()} ({endpoint} endpoint) returned no logprobs, so it cannot score "
+                "continuations; use generation mode (generate the label and parse it), or a server "
+                "that returns logprobs"
+            )
         usage = getattr(resp, "usage", None)
         return cands, int(getattr(usage, "prompt_tokens", 0) or 0), int(getattr(usage, "completion_tokens", 1) or 1)
 

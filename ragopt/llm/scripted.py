@@ -20,12 +20,21 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ragopt.config import config_hash, param
 from ragopt.errors import ConfigError, LLMError
-from ragopt.llm.base import (Completion, ContinuationScore, GenerationParams, LLMBackend, Prompt, apply_stop,
-                             check_prompts, prompt_text)
+from ragopt.llm.base import (
+    Completion,
+    ContinuationScore,
+    GenerationParams,
+    LLMBackend,
+    Prompt,
+    apply_stop,
+    check_prompts,
+    prompt_text,
+)
 from ragopt.registry import register
 
 __all__ = ["ScriptedLLM", "scripted_tokens"]
@@ -45,8 +54,9 @@ class ScriptedLLM(LLMBackend):
     name: str = param("scripted", doc="model name reported and used in the fingerprint")
     rules: list[dict[str, Any]] = param(default_factory=list, doc="[{match: regex, output: text}], first match wins")
     default: str = param("", doc="completion when no rule matches")
-    score_rules: list[dict[str, Any]] = param(default_factory=list,
-                                              doc="[{match: regex, continuation: text, logprob: float}]")
+    score_rules: list[dict[str, Any]] = param(
+        default_factory=list, doc="[{match: regex, continuation: text, logprob: float}]"
+    )
     default_logprob: float = param(-10.0, doc="logprob per token of a continuation no score rule covers", le=0)
     fail_on: str = param("", doc="regex: a batch with a matching prompt raises LLMError (tests)")
     delay_s: float = param(0.0, doc="seconds to sleep per call (tests)", ge=0)
@@ -118,7 +128,7 @@ class ScriptedLLM(LLMBackend):
             output, _ = apply_stop(output, params.stop)
             tokens, finish = scripted_tokens(output), "stop"
             if len(tokens) > params.max_new_tokens:
-                output, finish = "".join(tokens[:params.max_new_tokens]), "length"
+                output, finish = "".join(tokens[: params.max_new_tokens]), "length"
             out.append(Completion(output, len(scripted_tokens(text)), len(scripted_tokens(output)), finish))
         return out
 
@@ -135,8 +145,9 @@ class ScriptedLLM(LLMBackend):
         out = []
         for text, cont in zip(self._enter("score", prompts), continuations):
             tokens, lps, _ = self.continuation_logprob(text, cont)
-            out.append(ContinuationScore(tuple(tokens), tuple(lps), float(sum(lps)), len(scripted_tokens(text)),
-                                         len(tokens)))
+            out.append(
+                ContinuationScore(tuple(tokens), tuple(lps), float(sum(lps)), len(scripted_tokens(text)), len(tokens))
+            )
         return out
 
     def next_token_logprobs(self, prompt: Prompt, k: int) -> list[tuple[str, float]]:

@@ -23,15 +23,25 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Literal
 
+from ragopt._imports import require
 from ragopt.config import param
 from ragopt.errors import ArtifactError, ConfigError, LLMError, RagoptError
-from ragopt.llm.base import (Completion, ContinuationScore, GenerationParams, LLMBackend, Prompt, apply_stop,
-                             check_prompts)
-from ragopt.llm.models import PACKAGED, ResolvedLLM, check_name, resolve_llm, sha256_file
+from ragopt.llm.base import (
+    Completion,
+    ContinuationScore,
+    GenerationParams,
+    LLMBackend,
+    Prompt,
+    apply_stop,
+    check_prompts,
+)
+from ragopt.llm.models import PACKAGED, ResolvedLLM, _check_file, check_name, resolve_llm, sha256_file
 from ragopt.registry import register
+from ragopt.store import ArtifactStore
 
 __all__ = ["TransformersLLM", "CONVERTED_KIND", "unload_all"]
 
@@ -49,8 +59,6 @@ def unload_all() -> None:
 
 
 def _require() -> tuple[Any, Any]:
-    from ragopt._imports import require
-
     what = "the transformers LLM backend"
     return require("torch", "llm", what), require("transformers", "llm", what)
 
@@ -59,13 +67,16 @@ def _require() -> tuple[Any, Any]:
 class TransformersLLM(LLMBackend):
     """A local causal LM (packaged alias, .gguf file, model folder or hub id) run with transformers."""
 
-    model: str = param(doc="packaged alias (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct, "
-                           "qwen2.5-coder-1.5b-instruct), a .gguf file, a local model folder, or a hub id 'org/name'")
+    model: str = param(
+        doc="packaged alias (smollm2-135m-instruct, qwen2.5-coder-0.5b-instruct, "
+        "qwen2.5-coder-1.5b-instruct), a .gguf file, a local model folder, or a hub id 'org/name'"
+    )
     gguf_file: str | None = param(None, doc="GGUF file name inside the folder / hub repo named by model")
     revision: str | None = param(None, doc="hub revision (commit, tag); part of the fingerprint of a hub model")
     device: Literal["auto", "cpu", "cuda", "mps"] = param("auto", doc="auto: cuda if available, else cpu")
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = param(
-        "auto", doc="auto: float32 on the CPU, bfloat16 (or float16) on CUDA; part of the fingerprint")
+        "auto", doc="auto: float32 on the CPU, bfloat16 (or float16) on CUDA; part of the fingerprint"
+    )
     batch_size: int = param(8, doc="prompts per forward pass / generate call", ge=1)
     convert_gguf: bool = param(True, doc="keep the GGUF -> torch conversion as an artifact and reuse it")
 
@@ -111,8 +122,11 @@ class TransformersLLM(LLMBackend):
                 raise LLMError(f"{self.describe()}: device 'cuda' requested but CUDA is not available")
             dtype = self.dtype
             if dtype == "auto":
-                dtype = "float32" if device in ("cpu", "mps") else \
-                    ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+                dtype = (
+                    "float32"
+                    if device in ("cpu", "mps")
+                    else ("bfloat16" if torch.cuda.is_bf16_supported() else "float16")
+                )
             self._device_dtype_pair = (device, dtype)
         return self._device_dtype_pair
 
@@ -153,14 +167,17 @@ class TransformersLLM(LLMBackend):
                             kwargs["revision"] = self.revision
                     tok = transformers.AutoTokenizer.from_pretrained(source, **kwargs)
                     model = transformers.AutoModelForCausalLM.from_pretrained(
-                        source, dtype=getattr(torch, dtype), **kwargs)
+                        source, dtype=getattr(torch, dtype), **kwargs
+                    )
                     model.to(device).eval()
                 except RagoptError:
                     raise
                 except Exception as e:  # OSError (offline hub, missing files), ValueError (unknown arch) ...
-                    raise LLMError(f"cannot load {self.describe()} from {res.source!r}"
-                                   f"{' (' + res.gguf_file + ')' if res.gguf_file else ''}: "
-                                   f"{type(e).__name__}: {e}") from e
+                    raise LLMError(
+                        f"cannot load {self.describe()} from {res.source!r}"
+                        f"{' (' + res.gguf_file + ')' if res.gguf_file else ''}: "
+                        f"{type(e).__name__}: {e}"
+                    ) from e
                 if tok.pad_token_id is None:
                     tok.pad_token = tok.eos_token
                 info["load_seconds"] = round(time.perf_counter() - t0, 3)
@@ -171,8 +188,6 @@ class TransformersLLM(LLMBackend):
 
     @staticmethod
     def _require_gguf() -> None:
-        from ragopt._imports import require
-
         require("gguf", "llm", "reading GGUF weights with transformers")
 
     @staticmethod
@@ -182,8 +197,6 @@ class TransformersLLM(LLMBackend):
         if path is None:
             return
         if res.alias is not None:
-            from ragopt.llm.models import _check_file
-
             _check_file(PACKAGED[res.alias], path)
         elif res.identity.startswith("gguf-sha256:") and sha256_file(path) != res.identity.split(":", 1)[1]:
             raise ArtifactError(f"GGUF file {path} changed while in use (sha256 differs)")
@@ -191,7 +204,6 @@ class TransformersLLM(LLMBackend):
     def _converted(self, res: ResolvedLLM, info: dict) -> Path:
         """The folder of the torch conversion of a GGUF model, converting it into the store once."""
         import transformers
-        from ragopt.store import ArtifactStore
 
         version = ".".join(transformers.__version__.split(".")[:2])
         spec = {"source": res.identity, "gguf_file": res.gguf_file, "transformers": version}
@@ -215,8 +227,11 @@ class TransformersLLM(LLMBackend):
             return {"model": res.name, "converted_from": res.identity}
 
         art = store.get_or_create(CONVERTED_KIND, spec, CONVERTED_FORMAT, build)
-        info.update(artifact=str(art.path), artifact_created=art.created,
-                    convert_seconds=art.manifest.get("build_seconds") if art.created else None)
+        info.update(
+            artifact=str(art.path),
+            artifact_created=art.created,
+            convert_seconds=art.manifest.get("build_seconds") if art.created else None,
+        )
         return art.path / "model"
 
     @staticmethod
@@ -238,11 +253,11 @@ class TransformersLLM(LLMBackend):
             raise LLMError(f"{self.describe()} has no chat template: give plain-text prompts")
         cont = prompt[-1]["role"] == "assistant"
         try:
-            return tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=not cont,
-                                           continue_final_message=cont)
+            return tok.apply_chat_template(
+                prompt, tokenize=False, add_generation_prompt=not cont, continue_final_message=cont
+            )
         except Exception as e:  # jinja errors, e.g. a template without a system role
-            raise LLMError(f"{self.describe()}: its chat template rejected the prompt ({type(e).__name__}: "
-                           f"{e})") from e
+            raise LLMError(f"{self.describe()}: its chat template rejected the prompt ({type(e).__name__}: {e})") from e
 
     def encode(self, prompt: Prompt) -> list[int]:
         _, tok = self.load()
@@ -257,8 +272,9 @@ class TransformersLLM(LLMBackend):
         limit = getattr(model.config, "max_position_embeddings", None)
         for i, r in enumerate(ids):
             if limit and len(r) + extra > limit:
-                raise LLMError(f"{self.describe()}: prompt {i} has {len(r)} tokens (+{extra}), more than the "
-                               f"model's {limit}")
+                raise LLMError(
+                    f"{self.describe()}: prompt {i} has {len(r)} tokens (+{extra}), more than the model's {limit}"
+                )
 
     # -- generation ----------------------------------------------------------------------------
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
@@ -271,7 +287,7 @@ class TransformersLLM(LLMBackend):
             groups = [[i] for i in range(len(ids))]
         else:  # similar lengths together: less padding
             order = sorted(range(len(ids)), key=lambda i: -len(ids[i]))
-            groups = [order[s:s + self.batch_size] for s in range(0, len(order), self.batch_size)]
+            groups = [order[s : s + self.batch_size] for s in range(0, len(order), self.batch_size)]
         for g in groups:
             for i, c in zip(g, self._generate_batch([ids[i] for i in g], params)):
                 out[i] = c
@@ -289,22 +305,31 @@ class TransformersLLM(LLMBackend):
         input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
         attn = torch.zeros((len(rows), width), dtype=torch.long)
         for i, r in enumerate(rows):  # left padding
-            input_ids[i, width - len(r):] = torch.tensor(r, dtype=torch.long)
-            attn[i, width - len(r):] = 1
+            input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+            attn[i, width - len(r) :] = 1
         sample = not params.greedy
-        gc = GenerationConfig(max_new_tokens=params.max_new_tokens, do_sample=sample, pad_token_id=pad,
-                              eos_token_id=sorted(eos), num_beams=1,
-                              stop_strings=list(params.stop) if params.stop else None,
-                              **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0}
-                                 if sample else {}))
+        gc = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=sample,
+            pad_token_id=pad,
+            eos_token_id=sorted(eos),
+            num_beams=1,
+            stop_strings=list(params.stop) if params.stop else None,
+            **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if sample else {}),
+        )
         kwargs: dict[str, Any] = {"tokenizer": tok} if params.stop else {}
         try:
-            with torch.inference_mode(), torch.random.fork_rng(devices=[] if device != "cuda" else None,
-                                                               enabled=sample and params.seed is not None):
+            with (
+                torch.inference_mode(),
+                torch.random.fork_rng(
+                    devices=[] if device != "cuda" else None, enabled=sample and params.seed is not None
+                ),
+            ):
                 if sample and params.seed is not None:
                     torch.manual_seed(params.seed)
-                gen = model.generate(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                                     generation_config=gc, **kwargs)
+                gen = model.generate(
+                    input_ids=input_ids.to(device), attention_mask=attn.to(device), generation_config=gc, **kwargs
+                )
         except RuntimeError as e:
             raise LLMError(f"{self.describe()}: generation failed: {e}") from e
         gen = gen[:, width:].tolist()
@@ -341,10 +366,11 @@ class TransformersLLM(LLMBackend):
         out = []
         for p, c in zip(p_ids, c_ids):
             lp = logps[tuple(p + c[:-1])]  # (k, V) rows for the last k positions
-            rows = lp[lp.shape[0] - len(c):]
+            rows = lp[lp.shape[0] - len(c) :]
             vals = [float(rows[j, t]) for j, t in enumerate(c)]
-            out.append(ContinuationScore(tuple(tok.decode([t]) for t in c), tuple(vals), float(sum(vals)),
-                                         len(p), len(c)))
+            out.append(
+                ContinuationScore(tuple(tok.decode([t]) for t in c), tuple(vals), float(sum(vals)), len(p), len(c))
+            )
         return out
 
     def _last_logprobs(self, seqs: dict[tuple[int, ...], int]) -> dict[tuple[int, ...], Any]:
@@ -356,24 +382,29 @@ class TransformersLLM(LLMBackend):
         order = sorted(seqs, key=len, reverse=True)
         out: dict[tuple[int, ...], Any] = {}
         for s in range(0, len(order), self.batch_size):
-            group = order[s:s + self.batch_size]
+            group = order[s : s + self.batch_size]
             width = max(len(g) for g in group)
             keep = max(seqs[g] for g in group)
             input_ids = torch.full((len(group), width), tok.pad_token_id, dtype=torch.long)
             attn = torch.zeros((len(group), width), dtype=torch.long)
             for i, g in enumerate(group):
-                input_ids[i, width - len(g):] = torch.tensor(g, dtype=torch.long)
-                attn[i, width - len(g):] = 1
+                input_ids[i, width - len(g) :] = torch.tensor(g, dtype=torch.long)
+                attn[i, width - len(g) :] = 1
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
             try:
                 with torch.inference_mode():
-                    logits = model(input_ids=input_ids.to(device), attention_mask=attn.to(device),
-                                   position_ids=pos.to(device), logits_to_keep=keep, use_cache=False).logits
+                    logits = model(
+                        input_ids=input_ids.to(device),
+                        attention_mask=attn.to(device),
+                        position_ids=pos.to(device),
+                        logits_to_keep=keep,
+                        use_cache=False,
+                    ).logits
             except RuntimeError as e:
                 raise LLMError(f"{self.describe()}: forward pass failed: {e}") from e
             logp = torch.log_softmax(logits[:, -keep:, :].float(), dim=-1).cpu()
             for i, g in enumerate(group):
-                out[g] = logp[i, keep - seqs[g]:]
+                out[g] = logp[i, keep - seqs[g] :]
         return out
 
     def next_token_logprobs(self, prompt: Prompt, k: int) -> list[tuple[str, float]]:

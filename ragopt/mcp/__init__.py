@@ -14,10 +14,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_LAZY = {"Catalog": "ragopt.mcp.catalog", "ToolSpec": "ragopt.mcp.catalog", "TextTemplate": "ragopt.mcp.catalog",
-         "ToolService": "ragopt.mcp.service", "Limits": "ragopt.mcp.service",
-         "ToolServiceError": "ragopt.mcp.service", "load_gateway_config": "ragopt.mcp.upstream",
-         "build_server": "ragopt.mcp.server", "serve": "ragopt.mcp.server"}
+_LAZY = {
+    "Catalog": "ragopt.mcp.catalog",
+    "ToolSpec": "ragopt.mcp.catalog",
+    "TextTemplate": "ragopt.mcp.catalog",
+    "ToolService": "ragopt.mcp.service",
+    "Limits": "ragopt.mcp.service",
+    "ToolServiceError": "ragopt.mcp.service",
+    "load_gateway_config": "ragopt.mcp.upstream",
+    "build_server": "ragopt.mcp.server",
+    "serve": "ragopt.mcp.server",
+}
 
 __all__ = list(_LAZY)
 

@@ -12,11 +12,13 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Iterator, Literal, Mapping, Sequence
+from typing import Any, Literal
 
 from ragopt._imports import optional
+from ragopt.data.jsonl import read_jsonl
 from ragopt.errors import ConfigError, DataError
 from ragopt.types import Corpus
 
@@ -41,8 +43,13 @@ class ToolSpec:
     schema_error: str | None = None  # why input_schema is not a valid JSON schema (the gateway refuses calls)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "name": self.name, "description": self.description,
-                "input_schema": self.input_schema, "server": self.server}
+        return {
+            "id": self.id,
+            "name": self.name,
+            "description": self.description,
+            "input_schema": self.input_schema,
+            "server": self.server,
+        }
 
 
 def _split_identifier(name: str) -> str:
@@ -56,8 +63,8 @@ class TextTemplate:
     """What text a tool is indexed by. The default reproduces the shared tool sets' ``corpus.jsonl``:
     title = name, text = ``description Parameters: p1: desc1; p2: desc2``."""
 
-    name: bool = True                     # the tool name as the title
-    split_name: bool = False              # also index the words of identifier-style names (get_weather)
+    name: bool = True  # the tool name as the title
+    split_name: bool = False  # also index the words of identifier-style names (get_weather)
     description: bool = True
     params: Literal["none", "names", "descriptions"] = "descriptions"  # top-level input schema properties
 
@@ -69,7 +76,7 @@ class TextTemplate:
             raise ConfigError("text.params", f"must be one of {list(_PARAM_MODES)}, got {self.params!r}")
 
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "text") -> "TextTemplate":
+    def from_dict(cls, d: Mapping[str, Any] | None, where: str = "text") -> TextTemplate:
         if d is None:
             return cls()
         if not isinstance(d, Mapping):
@@ -135,8 +142,10 @@ class Catalog:
                 raise DataError(f"catalogue {name!r}: a tool has an empty id (name {t.name!r})")
             if t.id in self._by_id:
                 other = self._by_id[t.id]
-                raise DataError(f"catalogue {name!r}: duplicate tool id {t.id!r} (servers "
-                                f"{other.server or '-'} and {t.server or '-'}); give one server a prefix")
+                raise DataError(
+                    f"catalogue {name!r}: duplicate tool id {t.id!r} (servers "
+                    f"{other.server or '-'} and {t.server or '-'}); give one server a prefix"
+                )
             self._by_id[t.id] = t
         self._corpus: Corpus | None = None
 
@@ -163,8 +172,12 @@ class Catalog:
     def corpus(self) -> Corpus:
         """The tools as documents (row i = tool i), named ``tools:<name>``."""
         if self._corpus is None:
-            self._corpus = Corpus([t.id for t in self.tools], [self.template.text(t) for t in self.tools],
-                                  [self.template.title(t) for t in self.tools], name=f"tools:{self.name}")
+            self._corpus = Corpus(
+                [t.id for t in self.tools],
+                [self.template.text(t) for t in self.tools],
+                [self.template.title(t) for t in self.tools],
+                name=f"tools:{self.name}",
+            )
         return self._corpus
 
     @property
@@ -179,13 +192,12 @@ class Catalog:
         return h.hexdigest()
 
     @classmethod
-    def from_jsonl(cls, path: str | os.PathLike, template: TextTemplate | None = None,
-                   name: str | None = None) -> "Catalog":
+    def from_jsonl(
+        cls, path: str | os.PathLike, template: TextTemplate | None = None, name: str | None = None
+    ) -> Catalog:
         """Tools from JSON lines ``{"_id"?, "name", "description"?, "input_schema"?, ...}``; ``_id`` defaults
         to the name; ``inputSchema`` / ``parameters`` are accepted for ``input_schema``; other keys go to
         ``meta``. A dataset folder (with ``tools.jsonl``) is accepted too."""
-        from ragopt.data.jsonl import read_jsonl
-
         path = Path(path)
         if path.is_dir():
             cand = [path / "tools.jsonl", path / "tools.jsonl.gz"]
@@ -200,19 +212,28 @@ class Catalog:
             where = f"{path}:{line_no}"
             tname = obj.get("name")
             if not isinstance(tname, str) or not tname.strip():
-                raise DataError(f"{where}: tool record needs a non-empty string \"name\"")
+                raise DataError(f'{where}: tool record needs a non-empty string "name"')
             tid = str(obj.get("_id", obj.get("id", tname)))
             if tid in lines:
                 raise DataError(f"{where}: duplicate tool id {tid!r} (first on line {lines[tid]})")
             lines[tid] = line_no
             desc = obj.get("description") or ""
             if not isinstance(desc, str):
-                raise DataError(f"{where}: \"description\" must be a string")
+                raise DataError(f'{where}: "description" must be a string')
             schema = next((obj[k] for k in ("input_schema", "inputSchema", "parameters") if k in obj), None)
             if schema is not None and not isinstance(schema, dict):
                 raise DataError(f"{where}: input_schema must be a JSON object or null, got {type(schema).__name__}")
-            tools.append(ToolSpec(tid, tname, desc, schema, None,
-                                  {k: v for k, v in obj.items() if k not in _KNOWN_KEYS}, schema_problem(schema)))
+            tools.append(
+                ToolSpec(
+                    tid,
+                    tname,
+                    desc,
+                    schema,
+                    None,
+                    {k: v for k, v in obj.items() if k not in _KNOWN_KEYS},
+                    schema_problem(schema),
+                )
+            )
         if not tools:
             raise DataError(f"{path}: no tools")
         stem = path.name.split(".")[0]

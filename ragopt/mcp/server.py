@@ -11,9 +11,11 @@ import hmac
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Any, AsyncIterator
+from typing import Annotated, Any
 
+from ragopt._io import atomic_write_text
 from ragopt.mcp.service import RefreshReport, SearchResult, ToolService, ToolServiceError, UpstreamError
 from ragopt.mcp.upstream import require_mcp
 
@@ -22,8 +24,10 @@ __all__ = ["build_server", "http_app", "serve", "TOKEN_ENV"]
 TOKEN_ENV = "RAGOPT_MCP_TOKEN"
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
-INSTRUCTIONS = ("This server finds tools. Call search_tools with a short description of the task to get the few "
-                "tools that fit it (name, description, input schema); {gateway}")
+INSTRUCTIONS = (
+    "This server finds tools. Call search_tools with a short description of the task to get the few "
+    "tools that fit it (name, description, input schema); {gateway}"
+)
 
 
 def _text_result(obj: Any) -> Any:
@@ -34,8 +38,15 @@ def _text_result(obj: Any) -> Any:
     return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=obj)
 
 
-def build_server(service: ToolService, *, name: str = "ragopt-tools", token: str | None = None,
-                 host: str = "127.0.0.1", port: int = 8000, log_level: str = "warning") -> Any:
+def build_server(
+    service: ToolService,
+    *,
+    name: str = "ragopt-tools",
+    token: str | None = None,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "warning",
+) -> Any:
     """An ``MCPServer`` exposing ``service``. ``token``: require ``Authorization: Bearer <token>`` (HTTP)."""
     require_mcp()
     from mcp.server.auth.provider import AccessToken
@@ -54,6 +65,7 @@ def build_server(service: ToolService, *, name: str = "ragopt-tools", token: str
 
     auth_kwargs: dict[str, Any] = {}
     if token:
+
         class StaticToken:
             async def verify_token(self, presented: str) -> AccessToken | None:
                 if hmac.compare_digest(presented.encode(), token.encode()):
@@ -61,18 +73,29 @@ def build_server(service: ToolService, *, name: str = "ragopt-tools", token: str
                 return None
 
         # resource_server_url None: no OAuth metadata routes; the SDK's bearer middleware guards /mcp
-        auth_kwargs = {"auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),
-                       "token_verifier": StaticToken()}
+        auth_kwargs = {
+            "auth": AuthSettings(issuer_url=f"http://{host}:{port}", resource_server_url=None),
+            "token_verifier": StaticToken(),
+        }
 
-    gateway = ("then call_tool(name, arguments) runs the chosen tool through this gateway." if service.is_gateway
-               else "then call the chosen tool on the server that provides it.")
-    mcp = MCPServer(name, instructions=INSTRUCTIONS.format(gateway=gateway), lifespan=lifespan,
-                    log_level=log_level.upper(), **auth_kwargs)
+    gateway = (
+        "then call_tool(name, arguments) runs the chosen tool through this gateway."
+        if service.is_gateway
+        else "then call the chosen tool on the server that provides it."
+    )
+    mcp = MCPServer(
+        name,
+        instructions=INSTRUCTIONS.format(gateway=gateway),
+        lifespan=lifespan,
+        log_level=log_level.upper(),
+        **auth_kwargs,
+    )
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     def search_tools(
-        query: Annotated[str, Field(description="what the tool should do, in plain words",
-                                    max_length=limits.max_query_chars)],
+        query: Annotated[
+            str, Field(description="what the tool should do, in plain words", max_length=limits.max_query_chars)
+        ],
         k: Annotated[int, Field(description="how many tools to return", ge=1, le=limits.max_k)] = limits.default_k,
     ) -> Annotated[CallToolResult, SearchResult]:
         """Find the tools that fit a task. Returns up to k tools, best first: id, description, input_schema, score
@@ -91,11 +114,13 @@ def build_server(service: ToolService, *, name: str = "ragopt-tools", token: str
             raise ToolError(str(e)) from None
 
     if service.is_gateway:
+
         @mcp.tool(annotations=ToolAnnotations(open_world_hint=True))
         async def call_tool(
             name: Annotated[str, Field(description="the tool id, as search_tools returned it", max_length=512)],
-            arguments: Annotated[dict[str, Any] | None,
-                                 Field(description="the tool's arguments, matching its input schema")] = None,
+            arguments: Annotated[
+                dict[str, Any] | None, Field(description="the tool's arguments, matching its input schema")
+            ] = None,
         ) -> CallToolResult:
             """Run a tool found by search_tools on the upstream server that provides it. The arguments are checked
             against the tool's input schema first; the tool's own result is returned unchanged."""
@@ -112,8 +137,15 @@ def http_app(mcp: Any, service: ToolService, host: str = "127.0.0.1") -> Any:
     return mcp.streamable_http_app(host=host, max_request_body_size=service.limits.max_request_bytes)
 
 
-def serve(service: ToolService, transport: str = "stdio", host: str = "127.0.0.1", port: int = 8000,
-          token: str | None = None, log_level: str = "warning", ready_file: str | None = None) -> None:
+def serve(
+    service: ToolService,
+    transport: str = "stdio",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    token: str | None = None,
+    log_level: str = "warning",
+    ready_file: str | None = None,
+) -> None:
     """Run the server until interrupted. HTTP on a non-loopback host without a token is allowed but warned
     about; ``ready_file``: write ``{"url": ...}`` there once the HTTP socket listens."""
     token = token or os.environ.get(TOKEN_ENV) or None
@@ -125,10 +157,13 @@ def serve(service: ToolService, transport: str = "stdio", host: str = "127.0.0.1
     import uvicorn
 
     if host not in LOOPBACK and not token:
-        print(f"ragopt serve-mcp: warning: serving on {host} without a token; set --token or ${TOKEN_ENV}",
-              file=sys.stderr)
-    config = uvicorn.Config(http_app(mcp, service, host), host=host, port=port, log_level=log_level,
-                            timeout_keep_alive=30, lifespan="on")
+        print(
+            f"ragopt serve-mcp: warning: serving on {host} without a token; set --token or ${TOKEN_ENV}",
+            file=sys.stderr,
+        )
+    config = uvicorn.Config(
+        http_app(mcp, service, host), host=host, port=port, log_level=log_level, timeout_keep_alive=30, lifespan="on"
+    )
     server = uvicorn.Server(config)
 
     async def run() -> None:
@@ -141,11 +176,12 @@ def serve(service: ToolService, transport: str = "stdio", host: str = "127.0.0.1
             sockets = [s for srv in getattr(server, "servers", []) for s in srv.sockets]
             bound = sockets[0].getsockname()[1] if sockets else port
             url = f"http://{host if ':' not in host else f'[{host}]'}:{bound}/mcp"
-            print(f"ragopt serve-mcp: {service.info()['n_tools']} tools, MCP over streamable HTTP at {url}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"ragopt serve-mcp: {service.info()['n_tools']} tools, MCP over streamable HTTP at {url}",
+                file=sys.stderr,
+                flush=True,
+            )
             if ready_file:
-                from ragopt._io import atomic_write_text
-
                 atomic_write_text(ready_file, json.dumps({"url": url, "port": bound, "pid": os.getpid()}))
 
     anyio.run(run)

@@ -17,12 +17,15 @@ import math
 import os
 import threading
 import time
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 try:  # pydantic (hence the MCP SDK) reads result schemas from typing_extensions' TypedDict on Python < 3.12
-    from typing_extensions import Required, TypedDict
+    from typing import Required
+
+    from typing_extensions import TypedDict
 except ImportError:  # pragma: no cover
     from typing import Required, TypedDict
 
@@ -32,8 +35,17 @@ from ragopt.mcp.catalog import Catalog, TextTemplate, ToolSpec
 from ragopt.mcp.upstream import GatewayConfig, UpstreamError, UpstreamPool
 from ragopt.pipeline import Stage
 
-__all__ = ["ToolService", "Limits", "ToolServiceError", "InvalidRequest", "UnknownTool", "UpstreamError",
-           "ToolHit", "SearchResult", "RefreshReport"]
+__all__ = [
+    "ToolService",
+    "Limits",
+    "ToolServiceError",
+    "InvalidRequest",
+    "UnknownTool",
+    "UpstreamError",
+    "ToolHit",
+    "SearchResult",
+    "RefreshReport",
+]
 
 log = logging.getLogger("ragopt.mcp")
 
@@ -57,9 +69,9 @@ class Limits:
     max_k: int = 50
     default_k: int = 5
     max_query_chars: int = 2000
-    max_arguments_bytes: int = 256 * 1024   # JSON size of call_tool's arguments
-    max_request_bytes: int = 1024 * 1024    # HTTP request body (the transport enforces it)
-    min_refresh_seconds: float = 2.0        # refresh_tools more often than this re-lists nothing
+    max_arguments_bytes: int = 256 * 1024  # JSON size of call_tool's arguments
+    max_request_bytes: int = 1024 * 1024  # HTTP request body (the transport enforces it)
+    min_refresh_seconds: float = 2.0  # refresh_tools more often than this re-lists nothing
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
@@ -146,7 +158,7 @@ class _Batcher:
             if not self._pending:
                 return
             pipe = self._pending[0].pipeline
-            batch = [s for s in self._pending if s.pipeline is pipe][:self.max_batch]
+            batch = [s for s in self._pending if s.pipeline is pipe][: self.max_batch]
             taken = set(map(id, batch))
             self._pending = [s for s in self._pending if id(s) not in taken]
         try:
@@ -154,7 +166,7 @@ class _Batcher:
             out = pipe.search([s.query for s in batch])
             for row, s in enumerate(batch):
                 s.result = out.ranked(row)
-        except BaseException as e:  # noqa: BLE001 - handed to every waiting caller
+        except BaseException as e:
             for s in batch:
                 s.error = e
         finally:
@@ -167,12 +179,22 @@ class ToolService:
     mode, over the tools of the upstream servers in ``gateway``. ``pipeline`` is a template: it is cloned and
     fitted for each catalogue version (indexes come from ``store``, keyed by the catalogue's corpus)."""
 
-    def __init__(self, pipeline: Stage, *, tools: Catalog | str | os.PathLike | None = None,
-                 gateway: GatewayConfig | None = None, template: TextTemplate | None = None,
-                 store: Any = None, limits: Limits | None = None):
+    def __init__(
+        self,
+        pipeline: Stage,
+        *,
+        tools: Catalog | str | os.PathLike | None = None,
+        gateway: GatewayConfig | None = None,
+        template: TextTemplate | None = None,
+        store: Any = None,
+        limits: Limits | None = None,
+    ):
         if (tools is None) == (gateway is None):
-            raise ConfigError("tools", "give exactly one source of tools: a tools file / catalogue, or a gateway "
-                                       "config (--tools PATH | --servers CONFIG.yaml)")
+            raise ConfigError(
+                "tools",
+                "give exactly one source of tools: a tools file / catalogue, or a gateway "
+                "config (--tools PATH | --servers CONFIG.yaml)",
+            )
         if not isinstance(pipeline, Stage) or pipeline.requires != frozenset({"queries"}):
             raise ConfigError("pipeline", "the tool-retrieval pipeline must start with a retriever (from queries)")
         self.pipeline = pipeline
@@ -210,12 +232,18 @@ class ToolService:
 
     def info(self) -> dict[str, Any]:
         idx = self._index
-        out: dict[str, Any] = {"n_tools": len(idx.catalog), "fingerprint": idx.catalog.fingerprint,
-                               "pipeline": repr(self.pipeline), "gateway": self.is_gateway,
-                               "limits": {"max_k": self.limits.max_k, "max_query_chars": self.limits.max_query_chars}}
+        out: dict[str, Any] = {
+            "n_tools": len(idx.catalog),
+            "fingerprint": idx.catalog.fingerprint,
+            "pipeline": repr(self.pipeline),
+            "gateway": self.is_gateway,
+            "limits": {"max_k": self.limits.max_k, "max_query_chars": self.limits.max_query_chars},
+        }
         if self._pool is not None:
-            out["servers"] = {name: dict(s, n_tools=len(self._known.get(name, [])), last_error=self._errors.get(name))
-                              for name, s in self._pool.status().items()}
+            out["servers"] = {
+                name: dict(s, n_tools=len(self._known.get(name, [])), last_error=self._errors.get(name))
+                for name, s in self._pool.status().items()
+            }
         return out
 
     # -- search ----------------------------------------------------------------------------------
@@ -248,7 +276,7 @@ class ToolService:
 
     # -- gateway ---------------------------------------------------------------------------------
     @asynccontextmanager
-    async def running(self) -> AsyncIterator["ToolService"]:
+    async def running(self) -> AsyncIterator[ToolService]:
         """Serve: in gateway mode, open the upstream pool and list every server's tools first (servers that
         fail are reported and retried on the next refresh; search works with whatever was listed)."""
         import anyio
@@ -278,8 +306,14 @@ class ToolService:
             t0 = time.perf_counter()
             if not force and t0 - self._last_refresh < self.limits.min_refresh_seconds:
                 idx = self._index
-                return RefreshReport(changed=False, n_tools=len(idx.catalog), fingerprint=idx.catalog.fingerprint,
-                                     errors=dict(self._errors), stale=[], seconds=0.0)
+                return RefreshReport(
+                    changed=False,
+                    n_tools=len(idx.catalog),
+                    fingerprint=idx.catalog.fingerprint,
+                    errors=dict(self._errors),
+                    stale=[],
+                    seconds=0.0,
+                )
             self._last_refresh = t0
             errors: dict[str, str] = {}
             stale: list[str] = []
@@ -295,11 +329,11 @@ class ToolService:
                     else:
                         self._known[name] = by_server.get(name, [])
                 tools = [t for name in self._pool.servers for t in self._known.get(name, [])]
-                make = lambda: Catalog(tools, self.template, "gateway")  # noqa: E731
+                make = lambda: Catalog(tools, self.template, "gateway")
             elif isinstance(self._source, Catalog):
-                make = lambda: self._source  # noqa: E731
+                make = lambda: self._source
             else:
-                make = lambda: Catalog.from_jsonl(self._source, self.template)  # noqa: E731
+                make = lambda: Catalog.from_jsonl(self._source, self.template)
             changed = False
             try:
                 catalog = make()
@@ -311,8 +345,14 @@ class ToolService:
                 log.warning("tool catalogue not updated: %s", e)
             self._errors = errors
             idx = self._index
-            return RefreshReport(changed=changed, n_tools=len(idx.catalog), fingerprint=idx.catalog.fingerprint,
-                                 errors=errors, stale=stale, seconds=round(time.perf_counter() - t0, 4))
+            return RefreshReport(
+                changed=changed,
+                n_tools=len(idx.catalog),
+                fingerprint=idx.catalog.fingerprint,
+                errors=errors,
+                stale=stale,
+                seconds=round(time.perf_counter() - t0, 4),
+            )
 
     def check_call(self, name: Any, arguments: Any) -> tuple[ToolSpec, dict[str, Any]]:
         """The tool and arguments of a call the gateway may forward; InvalidRequest / UnknownTool otherwise."""
@@ -349,8 +389,9 @@ class ToolService:
 
 
 def tool_hit(tool: ToolSpec, score: float) -> ToolHit:
-    hit = ToolHit(id=tool.id, description=tool.description,
-                  score=round(float(score), 4) if math.isfinite(score) else 0.0)
+    hit = ToolHit(
+        id=tool.id, description=tool.description, score=round(float(score), 4) if math.isfinite(score) else 0.0
+    )
     if tool.name != tool.id:
         hit["name"] = tool.name
     if tool.input_schema is not None:

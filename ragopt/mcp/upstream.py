@@ -25,14 +25,16 @@ import logging
 import math
 import os
 import re
+from collections.abc import Mapping, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ragopt._imports import require
 from ragopt.errors import ConfigError, RagoptError
 from ragopt.mcp.catalog import TextTemplate, ToolSpec, schema_problem
+from ragopt.pipeline_io import read_yaml
 
 __all__ = ["ServerConfig", "GatewayConfig", "load_gateway_config", "UpstreamPool", "UpstreamError", "require_mcp"]
 
@@ -128,17 +130,21 @@ def _server(name: str, d: Any, default_timeout: float, where: str) -> ServerConf
     prefix = d.get("prefix", "")
     if not isinstance(prefix, str):
         raise ConfigError(f"{where}.prefix", "expected a string")
-    return ServerConfig(name=name, command=_expand(d["command"], f"{where}.command") if "command" in d else None,
-                        args=tuple(_expand(a, f"{where}.args[{i}]") for i, a in enumerate(args)),
-                        env=maps["env"], cwd=str(d["cwd"]) if d.get("cwd") else None, url=url,
-                        headers=maps["headers"], prefix=prefix,
-                        timeout=_timeout(d.get("timeout", default_timeout), f"{where}.timeout"))
+    return ServerConfig(
+        name=name,
+        command=_expand(d["command"], f"{where}.command") if "command" in d else None,
+        args=tuple(_expand(a, f"{where}.args[{i}]") for i, a in enumerate(args)),
+        env=maps["env"],
+        cwd=str(d["cwd"]) if d.get("cwd") else None,
+        url=url,
+        headers=maps["headers"],
+        prefix=prefix,
+        timeout=_timeout(d.get("timeout", default_timeout), f"{where}.timeout"),
+    )
 
 
 def load_gateway_config(path: str | os.PathLike) -> GatewayConfig:
     """Parse a servers config; every error names the file and the key."""
-    from ragopt.pipeline_io import read_yaml
-
     path = Path(path)
     src = str(path)
     d = read_yaml(path)
@@ -161,8 +167,9 @@ def tool_spec(server: ServerConfig, tool: Any) -> ToolSpec:
     """An upstream ``mcp_types.Tool`` as a catalogue entry owned by ``server``."""
     schema = tool.input_schema if isinstance(tool.input_schema, dict) else None
     meta = {"title": tool.title} if getattr(tool, "title", None) else {}
-    return ToolSpec(server.prefix + tool.name, tool.name, tool.description or "", schema, server.name, meta,
-                    schema_problem(schema))
+    return ToolSpec(
+        server.prefix + tool.name, tool.name, tool.description or "", schema, server.name, meta, schema_problem(schema)
+    )
 
 
 def _describe(e: BaseException) -> str:
@@ -193,15 +200,17 @@ class _Connection:
 
         cfg = self.cfg
         if cfg.command:
-            params = StdioServerParameters(command=cfg.command, args=list(cfg.args),
-                                           env=dict(cfg.env) if cfg.env else None, cwd=cfg.cwd)
+            params = StdioServerParameters(
+                command=cfg.command, args=list(cfg.args), env=dict(cfg.env) if cfg.env else None, cwd=cfg.cwd
+            )
             return stdio_client(params)
         http = None
         if cfg.headers:
             import httpx2
 
-            http = httpx2.AsyncClient(headers=dict(cfg.headers),
-                                      timeout=httpx2.Timeout(cfg.timeout, read=max(cfg.timeout, 60.0)))
+            http = httpx2.AsyncClient(
+                headers=dict(cfg.headers), timeout=httpx2.Timeout(cfg.timeout, read=max(cfg.timeout, 60.0))
+            )
             stack.push_async_callback(http.aclose)
         return streamable_http_client(cfg.url, http_client=http)
 
@@ -215,7 +224,7 @@ class _Connection:
                 self.client = client
                 self._ready.set()
                 await self._stop.wait()
-        except Exception as e:  # noqa: BLE001 - any failure of this server stays with this server
+        except Exception as e:
             self.error = _describe(e)
             log.warning("upstream %s failed: %s", self.cfg.describe(), self.error)
         finally:
@@ -244,7 +253,7 @@ class UpstreamPool:
         self._tg: Any = None
         self._locks: dict[str, Any] = {}
 
-    async def __aenter__(self) -> "UpstreamPool":
+    async def __aenter__(self) -> UpstreamPool:
         require_mcp()
         import anyio
 
@@ -318,7 +327,7 @@ class UpstreamPool:
         except TimeoutError:
             self._drop(server)
             raise UpstreamError(f"upstream {cfg.name}: {what} timed out after {cfg.timeout:g}s") from None
-        except Exception as e:  # noqa: BLE001 - closed streams, dead processes, HTTP errors
+        except Exception as e:
             self._drop(server)
             raise UpstreamError(f"upstream {cfg.name}: {what} failed: {_describe(e)}") from None
 
@@ -358,13 +367,15 @@ class UpstreamPool:
 
     async def call_tool(self, server: str, name: str, arguments: dict[str, Any]) -> Any:
         """Forward a call; returns the server's ``CallToolResult`` (its own ``is_error`` results included)."""
-        return await self._request(server, f"tools/call {name!r}",
-                                   lambda client: client.call_tool(name, arguments))
+        return await self._request(server, f"tools/call {name!r}", lambda client: client.call_tool(name, arguments))
 
     def status(self) -> dict[str, dict[str, Any]]:
         out = {}
         for name, cfg in self.servers.items():
             c = self._conns.get(name)
-            out[name] = {"transport": cfg.transport, "connected": bool(c and c.client is not None),
-                         "error": c.error if c else None}
+            out[name] = {
+                "transport": cfg.transport,
+                "connected": bool(c and c.client is not None),
+                "error": c.error if c else None,
+            }
         return out

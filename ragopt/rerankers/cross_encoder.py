@@ -25,9 +25,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Sequence
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -73,9 +74,12 @@ def resolve_cross_encoder(name: str, path: str = "model") -> tuple[str, Path | N
     except (OSError, json.JSONDecodeError) as e:
         raise ConfigError(path, f"unreadable {cfg_file}: {e}") from None
     if not any(str(a).endswith("ForSequenceClassification") for a in arch):
-        raise ConfigError(path, f"{name!r} is not a cross-encoder (architectures {arch}, expected a "
-                                "...ForSequenceClassification model); fine-tune one from it with "
-                                "`ragopt train cross-encoder --base ...`")
+        raise ConfigError(
+            path,
+            f"{name!r} is not a cross-encoder (architectures {arch}, expected a "
+            "...ForSequenceClassification model); fine-tune one from it with "
+            "`ragopt train cross-encoder --base ...`",
+        )
     return str(local), local
 
 
@@ -94,27 +98,36 @@ class CrossEncoderReranker(Stage):
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
     cache_ignore: ClassVar[tuple[str, ...]] = ("batch_size", "device", "cache")
 
-    model: str = param(doc="hub id (e.g. cross-encoder/ms-marco-MiniLM-L6-v2), a local cross-encoder folder, or "
-                           "an artifact folder written by `ragopt train cross-encoder`")
+    model: str = param(
+        doc="hub id (e.g. cross-encoder/ms-marco-MiniLM-L6-v2), a local cross-encoder folder, or "
+        "an artifact folder written by `ragopt train cross-encoder`"
+    )
     depth: int = param(100, doc="candidates rescored per query; the rest keep their order below them", ge=1)
     batch_size: int = param(32, doc="pairs per forward pass", ge=1)
     max_length: int = param(256, doc="max tokens of query + passage; longer pairs are truncated (counted)", ge=8)
     device: Literal["auto", "cpu", "cuda", "mps"] = param("auto", doc="auto: cuda, then mps, then cpu")
     precision: Literal["auto", "fp32", "fp16", "int8"] = param(
-        "auto", doc="auto: fp16 on cuda, fp32 elsewhere; int8 (weights) needs backend onnx: check its nDCG@10 "
-                    "against fp32 on your data first (benchmarks/rerank.py precision)")
-    backend: Literal["torch", "onnx"] = param("torch", doc="torch: sentence-transformers on any device; onnx: "
-                                                          "ONNX Runtime on the CPU (pip install 'ragopt[onnx]')")
+        "auto",
+        doc="auto: fp16 on cuda, fp32 elsewhere; int8 (weights) needs backend onnx: check its nDCG@10 "
+        "against fp32 on your data first (benchmarks/rerank.py precision)",
+    )
+    backend: Literal["torch", "onnx"] = param(
+        "torch",
+        doc="torch: sentence-transformers on any device; onnx: ONNX Runtime on the CPU (pip install 'ragopt[onnx]')",
+    )
     with_title: bool = param(True, doc="passage text is title + text (BEIR convention) rather than text alone")
-    activation: Literal["none", "sigmoid"] = param("none", doc="none: raw logits (no ties from saturation); "
-                                                               "sigmoid: probabilities in (0, 1)")
+    activation: Literal["none", "sigmoid"] = param(
+        "none", doc="none: raw logits (no ties from saturation); sigmoid: probabilities in (0, 1)"
+    )
     cache: bool = param(True, doc="keep pair scores in the artifact store (<root>/ce-scores/) and reuse them")
 
     def validate(self, path: str = "") -> None:
         at = f"{path}." if path else ""
         if self.backend == "onnx" and self.device in ("cuda", "mps"):
-            raise ConfigError(f"{at}device", f"backend onnx runs on the CPU; got device {self.device!r} (use "
-                                             "backend torch on an accelerator)")
+            raise ConfigError(
+                f"{at}device",
+                f"backend onnx runs on the CPU; got device {self.device!r} (use backend torch on an accelerator)",
+            )
         if self.backend == "onnx" and self.precision == "fp16":
             raise ConfigError(f"{at}precision", "backend onnx runs fp32 or int8 on the CPU, not fp16")
         if self.backend == "torch" and self.precision == "int8":
@@ -168,17 +181,27 @@ class CrossEncoderReranker(Stage):
             try:
                 model = CrossEncoder(self._source, device=device, max_length=self.max_length)
             except Exception as e:  # hub / network / format errors all end here
-                hint = ("; no network or hub cache here? pass a local cross-encoder folder or an artifact of "
-                        "`ragopt train cross-encoder`") if local is None else ""
+                hint = (
+                    (
+                        "; no network or hub cache here? pass a local cross-encoder folder or an artifact of "
+                        "`ragopt train cross-encoder`"
+                    )
+                    if local is None
+                    else ""
+                )
                 first = str(e).splitlines()[0] if str(e) else ""
-                raise ConfigError("model", f"cannot load cross-encoder {self.model!r} ({type(e).__name__}: "
-                                           f"{first}){hint}") from e
+                raise ConfigError(
+                    "model", f"cannot load cross-encoder {self.model!r} ({type(e).__name__}: {first}){hint}"
+                ) from e
             arch = getattr(model.config, "architectures", None) or []
             if local is None and arch and not any(str(a).endswith("ForSequenceClassification") for a in arch):
                 raise ConfigError("model", f"{self.model!r} is not a cross-encoder (architectures {arch})")
             if model.num_labels != 1:
-                raise ConfigError("model", f"{self.model!r} has {model.num_labels} output labels; a reranker "
-                                           "needs a single-score model (num_labels=1)")
+                raise ConfigError(
+                    "model",
+                    f"{self.model!r} has {model.num_labels} output labels; a reranker "
+                    "needs a single-score model (num_labels=1)",
+                )
             if precision == "fp16":
                 model.half()
             else:  # a checkpoint may keep its own dtype: force the precision asked for
@@ -192,16 +215,23 @@ class CrossEncoderReranker(Stage):
         artifact)``."""
         identity, local, _, precision = self._resolved()
         versions = ob.onnx_versions()
-        spec = {"model": identity if local is None else None,
-                "model_fingerprint": model_fingerprint(local) if local is not None else None,
-                "precision": precision, **versions}
+        spec = {
+            "model": identity if local is None else None,
+            "model_fingerprint": model_fingerprint(local) if local is not None else None,
+            "precision": precision,
+            **versions,
+        }
         scheme = ob.quantization_scheme() if precision == "int8" else None
         if scheme is not None:
             spec["quantization"] = scheme
         base = self._load_torch("cpu", "fp32")
-        art = store.get_or_create(ob.ARTIFACT_KIND, spec, ob.FORMAT_VERSION,
-                                  lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision, scheme),
-                                  rebuild=rebuild)
+        art = store.get_or_create(
+            ob.ARTIFACT_KIND,
+            spec,
+            ob.FORMAT_VERSION,
+            lambda out: ob.export_onnx(base.model, base.tokenizer, out, precision, scheme),
+            rebuild=rebuild,
+        )
         key = (self._source, "cpu", self.max_length, precision, "onnx", str(art.path))
         if key not in _MODELS or art.created:
             _MODELS[key] = ob.OnnxCrossEncoder(base, art.path, art.manifest["inputs"], self.max_length)
@@ -210,10 +240,14 @@ class CrossEncoderReranker(Stage):
     def scorer_spec(self) -> dict[str, Any]:
         """Everything that determines a pair's score: the key of the pair-score cache."""
         identity, local, _, precision = self._resolved()
-        spec = {"model": identity if local is None else None,
-                "model_fingerprint": model_fingerprint(local) if local is not None else None,
-                "max_length": self.max_length, "with_title": self.with_title, "activation": self.activation,
-                "precision": precision}
+        spec = {
+            "model": identity if local is None else None,
+            "model_fingerprint": model_fingerprint(local) if local is not None else None,
+            "max_length": self.max_length,
+            "with_title": self.with_title,
+            "activation": self.activation,
+            "precision": precision,
+        }
         if self.backend != "torch":  # torch keys stay as they were before backends existed
             spec["backend"] = self.backend
             if precision == "int8":  # another quantisation scheme (e.g. 7- vs 8-bit weights) scores differently
@@ -233,8 +267,9 @@ class CrossEncoderReranker(Stage):
         return self._scores
 
     # -- protocol ----------------------------------------------------------------------------
-    def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "CrossEncoderReranker":
+    def fit(
+        self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> CrossEncoderReranker:
         """Load the model (errors surface here) and open the score cache. ``rebuild`` re-exports the ONNX model
         (backend onnx) but keeps cached scores: they depend only on the scorer key; delete
         ``<root>/ce-scores/<key>.sqlite`` to drop them."""
@@ -250,8 +285,9 @@ class CrossEncoderReranker(Stage):
         if local is not None and local.name == "model" and (local.parent / "manifest.json").is_file():
             fit.artifacts.append({"kind": ARTIFACT_KIND, "path": str(local.parent), "created": False})
         if onnx_art is not None:
-            fit.artifacts.append({"kind": onnx_art.manifest["kind"], "path": str(onnx_art.path),
-                                  "created": onnx_art.created})
+            fit.artifacts.append(
+                {"kind": onnx_art.manifest["kind"], "path": str(onnx_art.path), "created": onnx_art.created}
+            )
         return self
 
     def transform(self, batch: Batch) -> Batch:
@@ -265,8 +301,9 @@ class CrossEncoderReranker(Stage):
         qtexts = [batch.queries.texts[r] for r in rows]
         ptexts = [corpus.text(int(head[r, c]), self.with_title) for r, c in zip(rows, cols)]
         with batch.stats.timer("cross_encoder"):
-            pair_scores = self.score_pairs(qtexts, ptexts, batch.stats,
-                                           progress=self._fit.progress if self._fit is not None else None)
+            pair_scores = self.score_pairs(
+                qtexts, ptexts, batch.stats, progress=self._fit.progress if self._fit is not None else None
+            )
         head_scores = np.full((n, depth), -np.inf, np.float32)
         head_scores[rows, cols] = pair_scores
         order = np.argsort(-head_scores, axis=1, kind="stable")  # ties keep the retriever's order
@@ -282,12 +319,14 @@ class CrossEncoderReranker(Stage):
         ok = finite.any(axis=1) & np.isfinite(tail[:, 0])
         shift = np.where(ok, low - 1.0 - np.where(ok, tail[:, 0], 0.0), 0.0)
         tail = (tail + shift[:, None]).astype(np.float32)
-        return batch.with_candidates(np.concatenate([head_idx, tail_idx], axis=1),
-                                     np.concatenate([head_scores, tail], axis=1), corpus)
+        return batch.with_candidates(
+            np.concatenate([head_idx, tail_idx], axis=1), np.concatenate([head_scores, tail], axis=1), corpus
+        )
 
     # -- scoring API -------------------------------------------------------------------------
-    def score_pairs(self, queries: Sequence[str], passages: Sequence[str], stats: Stats | None = None,
-                    progress: Any = None) -> np.ndarray:
+    def score_pairs(
+        self, queries: Sequence[str], passages: Sequence[str], stats: Stats | None = None, progress: Any = None
+    ) -> np.ndarray:
         """Scores (float32) of ``(queries[i], passages[i])``, through the pair-score cache, in batches.
 
         ``stats`` gets ``ce_pairs``, ``ce_batches``, ``ce_cache_hits`` and ``ce_truncated``; ``progress`` is a
@@ -314,8 +353,15 @@ class CrossEncoderReranker(Stage):
             todo.setdefault((qh[i], dh[i]), []).append(i)
         if todo:
             first = [rows[0] for rows in todo.values()]
-            scores, cut = self._score_new([queries[i] for i in first], [passages[i] for i in first],
-                                          [qh[i] for i in first], [dh[i] for i in first], cache, stats, progress)
+            scores, cut = self._score_new(
+                [queries[i] for i in first],
+                [passages[i] for i in first],
+                [qh[i] for i in first],
+                [dh[i] for i in first],
+                cache,
+                stats,
+                progress,
+            )
             for rows, s, t in zip(todo.values(), scores.tolist(), cut.tolist()):
                 out[rows] = s
                 truncated[rows] = t
@@ -323,8 +369,9 @@ class CrossEncoderReranker(Stage):
         stats.add("ce_truncated", int(truncated.sum()))
         return out
 
-    def score_matrix(self, queries: Sequence[str], passages: Sequence[str], stats: Stats | None = None,
-                     progress: Any = None) -> np.ndarray:
+    def score_matrix(
+        self, queries: Sequence[str], passages: Sequence[str], stats: Stats | None = None, progress: Any = None
+    ) -> np.ndarray:
         """Scores of every (query, passage) combination: float32 ``(len(queries), len(passages))``."""
         nq, nd = len(queries), len(passages)
         flat_q = [q for q in queries for _ in range(nd)]
@@ -338,20 +385,35 @@ class CrossEncoderReranker(Stage):
         need = {h: t for h, t in zip(hashes, texts) if h not in memo}
         if need:
             tok = self.load_model().tokenizer
-            ids = tok(list(need.values()), add_special_tokens=False, truncation=False, verbose=False,
-                      return_attention_mask=False, return_token_type_ids=False)["input_ids"]
+            ids = tok(
+                list(need.values()),
+                add_special_tokens=False,
+                truncation=False,
+                verbose=False,
+                return_attention_mask=False,
+                return_token_type_ids=False,
+            )["input_ids"]
             memo.update(zip(need, (len(x) for x in ids)))
             if len(memo) > 2_000_000:  # bound memory on huge corpora
                 memo.clear()
                 return self.token_lengths(texts, hashes)
         return np.array([memo[h] for h in hashes], np.int64)
 
-    def _score_new(self, queries: list[str], passages: list[str], qh: list[str], dh: list[str],
-                   cache: PairScoreCache | None, stats: Stats, progress: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _score_new(
+        self,
+        queries: list[str],
+        passages: list[str],
+        qh: list[str],
+        dh: list[str],
+        cache: PairScoreCache | None,
+        stats: Stats,
+        progress: Any,
+    ) -> tuple[np.ndarray, np.ndarray]:
         model = self.load_model()
         special = model.tokenizer.num_special_tokens_to_add(pair=True)
         cut = (self.token_lengths(queries, qh) + self.token_lengths(passages, dh) + special) > self.max_length
         if self.backend == "onnx":
+
             def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
                 return model.predict(pairs, batch_size=len(pairs), sigmoid=self.activation == "sigmoid")
         else:
@@ -360,8 +422,10 @@ class CrossEncoderReranker(Stage):
             act = torch.nn.Sigmoid() if self.activation == "sigmoid" else torch.nn.Identity()
 
             def predict(pairs: list[tuple[str, str]]) -> np.ndarray:
-                return model.predict(pairs, batch_size=len(pairs), show_progress_bar=False, activation_fn=act,
-                                     convert_to_numpy=True)
+                return model.predict(
+                    pairs, batch_size=len(pairs), show_progress_bar=False, activation_fn=act, convert_to_numpy=True
+                )
+
         # longest first, as CrossEncoder.predict orders its own batches: the same batches, the same padding
         order = np.argsort([-(len(q) + len(p)) for q, p in zip(queries, passages)], kind="stable")
         scores = np.empty(len(queries), np.float32)
@@ -375,7 +439,7 @@ class CrossEncoderReranker(Stage):
         bs = self.batch_size
         try:
             for start in range(0, len(order), bs):
-                rows = order[start:start + bs]
+                rows = order[start : start + bs]
                 pairs = [(queries[i], passages[i]) for i in rows]
                 s = np.asarray(predict(pairs), np.float32).reshape(-1)
                 scores[rows] = s

@@ -59,9 +59,12 @@ def pseudo_queries(corpus: Corpus, n: int, seed: int) -> list[str]:
         texts.append(" ".join(t.split()[:_MAX_WORDS]))
     ok = np.flatnonzero([bool(t) for t in texts])
     if n > len(ok):
-        raise ConfigError("n_anchor_queries", f"cur: asked for {n} anchor queries but corpus "
-                                              f"{corpus.name or 'unnamed'!r} has only {len(ok)} documents with "
-                                              "text to make them from")
+        raise ConfigError(
+            "n_anchor_queries",
+            f"cur: asked for {n} anchor queries but corpus "
+            f"{corpus.name or 'unnamed'!r} has only {len(ok)} documents with "
+            "text to make them from",
+        )
     rows = np.sort(np.random.default_rng(seed).choice(ok, size=n, replace=False))
     return [texts[i] for i in rows]
 
@@ -82,25 +85,36 @@ class CURReranker(Stage):
 
     scorer: Stage = param(doc="the cross-encoder: a stage with score_pairs and score_matrix (cross_encoder)")
     method: Literal["anncur", "adacur"] = param(
-        "adacur", doc="anncur: fixed anchor items for every query; adacur: anchor items chosen per query over "
-                      "several rounds from the current approximation")
+        "adacur",
+        doc="anncur: fixed anchor items for every query; adacur: anchor items chosen per query over "
+        "several rounds from the current approximation",
+    )
     budget: int = param(100, doc="cross-encoder calls per query at search time (anchor items included)", ge=1)
-    n_anchor_items: int = param(50, doc="items scored to fit the approximation (the rest of the budget "
-                                        "rescores its top)", ge=1)
+    n_anchor_items: int = param(
+        50, doc="items scored to fit the approximation (the rest of the budget rescores its top)", ge=1
+    )
     n_anchor_queries: int = param(100, doc="anchor queries scored offline against every item", ge=1)
-    anchor_queries: str = param("corpus", doc="corpus: pseudo-queries (titles / first sentences) of random "
-                                              "documents; else a path to a queries JSONL to sample from")
+    anchor_queries: str = param(
+        "corpus",
+        doc="corpus: pseudo-queries (titles / first sentences) of random "
+        "documents; else a path to a queries JSONL to sample from",
+    )
     rounds: int = param(5, doc="adacur: rounds over which the anchor items are chosen (anncur: unused)", ge=1)
     selection: Literal["random", "topk_mean", "pivoted"] = param(
-        "random", doc="shared anchor items (anncur, and adacur's first round without a first stage): random, "
-                      "highest mean anchor score, or pivoted-QR columns of the anchor matrix")
+        "random",
+        doc="shared anchor items (anncur, and adacur's first round without a first stage): random, "
+        "highest mean anchor score, or pivoted-QR columns of the anchor matrix",
+    )
     adaptive: Literal["topk", "softmax"] = param(
-        "topk", doc="adacur's choice in later rounds: top of the approximation, or a softmax sample of it")
+        "topk", doc="adacur's choice in later rounds: top of the approximation, or a softmax sample of it"
+    )
     temperature: float = param(1.0, doc="softmax temperature over per-query z-scored approximations", gt=0.0)
-    rcond: float = param(0.01, doc="singular values below rcond x the largest are cut in the pseudo-inverse",
-                         gt=0.0, lt=1.0)
+    rcond: float = param(
+        0.01, doc="singular values below rcond x the largest are cut in the pseudo-inverse", gt=0.0, lt=1.0
+    )
     merge: Literal["interleave", "scored_first"] = param(
-        "interleave", doc="ranking: exact and approximate scores together, or every exactly scored item first")
+        "interleave", doc="ranking: exact and approximate scores together, or every exactly scored item first"
+    )
     seed: int = param(0, doc="seed of anchor query sampling, random anchor items and softmax sampling")
     top_k: int = param(100, doc="candidates returned per query", ge=1)
 
@@ -113,15 +127,22 @@ class CURReranker(Stage):
         p = f"{path}." if path else ""
         for name in ("score_pairs", "score_matrix"):
             if not callable(getattr(self.scorer, name, None)):
-                raise ConfigError(f"{p}scorer", f"cur needs a scorer with {name}() (e.g. type: cross_encoder); "
-                                                f"{self.scorer.type_name!r} has none")
+                raise ConfigError(
+                    f"{p}scorer",
+                    f"cur needs a scorer with {name}() (e.g. type: cross_encoder); {self.scorer.type_name!r} has none",
+                )
         if self.budget < self.n_anchor_items:
-            raise ConfigError(f"{p}budget", f"the budget ({self.budget} cross-encoder calls per query) is "
-                                            f"smaller than the anchor item set (n_anchor_items="
-                                            f"{self.n_anchor_items}); raise budget or lower n_anchor_items")
+            raise ConfigError(
+                f"{p}budget",
+                f"the budget ({self.budget} cross-encoder calls per query) is "
+                f"smaller than the anchor item set (n_anchor_items="
+                f"{self.n_anchor_items}); raise budget or lower n_anchor_items",
+            )
         if self.method == "adacur" and self.rounds > self.n_anchor_items:
-            raise ConfigError(f"{p}rounds", f"adacur: {self.rounds} rounds cannot each add an item out of "
-                                            f"n_anchor_items={self.n_anchor_items}")
+            raise ConfigError(
+                f"{p}rounds",
+                f"adacur: {self.rounds} rounds cannot each add an item out of n_anchor_items={self.n_anchor_items}",
+            )
 
     def scorer_spec(self) -> dict[str, Any]:
         """The scorer's identity: what determines its scores (its ``scorer_spec()`` when it has one)."""
@@ -140,32 +161,49 @@ class CURReranker(Stage):
             return pseudo_queries(corpus, self.n_anchor_queries, self.seed)
         path = Path(self.anchor_queries)
         if not path.is_file():
-            raise ConfigError("anchor_queries", f"cur: anchor query file {str(path)!r} not found (use 'corpus' for "
-                                                "pseudo-queries, or a queries JSONL path)")
+            raise ConfigError(
+                "anchor_queries",
+                f"cur: anchor query file {str(path)!r} not found (use 'corpus' for "
+                "pseudo-queries, or a queries JSONL path)",
+            )
         texts = [t for t in load_queries(path).texts if t.strip()]
         if len(texts) < self.n_anchor_queries:
-            raise ConfigError("n_anchor_queries", f"cur: asked for {self.n_anchor_queries} anchor queries but "
-                                                  f"{path} has only {len(texts)} non-empty queries")
+            raise ConfigError(
+                "n_anchor_queries",
+                f"cur: asked for {self.n_anchor_queries} anchor queries but "
+                f"{path} has only {len(texts)} non-empty queries",
+            )
         rows = np.sort(np.random.default_rng(self.seed).choice(len(texts), self.n_anchor_queries, replace=False))
         return [texts[i] for i in rows]
 
     def anchor_spec(self, corpus: Corpus, texts: list[str]) -> dict[str, Any]:
         """The anchor artifact key: scorer identity, corpus and the anchor query texts (nothing search-time)."""
-        return {"scorer": self.scorer_spec(), "corpus": corpus.fingerprint, "n_items": len(corpus),
-                "with_title": self._with_title(), "n_anchor_queries": len(texts),
-                "anchor_queries_sha": config_hash(texts, length=32)}
+        return {
+            "scorer": self.scorer_spec(),
+            "corpus": corpus.fingerprint,
+            "n_items": len(corpus),
+            "with_title": self._with_title(),
+            "n_anchor_queries": len(texts),
+            "anchor_queries_sha": config_hash(texts, length=32),
+        }
 
     # ------------------------------------------------------------------------------------------
-    def fit(self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "CURReranker":
+    def fit(
+        self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> CURReranker:
         if len(corpus) == 0:
             raise ConfigError("", f"cur: cannot search an empty corpus ({corpus.name or 'unnamed'})")
         store = store if store is not None else ArtifactStore()
         self.scorer.fit(corpus, store, rebuild=rebuild, progress=progress)
         texts = self.anchor_texts(corpus)
         stats = Stats()
-        art = store.get_or_create(ARTIFACT_KIND, self.anchor_spec(corpus, texts), FORMAT_VERSION,
-                                  lambda d: self._build(corpus, texts, d, stats, progress), rebuild=rebuild)
+        art = store.get_or_create(
+            ARTIFACT_KIND,
+            self.anchor_spec(corpus, texts),
+            FORMAT_VERSION,
+            lambda d: self._build(corpus, texts, d, stats, progress),
+            rebuild=rebuild,
+        )
         self._load(art, corpus, stats)
         return self
 
@@ -174,23 +212,34 @@ class CURReranker(Stage):
         with stats.timer("cur_anchor_matrix"):
             R = np.asarray(self.scorer.score_matrix(texts, passages, stats=stats, progress=progress), np.float32)
         if R.shape != (len(texts), len(corpus)) or not np.isfinite(R).all():
-            raise StageError(f"cur: the scorer returned a {R.shape} anchor matrix (expected "
-                             f"{(len(texts), len(corpus))}, finite)")
+            raise StageError(
+                f"cur: the scorer returned a {R.shape} anchor matrix (expected {(len(texts), len(corpus))}, finite)"
+            )
         np.save(out / "anchors.npy", R, allow_pickle=False)
         (out / "anchor_queries.json").write_text(json.dumps(texts, ensure_ascii=False), "utf-8")
-        return {"pairs": int(R.size), "ce_pairs": int(stats.counts.get("ce_pairs", 0)),
-                "ce_cache_hits": int(stats.counts.get("ce_cache_hits", 0)),
-                "scoring_seconds": round(stats.seconds.get("cur_anchor_matrix", 0.0), 3)}
+        return {
+            "pairs": int(R.size),
+            "ce_pairs": int(stats.counts.get("ce_pairs", 0)),
+            "ce_cache_hits": int(stats.counts.get("ce_cache_hits", 0)),
+            "scoring_seconds": round(stats.seconds.get("cur_anchor_matrix", 0.0), 3),
+        }
 
     def _load(self, art: Any, corpus: Corpus, stats: Stats) -> None:
         """Use the anchor artifact ``art`` (the scorer's artifacts are its own: :meth:`artifacts` collects both)."""
         self._init_runtime()
         R = np.load(art.path / "anchors.npy", allow_pickle=False)
         if R.ndim != 2 or R.shape[1] != len(corpus):
-            raise ArtifactError(f"cur anchor matrix {art.path} has shape {R.shape}, the corpus has {len(corpus)} "
-                                "items; it was built for another corpus")
-        self._fit = _CURFit(corpus, [{"kind": ARTIFACT_KIND, "path": str(art.path), "created": art.created}], stats,
-                            anchors=R, anchors_key=art.key)
+            raise ArtifactError(
+                f"cur anchor matrix {art.path} has shape {R.shape}, the corpus has {len(corpus)} "
+                "items; it was built for another corpus"
+            )
+        self._fit = _CURFit(
+            corpus,
+            [{"kind": ARTIFACT_KIND, "path": str(art.path), "created": art.created}],
+            stats,
+            anchors=R,
+            anchors_key=art.key,
+        )
 
     @property
     def anchors(self) -> np.ndarray:
@@ -199,7 +248,7 @@ class CURReranker(Stage):
             raise StageError("cur: not fitted; call .fit(corpus) first")
         return self._fit.anchors
 
-    def load_anchors(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "CURReranker":
+    def load_anchors(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> CURReranker:
         """Use an existing anchor matrix directory, after checking it was built for this scorer, corpus and
         anchor queries (ArtifactError otherwise); fits the scorer."""
         store = store if store is not None else ArtifactStore()
@@ -211,9 +260,12 @@ class CURReranker(Stage):
     def cache_spec(self) -> dict[str, Any] | None:
         cfg = {k: v for k, v in self.to_config().items() if k not in ("top_k", "scorer")}
         fit = self._fit
-        return {"config": canonical_json(cfg), "scorer": self.scorer_spec(),
-                "corpus": fit.corpus.fingerprint if fit is not None else None,
-                "anchors": fit.anchors_key if fit is not None else None}
+        return {
+            "config": canonical_json(cfg),
+            "scorer": self.scorer_spec(),
+            "corpus": fit.corpus.fingerprint if fit is not None else None,
+            "anchors": fit.anchors_key if fit is not None else None,
+        }
 
     # ------------------------------------------------------------------------------------------
     def _anncur_operator(self, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -232,9 +284,11 @@ class CURReranker(Stage):
         empty_q = np.array([not t.strip() for t in texts], bool)
         if batch.doc_idx is not None:
             if batch.corpus is not corpus and batch.corpus.fingerprint != corpus.fingerprint:
-                raise StageError(f"cur: the candidates index corpus {batch.corpus.name or 'unnamed'!r} "
-                                 f"({len(batch.corpus)} rows), not the fitted one {corpus.name or 'unnamed'!r} "
-                                 f"({N} rows); fit cur on the corpus the first stage returns")
+                raise StageError(
+                    f"cur: the candidates index corpus {batch.corpus.name or 'unnamed'!r} "
+                    f"({len(batch.corpus)} rows), not the fitted one {corpus.name or 'unnamed'!r} "
+                    f"({N} rows); fit cur on the corpus the first stage returns"
+                )
             allowed, init = _candidate_sets(batch.doc_idx, N)
         elif empty_q.any():
             allowed = np.ones((n, N), bool)
@@ -244,18 +298,34 @@ class CURReranker(Stage):
 
         def score_fn(rows: np.ndarray, items: np.ndarray) -> np.ndarray:
             with batch.stats.timer("cur_scoring"):
-                return self.scorer.score_pairs([texts[r] for r in rows.tolist()],
-                                               [corpus.text(i, wt) for i in items.tolist()], stats=batch.stats)
+                return self.scorer.score_pairs(
+                    [texts[r] for r in rows.tolist()], [corpus.text(i, wt) for i in items.tolist()], stats=batch.stats
+                )
 
         items = operator = None
-        if self.method == "anncur" and N > self.budget:
+        if self.method == "anncur" and self.budget < N:
             items, operator = self._anncur_operator(R)
         with batch.stats.timer("cur"):
-            res = cur_search(R, score_fn, n, budget=self.budget, n_anchor_items=self.n_anchor_items,
-                             top_k=self.top_k, method=self.method, rounds=self.rounds, selection=self.selection,
-                             adaptive=self.adaptive, temperature=self.temperature, rcond=self.rcond,
-                             allowed=allowed, init_items=init if self.method == "adacur" else None,
-                             anchor_items=items, operator=operator, merge=self.merge, seed=self.seed)
+            res = cur_search(
+                R,
+                score_fn,
+                n,
+                budget=self.budget,
+                n_anchor_items=self.n_anchor_items,
+                top_k=self.top_k,
+                method=self.method,
+                rounds=self.rounds,
+                selection=self.selection,
+                adaptive=self.adaptive,
+                temperature=self.temperature,
+                rcond=self.rcond,
+                allowed=allowed,
+                init_items=init if self.method == "adacur" else None,
+                anchor_items=items,
+                operator=operator,
+                merge=self.merge,
+                seed=self.seed,
+            )
         batch.stats.add("cur_queries", n)
         batch.stats.add("cur_ce_calls", int(res.calls.sum()))
         return batch.with_candidates(res.doc_idx, res.scores, corpus)
@@ -274,7 +344,7 @@ def _candidate_sets(doc_idx: np.ndarray, n_items: int) -> tuple[np.ndarray, np.n
         _, first = np.unique(row, return_index=True)
         row = row[np.sort(first)]
         allowed[r, row] = True
-        init[r, :row.size] = row
+        init[r, : row.size] = row
     return allowed, init
 
 

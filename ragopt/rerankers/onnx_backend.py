@@ -34,16 +34,25 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ragopt._imports import optional, require
 from ragopt.errors import ConfigError
 
-__all__ = ["ARTIFACT_KIND", "FORMAT_VERSION", "OnnxCrossEncoder", "export_onnx", "onnx_versions", "cpu_has_vnni",
-           "quantization_scheme", "quantize_int8"]
+__all__ = [
+    "ARTIFACT_KIND",
+    "FORMAT_VERSION",
+    "OnnxCrossEncoder",
+    "export_onnx",
+    "onnx_versions",
+    "cpu_has_vnni",
+    "quantization_scheme",
+    "quantize_int8",
+]
 
 ARTIFACT_KIND = "ce-onnx"
 FORMAT_VERSION = 3  # 3: 7-bit int8 weights on CPUs without VNNI; 2: int8 weights per output channel; 1: per tensor
@@ -86,8 +95,7 @@ def quantization_scheme() -> dict[str, Any]:
         bits = int(env)
     else:
         bits = 8 if cpu_has_vnni() else 7
-    return {"method": "onnxruntime.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
-            "weight_bits": bits}
+    return {"method": "onnxruntime.quantize_dynamic", "weight_type": "QInt8", "per_channel": True, "weight_bits": bits}
 
 
 def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scheme: dict[str, Any]) -> None:
@@ -100,8 +108,13 @@ def quantize_int8(src: str | os.PathLike, dst: str | os.PathLike, scheme: dict[s
     level = logging.getLogger().level
     logging.getLogger().setLevel(logging.ERROR)  # "consider pre-processing" advice on the root logger
     try:
-        quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, per_channel=scheme["per_channel"],
-                         reduce_range=scheme["weight_bits"] == 7)
+        quantize_dynamic(
+            str(src),
+            str(dst),
+            weight_type=QuantType.QInt8,
+            per_channel=scheme["per_channel"],
+            reduce_range=scheme["weight_bits"] == 7,
+        )
     finally:
         logging.getLogger().setLevel(level)
 
@@ -112,12 +125,17 @@ def onnx_versions() -> dict[str, str]:
     onnxruntime = require("onnxruntime", "onnx", _WHAT)
     import torch
 
-    return {"torch": torch.__version__.split("+")[0], "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "opset": str(OPSET)}
+    return {
+        "torch": torch.__version__.split("+")[0],
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "opset": str(OPSET),
+    }
 
 
-def export_onnx(net: Any, tokenizer: Any, out_dir: Path, precision: str,
-                scheme: dict[str, Any] | None = None) -> dict[str, Any]:
+def export_onnx(
+    net: Any, tokenizer: Any, out_dir: Path, precision: str, scheme: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """Write ``out_dir/model.onnx``: ``net`` (a transformers sequence-classification module, fp32, on the CPU)
     exported with dynamic axes, its weights quantised to int8 with ``scheme`` (default: this CPU's
     :func:`quantization_scheme`) when ``precision == "int8"``."""
@@ -131,15 +149,26 @@ def export_onnx(net: Any, tokenizer: Any, out_dir: Path, precision: str,
     target = out_dir / (MODEL_FILE if precision == "fp32" else "fp32.onnx")
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # the exporter's notes on its own future
-        torch.onnx.export(net, tuple(sample[n] for n in names), str(target), input_names=names,
-                          output_names=["logits"], opset_version=OPSET, dynamo=False,
-                          dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}})
+        torch.onnx.export(
+            net,
+            tuple(sample[n] for n in names),
+            str(target),
+            input_names=names,
+            output_names=["logits"],
+            opset_version=OPSET,
+            dynamo=False,
+            dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+        )
     if precision == "int8":
         scheme = scheme or quantization_scheme()
         quantize_int8(target, out_dir / MODEL_FILE, scheme)
         target.unlink()
-    return {"inputs": names, "precision": precision, "bytes": (out_dir / MODEL_FILE).stat().st_size,
-            **({"quantization": scheme} if precision == "int8" else {})}
+    return {
+        "inputs": names,
+        "precision": precision,
+        "bytes": (out_dir / MODEL_FILE).stat().st_size,
+        **({"quantization": scheme} if precision == "int8" else {}),
+    }
 
 
 class OnnxCrossEncoder:
@@ -162,18 +191,26 @@ class OnnxCrossEncoder:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # a damaged file: the artifact's checksums would say which
-            raise ConfigError("backend", f"cannot open the ONNX model {path} ({type(e).__name__}: "
-                                         f"{str(e).splitlines()[0] if str(e) else ''})") from e
+            raise ConfigError(
+                "backend",
+                f"cannot open the ONNX model {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            ) from e
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, sigmoid: bool = False) -> np.ndarray:
         """Scores of ``pairs`` (raw logits, or their sigmoid), in batches of ``batch_size`` in the given order."""
         out = np.empty(len(pairs), np.float32)
         for start in range(0, len(pairs), batch_size):
-            chunk = pairs[start:start + batch_size]
-            feats = self.tokenizer([q for q, _ in chunk], [p for _, p in chunk], padding=True, truncation=True,
-                                   max_length=self.max_length, return_tensors="np")
+            chunk = pairs[start : start + batch_size]
+            feats = self.tokenizer(
+                [q for q, _ in chunk],
+                [p for _, p in chunk],
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
+                return_tensors="np",
+            )
             logits = self.session.run(None, {n: feats[n].astype(np.int64) for n in self.inputs})[0]
-            out[start:start + len(chunk)] = logits.reshape(len(chunk), -1)[:, 0]
+            out[start : start + len(chunk)] = logits.reshape(len(chunk), -1)[:, 0]
         if sigmoid:
             out = (1.0 / (1.0 + np.exp(-out.astype(np.float64)))).astype(np.float32)
         return out

@@ -15,8 +15,9 @@ import hashlib
 import json
 import os
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -47,7 +48,7 @@ class PairScoreCache:
         return f"PairScoreCache({str(self.path) if self.path else ':memory:'!r})"
 
     @classmethod
-    def for_spec(cls, root: str | os.PathLike, spec: dict[str, Any]) -> "PairScoreCache":
+    def for_spec(cls, root: str | os.PathLike, spec: dict[str, Any]) -> PairScoreCache:
         """The cache file of a scorer ``spec`` under ``root`` (``<root>/ce-scores/<key>.sqlite``)."""
         key = config_hash({"format": FORMAT_VERSION, "spec": spec}, length=24)
         folder = Path(root) / "ce-scores"
@@ -71,9 +72,11 @@ class PairScoreCache:
             if self.path is not None:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("CREATE TABLE IF NOT EXISTS scores (qhash TEXT NOT NULL, dhash TEXT NOT NULL, "
-                         "score REAL NOT NULL, truncated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (qhash, dhash))"
-                         " WITHOUT ROWID")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS scores (qhash TEXT NOT NULL, dhash TEXT NOT NULL, "
+                "score REAL NOT NULL, truncated INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (qhash, dhash))"
+                " WITHOUT ROWID"
+            )
             self._conn, self._pid = conn, os.getpid()
         return self._conn
 
@@ -90,20 +93,26 @@ class PairScoreCache:
             by_query.setdefault(q, []).append(i)
         for q, rows in by_query.items():
             for start in range(0, len(rows), _CHUNK):
-                part = rows[start:start + _CHUNK]
+                part = rows[start : start + _CHUNK]
                 where: dict[str, list[int]] = {}
                 for i in part:
                     where.setdefault(dhashes[i], []).append(i)
                 marks = ",".join("?" * len(where))
-                for d, s, t in db.execute(f"SELECT dhash, score, truncated FROM scores WHERE qhash = ? AND "
-                                          f"dhash IN ({marks})", (q, *where)):
+                for d, s, t in db.execute(
+                    f"SELECT dhash, score, truncated FROM scores WHERE qhash = ? AND dhash IN ({marks})", (q, *where)
+                ):
                     for i in where[d]:
                         scores[i] = s
                         trunc[i] = bool(t)
         return scores, trunc
 
-    def put(self, qhashes: Sequence[str], dhashes: Sequence[str], scores: Sequence[float],
-            truncated: Sequence[bool] | None = None) -> None:
+    def put(
+        self,
+        qhashes: Sequence[str],
+        dhashes: Sequence[str],
+        scores: Sequence[float],
+        truncated: Sequence[bool] | None = None,
+    ) -> None:
         """Store scores (one transaction)."""
         if len(qhashes) == 0:
             return

@@ -63,11 +63,12 @@ class BM25Retriever(Stage):
     k1: float = param(0.9, doc="term-frequency saturation", ge=0.0)
     b: float = param(0.4, doc="document-length normalisation", ge=0.0, le=1.0)
     method: Literal["lucene", "robertson", "atire", "bm25l", "bm25+"] = param(
-        "lucene", doc="bm25s scoring variant (pyserini always uses Lucene's)")
+        "lucene", doc="bm25s scoring variant (pyserini always uses Lucene's)"
+    )
     delta: float = param(0.5, doc="delta of bm25l / bm25+", ge=0.0)
     stemmer: str | None = param(
-        "english", doc="bm25s: a PyStemmer algorithm (english, porter, ...); pyserini: porter or krovetz; "
-                       "null for none")
+        "english", doc="bm25s: a PyStemmer algorithm (english, porter, ...); pyserini: porter or krovetz; null for none"
+    )
     stopwords: str | None = param("en", doc="stopword list (bm25s language code, e.g. en); null keeps all words")
     lower: bool = param(True, doc="lowercase text before tokenising (bm25s; Lucene always lowercases)")
     with_title: bool = param(True, doc="index title + text (BEIR convention) rather than text alone")
@@ -79,11 +80,14 @@ class BM25Retriever(Stage):
         p = f"{path}." if path else ""
         if self.backend == "pyserini":
             if self.stemmer not in (None, "english", *_PYSERINI_STEMMERS):
-                raise ConfigError(f"{p}stemmer", f"pyserini supports stemmers {list(_PYSERINI_STEMMERS)} or "
-                                                 f"null, got {self.stemmer!r}")
+                raise ConfigError(
+                    f"{p}stemmer",
+                    f"pyserini supports stemmers {list(_PYSERINI_STEMMERS)} or null, got {self.stemmer!r}",
+                )
             if self.stopwords not in (None, "en", "english"):
-                raise ConfigError(f"{p}stopwords", "pyserini supports English stopwords ('en') or null, "
-                                                   f"got {self.stopwords!r}")
+                raise ConfigError(
+                    f"{p}stopwords", f"pyserini supports English stopwords ('en') or null, got {self.stopwords!r}"
+                )
             if self.method != "lucene":
                 raise ConfigError(f"{p}method", "pyserini scores with Lucene's BM25 only; use method: lucene")
         elif self.stemmer is not None:
@@ -91,37 +95,56 @@ class BM25Retriever(Stage):
 
             if self.stemmer not in Stemmer.algorithms():
                 hint = difflib.get_close_matches(self.stemmer, Stemmer.algorithms(), n=1)
-                raise ConfigError(f"{p}stemmer", f"unknown stemmer {self.stemmer!r}"
-                                                 + (f"; did you mean {hint[0]!r}?" if hint else "")
-                                                 + f" (PyStemmer algorithms: {', '.join(Stemmer.algorithms())})")
+                raise ConfigError(
+                    f"{p}stemmer",
+                    f"unknown stemmer {self.stemmer!r}"
+                    + (f"; did you mean {hint[0]!r}?" if hint else "")
+                    + f" (PyStemmer algorithms: {', '.join(Stemmer.algorithms())})",
+                )
 
     def index_spec(self, corpus: Corpus) -> dict[str, Any]:
         """Everything the index depends on (its artifact key)."""
-        spec: dict[str, Any] = {"backend": self.backend, "stemmer": self.stemmer, "stopwords": self.stopwords,
-                                "with_title": self.with_title, "corpus": corpus.fingerprint,
-                                "n_docs": len(corpus)}
+        spec: dict[str, Any] = {
+            "backend": self.backend,
+            "stemmer": self.stemmer,
+            "stopwords": self.stopwords,
+            "with_title": self.with_title,
+            "corpus": corpus.fingerprint,
+            "n_docs": len(corpus),
+        }
         if self.backend == "bm25s":
-            spec.update(k1=self.k1, b=self.b, method=self.method, lower=self.lower,
-                        delta=self.delta if self.method in ("bm25l", "bm25+") else None)
+            spec.update(
+                k1=self.k1,
+                b=self.b,
+                method=self.method,
+                lower=self.lower,
+                delta=self.delta if self.method in ("bm25l", "bm25+") else None,
+            )
         else:
             spec["stemmer"] = "porter" if self.stemmer == "english" else self.stemmer
             spec["stopwords"] = None if self.stopwords is None else "en"
         return spec
 
     # ------------------------------------------------------------------------------------------
-    def fit(self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "BM25Retriever":
+    def fit(
+        self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> BM25Retriever:
         if len(corpus) == 0:
             raise ConfigError("", f"bm25: cannot index an empty corpus ({corpus.name or 'unnamed'})")
         store = store if store is not None else ArtifactStore()
         show = progress_enabled(progress)
         build = self._build_bm25s if self.backend == "bm25s" else self._build_pyserini
-        art = store.get_or_create(f"bm25-{self.backend}", self.index_spec(corpus), FORMAT_VERSION,
-                                  lambda d: build(corpus, d, show), rebuild=rebuild)
+        art = store.get_or_create(
+            f"bm25-{self.backend}",
+            self.index_spec(corpus),
+            FORMAT_VERSION,
+            lambda d: build(corpus, d, show),
+            rebuild=rebuild,
+        )
         self._use(art.path, corpus, art.created)
         return self
 
-    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "BM25Retriever":
+    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> BM25Retriever:
         """Use an existing index directory, after checking it was built for this config and corpus."""
         store = store if store is not None else ArtifactStore()
         art = store.open(path, f"bm25-{self.backend}", self.index_spec(corpus), FORMAT_VERSION)
@@ -131,15 +154,22 @@ class BM25Retriever(Stage):
     def _use(self, path: Path, corpus: Corpus, created: bool) -> None:
         self._fit = None
         index = self._load(path, corpus)
-        self._fit = _BM25Fit(corpus, [{"kind": f"bm25-{self.backend}", "path": str(path), "created": created}],
-                             index=index)
+        self._fit = _BM25Fit(
+            corpus, [{"kind": f"bm25-{self.backend}", "path": str(path), "created": created}], index=index
+        )
 
     def _tokenize(self, texts: list[str], show: bool, return_ids: bool):
         import bm25s
 
         stemmer = _stem_function(self.stemmer) if self.stemmer is not None else None
-        return bm25s.tokenize(texts, lower=self.lower, stopwords=self.stopwords or [], stemmer=stemmer,
-                              return_ids=return_ids, show_progress=show)
+        return bm25s.tokenize(
+            texts,
+            lower=self.lower,
+            stopwords=self.stopwords or [],
+            stemmer=stemmer,
+            return_ids=return_ids,
+            show_progress=show,
+        )
 
     def _build_bm25s(self, corpus: Corpus, out: Path, show: bool) -> dict:
         import bm25s
@@ -174,16 +204,18 @@ class BM25Retriever(Stage):
 
             retriever = bm25s.BM25.load(str(path), load_vocab=True, show_progress=False)
             if int(retriever.scores["num_docs"]) != len(corpus):
-                raise ArtifactError(f"bm25 index {path} holds {retriever.scores['num_docs']} documents, "
-                                    f"the corpus has {len(corpus)}")
+                raise ArtifactError(
+                    f"bm25 index {path} holds {retriever.scores['num_docs']} documents, the corpus has {len(corpus)}"
+                )
             return retriever
         _, LuceneSearcher = _pyserini.import_pyserini()
         searcher = LuceneSearcher(str(path / "lucene"))
         # Lucene does not index documents without text; every other document must be there
         expected = sum(1 for i in range(len(corpus)) if corpus.text(i, self.with_title).strip())
         if searcher.num_docs != expected:
-            raise ArtifactError(f"lucene index {path} holds {searcher.num_docs} documents, "
-                                f"the corpus has {expected} non-empty ones")
+            raise ArtifactError(
+                f"lucene index {path} holds {searcher.num_docs} documents, the corpus has {expected} non-empty ones"
+            )
         return searcher
 
     # ------------------------------------------------------------------------------------------
@@ -215,9 +247,9 @@ class BM25Retriever(Stage):
         if not rows:
             return doc_idx, scores
         # bm25s runs n_threads=1 through a one-worker thread pool: slower than its sequential path (0)
-        res_docs, res_scores = retriever.retrieve(ids, k=k, show_progress=False,
-                                                  n_threads=self.threads if self.threads > 1 else 0,
-                                                  return_as="tuple")
+        res_docs, res_scores = retriever.retrieve(
+            ids, k=k, show_progress=False, n_threads=self.threads if self.threads > 1 else 0, return_as="tuple"
+        )
         res_docs = np.asarray(res_docs, np.int64)
         res_scores = np.asarray(res_scores, np.float32)
         if self.method in ("lucene", "atire"):  # positive idf: score 0 means no shared term

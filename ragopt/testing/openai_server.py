@@ -28,6 +28,8 @@ from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from ragopt.llm.base import GenerationParams
+
 __all__ = ["OpenAITestServer", "FAULTS"]
 
 FAULTS = ("ok", "429", "500", "503", "400", "timeout", "close", "malformed", "no_choices", "leak")
@@ -36,8 +38,16 @@ FAULTS = ("ok", "429", "500", "503", "400", "timeout", "close", "malformed", "no
 class OpenAITestServer:
     """OpenAI-compatible test server over ``backend`` (see the module docstring)."""
 
-    def __init__(self, backend: Any, *, api_key: str | None = None, model_name: str = "test-model",
-                 logprobs: bool = True, delay_s: float = 0.0, hang_s: float = 5.0):
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        api_key: str | None = None,
+        model_name: str = "test-model",
+        logprobs: bool = True,
+        delay_s: float = 0.0,
+        hang_s: float = 5.0,
+    ):
         self.backend = backend
         self.api_key = api_key
         self.model_name = model_name
@@ -55,7 +65,7 @@ class OpenAITestServer:
         self._n = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
-    def start(self) -> "OpenAITestServer":
+    def start(self) -> OpenAITestServer:
         server = self
 
         class Handler(_Handler):
@@ -63,7 +73,9 @@ class OpenAITestServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,), name="openai-test-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.05,), name="openai-test-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -74,7 +86,7 @@ class OpenAITestServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "OpenAITestServer":
+    def __enter__(self) -> OpenAITestServer:
         return self.start()
 
     def __exit__(self, *exc: Any) -> None:
@@ -109,8 +121,6 @@ class OpenAITestServer:
             return self._faults.popleft() if self._faults else None
 
     def _answer(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        from ragopt.llm.base import GenerationParams
-
         chat = path.endswith("/chat/completions")
         if chat:
             prompt: Any = body["messages"]
@@ -121,10 +131,13 @@ class OpenAITestServer:
                     raise _BadRequest("this test server takes one prompt per request")
                 prompt = prompt[0]
         stop = body.get("stop") or ()
-        params = GenerationParams(max_new_tokens=int(body.get("max_tokens") or 16),
-                                  temperature=float(body.get("temperature") or 0.0),
-                                  top_p=float(body.get("top_p") or 1.0), seed=body.get("seed"),
-                                  stop=tuple([stop] if isinstance(stop, str) else stop))
+        params = GenerationParams(
+            max_new_tokens=int(body.get("max_tokens") or 16),
+            temperature=float(body.get("temperature") or 0.0),
+            top_p=float(body.get("top_p") or 1.0),
+            seed=body.get("seed"),
+            stop=tuple([stop] if isinstance(stop, str) else stop),
+        )
         comp = self.backend.generate([prompt], params)[0]
         want = body.get("logprobs")
         k = int(body.get("top_logprobs") or 0) if chat else int(want or 0)
@@ -133,12 +146,23 @@ class OpenAITestServer:
             top = self.backend.next_token_logprobs(prompt, max(k, 1))
             tok, lp = top[0] if top else (comp.text, 0.0)
             if chat:
-                logprobs = {"content": [{"token": tok, "logprob": lp, "bytes": None,
-                                         "top_logprobs": [{"token": t, "logprob": v, "bytes": None}
-                                                          for t, v in top[:k]]}]}
+                logprobs = {
+                    "content": [
+                        {
+                            "token": tok,
+                            "logprob": lp,
+                            "bytes": None,
+                            "top_logprobs": [{"token": t, "logprob": v, "bytes": None} for t, v in top[:k]],
+                        }
+                    ]
+                }
             else:
-                logprobs = {"tokens": [tok], "token_logprobs": [lp], "top_logprobs": [dict(top[:k])],
-                            "text_offset": [0]}
+                logprobs = {
+                    "tokens": [tok],
+                    "token_logprobs": [lp],
+                    "top_logprobs": [dict(top[:k])],
+                    "text_offset": [0],
+                }
         with self._lock:
             self._n += 1
             rid = self._n
@@ -147,10 +171,18 @@ class OpenAITestServer:
             choice["message"] = {"role": "assistant", "content": comp.text}
         else:
             choice["text"] = comp.text
-        return {"id": f"{'chatcmpl' if chat else 'cmpl'}-test-{rid}", "object": "chat.completion" if chat
-                else "text_completion", "created": int(time.time()), "model": self.model_name, "choices": [choice],
-                "usage": {"prompt_tokens": comp.prompt_tokens, "completion_tokens": comp.completion_tokens,
-                          "total_tokens": comp.prompt_tokens + comp.completion_tokens}}
+        return {
+            "id": f"{'chatcmpl' if chat else 'cmpl'}-test-{rid}",
+            "object": "chat.completion" if chat else "text_completion",
+            "created": int(time.time()),
+            "model": self.model_name,
+            "choices": [choice],
+            "usage": {
+                "prompt_tokens": comp.prompt_tokens,
+                "completion_tokens": comp.completion_tokens,
+                "total_tokens": comp.prompt_tokens + comp.completion_tokens,
+            },
+        }
 
 
 class _BadRequest(Exception):

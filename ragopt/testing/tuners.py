@@ -17,14 +17,30 @@ the tuner gets within 1% of the optimum within as many evaluations as the table 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from ragopt.tuning.space import Param, SearchSpace
 from ragopt.tuning.tuners.base import Tuner, config_key
 
-__all__ = ["TunerFactory", "LookupTable", "snap_to_grid", "categorical_space", "mixed_space", "conditional_space",
-           "synthetic_table", "check_determinism", "check_domain", "check_conditional", "check_failed_trials",
-           "check_categorical_space", "check_mixed_space", "check_finds_optimum", "CHECKS", "run_conformance"]
+__all__ = [
+    "TunerFactory",
+    "LookupTable",
+    "snap_to_grid",
+    "categorical_space",
+    "mixed_space",
+    "conditional_space",
+    "synthetic_table",
+    "check_determinism",
+    "check_domain",
+    "check_conditional",
+    "check_failed_trials",
+    "check_categorical_space",
+    "check_mixed_space",
+    "check_finds_optimum",
+    "CHECKS",
+    "run_conformance",
+]
 
 TunerFactory = Callable[[SearchSpace, int], Tuner]
 
@@ -32,37 +48,74 @@ TunerFactory = Callable[[SearchSpace, int], Tuner]
 # ---------------------------------------------------------------------------------------------------
 # spaces and objectives
 
+
 def categorical_space() -> SearchSpace:
     """Three categorical parameters (one with a ``null`` choice): 4 x 3 x 2 = 24 configurations."""
-    return SearchSpace.from_list([
-        {"name": "model", "path": "stages.0.model", "choices": ["m1", "m2", "m3", "m4"], "model": True},
-        {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", "porter", None]},
-        {"name": "title", "path": "stages.0.with_title", "choices": [True, False], "group": "text"}])
+    return SearchSpace.from_list(
+        [
+            {"name": "model", "path": "stages.0.model", "choices": ["m1", "m2", "m3", "m4"], "model": True},
+            {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", "porter", None]},
+            {"name": "title", "path": "stages.0.with_title", "choices": [True, False], "group": "text"},
+        ]
+    )
 
 
 def mixed_space() -> SearchSpace:
     """Categorical, float (linear and log), int and explicit-values parameters."""
-    return SearchSpace.from_list([
-        {"name": "method", "path": "stages.0.method", "choices": ["lucene", "robertson", "atire"]},
-        {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.3, "high": 2.4, "levels": 4, "group": "bm25"},
-        {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.0, "high": 1.0, "step": 0.25, "group": "bm25"},
-        {"name": "lr", "path": "stages.1.lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True, "levels": 4},
-        {"name": "depth", "path": "stages.1.top_k", "type": "int", "low": 10, "high": 100, "step": 10},
-        {"name": "n", "path": "stages.1.n", "type": "int", "low": 1, "high": 64, "log": True, "levels": 4},
-        {"name": "k", "path": "stages.2.k", "type": "int", "values": [5, 10, 20]}])
+    return SearchSpace.from_list(
+        [
+            {"name": "method", "path": "stages.0.method", "choices": ["lucene", "robertson", "atire"]},
+            {
+                "name": "k1",
+                "path": "stages.0.k1",
+                "type": "float",
+                "low": 0.3,
+                "high": 2.4,
+                "levels": 4,
+                "group": "bm25",
+            },
+            {
+                "name": "b",
+                "path": "stages.0.b",
+                "type": "float",
+                "low": 0.0,
+                "high": 1.0,
+                "step": 0.25,
+                "group": "bm25",
+            },
+            {"name": "lr", "path": "stages.1.lr", "type": "float", "low": 1e-4, "high": 1e-1, "log": True, "levels": 4},
+            {"name": "depth", "path": "stages.1.top_k", "type": "int", "low": 10, "high": 100, "step": 10},
+            {"name": "n", "path": "stages.1.n", "type": "int", "low": 1, "high": 64, "log": True, "levels": 4},
+            {"name": "k", "path": "stages.2.k", "type": "int", "values": [5, 10, 20]},
+        ]
+    )
 
 
 def conditional_space() -> SearchSpace:
     """A retriever choice with parameters that exist only for one family, and a nested condition."""
-    return SearchSpace.from_list([
-        {"name": "family", "path": "stages.0", "choices": {"bm25": {"type": "bm25"}, "dense": {"type": "dense"}},
-         "model": True},
-        {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "levels": 4,
-         "when": {"family": "bm25"}},
-        {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", None], "when": {"family": "bm25"}},
-        {"name": "model", "path": "stages.0.model", "choices": ["small", "large"], "when": {"family": "dense"}},
-        {"name": "pooling", "path": "stages.0.pooling", "choices": ["mean", "cls"], "when": {"model": "large"}},
-        {"name": "depth", "path": "stages.1.top_k", "type": "int", "low": 10, "high": 40, "step": 10}])
+    return SearchSpace.from_list(
+        [
+            {
+                "name": "family",
+                "path": "stages.0",
+                "choices": {"bm25": {"type": "bm25"}, "dense": {"type": "dense"}},
+                "model": True,
+            },
+            {
+                "name": "k1",
+                "path": "stages.0.k1",
+                "type": "float",
+                "low": 0.5,
+                "high": 2.0,
+                "levels": 4,
+                "when": {"family": "bm25"},
+            },
+            {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", None], "when": {"family": "bm25"}},
+            {"name": "model", "path": "stages.0.model", "choices": ["small", "large"], "when": {"family": "dense"}},
+            {"name": "pooling", "path": "stages.0.pooling", "choices": ["mean", "cls"], "when": {"model": "large"}},
+            {"name": "depth", "path": "stages.1.top_k", "type": "int", "low": 10, "high": 40, "step": 10},
+        ]
+    )
 
 
 def _is_numeric(p: Param) -> bool:
@@ -76,9 +129,17 @@ def snap_to_grid(space: SearchSpace, params: Mapping[str, Any]) -> dict[str, Any
     for p in space.active(params):
         if p.name not in params:
             continue
-        v = params[p.name]
+        v = target = params[p.name]
         if _is_numeric(p):
-            dist = (lambda g: abs(math.log(g) - math.log(v))) if p.log and v > 0 else (lambda g: abs(g - v))
+            if p.log and target > 0:
+
+                def dist(g, t=target):
+                    return abs(math.log(g) - math.log(t))
+            else:
+
+                def dist(g, t=target):
+                    return abs(g - t)
+
             v = min(p.grid(), key=lambda g: (dist(g), g))
         out[p.name] = v
     return out
@@ -101,7 +162,7 @@ class LookupTable:
         self.seen: set[tuple] = set()
 
     @classmethod
-    def from_function(cls, space: SearchSpace, fn: Callable[[dict[str, Any]], float]) -> "LookupTable":
+    def from_function(cls, space: SearchSpace, fn: Callable[[dict[str, Any]], float]) -> LookupTable:
         return cls(space, {config_key(g): float(fn(g)) for g in space.iter_grid()})
 
     @property
@@ -120,22 +181,34 @@ class LookupTable:
 def synthetic_table(space: SearchSpace | None = None) -> LookupTable:
     """A smooth table over :func:`mixed_space`-like parameters with one clear optimum; a few grid points
     lie within 1% of it (about 4% of the grid), so blind search needs some luck and a model helps."""
-    space = space or SearchSpace.from_list([
-        {"name": "method", "path": "stages.0.method", "choices": ["lucene", "robertson", "atire"]},
-        {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", "porter", None]},
-        {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.3, "high": 2.4, "levels": 6, "group": "bm25"},
-        {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.1, "high": 1.0, "levels": 5, "group": "bm25"}])
+    space = space or SearchSpace.from_list(
+        [
+            {"name": "method", "path": "stages.0.method", "choices": ["lucene", "robertson", "atire"]},
+            {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", "porter", None]},
+            {
+                "name": "k1",
+                "path": "stages.0.k1",
+                "type": "float",
+                "low": 0.3,
+                "high": 2.4,
+                "levels": 6,
+                "group": "bm25",
+            },
+            {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.1, "high": 1.0, "levels": 5, "group": "bm25"},
+        ]
+    )
     base = {"lucene": 0.60, "robertson": 0.62, "atire": 0.58}
     stem = {"english": 0.02, "porter": 0.015, "null": -0.03}
 
     def fn(g: Mapping[str, Any]) -> float:
-        return (base[g["method"]] + stem[g["stemmer"]] - 0.04 * (g["k1"] - 1.3) ** 2 - 0.08 * (g["b"] - 0.6) ** 2)
+        return base[g["method"]] + stem[g["stemmer"]] - 0.04 * (g["k1"] - 1.3) ** 2 - 0.08 * (g["b"] - 0.6) ** 2
 
     return LookupTable.from_function(space, fn)
 
 
 # ---------------------------------------------------------------------------------------------------
 # checks
+
 
 def _objective(params: Mapping[str, Any]) -> float:
     """A deterministic, parameter-sensitive value for any configuration."""
@@ -158,8 +231,7 @@ def _run(tuner: Tuner, n: int, fn: Callable[[Mapping[str, Any]], float | None] =
 
 def _check_domain_of(space: SearchSpace, params: Mapping[str, Any], who: str) -> None:
     active = [p.name for p in space.active(params)]
-    assert set(params) == set(active), (f"{who}: asked {sorted(params)}, but the active parameters are "
-                                        f"{sorted(active)}")
+    assert set(params) == set(active), f"{who}: asked {sorted(params)}, but the active parameters are {sorted(active)}"
     for p in space.active(params):
         v = params[p.name]
         where = f"{who}: parameter {p.name}={v!r}"
@@ -245,8 +317,7 @@ def check_mixed_space(factory: TunerFactory, n: int = 30) -> None:
         assert len(vals) > 1, f"parameter {p.name} never varied in {n} asks"
 
 
-def check_finds_optimum(factory: TunerFactory, seed: int = 0, budget: int | None = None,
-                        within: float = 0.01) -> int:
+def check_finds_optimum(factory: TunerFactory, seed: int = 0, budget: int | None = None, within: float = 0.01) -> int:
     """On :func:`synthetic_table` the tuner gets within ``within`` (relative) of the optimum in ``budget``
     evaluations (default: the table's size, what grid search needs at worst). Returns the evaluations used."""
     table = synthetic_table()
@@ -260,14 +331,20 @@ def check_finds_optimum(factory: TunerFactory, seed: int = 0, budget: int | None
         if value >= target:
             return i
     best = tuner.best[1] if tuner.best else None
-    raise AssertionError(f"not within {within:.0%} of the optimum {table.optimum:.4f} after {budget} evaluations "
-                         f"(best {best})")
+    raise AssertionError(
+        f"not within {within:.0%} of the optimum {table.optimum:.4f} after {budget} evaluations (best {best})"
+    )
 
 
 CHECKS: dict[str, Callable[[TunerFactory], Any]] = {
-    "determinism": check_determinism, "domain": check_domain, "conditional": check_conditional,
-    "failed_trials": check_failed_trials, "categorical_space": check_categorical_space,
-    "mixed_space": check_mixed_space, "finds_optimum": check_finds_optimum}
+    "determinism": check_determinism,
+    "domain": check_domain,
+    "conditional": check_conditional,
+    "failed_trials": check_failed_trials,
+    "categorical_space": check_categorical_space,
+    "mixed_space": check_mixed_space,
+    "finds_optimum": check_finds_optimum,
+}
 
 
 def run_conformance(factory: TunerFactory, skip: tuple[str, ...] = ()) -> None:

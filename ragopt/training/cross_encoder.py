@@ -1,7 +1,7 @@
 """Fine-tune a cross-encoder on a BEIR-layout dataset's queries, with hard negatives mined by a ragopt pipeline.
 
 :func:`train_cross_encoder` splits the judged queries of a split into training and held-out queries (a
-seeded split, :func:`ragopt.tuning.study.split_queries`), mines negatives for each training query from the
+seeded split, :func:`ragopt.data.splits.split_queries`), mines negatives for each training query from the
 top ``negatives_depth`` candidates of a pipeline (judged-relevant documents excluded; ``negatives_per_query``
 drawn at random among them, seeded), and fine-tunes ``CrossEncoder(base_model, num_labels=1)`` on groups of
 (query, positive, negatives). The default ``listwise`` loss is the cross-entropy of the positive under a
@@ -28,13 +28,24 @@ import hashlib
 import json
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ragopt._imports import require
+from ragopt._progress import progress_enabled
+from ragopt.data import load_dataset
+from ragopt.data.splits import split_queries
+from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
 from ragopt.errors import ConfigError, DataError
+from ragopt.evaluation import evaluate
+from ragopt.pipeline import Stage, run_batched
+from ragopt.pipeline_io import load_pipeline
+from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+from ragopt.store import ArtifactStore
+from ragopt.types import Batch, Queries
 
 __all__ = ["train_cross_encoder", "compare_reranking", "heldout_query_ids", "mine_groups", "FORMAT_VERSION"]
 
@@ -43,15 +54,10 @@ KIND = "cross-encoder"
 
 
 def _dataset(dataset: Any):
-    from ragopt.data import load_dataset
-
     return load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
 
 
 def _pipeline(pipeline: Any):
-    from ragopt.pipeline import Stage
-    from ragopt.pipeline_io import load_pipeline
-
     if isinstance(pipeline, Stage):
         return pipeline.clone()
     return load_pipeline(pipeline)
@@ -72,23 +78,28 @@ def heldout_query_ids(artifact: str | Path) -> list[str]:
     return [line for line in path.read_text("utf-8").splitlines() if line]
 
 
-def mine_groups(dataset: Any, query_ids: Sequence[str], split: str = "test", pipeline: Any = "bm25",
-                negatives_per_query: int = 4, negatives_depth: int = 30, seed: int = 0, with_title: bool = True,
-                store: Any = None, progress: bool | None = None) -> tuple[list[tuple[str, str, list[str]]], dict]:
+def mine_groups(
+    dataset: Any,
+    query_ids: Sequence[str],
+    split: str = "test",
+    pipeline: Any = "bm25",
+    negatives_per_query: int = 4,
+    negatives_depth: int = 30,
+    seed: int = 0,
+    with_title: bool = True,
+    store: Any = None,
+    progress: bool | None = None,
+) -> tuple[list[tuple[str, str, list[str]]], dict]:
     """Training groups ``(query, positive passage, [negative passages])``: one per judged-relevant document of
     each query, with negatives drawn (seeded, without replacement) from the pipeline's top
     ``negatives_depth`` candidates that are not judged relevant. Returns the groups and counts."""
-    from ragopt.pipeline import run_batched
-    from ragopt.types import Batch, Queries
-
     ds = _dataset(dataset)
     qrels = ds.qrels(split)
     all_q = ds.queries_for(split)
     pos = {q: i for i, q in enumerate(all_q.ids)}
     missing = [q for q in query_ids if q not in pos]
     if missing:
-        raise DataError(f"{len(missing)} training query ids are not judged in {ds.name} [{split}] "
-                        f"(e.g. {missing[:3]})")
+        raise DataError(f"{len(missing)} training query ids are not judged in {ds.name} [{split}] (e.g. {missing[:3]})")
     queries = Queries(list(query_ids), [all_q.texts[pos[q]] for q in query_ids])
     pipe = _pipeline(pipeline)
     pipe.fit(ds.corpus, store, progress=progress)
@@ -115,12 +126,27 @@ def mine_groups(dataset: Any, query_ids: Sequence[str], split: str = "test", pip
         for d in sorted(rel):
             groups.append((text, corpus.text(corpus.index_of(d), with_title), negatives))
             n_neg += len(negatives)
-    return groups, {"n_queries": len(queries) - n_skipped, "n_skipped_queries": n_skipped,
-                    "n_positives": len(groups), "n_negatives": n_neg, "n_pairs": len(groups) + n_neg}
+    return groups, {
+        "n_queries": len(queries) - n_skipped,
+        "n_skipped_queries": n_skipped,
+        "n_positives": len(groups),
+        "n_negatives": n_neg,
+        "n_pairs": len(groups) + n_neg,
+    }
 
 
-def _fit(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs: int, batch_size: int,
-         lr: float, warmup_ratio: float, seed: int, max_length: int, progress: bool | None) -> dict[str, Any]:
+def _fit(
+    model: Any,
+    groups: list[tuple[str, str, list[str]]],
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    warmup_ratio: float,
+    seed: int,
+    max_length: int,
+    progress: bool | None,
+) -> dict[str, Any]:
     """Fine-tune ``model`` (a CrossEncoder) on ``groups``; returns the loss history.
 
     ``listwise``: each step takes ``batch_size // group size`` groups; the loss is the cross-entropy of the
@@ -130,15 +156,17 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs
     import torch
     from transformers import get_linear_schedule_with_warmup
 
-    from ragopt._progress import progress_enabled
-
     net, tok = model.model, model.tokenizer
     device = next(net.parameters()).device
     no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
     params = list(net.named_parameters())
-    opt = torch.optim.AdamW([
-        {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
-        {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0}], lr=lr)
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
+            {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
     if loss == "bce":
         units = [[(q, p, 1.0)] + [(q, n, 0.0) for n in negs] for q, p, negs in groups]
         units = [[pair] for unit in units for pair in unit]  # single pairs, shuffled freely
@@ -161,10 +189,16 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs
         for _ in range(epochs):
             order = rng.permutation(len(units))
             for start in range(0, len(order), per_step):
-                step = [units[i] for i in order[start:start + per_step]]
+                step = [units[i] for i in order[start : start + per_step]]
                 rows = [pair for unit in step for pair in unit]
-                feats = tok([q for q, _, _ in rows], [p for _, p, _ in rows], padding=True,
-                            truncation="longest_first", max_length=max_length, return_tensors="pt").to(device)
+                feats = tok(
+                    [q for q, _, _ in rows],
+                    [p for _, p, _ in rows],
+                    padding=True,
+                    truncation="longest_first",
+                    max_length=max_length,
+                    return_tensors="pt",
+                ).to(device)
                 logits = net(**feats).logits.view(-1).float()
                 if loss == "bce":
                     labels = torch.tensor([y for _, _, y in rows], dtype=torch.float32, device=device)
@@ -172,7 +206,7 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs
                 else:
                     parts, at = [], 0
                     for unit in step:  # the positive is first in its group
-                        parts.append(-torch.log_softmax(logits[at:at + len(unit)], dim=0)[0])
+                        parts.append(-torch.log_softmax(logits[at : at + len(unit)], dim=0)[0])
                         at += len(unit)
                     value = torch.stack(parts).mean()
                 value.backward()
@@ -197,15 +231,24 @@ def st_listwise_loss(model: Any) -> Any:
     from sentence_transformers.cross_encoder.losses import MultipleNegativesRankingLoss
 
     class HardNegativesOnly(MultipleNegativesRankingLoss):
-        def get_in_batch_negatives(self, anchors, candidates):  # noqa: ANN001, ANN202
+        def get_in_batch_negatives(self, anchors, candidates):
             return iter(())
 
     return HardNegativesOnly(model, num_negatives=None, scale=1.0, activation_fn=None)
 
 
-def _fit_sentence_transformers(model: Any, groups: list[tuple[str, str, list[str]]], loss: str, epochs: int,
-                               batch_size: int, lr: float, warmup_ratio: float, seed: int,
-                               progress: bool | None, workdir: Path) -> dict[str, Any]:
+def _fit_sentence_transformers(
+    model: Any,
+    groups: list[tuple[str, str, list[str]]],
+    loss: str,
+    epochs: int,
+    batch_size: int,
+    lr: float,
+    warmup_ratio: float,
+    seed: int,
+    progress: bool | None,
+    workdir: Path,
+) -> dict[str, Any]:
     """The same recipe through sentence-transformers' ``CrossEncoderTrainer``.
 
     listwise: one row per group (query, positive, negative_1..negative_n; a group with fewer negatives than
@@ -219,8 +262,6 @@ def _fit_sentence_transformers(model: Any, groups: list[tuple[str, str, list[str
     CrossEncoderTrainer, CrossEncoderTrainingArguments = st_ce.CrossEncoderTrainer, st_ce.CrossEncoderTrainingArguments
     BinaryCrossEntropyLoss = st_ce.losses.BinaryCrossEntropyLoss
     from transformers import TrainerCallback
-
-    from ragopt._progress import progress_enabled
 
     if loss == "bce":
         rows = {"query": [], "passage": [], "label": []}
@@ -241,41 +282,72 @@ def _fit_sentence_transformers(model: Any, groups: list[tuple[str, str, list[str
     losses: list[float] = []
 
     class _Record(TrainerCallback):
-        def on_log(self, args, state, control, logs=None, **kw):  # noqa: ANN001, ANN201
+        def on_log(self, args, state, control, logs=None, **kw):
             if logs and "loss" in logs:
                 losses.append(float(logs["loss"]))
 
     args = CrossEncoderTrainingArguments(
-        output_dir=str(workdir), num_train_epochs=epochs, per_device_train_batch_size=per_step, learning_rate=lr,
-        warmup_ratio=warmup_ratio, weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="linear", seed=seed,
-        data_seed=seed, save_strategy="no", report_to="none", logging_steps=1,
-        disable_tqdm=not progress_enabled(progress), dataloader_num_workers=0,
-        dataloader_pin_memory=str(model.device).startswith("cuda"))
-    trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=st_loss,
-                                  callbacks=[_Record()])
+        output_dir=str(workdir),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=per_step,
+        learning_rate=lr,
+        warmup_ratio=warmup_ratio,
+        weight_decay=0.01,
+        max_grad_norm=1.0,
+        lr_scheduler_type="linear",
+        seed=seed,
+        data_seed=seed,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=1,
+        disable_tqdm=not progress_enabled(progress),
+        dataloader_num_workers=0,
+        dataloader_pin_memory=str(model.device).startswith("cuda"),
+    )
+    trainer = CrossEncoderTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict(rows), loss=st_loss, callbacks=[_Record()]
+    )
     trainer.train()
     model.model.eval()
     return {"steps": int(trainer.state.global_step), "loss": [round(x, 5) for x in losses]}
 
 
-def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", train_fraction: float = 0.6,
-                        seed: int = 0, negatives_pipeline: Any = "bm25", negatives_per_query: int = 4,
-                        negatives_depth: int = 30, epochs: int = 3, batch_size: int = 16, lr: float = 1e-4,
-                        max_length: int = 256, max_queries: int | None = None, warmup_ratio: float = 0.1,
-                        loss: str = "listwise", with_title: bool = True, device: str = "auto", store: Any = None,
-                        progress: bool | None = None, rebuild: bool = False, trainer: str = "ragopt"):
+def train_cross_encoder(
+    base_model: str,
+    dataset: Any,
+    split: str = "test",
+    train_fraction: float = 0.6,
+    seed: int = 0,
+    negatives_pipeline: Any = "bm25",
+    negatives_per_query: int = 4,
+    negatives_depth: int = 30,
+    epochs: int = 3,
+    batch_size: int = 16,
+    lr: float = 1e-4,
+    max_length: int = 256,
+    max_queries: int | None = None,
+    warmup_ratio: float = 0.1,
+    loss: str = "listwise",
+    with_title: bool = True,
+    device: str = "auto",
+    store: Any = None,
+    progress: bool | None = None,
+    rebuild: bool = False,
+    trainer: str = "ragopt",
+):
     """Fine-tune a cross-encoder from ``base_model`` (any encoder: hub id, folder, alias all-MiniLM-L6-v2) on
     the training share of ``dataset``'s ``split`` queries; return the ``cross-encoder`` Artifact (reused when
     one with the same spec exists). ``max_queries`` caps the training queries (a seeded sample); the
     held-out queries stay the complement of the ``train_fraction`` split either way."""
-    from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
-    from ragopt.store import ArtifactStore
-    from ragopt.data.splits import split_queries
-
     if not 0.0 < train_fraction < 1.0:
         raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
-    for name, value, low in (("epochs", epochs, 1), ("batch_size", batch_size, 1), ("max_length", max_length, 8),
-                             ("negatives_per_query", negatives_per_query, 1), ("negatives_depth", negatives_depth, 1)):
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 1),
+        ("max_length", max_length, 8),
+        ("negatives_per_query", negatives_per_query, 1),
+        ("negatives_depth", negatives_depth, 1),
+    ):
         if value < low:
             raise ConfigError(name, f"must be >= {low}, got {value}")
     if max_queries is not None and max_queries < 1:
@@ -299,15 +371,26 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
         train_ids = [q for q in train_ids if q in keep]
     pos = {q: i for i, q in enumerate(queries.ids)}
     neg_pipe = _pipeline(negatives_pipeline)
-    spec = {"base_model": identity if local is None else None,
-            "base_fingerprint": model_fingerprint(local) if local is not None else None,
-            "corpus": ds.corpus.fingerprint,
-            "train_queries": _judgments_hash(train_ids, [queries.texts[pos[q]] for q in train_ids], qrels),
-            "split": split, "train_fraction": train_fraction, "max_queries": max_queries, "seed": seed,
-            "negatives": {"pipeline": neg_pipe.to_config(), "per_query": negatives_per_query,
-                          "depth": negatives_depth},
-            "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "max_length": max_length,
-                      "warmup_ratio": warmup_ratio, "with_title": with_title, "loss": loss}}
+    spec = {
+        "base_model": identity if local is None else None,
+        "base_fingerprint": model_fingerprint(local) if local is not None else None,
+        "corpus": ds.corpus.fingerprint,
+        "train_queries": _judgments_hash(train_ids, [queries.texts[pos[q]] for q in train_ids], qrels),
+        "split": split,
+        "train_fraction": train_fraction,
+        "max_queries": max_queries,
+        "seed": seed,
+        "negatives": {"pipeline": neg_pipe.to_config(), "per_query": negatives_per_query, "depth": negatives_depth},
+        "train": {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "lr": lr,
+            "max_length": max_length,
+            "warmup_ratio": warmup_ratio,
+            "with_title": with_title,
+            "loss": loss,
+        },
+    }
     if trainer != "ragopt":  # keys of artifacts trained by the ragopt loop stay as they were
         spec["train"]["trainer"] = trainer
 
@@ -317,11 +400,14 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
 
         CrossEncoder = require("sentence_transformers", "rerank", "training a cross-encoder").CrossEncoder
         t0 = time.perf_counter()
-        groups, counts = mine_groups(ds, train_ids, split, neg_pipe, negatives_per_query, negatives_depth, seed,
-                                     with_title, store, progress)
+        groups, counts = mine_groups(
+            ds, train_ids, split, neg_pipe, negatives_per_query, negatives_depth, seed, with_title, store, progress
+        )
         if not groups:
-            raise DataError(f"no training pairs: none of the {len(train_ids)} training queries of {ds.name} "
-                            f"[{split}] has a judged-relevant document")
+            raise DataError(
+                f"no training pairs: none of the {len(train_ids)} training queries of {ds.name} "
+                f"[{split}] has a judged-relevant document"
+            )
         t_mine = time.perf_counter()
         set_seed(seed)
         torch.manual_seed(seed)
@@ -330,11 +416,14 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
         try:
             model = CrossEncoder(source, num_labels=1, max_length=max_length, device=dev)
         except Exception as e:
-            raise ConfigError("base_model", f"cannot load {base_model!r} ({type(e).__name__}: "
-                                            f"{str(e).splitlines()[0] if str(e) else ''})") from e
+            raise ConfigError(
+                "base_model",
+                f"cannot load {base_model!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            ) from e
         if trainer == "sentence-transformers":
-            history = _fit_sentence_transformers(model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed,
-                                                 progress, out / ".trainer")
+            history = _fit_sentence_transformers(
+                model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed, progress, out / ".trainer"
+            )
             import shutil
 
             shutil.rmtree(out / ".trainer", ignore_errors=True)
@@ -344,27 +433,39 @@ def train_cross_encoder(base_model: str, dataset: Any, split: str = "test", trai
         model.save(str(out / "model"))
         (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
         (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
-        info = {"dataset": ds.name, "base_model": base_model, "device": dev, "trainer": trainer, **counts,
-                "mine_seconds": round(t_mine - t0, 2), "train_seconds": round(t_train - t_mine, 2),
-                "n_train_queries": len(train_ids), "n_heldout_queries": len(held_ids), **history}
+        info = {
+            "dataset": ds.name,
+            "base_model": base_model,
+            "device": dev,
+            "trainer": trainer,
+            **counts,
+            "mine_seconds": round(t_mine - t0, 2),
+            "train_seconds": round(t_train - t_mine, 2),
+            "n_train_queries": len(train_ids),
+            "n_heldout_queries": len(held_ids),
+            **history,
+        }
         (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
         return {k: v for k, v in info.items() if k != "loss"}
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
 
 
-def compare_reranking(reranker: Any, dataset: Any, split: str = "test", query_ids: Sequence[str] | None = None,
-                      first_stage: Any = "bm25", depth: int = 100, metrics: Sequence[str] = ("ndcg@10",),
-                      store: Any = None, progress: bool | None = None) -> dict[str, Any]:
+def compare_reranking(
+    reranker: Any,
+    dataset: Any,
+    split: str = "test",
+    query_ids: Sequence[str] | None = None,
+    first_stage: Any = "bm25",
+    depth: int = 100,
+    metrics: Sequence[str] = ("ndcg@10",),
+    store: Any = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
     """Metrics of ``first_stage`` alone and of ``first_stage >> reranker`` (rescoring its top ``depth``) on
     the judged queries of ``split`` (only ``query_ids`` if given), computed from one first-stage run.
 
     ``reranker`` is a Stage or a cross-encoder model / artifact path (a ``cross_encoder`` stage is made)."""
-    from ragopt.evaluation import evaluate
-    from ragopt.pipeline import Stage, run_batched
-    from ragopt.rerankers.cross_encoder import CrossEncoderReranker
-    from ragopt.types import Batch
-
     ds = _dataset(dataset)
     queries = ds.queries_for(split)
     qrels = ds.qrels(split)
@@ -372,8 +473,9 @@ def compare_reranking(reranker: Any, dataset: Any, split: str = "test", query_id
         keep = set(query_ids)
         unknown = keep - set(queries.ids)
         if unknown:
-            raise DataError(f"{len(unknown)} query ids are not judged in {ds.name} [{split}] "
-                            f"(e.g. {sorted(unknown)[:3]})")
+            raise DataError(
+                f"{len(unknown)} query ids are not judged in {ds.name} [{split}] (e.g. {sorted(unknown)[:3]})"
+            )
         queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
         qrels = {q: qrels[q] for q in queries.ids}
     if not isinstance(reranker, Stage):
@@ -388,9 +490,15 @@ def compare_reranking(reranker: Any, dataset: Any, split: str = "test", query_id
     t2 = time.perf_counter()
     a = evaluate(base.to_run(), qrels, metrics)
     b = evaluate(reranked.to_run(), qrels, metrics)
-    return {"dataset": ds.name, "split": split, "n_queries": len(queries), "depth": getattr(reranker, "depth", depth),
-            "first_stage": a.metrics, "reranked": b.metrics,
-            "gain": {m: b.metrics[m] - a.metrics[m] for m in a.metrics},
-            "per_query": {"first_stage": a.per_query, "reranked": b.per_query},
-            "stats": reranked.stats.to_dict(), "seconds": {"first_stage": round(t1 - t0, 3),
-                                                           "rerank": round(t2 - t1, 3)}}
+    return {
+        "dataset": ds.name,
+        "split": split,
+        "n_queries": len(queries),
+        "depth": getattr(reranker, "depth", depth),
+        "first_stage": a.metrics,
+        "reranked": b.metrics,
+        "gain": {m: b.metrics[m] - a.metrics[m] for m in a.metrics},
+        "per_query": {"first_stage": a.per_query, "reranked": b.per_query},
+        "stats": reranked.stats.to_dict(),
+        "seconds": {"first_stage": round(t1 - t0, 3), "rerank": round(t2 - t1, 3)},
+    }

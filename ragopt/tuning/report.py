@@ -14,8 +14,9 @@ import html
 import json
 import math
 import warnings
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ragopt._imports import require
 from ragopt._io import atomic_write_text
@@ -29,7 +30,7 @@ def load_study(study_name: str, storage: str) -> Any:
     optuna = require("optuna", "tune", "study reports")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
-        db = storage[len("sqlite:///"):]
+        db = storage[len("sqlite:///") :]
         if db and db != ":memory:" and not Path(db).is_file():
             raise ConfigError("storage", f"no study database at {db} (storage {storage!r})")
     try:
@@ -44,6 +45,7 @@ def load_study(study_name: str, storage: str) -> Any:
 
 # ---------------------------------------------------------------------------------------------------
 # formatting helpers
+
 
 def _esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
@@ -84,8 +86,9 @@ class _Sections:
         try:
             fig = make()
             fig.update_layout(height=450)
-            div = fig.to_html(full_html=False, include_plotlyjs=False, div_id=f"plot-{anchor}",
-                              config={"responsive": True})
+            div = fig.to_html(
+                full_html=False, include_plotlyjs=False, div_id=f"plot-{anchor}", config={"responsive": True}
+            )
             self.n_figures += 1
             body = (f"<p>{_esc(note)}</p>" if note else "") + div
         except Exception as e:  # plotting must never lose the rest of the report
@@ -111,6 +114,7 @@ td.err{color:#a00;max-width:40em;word-break:break-word}
 # ---------------------------------------------------------------------------------------------------
 # report
 
+
 def write_report(study_name: str, storage: str, out: str | Path) -> Path:
     """Write the HTML report of study ``study_name`` in ``storage`` (a database URL) to ``out``."""
     optuna = require("optuna", "tune", "study reports")
@@ -135,10 +139,15 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
     for t in trials:
         by_state[t.state.name] = by_state.get(t.state.name, 0) + 1
     best_numbers: set[int] = set()
-    rows = [("study", _esc(study.study_name)), ("storage", _esc(storage)),
-            ("objectives", _esc(", ".join(f"{m} ({d})" for m, d in zip(metrics, directions)))),
-            ("trials", _esc(f"{len(trials)} (" + ", ".join(f"{k.lower()}: {v}" for k, v in sorted(by_state.items()))
-                            + ")"))]
+    rows = [
+        ("study", _esc(study.study_name)),
+        ("storage", _esc(storage)),
+        ("objectives", _esc(", ".join(f"{m} ({d})" for m, d in zip(metrics, directions)))),
+        (
+            "trials",
+            _esc(f"{len(trials)} (" + ", ".join(f"{k.lower()}: {v}" for k, v in sorted(by_state.items())) + ")"),
+        ),
+    ]
     if complete:
         if multi:
             front = study.best_trials
@@ -147,8 +156,11 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
         else:
             best = study.best_trial
             best_numbers = {best.number}
-            rows += [("best value", _esc(f"{metrics[0]} = {_fmt(best.value)}")),
-                     ("best trial", _esc(best.number)), ("best params", _params_str(best.params))]
+            rows += [
+                ("best value", _esc(f"{metrics[0]} = {_fmt(best.value)}")),
+                ("best trial", _esc(best.number)),
+                ("best params", _params_str(best.params)),
+            ]
     else:
         rows.append(("best", "no complete trial yet"))
     if rcfg.get("dataset"):
@@ -167,37 +179,52 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
     if not complete:
         sec.note("history", "Optimisation history", "no complete trial yet")
     elif not multi:
-        sec.figure("history", "Optimisation history",
-                   lambda: vis.plot_optimization_history(study, target_name=metrics[0]))
+        sec.figure(
+            "history", "Optimisation history", lambda: vis.plot_optimization_history(study, target_name=metrics[0])
+        )
     else:
         for i, m in enumerate(metrics):
-            sec.figure(f"history-{i}", f"Optimisation history: {m}",
-                       lambda i=i, m=m: vis.plot_optimization_history(study, target=target(i), target_name=m))
+            sec.figure(
+                f"history-{i}",
+                f"Optimisation history: {m}",
+                lambda i=i, m=m: vis.plot_optimization_history(study, target=target(i), target_name=m),
+            )
 
     # -- parameter importances ------------------------------------------------------------------
-    varying = sorted({name for t in complete for name in t.params
-                      if len({repr(u.params.get(name)) for u in complete}) > 1})
+    varying = sorted(
+        {name for t in complete for name in t.params if len({repr(u.params.get(name)) for u in complete}) > 1}
+    )
     if len(complete) < 2 or not varying:
-        sec.note("importances", "Parameter importances",
-                 "needs at least 2 complete trials and a parameter that varies between them")
+        sec.note(
+            "importances",
+            "Parameter importances",
+            "needs at least 2 complete trials and a parameter that varies between them",
+        )
     else:
+
         def importances(i: int, m: str) -> Any:
             # the default evaluator (PED-ANOVA) ranks what leads to *low* targets: flip maximised ones
             sign = -1.0 if directions[i] == "maximize" else 1.0
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                return vis.plot_param_importances(study, target=(lambda t: sign * t.values[i]) if multi else None,
-                                                  target_name=m)
+                return vis.plot_param_importances(
+                    study, target=(lambda t: sign * t.values[i]) if multi else None, target_name=m
+                )
 
         for i, m in enumerate(metrics if multi else metrics[:1]):
-            sec.figure(f"importances-{i}" if multi else "importances", f"Parameter importances: {m}",
-                       lambda i=i, m=m: importances(i, m))
+            sec.figure(
+                f"importances-{i}" if multi else "importances",
+                f"Parameter importances: {m}",
+                lambda i=i, m=m: importances(i, m),
+            )
 
     # -- parallel coordinates -------------------------------------------------------------------
     if complete:
-        sec.figure("parallel", "Parallel coordinates",
-                   lambda: vis.plot_parallel_coordinate(study, target=target(0) if multi else None,
-                                                        target_name=metrics[0]))
+        sec.figure(
+            "parallel",
+            "Parallel coordinates",
+            lambda: vis.plot_parallel_coordinate(study, target=target(0) if multi else None, target_name=metrics[0]),
+        )
     else:
         sec.note("parallel", "Parallel coordinates", "no complete trial yet")
 
@@ -210,13 +237,19 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
         else:
             sec.figure("pareto", "Pareto front", lambda: vis.plot_pareto_front(study, target_names=metrics))
             front = sorted(study.best_trials, key=lambda t: t.values[0], reverse=directions[0] == "maximize")
-            sec.parts[-1] = sec.parts[-1].replace("</section>", _table(
-                ["trial", *metrics, "params"],
-                [[t.number, *(_fmt(v) for v in t.values), _params_str(t.params)] for t in front]) + "</section>")
+            sec.parts[-1] = sec.parts[-1].replace(
+                "</section>",
+                _table(
+                    ["trial", *metrics, "params"],
+                    [[t.number, *(_fmt(v) for v in t.values), _params_str(t.params)] for t in front],
+                )
+                + "</section>",
+            )
 
     # -- cost per stage -------------------------------------------------------------------------
-    with_secs = [t for t in trials if isinstance(t.user_attrs.get("stage_seconds"), dict)
-                 and t.user_attrs["stage_seconds"]]
+    with_secs = [
+        t for t in trials if isinstance(t.user_attrs.get("stage_seconds"), dict) and t.user_attrs["stage_seconds"]
+    ]
     stages = list(dict.fromkeys(s for t in with_secs for s in t.user_attrs["stage_seconds"]))
     totals: dict[str, list[float]] = {}
     for t in trials:
@@ -225,13 +258,23 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
                 totals.setdefault(k, []).append(float(v))
     cost_body = ""
     if stages:
+
         def cost_fig() -> Any:
-            fig = go.Figure([go.Bar(name=s, x=[t.number for t in with_secs],
-                                    y=[float(t.user_attrs["stage_seconds"].get(s, 0.0)) for t in with_secs])
-                             for s in stages])
-            fig.update_layout(barmode="stack", title="Seconds per stage, per trial", xaxis_title="trial",
-                              yaxis_title="seconds")
+            fig = go.Figure(
+                [
+                    go.Bar(
+                        name=s,
+                        x=[t.number for t in with_secs],
+                        y=[float(t.user_attrs["stage_seconds"].get(s, 0.0)) for t in with_secs],
+                    )
+                    for s in stages
+                ]
+            )
+            fig.update_layout(
+                barmode="stack", title="Seconds per stage, per trial", xaxis_title="trial", yaxis_title="seconds"
+            )
             return fig
+
         sec.figure("cost", "Cost per stage", cost_fig)
     else:
         sec.note("cost", "Cost per stage", "no trial recorded stage timings (user attribute stage_seconds)")
@@ -239,7 +282,8 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
         cost_body = "<h3>Cost counters</h3>" + _table(
             ["counter", "total", "mean per trial", "trials"],
             [[_esc(k), _fmt(sum(v)), _fmt(sum(v) / len(v)), len(v)] for k, v in sorted(totals.items())],
-            "costs")
+            "costs",
+        )
     else:
         cost_body = '<p class="note">No cost counters recorded (user attribute costs).</p>'
     sec.parts[-1] = sec.parts[-1].replace("</section>", cost_body + "</section>")
@@ -250,20 +294,34 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
         lat = t.user_attrs.get("latency_ms")
         err = t.user_attrs.get("error", "") if t.state != states.COMPLETE else ""
         cls = ' class="best"' if t.number in best_numbers else ""
-        rows.append(f"<tr{cls}><td>{t.number}</td><td>{_esc(t.state.name)}</td>"
-                    f"<td>{_esc(_fmt(list(t.values)) if t.values else '')}</td><td>{_params_str(t.params)}</td>"
-                    f"<td>{_esc(_fmt(lat))}</td><td class=\"err\">{_esc(err)}</td></tr>")
+        rows.append(
+            f"<tr{cls}><td>{t.number}</td><td>{_esc(t.state.name)}</td>"
+            f"<td>{_esc(_fmt(list(t.values)) if t.values else '')}</td><td>{_params_str(t.params)}</td>"
+            f'<td>{_esc(_fmt(lat))}</td><td class="err">{_esc(err)}</td></tr>'
+        )
     head = "".join(f"<th>{h}</th>" for h in ("trial", "state", "values", "params", "latency_ms", "error"))
-    sec.add("trials", f"Trials ({len(trials)})",
-            f'<table class="trials"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>')
+    sec.add(
+        "trials",
+        f"Trials ({len(trials)})",
+        f'<table class="trials"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>',
+    )
 
-    nav = "".join(f'<a href="#{a}">{_esc(t)}</a>' for a, t in
-                  [("summary", "Summary"), ("history" if not multi else "history-0", "History"),
-                   ("pareto", "Pareto") if multi else ("parallel", "Parallel"), ("cost", "Cost"),
-                   ("trials", "Trials")])
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>ragopt study {_esc(study.study_name)}</title><style>{_CSS}</style>"
-            f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
-            f"<h1>ragopt study <code>{_esc(study.study_name)}</code></h1><nav>{nav}</nav>\n"
-            + "\n".join(sec.parts) + "\n</body></html>\n")
+    nav = "".join(
+        f'<a href="#{a}">{_esc(t)}</a>'
+        for a, t in [
+            ("summary", "Summary"),
+            ("history" if not multi else "history-0", "History"),
+            ("pareto", "Pareto") if multi else ("parallel", "Parallel"),
+            ("cost", "Cost"),
+            ("trials", "Trials"),
+        ]
+    )
+    page = (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>ragopt study {_esc(study.study_name)}</title><style>{_CSS}</style>"
+        f'<script type="text/javascript">{get_plotlyjs()}</script></head><body>'
+        f"<h1>ragopt study <code>{_esc(study.study_name)}</code></h1><nav>{nav}</nav>\n"
+        + "\n".join(sec.parts)
+        + "\n</body></html>\n"
+    )
     return atomic_write_text(out, page)

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 from ragopt._imports import require
 from ragopt.errors import ConfigError
@@ -50,15 +51,29 @@ class Param:
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, d: Mapping[str, Any], where: str) -> "Param":
+    def from_dict(cls, d: Mapping[str, Any], where: str) -> Param:
         if not isinstance(d, Mapping):
             raise ConfigError(where, f"expected a mapping describing a parameter, got {d!r}")
-        known = {"name", "path", "type", "choices", "low", "high", "log", "step", "values", "levels", "when",
-                 "group", "model"}
+        known = {
+            "name",
+            "path",
+            "type",
+            "choices",
+            "low",
+            "high",
+            "log",
+            "step",
+            "values",
+            "levels",
+            "when",
+            "group",
+            "model",
+        }
         for k in d:
             if k not in known:
-                raise ConfigError(f"{where}.{k}", f"unknown key for a search-space parameter "
-                                                  f"(known: {', '.join(sorted(known))})")
+                raise ConfigError(
+                    f"{where}.{k}", f"unknown key for a search-space parameter (known: {', '.join(sorted(known))})"
+                )
         path = d.get("path")
         if not isinstance(path, str) or not path:
             raise ConfigError(f"{where}.path", "each parameter needs a 'path' (dotted path into the pipeline)")
@@ -66,8 +81,16 @@ class Param:
         kind = d.get("type") or ("categorical" if "choices" in d else None)
         if kind not in _KINDS:
             raise ConfigError(f"{where}.type", f"must be one of {list(_KINDS)}, got {kind!r}")
-        p = cls(name=name, path=path, kind=kind, log=bool(d.get("log", False)), step=d.get("step"),
-                levels=int(d.get("levels", 5)), group=d.get("group"), model=bool(d.get("model", False)))
+        p = cls(
+            name=name,
+            path=path,
+            kind=kind,
+            log=bool(d.get("log", False)),
+            step=d.get("step"),
+            levels=int(d.get("levels", 5)),
+            group=d.get("group"),
+            model=bool(d.get("model", False)),
+        )
         w = f"{where}({name})"
         if kind == "categorical":
             ch = d.get("choices")
@@ -80,8 +103,9 @@ class Param:
                 if not ch:
                     raise ConfigError(f"{w}.choices", "empty choices")
                 if any(isinstance(c, (dict, list)) for c in ch):
-                    raise ConfigError(f"{w}.choices", "structured choices need labels: write them as a mapping "
-                                                      "{label: value}")
+                    raise ConfigError(
+                        f"{w}.choices", "structured choices need labels: write them as a mapping {label: value}"
+                    )
                 if len(set(map(repr, ch))) != len(ch):
                     raise ConfigError(f"{w}.choices", f"duplicate choices in {ch}")
                 p.labels = [c if c is not None else "null" for c in ch]
@@ -138,8 +162,10 @@ class Param:
             n = int(math.floor((hi - lo) / self.step + 1e-9)) + 1
             return [round(lo + i * self.step, 12) for i in range(n)]
         if self.log:
-            pts = [math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (self.levels - 1))
-                   for i in range(self.levels)]
+            pts = [
+                math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (self.levels - 1))
+                for i in range(self.levels)
+            ]
         else:
             pts = [lo + (hi - lo) * i / (self.levels - 1) for i in range(self.levels)]
         if self.kind == "int":
@@ -150,7 +176,10 @@ class Param:
         """The matching Optuna distribution."""
         dists = require("optuna.distributions", "tune", "search spaces")
         CategoricalDistribution, FloatDistribution, IntDistribution = (
-            dists.CategoricalDistribution, dists.FloatDistribution, dists.IntDistribution)
+            dists.CategoricalDistribution,
+            dists.FloatDistribution,
+            dists.IntDistribution,
+        )
 
         if self.kind == "categorical":
             return CategoricalDistribution(self.labels)
@@ -177,13 +206,14 @@ class SearchSpace:
         for p in self.params:
             for ref in p.when:
                 if ref not in seen:
-                    raise ConfigError(f"space({p.name}).when", f"refers to {ref!r}, which is not a parameter "
-                                                               "declared before it")
+                    raise ConfigError(
+                        f"space({p.name}).when", f"refers to {ref!r}, which is not a parameter declared before it"
+                    )
             seen.add(p.name)
         self.by_name = {p.name: p for p in self.params}
 
     @classmethod
-    def from_list(cls, items: Iterable[Mapping[str, Any]], where: str = "space") -> "SearchSpace":
+    def from_list(cls, items: Iterable[Mapping[str, Any]], where: str = "space") -> SearchSpace:
         if isinstance(items, Mapping):  # {name: {...}} form
             items = [{"name": k, **v} if isinstance(v, Mapping) else v for k, v in items.items()]
         if not isinstance(items, (list, tuple)):
@@ -229,6 +259,7 @@ class SearchSpace:
 
     def iter_grid(self):
         """Every distinct combination of grid values of the active parameters (conditions respected)."""
+
         def rec(i: int, cur: dict[str, Any]):
             if i == len(self.params):
                 yield dict(cur)
@@ -241,6 +272,7 @@ class SearchSpace:
                 del cur[p.name]
             else:
                 yield from rec(i + 1, cur)
+
         yield from rec(0, {})
 
     def defaults_from(self, template: Mapping[str, Any]) -> dict[str, Any]:

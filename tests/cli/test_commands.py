@@ -23,8 +23,16 @@ def _cli(*args, env=None, check=True):
 
 def test_eval_json_is_the_only_stdout_and_index_is_reused(data_dir, tmp_path):
     env = {"RAGOPT_INDEX_DIR": str(tmp_path / "idx")}
-    args = ["eval", "--dataset", str(data_dir / "adi"), "--pipeline", "bm25", "--metrics",
-            "ndcg@10,recall@100,mrr@10,map,p@5", "--json"]
+    args = [
+        "eval",
+        "--dataset",
+        str(data_dir / "adi"),
+        "--pipeline",
+        "bm25",
+        "--metrics",
+        "ndcg@10,recall@100,mrr@10,map,p@5",
+        "--json",
+    ]
     first = json.loads(_cli(*args, env=env).stdout)  # json.loads fails on any stray output
     assert first["n_queries"] == 35
     assert set(first["metrics"]) == {"ndcg@10", "recall@100", "mrr@10", "map", "p@5"}
@@ -40,8 +48,24 @@ def test_eval_json_is_the_only_stdout_and_index_is_reused(data_dir, tmp_path):
 def test_eval_by_name_with_overrides_per_query_and_run(data_dir, tmp_path, monkeypatch, capfd):
     monkeypatch.setenv("RAGOPT_DATA_PATH", str(data_dir))
     pq, run = tmp_path / "pq.json", tmp_path / "run.trec"
-    rc = main(["eval", "-d", "adi", "--set", "stages.0.k1=1.5", "--set", "stages.0.b=0.75",
-               "--index-dir", str(tmp_path / "i"), "--per-query", str(pq), "--save-run", str(run), "--json"])
+    rc = main(
+        [
+            "eval",
+            "-d",
+            "adi",
+            "--set",
+            "stages.0.k1=1.5",
+            "--set",
+            "stages.0.b=0.75",
+            "--index-dir",
+            str(tmp_path / "i"),
+            "--per-query",
+            str(pq),
+            "--save-run",
+            str(run),
+            "--json",
+        ]
+    )
     assert rc == 0
     out = json.loads(capfd.readouterr().out)
     assert out["pipeline"]["stages"][0]["k1"] == 1.5
@@ -82,8 +106,20 @@ def test_index_builds_then_reuses_nested_artifacts(data_dir, tmp_path, capfd):
 
 
 def test_search_ad_hoc_query(data_dir, tmp_path, capfd):
-    rc = main(["search", "-d", str(data_dir / "adi"), "-q", "information retrieval evaluation", "-k", "3",
-               "--index-dir", str(tmp_path), "--json"])
+    rc = main(
+        [
+            "search",
+            "-d",
+            str(data_dir / "adi"),
+            "-q",
+            "information retrieval evaluation",
+            "-k",
+            "3",
+            "--index-dir",
+            str(tmp_path),
+            "--json",
+        ]
+    )
     assert rc == 0
     out = json.loads(capfd.readouterr().out)
     hits = out["results"][0]["hits"]
@@ -92,8 +128,7 @@ def test_search_ad_hoc_query(data_dir, tmp_path, capfd):
 
 def test_search_writes_trec_run(data_dir, tmp_path, capfd):
     out = tmp_path / "adi.run"
-    assert main(["search", "-d", str(data_dir / "adi"), "-k", "5", "-o", str(out),
-                 "--index-dir", str(tmp_path)]) == 0
+    assert main(["search", "-d", str(data_dir / "adi"), "-k", "5", "-o", str(out), "--index-dir", str(tmp_path)]) == 0
     lines = out.read_text().strip().split("\n")
     assert len({l.split()[0] for l in lines}) == 35 and all(len(l.split()) == 6 for l in lines)
 
@@ -101,14 +136,33 @@ def test_search_writes_trec_run(data_dir, tmp_path, capfd):
 def test_search_queries_file(data_dir, tmp_path, capfd):
     qfile = tmp_path / "q.tsv"
     qfile.write_text("a1\tcomputer indexing\n\nb2\tlibrary automation\n")
-    assert main(["search", "-d", str(data_dir / "adi"), "--queries", str(qfile), "-k", "2",
-                 "--index-dir", str(tmp_path), "--json"]) == 0
+    assert (
+        main(
+            [
+                "search",
+                "-d",
+                str(data_dir / "adi"),
+                "--queries",
+                str(qfile),
+                "-k",
+                "2",
+                "--index-dir",
+                str(tmp_path),
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = json.loads(capfd.readouterr().out)
     assert out["n_queries"] == 2 and out["output"] is None
     assert [(r["query_id"], r["query"], len(r["hits"])) for r in out["results"]] == [
-        ("a1", "computer indexing", 2), ("b2", "library automation", 2)]
-    assert main(["search", "-d", str(data_dir / "adi"), "--queries", str(qfile), "-k", "1",
-                 "--index-dir", str(tmp_path)]) == 0
+        ("a1", "computer indexing", 2),
+        ("b2", "library automation", 2),
+    ]
+    assert (
+        main(["search", "-d", str(data_dir / "adi"), "--queries", str(qfile), "-k", "1", "--index-dir", str(tmp_path)])
+        == 0
+    )
     text = capfd.readouterr().out.splitlines()
     assert text[0] == "[a1] computer indexing" and text[1].startswith("    1. ")
     assert text[2] == "[b2] library automation"
@@ -163,7 +217,7 @@ def test_datasets_lists_the_search_path(tmp_path, monkeypatch, capfd):
 def test_components_lists_and_describes(capfd):
     assert main(["components"]) == 0
     lines = capfd.readouterr().out.splitlines()
-    assert "bm25: Okapi BM25 over the corpus text (``title + \" \" + text`` by default)." in lines
+    assert 'bm25: Okapi BM25 over the corpus text (``title + " " + text`` by default).' in lines
     assert any(line.startswith("pipeline: Stages applied in order (``a >> b >> c``).") for line in lines)
     assert main(["components", "pipeline"]) == 0
     lines = capfd.readouterr().out.splitlines()

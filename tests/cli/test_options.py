@@ -24,16 +24,28 @@ def _subparsers(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentP
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
     if not subs:
         return {"": parser}
-    return {f"{name} {sub}".strip(): p for name, child in subs[0].choices.items()
-            for sub, p in _subparsers(child).items()}
+    return {
+        f"{name} {sub}".strip(): p for name, child in subs[0].choices.items() for sub, p in _subparsers(child).items()
+    }
 
 
 COMMANDS = sorted(_subparsers(cli.build_parser()))
 
 
 def test_every_command_is_listed_once():
-    assert COMMANDS == ["compare", "components", "datasets", "eval", "index", "pipelines", "report", "search",
-                        "serve-mcp", "train cross-encoder", "tune"]
+    assert COMMANDS == [
+        "compare",
+        "components",
+        "datasets",
+        "eval",
+        "index",
+        "pipelines",
+        "report",
+        "search",
+        "serve-mcp",
+        "train cross-encoder",
+        "tune",
+    ]
     assert all(callable(m.register) for m in cli.COMMANDS)
 
 
@@ -49,13 +61,16 @@ def test_help_explains_every_option(cmd, capfd):
             assert (action.option_strings[-1] if action.option_strings else action.metavar or action.dest) in text
 
 
-@pytest.mark.parametrize("option", ["--json", "--index-dir", "--no-progress", "--set", "--storage", "--split",
-                                    "--rebuild", "--dataset", "--pipeline"])
+@pytest.mark.parametrize(
+    "option",
+    ["--json", "--index-dir", "--no-progress", "--set", "--storage", "--split", "--rebuild", "--dataset", "--pipeline"],
+)
 def test_shared_options_are_declared_once(option):
     """Where commands share an option it has one spelling and one type; --json, --index-dir, --set, --storage
     and --no-progress also one help text."""
-    found = {cmd: a for cmd, p in _subparsers(cli.build_parser()).items() for a in p._actions
-             if option in a.option_strings}
+    found = {
+        cmd: a for cmd, p in _subparsers(cli.build_parser()).items() for a in p._actions if option in a.option_strings
+    }
     assert len(found) >= 2, found
     assert len({tuple(a.option_strings) for a in found.values()}) == 1
     assert len({(type(a).__name__, a.type, a.metavar) for a in found.values()}) == 1
@@ -71,15 +86,17 @@ def test_fitting_commands_share_one_option_set():
 
 
 def test_help_loads_no_numpy_and_console_script_is_main():
-    code = ("import sys, contextlib, io\n"
-            "from ragopt.cli import main\n"
-            "with contextlib.redirect_stdout(io.StringIO()):\n"
-            "    for cmd in ([], ['eval'], ['tune'], ['train', 'cross-encoder'], ['serve-mcp']):\n"
-            "        try:\n"
-            "            main([*cmd, '--help'])\n"
-            "        except SystemExit:\n"
-            "            pass\n"
-            "print(sorted(m for m in ('numpy', 'yaml', 'optuna', 'torch', 'mcp') if m in sys.modules))\n")
+    code = (
+        "import sys, contextlib, io\n"
+        "from ragopt.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    for cmd in ([], ['eval'], ['tune'], ['train', 'cross-encoder'], ['serve-mcp']):\n"
+        "        try:\n"
+        "            main([*cmd, '--help'])\n"
+        "        except SystemExit:\n"
+        "            pass\n"
+        "print(sorted(m for m in ('numpy', 'yaml', 'optuna', 'torch', 'mcp') if m in sys.modules))\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
     (ep,) = [ep for ep in entry_points(group="console_scripts") if ep.name == "ragopt"]
@@ -113,21 +130,26 @@ def test_output_json_and_text():
         write(_Buffer(), Output("", {"o": object()}), as_json=True)
     with pytest.raises(TypeError, match="must return an Output with obj"):
         write(_Buffer(), Output("text only"), as_json=True)
-    assert artifact_lines([{"created": True, "kind": "bm25-bm25s", "path": "/s/a"},
-                           {"created": False, "kind": "passages", "path": "/s/b"}]) == [
-        "  built  bm25-bm25s: /s/a", "  reused passages: /s/b"]
+    assert artifact_lines(
+        [
+            {"created": True, "kind": "bm25-bm25s", "path": "/s/a"},
+            {"created": False, "kind": "passages", "path": "/s/b"},
+        ]
+    ) == ["  built  bm25-bm25s: /s/a", "  reused passages: /s/b"]
 
 
 def test_stdout_reserved_for_json_sends_everything_else_to_stderr():
-    code = ("import os\n"
-            "from ragopt.cli._output import stdout_reserved_for_json\n"
-            "with stdout_reserved_for_json(True) as out:\n"
-            "    os.write(1, b'fd noise\\n')\n"  # what Java or a C library writes
-            "    print('print noise')\n"  # block-buffered on a pipe: still in the buffer at the end of the block
-            "    out.write('{\"ok\": true}\\n')\n"
-            "print('after')\n"
-            "with stdout_reserved_for_json(False) as out:\n"
-            "    out.write('text\\n')\n")
+    code = (
+        "import os\n"
+        "from ragopt.cli._output import stdout_reserved_for_json\n"
+        "with stdout_reserved_for_json(True) as out:\n"
+        "    os.write(1, b'fd noise\\n')\n"  # what Java or a C library writes
+        "    print('print noise')\n"  # block-buffered on a pipe: still in the buffer at the end of the block
+        "    out.write('{\"ok\": true}\\n')\n"
+        "print('after')\n"
+        "with stdout_reserved_for_json(False) as out:\n"
+        "    out.write('text\\n')\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert res.stdout == '{"ok": true}\nafter\ntext\n'
@@ -137,8 +159,19 @@ def test_stdout_reserved_for_json_sends_everything_else_to_stderr():
 def test_option_values():
     parser = argparse.ArgumentParser()
     opts.add_pipeline_run(parser)
-    args = parser.parse_args(["-d", "x", "--set", "stages.0.k1=1.5", "--set", "stages.0.stemmer=null",
-                              "--no-progress", "--index-dir", "/tmp/somewhere"])
+    args = parser.parse_args(
+        [
+            "-d",
+            "x",
+            "--set",
+            "stages.0.k1=1.5",
+            "--set",
+            "stages.0.stemmer=null",
+            "--no-progress",
+            "--index-dir",
+            "/tmp/somewhere",
+        ]
+    )
     pipe = opts.load_pipeline(args)
     assert pipe.stages[0].k1 == 1.5 and pipe.stages[0].stemmer is None
     assert opts.progress(args) is False and opts.progress(parser.parse_args(["-d", "x"])) is None

@@ -73,14 +73,17 @@ def test_unknown_type_and_missing_type():
         from_config({"k1": 1.0})
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("k1", "high", "expected a number"),
-    ("b", 1.5, "must be <= 1.0"),
-    ("top_k", 0, "must be >= 1"),
-    ("top_k", 2.5, "expected an integer"),
-    ("backend", "lucene", "must be one of"),
-    ("lower", "yes", "expected a boolean"),
-])
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("k1", "high", "expected a number"),
+        ("b", 1.5, "must be <= 1.0"),
+        ("top_k", 0, "must be >= 1"),
+        ("top_k", 2.5, "expected an integer"),
+        ("backend", "lucene", "must be one of"),
+        ("lower", "yes", "expected a boolean"),
+    ],
+)
 def test_type_and_bound_errors(key, value, message):
     with pytest.raises(ConfigError, match=message) as e:
         from_config({"type": "bm25", key: value})
@@ -153,6 +156,7 @@ def test_required_parameter_missing():
 
 def test_register_twice_with_other_class_fails():
     with pytest.raises(ValueError, match="already registered"):
+
         @register("bm25")
         class Other(Stage):
             pass

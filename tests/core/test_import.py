@@ -22,7 +22,8 @@ def test_import_is_torch_free_and_fast():
         "dt = time.perf_counter() - t\n"
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss', 'chromadb', 'optuna',"
         " 'mcp', 'pyserini', 'jnius', 'bm25s') if m in sys.modules]\n"
-        "print(json.dumps({'heavy': heavy, 'seconds': dt}))\n")
+        "print(json.dumps({'heavy': heavy, 'seconds': dt}))\n"
+    )
     res = json.loads(out)
     assert res["heavy"] == []
     assert res["seconds"] < 2.0

@@ -66,8 +66,7 @@ def test_no_hand_written_import_error_blocks():
     offenders = []
     for path in RAGOPT.rglob("*.py"):
         rel = path.relative_to(RAGOPT)
-        if rel.parts[0].split(".")[0] in owned_elsewhere or rel.as_posix() in ("_imports.py",
-                                                                               "evaluation/answers.py"):
+        if rel.parts[0].split(".")[0] in owned_elsewhere or rel.as_posix() in ("_imports.py", "evaluation/answers.py"):
             continue
         for i, line in enumerate(path.read_text("utf-8").splitlines(), 1):
             if "except ImportError" in line or "except ModuleNotFoundError" in line:
@@ -78,7 +77,15 @@ def test_no_hand_written_import_error_blocks():
 
 
 def test_import_ragopt_does_not_import_optional_packages():
-    out = subprocess.run([sys.executable, "-c", "import ragopt._imports, sys; "
-                          "print([m for m in ('torch', 'faiss', 'chromadb', 'onnx') if m in sys.modules])"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import ragopt._imports, sys; "
+            "print([m for m in ('torch', 'faiss', 'chromadb', 'onnx') if m in sys.modules])",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert out.strip() == "[]"

@@ -15,7 +15,18 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def test_layer_contracts_hold():
     pytest.importorskip("importlinter")
-    proc = subprocess.run([sys.executable, "-c", "from importlinter.cli import lint_imports_command; "
-                                                 "lint_imports_command()", "--config", "pyproject.toml",
-                           "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from importlinter.cli import lint_imports_command; lint_imports_command()",
+            "--config",
+            "pyproject.toml",
+            "--no-cache",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]

@@ -9,12 +9,11 @@ from typing import Any, ClassVar
 import numpy as np
 import pytest
 
-from ragopt.data.chunking import Aggregate, Chunker
 from ragopt.config import from_config, param
+from ragopt.data.chunking import Aggregate, Chunker
 from ragopt.errors import ConfigError, StageError
 from ragopt.kernels.fusion import rrf_fuse, weighted_fuse
-from ragopt.ops import RRF, WeightedFusion
-from ragopt.ops import Cutoff
+from ragopt.ops import RRF, Cutoff, WeightedFusion
 from ragopt.pipeline import Pipeline, Stage
 from ragopt.pipeline_io import load_pipeline, save_pipeline
 from ragopt.registry import register
@@ -39,8 +38,8 @@ class FixedLists(Stage):
         scores = np.full((n, width), -np.inf, np.float32)
         for i in range(n):
             d, s = self.docs[i % len(self.docs)], self.scores[i % len(self.scores)]
-            doc_idx[i, :len(d)] = d
-            scores[i, :len(s)] = s
+            doc_idx[i, : len(d)] = d
+            scores[i, : len(s)] = s
         batch.stats.add("fixed_lists_calls")
         return batch.with_candidates(doc_idx, scores, self.corpus)
 
@@ -79,15 +78,18 @@ def test_rrf_exact_scores_and_ranking():
     assert ids == ["d2", "d0"]
 
 
-@pytest.mark.parametrize("normalize, weights, expected", [
-    # min-max: A -> d0 1, d1 .5, d2 0; B -> d2 1, d3 0; missing documents get 0
-    ("minmax", None, [("d0", 1.0), ("d2", 1.0), ("d1", 0.5), ("d3", 0.0)]),
-    ("minmax", [1.0, 2.0], [("d2", 2.0), ("d0", 1.0), ("d1", 0.5), ("d3", 0.0)]),
-    # z-score: A -> +-1.2247, 0 (min -1.2247); B -> d2 1, d3 -1 (min -1); missing get the list's min
-    ("zscore", None, [("d0", 1.5 ** 0.5 - 1), ("d2", 1 - 1.5 ** 0.5), ("d1", -1.0), ("d3", -1 - 1.5 ** 0.5)]),
-    # raw scores, missing documents get the list's lowest score (A: 1, B: 4)
-    ("none", None, [("d2", 11.0), ("d0", 7.0), ("d1", 6.0), ("d3", 5.0)]),
-])
+@pytest.mark.parametrize(
+    "normalize, weights, expected",
+    [
+        # min-max: A -> d0 1, d1 .5, d2 0; B -> d2 1, d3 0; missing documents get 0
+        ("minmax", None, [("d0", 1.0), ("d2", 1.0), ("d1", 0.5), ("d3", 0.0)]),
+        ("minmax", [1.0, 2.0], [("d2", 2.0), ("d0", 1.0), ("d1", 0.5), ("d3", 0.0)]),
+        # z-score: A -> +-1.2247, 0 (min -1.2247); B -> d2 1, d3 -1 (min -1); missing get the list's min
+        ("zscore", None, [("d0", 1.5**0.5 - 1), ("d2", 1 - 1.5**0.5), ("d1", -1.0), ("d3", -1 - 1.5**0.5)]),
+        # raw scores, missing documents get the list's lowest score (A: 1, B: 4)
+        ("none", None, [("d2", 11.0), ("d0", 7.0), ("d1", 6.0), ("d3", 5.0)]),
+    ],
+)
 def test_weighted_fusion_exact(normalize, weights, expected):
     out = run(WeightedFusion(inputs=[A, B], normalize=normalize, weights=weights))
     ids, scores = ranking(out)
@@ -187,8 +189,9 @@ def test_chunked_and_unchunked_inputs_fuse_over_documents(tmp_path):
     assert out.ranked(0)[0][1] == pytest.approx(2 / 61)  # first in both lists
     assert len({d for d, _ in out.ranked(1)}) == len(out.ranked(1))  # passages were merged per document
     # two chunked inputs with the same chunker stay on passages
-    both = (Chunker(method="tokens", size=16, overlap=4) >> BM25()) + (Chunker(method="tokens", size=16, overlap=4)
-                                                                       >> BM25(k1=1.5))
+    both = (Chunker(method="tokens", size=16, overlap=4) >> BM25()) + (
+        Chunker(method="tokens", size=16, overlap=4) >> BM25(k1=1.5)
+    )
     both.fit(corpus, ArtifactStore(tmp_path))
     assert both.corpus.parent is corpus
     assert both.search("marker2").to_run()["0"].keys() >= {"doc2"}
@@ -276,8 +279,9 @@ def test_hybrid_cranfield(data_dir, session_store):
         pytest.skip("ragopt.retrievers.dense is not available")
     from ragopt.evaluation.run import evaluate_pipeline
 
-    report = evaluate_pipeline(load_pipeline("hybrid"), str(data_dir / "cranfield"), metrics=["ndcg@10"],
-                               store=session_store, progress=False)
+    report = evaluate_pipeline(
+        load_pipeline("hybrid"), str(data_dir / "cranfield"), metrics=["ndcg@10"], store=session_store, progress=False
+    )
     print("cranfield RRF(bm25, dense) nDCG@10:", report.metrics["ndcg@10"])
     assert report.metrics["ndcg@10"] >= 0.40
     assert report.stats["counts"]["bm25_queries"] == 225

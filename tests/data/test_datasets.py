@@ -28,15 +28,25 @@ def make_dataset(root: Path, docs=None, queries=None, qrels: str | None = None, 
     """Write a small BEIR-layout dataset and return its folder."""
     d = root / name
     (d / "qrels").mkdir(parents=True)
-    docs = docs if docs is not None else [{"_id": "d1", "title": "T1", "text": "alpha"},
-                                          {"_id": "d2", "title": "", "text": "beta"},
-                                          {"_id": 3, "text": "gamma"}]
-    queries = queries if queries is not None else [{"_id": "q1", "text": "alpha?"}, {"_id": "q2", "text": "beta?"},
-                                                   {"_id": "q3", "text": "unjudged"}]
+    docs = (
+        docs
+        if docs is not None
+        else [
+            {"_id": "d1", "title": "T1", "text": "alpha"},
+            {"_id": "d2", "title": "", "text": "beta"},
+            {"_id": 3, "text": "gamma"},
+        ]
+    )
+    queries = (
+        queries
+        if queries is not None
+        else [{"_id": "q1", "text": "alpha?"}, {"_id": "q2", "text": "beta?"}, {"_id": "q3", "text": "unjudged"}]
+    )
     (d / "corpus.jsonl").write_text("".join(json.dumps(o) + "\n" for o in docs))
     (d / "queries.jsonl").write_text("".join(json.dumps(o) + "\n" for o in queries))
-    (d / "qrels" / "test.tsv").write_text(qrels if qrels is not None else
-                                          "query-id\tcorpus-id\tscore\nq2\td2\t1\nq1\td1\t2\nq1\t3\t0\n")
+    (d / "qrels" / "test.tsv").write_text(
+        qrels if qrels is not None else "query-id\tcorpus-id\tscore\nq2\td2\t1\nq1\td1\t2\nq1\t3\t0\n"
+    )
     return d
 
 
@@ -49,6 +59,7 @@ def _isolated_env(tmp_path, monkeypatch):
 
 
 # --- real data ------------------------------------------------------------------------------------------
+
 
 def test_adi_counts():
     ds = load_dataset(shared("adi"))
@@ -118,6 +129,7 @@ def test_fingerprint_stable_and_content_sensitive(tmp_path):
 
 # --- synthetic datasets ---------------------------------------------------------------------------------
 
+
 def test_toy_dataset(tmp_path):
     ds = Dataset(make_dataset(tmp_path))
     assert ds.corpus.ids == ["d1", "d2", "3"]  # ids are str(_id)
@@ -142,8 +154,9 @@ def test_qrels_malformed_line(tmp_path):
 
 
 def test_qrels_unknown_ids_dropped_counted_warned(tmp_path):
-    d = make_dataset(tmp_path, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\nqX\td1\t1\nqY\td1\t1\n"
-                                      "q2\tdX\t1\nqX\tdZ\t1\n")
+    d = make_dataset(
+        tmp_path, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\nqX\td1\t1\nqY\td1\t1\nq2\tdX\t1\nqX\tdZ\t1\n"
+    )
     ds = Dataset(d)
     with pytest.warns(UserWarning, match=r"test\.tsv: dropped 4 of 5 judgments.*2 unknown query ids.*2 unknown doc"):
         qrels = ds.qrels("test")
@@ -206,6 +219,7 @@ def test_missing_split_lists_available(tmp_path):
 
 
 # --- resolution -----------------------------------------------------------------------------------------
+
 
 def test_load_by_name_through_data_path(tmp_path, monkeypatch):
     root = tmp_path / "datasets"

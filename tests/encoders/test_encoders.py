@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 
 from ragopt.config import from_config, param
-from ragopt.encoders import (MINILM_ALIASES, Encoder, SentenceTransformerEncoder, model_fingerprint,
-                             resolve_model)
+from ragopt.encoders import MINILM_ALIASES, Encoder, SentenceTransformerEncoder, model_fingerprint, resolve_model
 from ragopt.errors import ConfigError, DataError
 from ragopt.registry import register
 from ragopt.store import ArtifactStore
@@ -38,8 +37,13 @@ class HashEncoder(Encoder):
         return self.dims
 
     def spec(self, kind: str = "doc") -> dict[str, Any]:
-        return {"type": self.type_name, "dims": self.dims, "seed": self.seed, "normalize": self.normalize,
-                "prefix": self.prefix(kind)}
+        return {
+            "type": self.type_name,
+            "dims": self.dims,
+            "seed": self.seed,
+            "normalize": self.normalize,
+            "prefix": self.prefix(kind),
+        }
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         calls = self.calls
@@ -105,9 +109,13 @@ def test_encode_corpus_caches_by_spec_and_corpus(tmp_path):
     np.testing.assert_array_equal(vecs, vecs2)
 
     keys = {art.key}
-    for enc, c, title in ((HashEncoder(seed=1), corpus, True), (HashEncoder(dims=8), corpus, True),
-                          (HashEncoder(doc_prefix="p: "), corpus, True), (HashEncoder(), corpus, False),
-                          (HashEncoder(), corpus_of(11), True)):
+    for enc, c, title in (
+        (HashEncoder(seed=1), corpus, True),
+        (HashEncoder(dims=8), corpus, True),
+        (HashEncoder(doc_prefix="p: "), corpus, True),
+        (HashEncoder(), corpus, False),
+        (HashEncoder(), corpus_of(11), True),
+    ):
         keys.add(enc.encode_corpus(c, store, with_title=title)[1].key)
     assert len(keys) == 6  # another model, prefix, title choice or corpus never reuses embeddings
     _, again = HashEncoder().encode_corpus(corpus, store, rebuild=True)
@@ -234,6 +242,7 @@ def test_packaged_minilm_encodes():
 def test_unloadable_hub_id_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     enc = SentenceTransformerEncoder(model="ragopt-test/no-such-model", device="cpu")
-    with pytest.raises(ConfigError, match="cannot load sentence-transformers model 'ragopt-test/no-such-model'"
-                                          ".*local model folder"):
+    with pytest.raises(
+        ConfigError, match="cannot load sentence-transformers model 'ragopt-test/no-such-model'.*local model folder"
+    ):
         enc.encode(["hello"])

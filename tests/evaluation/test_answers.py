@@ -24,22 +24,36 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
 from ragopt.errors import ConfigError, DataError
-from ragopt.evaluation import (ANSWER_METRICS, AnswerEvalResult, answer_in_context, answer_metric, bootstrap_ci,
-                               contains, context_precision, context_recall, evaluate_answers, exact_match,
-                               is_answer_metric, mean_value, normalize_answer, rouge_l, token_f1)
+from ragopt.evaluation import (
+    ANSWER_METRICS,
+    AnswerEvalResult,
+    answer_in_context,
+    answer_metric,
+    bootstrap_ci,
+    contains,
+    context_precision,
+    context_recall,
+    evaluate_answers,
+    exact_match,
+    is_answer_metric,
+    mean_value,
+    normalize_answer,
+    rouge_l,
+    token_f1,
+)
 
 
 # --- oracle 1: the official SQuAD v1.1 evaluate script (evaluate-v1.1.py), transcribed -----------------------
 def squad_normalize_answer(s):
     def remove_articles(text):
-        return re.sub(r'\b(a|an|the)\b', ' ', text)
+        return re.sub(r"\b(a|an|the)\b", " ", text)
 
     def white_space_fix(text):
-        return ' '.join(text.split())
+        return " ".join(text.split())
 
     def remove_punc(text):
         exclude = set(string.punctuation)
-        return ''.join(ch for ch in text if ch not in exclude)
+        return "".join(ch for ch in text if ch not in exclude)
 
     def lower(text):
         return text.lower()
@@ -61,7 +75,7 @@ def squad_f1_score(prediction, ground_truth):
 
 
 def squad_exact_match_score(prediction, ground_truth):
-    return (squad_normalize_answer(prediction) == squad_normalize_answer(ground_truth))
+    return squad_normalize_answer(prediction) == squad_normalize_answer(ground_truth)
 
 
 def squad_metric_max_over_ground_truths(metric_fn, prediction, ground_truths):
@@ -99,39 +113,46 @@ def ref_rouge_l(prediction, golds):
 # ============================================================================================================
 # SQuAD normalisation, EM, F1
 
-@pytest.mark.parametrize("text, expected", [
-    ("The Beatles", "beatles"),
-    ("an apple a day", "apple day"),
-    ("THE END.", "end"),
-    ("theater Athena another", "theater athena another"),  # articles only as whole words
-    ("U.S.A.", "usa"),
-    ("don't", "dont"),
-    ("the-end", "theend"),  # punctuation goes before articles: 'the-end' -> 'theend', no article left
-    ("a.b  c\t\nd", "ab c d"),
-    ("a.  b", "b"),  # 'a.' -> 'a', an article
-    ("1939–1945", "1939–1945"),  # the en dash is not ASCII punctuation: kept
-    ("*", ""),
-    ("", ""),
-    ("  A  ", ""),
-])
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("The Beatles", "beatles"),
+        ("an apple a day", "apple day"),
+        ("THE END.", "end"),
+        ("theater Athena another", "theater athena another"),  # articles only as whole words
+        ("U.S.A.", "usa"),
+        ("don't", "dont"),
+        ("the-end", "theend"),  # punctuation goes before articles: 'the-end' -> 'theend', no article left
+        ("a.b  c\t\nd", "ab c d"),
+        ("a.  b", "b"),  # 'a.' -> 'a', an article
+        ("1939–1945", "1939–1945"),  # the en dash is not ASCII punctuation: kept
+        ("*", ""),
+        ("", ""),
+        ("  A  ", ""),
+    ],
+)
 def test_normalize_answer_hand_cases(text, expected):
     assert normalize_answer(text) == expected
     assert squad_normalize_answer(text) == expected  # the hand values are the official script's
 
 
-@pytest.mark.parametrize("pred, golds, em, f1", [
-    # hand-computed: 'cat sat on mat' vs 'cat on mat': 3 shared, P 3/4, R 1 -> 6/7
-    ("the cat sat on the mat", ["a cat on a mat"], 0.0, 6 / 7),
-    # best gold: 'obama' gives P 1/2 R 1 -> 2/3; 'president barack obama' gives P 1 R 2/3 -> 4/5
-    ("Barack Obama", ["Obama", "President Barack Obama"], 0.0, 0.8),
-    ("The Eiffel Tower!", ["eiffel tower", "Paris"], 1.0, 1.0),
-    ("U.S.A.", ["USA"], 1.0, 1.0),
-    ("paris paris paris", ["Paris"], 0.0, 0.5),  # clipped counts: 1 shared, P 1/3, R 1
-    ("", ["1945"], 0.0, 0.0),  # empty prediction
-    ("the", ["a"], 1.0, 0.0),  # both normalise to '': EM 1, F1 0 -- exactly SQuAD v1.1
-    ("1939–1945", ["1939 1945"], 0.0, 0.0),
-    ("1945", "1945", 1.0, 1.0),  # a bare string is one gold answer
-])
+@pytest.mark.parametrize(
+    "pred, golds, em, f1",
+    [
+        # hand-computed: 'cat sat on mat' vs 'cat on mat': 3 shared, P 3/4, R 1 -> 6/7
+        ("the cat sat on the mat", ["a cat on a mat"], 0.0, 6 / 7),
+        # best gold: 'obama' gives P 1/2 R 1 -> 2/3; 'president barack obama' gives P 1 R 2/3 -> 4/5
+        ("Barack Obama", ["Obama", "President Barack Obama"], 0.0, 0.8),
+        ("The Eiffel Tower!", ["eiffel tower", "Paris"], 1.0, 1.0),
+        ("U.S.A.", ["USA"], 1.0, 1.0),
+        ("paris paris paris", ["Paris"], 0.0, 0.5),  # clipped counts: 1 shared, P 1/3, R 1
+        ("", ["1945"], 0.0, 0.0),  # empty prediction
+        ("the", ["a"], 1.0, 0.0),  # both normalise to '': EM 1, F1 0 -- exactly SQuAD v1.1
+        ("1939–1945", ["1939 1945"], 0.0, 0.0),
+        ("1945", "1945", 1.0, 1.0),  # a bare string is one gold answer
+    ],
+)
 def test_em_f1_hand_cases(pred, golds, em, f1):
     assert exact_match(pred, golds) == em
     assert token_f1(pred, golds) == pytest.approx(f1, abs=1e-12)
@@ -149,15 +170,19 @@ def test_empty_gold_list_is_an_error():
 # ============================================================================================================
 # containment
 
-@pytest.mark.parametrize("pred, golds, expected", [
-    ("It was in 1945, after the war.", ["1945"], 1.0),
-    ("The answer is Paris", ["Paris, France", "paris"], 1.0),
-    ("The answer is Paris", ["Paris, France"], 0.0),
-    ("it is usually so", ["US"], 1.0),  # plain substring, as FlashRAG
-    ("Lon don", ["London"], 0.0),
-    ("The Eiffel-Tower", ["Eiffel Tower"], 0.0),  # 'eiffeltower' does not contain 'eiffel tower'
-    ("", ["x"], 0.0),
-])
+
+@pytest.mark.parametrize(
+    "pred, golds, expected",
+    [
+        ("It was in 1945, after the war.", ["1945"], 1.0),
+        ("The answer is Paris", ["Paris, France", "paris"], 1.0),
+        ("The answer is Paris", ["Paris, France"], 0.0),
+        ("it is usually so", ["US"], 1.0),  # plain substring, as FlashRAG
+        ("Lon don", ["London"], 0.0),
+        ("The Eiffel-Tower", ["Eiffel Tower"], 0.0),  # 'eiffeltower' does not contain 'eiffel tower'
+        ("", ["x"], 0.0),
+    ],
+)
 def test_contains_hand_cases(pred, golds, expected):
     assert contains(pred, golds) == expected
     assert flashrag_sub_em(pred, golds) == expected
@@ -210,8 +235,12 @@ def test_rouge_l_hand_case_and_multi_gold():
 
 QRELS = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"e1": 0}, "q3": {"f1": 1}, "q4": {"g1": 1}}
 CONTEXTS = {
-    "q1": [("d3", "The tower was built in 1889."), ("d1", "It is the Eiffel Tower, in Paris."),
-           ("x9", "Unrelated."), ("d1", "It is the Eiffel Tower, in Paris.")],
+    "q1": [
+        ("d3", "The tower was built in 1889."),
+        ("d1", "It is the Eiffel Tower, in Paris."),
+        ("x9", "Unrelated."),
+        ("d1", "It is the Eiffel Tower, in Paris."),
+    ],
     "q2": [("e1", "nothing relevant")],
     # q3 has no context entry: closed book
     "q4": [("g1", "He lived in New"), ("g2", "York city for years")],
@@ -272,17 +301,24 @@ def test_evaluate_answers_hand_example():
 # ============================================================================================================
 # registry and errors
 
+
 def test_registry():
-    assert set(ANSWER_METRICS) == {"em", "f1", "contains", "rouge_l", "ctx_recall", "ctx_precision",
-                                   "answer_in_ctx"}
+    assert set(ANSWER_METRICS) == {"em", "f1", "contains", "rouge_l", "ctx_recall", "ctx_precision", "answer_in_ctx"}
     assert all(m.direction == "maximize" for m in ANSWER_METRICS.values())
     needs = {name: set(m.needs) for name, m in ANSWER_METRICS.items()}
     assert needs["em"] == needs["f1"] == needs["contains"] == needs["rouge_l"] == {"answers"}
     assert needs["ctx_recall"] == needs["ctx_precision"] == {"qrels", "context"}
     assert needs["answer_in_ctx"] == {"answers", "context"}
-    for alias, canon in [("EM", "em"), ("exact_match", "em"), ("acc", "contains"), ("ROUGE-L", "rouge_l"),
-                         ("rougeL", "rouge_l"), ("context_recall", "ctx_recall"), ("token_f1", "f1"),
-                         ("answer_in_context", "answer_in_ctx")]:
+    for alias, canon in [
+        ("EM", "em"),
+        ("exact_match", "em"),
+        ("acc", "contains"),
+        ("ROUGE-L", "rouge_l"),
+        ("rougeL", "rouge_l"),
+        ("context_recall", "ctx_recall"),
+        ("token_f1", "f1"),
+        ("answer_in_context", "answer_in_ctx"),
+    ]:
         assert is_answer_metric(alias)
         assert answer_metric(alias).name == canon
     for retrieval in ("ndcg@10", "recall@100", "map", "mrr@10", "p@5"):
@@ -325,6 +361,7 @@ def test_missing_needs_name_metric_and_input():
 # ============================================================================================================
 # bootstrap
 
+
 def test_bootstrap_ci_properties():
     rng = np.random.default_rng(123)
     small = (rng.random(50) < 0.4).astype(float)
@@ -362,8 +399,14 @@ def test_bootstrap_ci_matches_normal_approximation_and_scipy():
     assert m == pytest.approx(values.mean())
     assert (hi - lo) / (2 * half) == pytest.approx(1.0, abs=0.06)
     assert lo == pytest.approx(m - half, abs=0.1 * half) and hi == pytest.approx(m + half, abs=0.1 * half)
-    ref = stats.bootstrap((values,), np.mean, n_resamples=10000, method="percentile", confidence_level=0.95,
-                          random_state=np.random.default_rng(2)).confidence_interval
+    ref = stats.bootstrap(
+        (values,),
+        np.mean,
+        n_resamples=10000,
+        method="percentile",
+        confidence_level=0.95,
+        random_state=np.random.default_rng(2),
+    ).confidence_interval
     assert lo == pytest.approx(ref.low, abs=0.1 * half) and hi == pytest.approx(ref.high, abs=0.1 * half)
     assert (hi - lo) == pytest.approx(ref.high - ref.low, rel=0.06)
 
@@ -383,10 +426,37 @@ def test_bootstrap_ci_bad_input():
 # ============================================================================================================
 # property tests
 
-WORDS = st.sampled_from(["the", "The", "a", "A.", "an", "cat", "Cat's", "U.S.", "1945", "–", "don't", "é",
-                         "naïve", "x", "X", "mat", "*", "!", "theatre", "İ", "ß", "-", "new", "york"])
-PHRASES = st.one_of(st.lists(WORDS, max_size=8).map(" ".join), st.lists(WORDS, max_size=6).map("".join),
-                    st.text(max_size=20))
+WORDS = st.sampled_from(
+    [
+        "the",
+        "The",
+        "a",
+        "A.",
+        "an",
+        "cat",
+        "Cat's",
+        "U.S.",
+        "1945",
+        "–",
+        "don't",
+        "é",
+        "naïve",
+        "x",
+        "X",
+        "mat",
+        "*",
+        "!",
+        "theatre",
+        "İ",
+        "ß",
+        "-",
+        "new",
+        "york",
+    ]
+)
+PHRASES = st.one_of(
+    st.lists(WORDS, max_size=8).map(" ".join), st.lists(WORDS, max_size=6).map("".join), st.text(max_size=20)
+)
 GOLD_LISTS = st.lists(PHRASES, min_size=1, max_size=3)
 FAST = settings(max_examples=300, deadline=None, database=None)  # no .hypothesis/ example database
 
@@ -394,10 +464,10 @@ FAST = settings(max_examples=300, deadline=None, database=None)  # no .hypothesi
 @FAST
 @given(PHRASES, GOLD_LISTS)
 def test_property_agrees_with_squad_flashrag_and_rouge_score(pred, golds):
-    assert exact_match(pred, golds) == float(squad_metric_max_over_ground_truths(squad_exact_match_score, pred,
-                                                                                 golds))
-    assert token_f1(pred, golds) == pytest.approx(squad_metric_max_over_ground_truths(squad_f1_score, pred, golds),
-                                                  abs=1e-12)
+    assert exact_match(pred, golds) == float(squad_metric_max_over_ground_truths(squad_exact_match_score, pred, golds))
+    assert token_f1(pred, golds) == pytest.approx(
+        squad_metric_max_over_ground_truths(squad_f1_score, pred, golds), abs=1e-12
+    )
     kept = [g for g in golds if squad_normalize_answer(g)]
     assert contains(pred, golds) == (flashrag_sub_em(pred, kept) if kept else 0.0)
     assert rouge_l(pred, golds) == pytest.approx(ref_rouge_l(pred, golds), abs=1e-12)
@@ -406,8 +476,7 @@ def test_property_agrees_with_squad_flashrag_and_rouge_score(pred, golds):
 @FAST
 @given(PHRASES, GOLD_LISTS)
 def test_property_bounds_and_orderings(pred, golds):
-    em, f1, acc, rl = (exact_match(pred, golds), token_f1(pred, golds), contains(pred, golds),
-                       rouge_l(pred, golds))
+    em, f1, acc, rl = (exact_match(pred, golds), token_f1(pred, golds), contains(pred, golds), rouge_l(pred, golds))
     for v in (em, f1, acc, rl):
         assert 0.0 <= v <= 1.0
     if normalize_answer(pred):  # SQuAD v1.1 gives F1 0 when both sides normalise to nothing
@@ -433,6 +502,7 @@ def test_property_identities_and_symmetry(x, y):
 # ============================================================================================================
 # the shared QA dataset: every gold passage contains an answer string (its SOURCE.md: checked 2655/2655)
 
+
 def test_nq_open_gold_passages(data_dir):
     root = data_dir / "nq-open-oracle-dev"
     if not (root / "answers.jsonl").is_file():
@@ -455,8 +525,13 @@ def test_nq_open_gold_passages(data_dir):
             qrels.setdefault(q, {})[d] = int(s)
     contexts = {q: [(d, texts[d]) for d in rel] for q, rel in qrels.items()}
     preds = {q: golds[q][0] for q in qrels}  # a gold answer as the prediction
-    means, _ = evaluate_answers(preds, golds, ["em", "f1", "contains", "rouge_l", "answer_in_ctx", "ctx_recall",
-                                               "ctx_precision"], contexts=contexts, qrels=qrels)
+    means, _ = evaluate_answers(
+        preds,
+        golds,
+        ["em", "f1", "contains", "rouge_l", "answer_in_ctx", "ctx_recall", "ctx_precision"],
+        contexts=contexts,
+        qrels=qrels,
+    )
     assert means["answer_in_ctx"] == 1.0
     assert means["ctx_recall"] == means["ctx_precision"] == 1.0
     assert means["em"] == means["f1"] == means["rouge_l"] == 1.0

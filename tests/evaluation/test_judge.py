@@ -18,10 +18,14 @@ GOLD = {"q1": ["Paris"], "q2": ["Paris"], "q3": []}
 
 def scoring_judge():
     # Yes is likelier exactly when the proposed answer equals a gold answer in the prompt
-    return ScriptedLLM(score_rules=[
-        {"match": r"Gold answer\(s\): Paris\nProposed answer: Paris", "continuation": "Yes", "logprob": -0.1},
-        {"match": r"Gold answer", "continuation": "No", "logprob": -0.2},
-        {"match": r"Context:", "continuation": "Yes", "logprob": -0.3}], default_logprob=-5.0)
+    return ScriptedLLM(
+        score_rules=[
+            {"match": r"Gold answer\(s\): Paris\nProposed answer: Paris", "continuation": "Yes", "logprob": -0.1},
+            {"match": r"Gold answer", "continuation": "No", "logprob": -0.2},
+            {"match": r"Context:", "continuation": "Yes", "logprob": -0.3},
+        ],
+        default_logprob=-5.0,
+    )
 
 
 def test_score_mode_verdicts_ci_and_cache(tmp_path):
@@ -37,16 +41,21 @@ def test_score_mode_verdicts_ci_and_cache(tmp_path):
     assert res.confidence["judge_correctness"]["q1"] > 0.5 > res.confidence["judge_correctness"]["q2"]
     assert stats.counts["llm_calls"] == 4  # two labels scored for each of the two judged queries
     again = Stats()
-    evaluate_judged(LLMJudge(scoring_judge(), store=ArtifactStore(tmp_path)), ["correctness"], PRED, QUESTIONS,
-                    GOLD, stats=again)
+    evaluate_judged(
+        LLMJudge(scoring_judge(), store=ArtifactStore(tmp_path)), ["correctness"], PRED, QUESTIONS, GOLD, stats=again
+    )
     assert again.counts["llm_cache_hits"] == 4 and again.counts.get("llm_calls", 0) == 0
 
 
 def test_generate_mode_parses_and_counts_unparseable(tmp_path):
-    llm = ScriptedLLM(rules=[{"match": "Proposed answer: Paris", "output": "Yes."},
-                             {"match": "Proposed answer: Berlin", "output": "I think it is wrong"},
-                             {"match": "Answer: Paris\n\nDoes the answer address", "output": "yes, it does"}],
-                      default="NO")
+    llm = ScriptedLLM(
+        rules=[
+            {"match": "Proposed answer: Paris", "output": "Yes."},
+            {"match": "Proposed answer: Berlin", "output": "I think it is wrong"},
+            {"match": "Answer: Paris\n\nDoes the answer address", "output": "yes, it does"},
+        ],
+        default="NO",
+    )
     judge = LLMJudge(llm, mode="generate", store=ArtifactStore(tmp_path))
     res = evaluate_judged(judge, ["judge_correctness", "answer_relevance"], PRED, QUESTIONS, GOLD)
     assert res.per_query["judge_correctness"] == {"q1": 1.0}

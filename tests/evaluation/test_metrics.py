@@ -135,13 +135,26 @@ def test_numpy_scores_are_accepted():
     assert evaluate(run, QRELS, ALL).metrics == pytest.approx(evaluate(RUN, QRELS, ALL).metrics)
 
 
-@pytest.mark.parametrize("text, name, trec", [
-    ("ndcg@10", "ndcg@10", "ndcg_cut_10"), ("NDCG", "ndcg", "ndcg"), ("nDCG_cut_10", "ndcg@10", "ndcg_cut_10"),
-    ("recall@100", "recall@100", "recall_100"), ("R@10", "recall@10", "recall_10"),
-    ("mrr@10", "mrr@10", "recip_rank"), ("MRR", "mrr", "recip_rank"), ("recip_rank", "mrr", "recip_rank"),
-    ("map", "map", "map"), ("MAP@100", "map@100", "map_cut_100"), ("p@5", "p@5", "P_5"),
-    ("P@5", "p@5", "P_5"), ("precision@5", "p@5", "P_5"), ("P_5", "p@5", "P_5"), ("hit@3", "success@3", "success_3"),
-])
+@pytest.mark.parametrize(
+    "text, name, trec",
+    [
+        ("ndcg@10", "ndcg@10", "ndcg_cut_10"),
+        ("NDCG", "ndcg", "ndcg"),
+        ("nDCG_cut_10", "ndcg@10", "ndcg_cut_10"),
+        ("recall@100", "recall@100", "recall_100"),
+        ("R@10", "recall@10", "recall_10"),
+        ("mrr@10", "mrr@10", "recip_rank"),
+        ("MRR", "mrr", "recip_rank"),
+        ("recip_rank", "mrr", "recip_rank"),
+        ("map", "map", "map"),
+        ("MAP@100", "map@100", "map_cut_100"),
+        ("p@5", "p@5", "P_5"),
+        ("P@5", "p@5", "P_5"),
+        ("precision@5", "p@5", "P_5"),
+        ("P_5", "p@5", "P_5"),
+        ("hit@3", "success@3", "success_3"),
+    ],
+)
 def test_parse_metric(text, name, trec):
     m = parse_metric(text)
     assert (m.name, m.trec_name) == (name, trec)

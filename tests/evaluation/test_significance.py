@@ -56,8 +56,7 @@ def test_matches_scipy_directly():
     rng = np.random.default_rng(3)
     xa, xb = rng.random(25), rng.random(25)
     assert paired_test(scores(xa), scores(xb)).p_value == pytest.approx(stats.ttest_rel(xb, xa).pvalue)
-    assert paired_test(scores(xa), scores(xb), test="wilcoxon").p_value == pytest.approx(
-        stats.wilcoxon(xb, xa).pvalue)
+    assert paired_test(scores(xa), scores(xb), test="wilcoxon").p_value == pytest.approx(stats.wilcoxon(xb, xa).pvalue)
 
 
 def test_eval_results_pair_on_shared_queries():

@@ -25,8 +25,12 @@ def test_run_file_order_and_ranks(tmp_path):
     write_run(RUN, path, tag="bm25")
     rows = [line.split() for line in path.read_text().splitlines()]
     assert [(r[0], r[2], r[3]) for r in rows] == [
-        ("q1", "d2", "1"), ("q1", "d3", "2"), ("q1", "d1", "3"), ("q1", "d10", "4"),  # tie: docid descending
-        ("q2", "f", "1"), ("q2", "e", "2"),
+        ("q1", "d2", "1"),
+        ("q1", "d3", "2"),
+        ("q1", "d1", "3"),
+        ("q1", "d10", "4"),  # tie: docid descending
+        ("q2", "f", "1"),
+        ("q2", "e", "2"),
     ]
     assert all(r[1] == "Q0" and r[5] == "bm25" for r in rows)
 
@@ -42,8 +46,7 @@ def test_file_round_trip_evaluates_the_same(tmp_path):
     qrels = {"q1": {"d1": 1, "d3": 2}, "q2": {"f": 1}}
     write_run(RUN, tmp_path / "r")
     write_qrels(qrels, tmp_path / "q")
-    assert evaluate(read_run(tmp_path / "r"), read_qrels_trec(tmp_path / "q")).metrics == \
-        evaluate(RUN, qrels).metrics
+    assert evaluate(read_run(tmp_path / "r"), read_qrels_trec(tmp_path / "q")).metrics == evaluate(RUN, qrels).metrics
 
 
 @pytest.mark.parametrize("bad", ["q1 Q0 d1 1 0.5", "q1 Q0 d1 one 0.5 tag", "q1 Q0 d1 1 high tag"])

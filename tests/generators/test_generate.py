@@ -13,8 +13,13 @@ from ragopt.llm.scripted import ScriptedLLM
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Queries
 
-TEXTS = ["Paris is the capital of France.", "Berlin is the capital of Germany.", "The Nile is a river in Africa.",
-         "Mount Everest is the highest mountain.", "Shakespeare wrote Hamlet."]
+TEXTS = [
+    "Paris is the capital of France.",
+    "Berlin is the capital of Germany.",
+    "The Nile is a river in Africa.",
+    "Mount Everest is the highest mountain.",
+    "Shakespeare wrote Hamlet.",
+]
 
 
 @pytest.fixture()
@@ -23,9 +28,13 @@ def corpus():
 
 
 def scripted():
-    return ScriptedLLM(rules=[{"match": r"Question: what is the capital of france", "output": "Answer: Paris.\nMore"},
-                              {"match": r"Question: who wrote hamlet", "output": "The answer is Shakespeare"}],
-                       default="unknown")
+    return ScriptedLLM(
+        rules=[
+            {"match": r"Question: what is the capital of france", "output": "Answer: Paris.\nMore"},
+            {"match": r"Question: who wrote hamlet", "output": "The answer is Shakespeare"},
+        ],
+        default="unknown",
+    )
 
 
 def batch_for(corpus, rows, questions):
@@ -33,8 +42,8 @@ def batch_for(corpus, rows, questions):
     idx = np.full((len(rows), width), -1, np.int64)
     sc = np.full((len(rows), width), -np.inf, np.float32)
     for i, r in enumerate(rows):
-        idx[i, :len(r)] = r
-        sc[i, :len(r)] = np.arange(len(r), 0, -1)
+        idx[i, : len(r)] = r
+        sc[i, : len(r)] = np.arange(len(r), 0, -1)
     return Batch(Queries([f"q{i}" for i in range(len(rows))], questions), corpus, idx, sc)
 
 
@@ -50,29 +59,41 @@ def test_answers_contexts_and_counts(corpus, tmp_path):
     assert "[1] Paris is the capital of France.\n[2] Berlin" in prompt[-1]["content"]
     # the same prompts again: all served by the persistent cache, in a fresh stage object
     again = Generator(llm=scripted(), context_k=2, template="qa", chat=True).fit(corpus, ArtifactStore(tmp_path))
-    out2 = again.transform(batch_for(corpus, [[0, 1, 2], [4, 3], []],
-                                     ["what is the capital of france", "who wrote hamlet", "why"]))
+    out2 = again.transform(
+        batch_for(corpus, [[0, 1, 2], [4, 3], []], ["what is the capital of france", "who wrote hamlet", "why"])
+    )
     assert out2.answers == out.answers and out2.stats.counts["llm_cache_hits"] == 3
     assert out2.stats.counts.get("llm_calls", 0) == 0 and again.llm.calls == []
 
 
 def test_order_and_budget(corpus, tmp_path):
-    gen = Generator(llm=scripted(), context_k=3, order="reversed", template="qa", chat=True).fit(corpus, ArtifactStore(tmp_path))
+    gen = Generator(llm=scripted(), context_k=3, order="reversed", template="qa", chat=True).fit(
+        corpus, ArtifactStore(tmp_path)
+    )
     out = gen.transform(batch_for(corpus, [[0, 1, 2]], ["what is the capital of france"]))
     assert out.contexts == [[2, 1, 0]]  # best passage last, next to the question
     content = gen.llm.calls[0][1][-1]["content"]
     assert content.index("Nile") < content.index("Berlin") < content.index("Paris")
     # a budget that fits the template and question but only one passage: the weaker ones are dropped
     bare = Generator(llm=scripted(), context_k=0, template="qa", chat=True).fit(corpus, ArtifactStore(tmp_path))
-    n_bare = bare._client().count_tokens([" ".join(m["content"] for m in bare.prompts(
-        batch_for(corpus, [[0]], ["what is the capital of france"]))[0][0])])[0]
+    n_bare = bare._client().count_tokens(
+        [
+            " ".join(
+                m["content"] for m in bare.prompts(batch_for(corpus, [[0]], ["what is the capital of france"]))[0][0]
+            )
+        ]
+    )[0]
     tight = Generator(llm=scripted(), context_k=3, template="qa", chat=True, max_prompt_tokens=n_bare + 8).fit(
-        corpus, ArtifactStore(tmp_path))
+        corpus, ArtifactStore(tmp_path)
+    )
     out = tight.transform(batch_for(corpus, [[0, 1, 2]], ["what is the capital of france"]))
     assert out.contexts == [[0]] and out.stats.counts["context_dropped"] == 2
-    with pytest.raises(StageError, match=r"max_prompt_tokens=16 is smaller than the template and question of query 'q0'"):
+    with pytest.raises(
+        StageError, match=r"max_prompt_tokens=16 is smaller than the template and question of query 'q0'"
+    ):
         Generator(llm=scripted(), context_k=1, template="qa", max_prompt_tokens=16).fit(corpus).transform(
-            batch_for(corpus, [[0]], ["what is the capital of france"]))
+            batch_for(corpus, [[0]], ["what is the capital of france"])
+        )
 
 
 def test_plain_prompt_ends_where_the_answer_begins(corpus, tmp_path):
@@ -91,13 +112,24 @@ def test_closed_book_needs_no_retriever(corpus, tmp_path):
     assert out.answers == ["Shakespeare"] and out.contexts == [[]]
     with pytest.raises(StageError, match="needs candidates"):
         Generator(llm=scripted(), context_k=3).fit(corpus, ArtifactStore(tmp_path)).transform(
-            Batch(Queries(["q0"], ["who wrote hamlet"])))
+            Batch(Queries(["q0"], ["who wrote hamlet"]))
+        )
 
 
 def test_pipeline_config_round_trip_and_errors(corpus):
-    cfg = {"type": "pipeline", "stages": [{"type": "bm25"},
-                                         {"type": "generate", "llm": {"type": "scripted", "default": "x"},
-                                          "context_k": 3, "order": "edges", "compression": 0.5}]}
+    cfg = {
+        "type": "pipeline",
+        "stages": [
+            {"type": "bm25"},
+            {
+                "type": "generate",
+                "llm": {"type": "scripted", "default": "x"},
+                "context_k": 3,
+                "order": "edges",
+                "compression": 0.5,
+            },
+        ],
+    }
     pipe = from_config(cfg)
     assert from_config(pipe.to_config()) == pipe
     with pytest.raises(ConfigError, match=r"stages\[1\]\.template: unknown template field") as e:

@@ -48,7 +48,7 @@ def test_answers_equal_plain_transformers_greedy(smollm2, nq, session_store):
         ids = tok(prompt, return_tensors="pt")
         with torch.no_grad():
             seq = model.generate(**ids, max_new_tokens=12, do_sample=False, pad_token_id=tok.eos_token_id)
-        text = tok.decode(seq[0, ids["input_ids"].shape[1]:], skip_special_tokens=True)
+        text = tok.decode(seq[0, ids["input_ids"].shape[1] :], skip_special_tokens=True)
         assert answer == text.strip()
 
 
@@ -56,7 +56,8 @@ def test_gold_passage_beats_closed_book_and_is_cached(smollm2, nq, session_store
     ds, queries = nq
     gold = Generator(llm=smollm2, context_k=1, max_new_tokens=16).fit(ds.corpus, session_store)
     closed = Generator(llm=smollm2, context_k=0, template="closed_book_fewshot", max_new_tokens=16).fit(
-        ds.corpus, session_store)
+        ds.corpus, session_store
+    )
     a = gold.transform(gold_batch(ds, queries))
     b = closed.transform(gold_batch(ds, queries))
     m_gold = evaluate_answers(dict(zip(queries.ids, a.answers)), ds.answers, ["em", "contains"]).metrics
@@ -76,9 +77,22 @@ def test_cli_eval_rag_pipeline(smollm2, data_dir, session_store, capfd):
 
     if not (data_dir / "nq-open-oracle-dev" / "answers.jsonl").is_file():
         pytest.skip("nq-open-oracle-dev not in the shared data")
-    code = main(["eval", "--dataset", str(data_dir / "nq-open-oracle-dev"), "--pipeline", "rag_bm25",
-                 "--metrics", "em,f1,contains,ctx_recall,ndcg@10", "--limit", "8", "--json",
-                 "--index-dir", str(session_store.root)])
+    code = main(
+        [
+            "eval",
+            "--dataset",
+            str(data_dir / "nq-open-oracle-dev"),
+            "--pipeline",
+            "rag_bm25",
+            "--metrics",
+            "em,f1,contains,ctx_recall,ndcg@10",
+            "--limit",
+            "8",
+            "--json",
+            "--index-dir",
+            str(session_store.root),
+        ]
+    )
     out = json.loads(capfd.readouterr().out)
     assert code == 0 and out["n_queries"] == 8
     assert set(out["metrics"]) == {"em", "f1", "contains", "ctx_recall", "ndcg@10"}

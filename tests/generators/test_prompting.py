@@ -5,8 +5,15 @@ from __future__ import annotations
 import pytest
 
 from ragopt.errors import ConfigError
-from ragopt.generators.prompting import (TEMPLATES, compress_passage, extract_answer, order_passages, pack_context,
-                                         render, resolve_template)
+from ragopt.generators.prompting import (
+    TEMPLATES,
+    compress_passage,
+    extract_answer,
+    order_passages,
+    pack_context,
+    render,
+    resolve_template,
+)
 
 
 def words(texts):
@@ -44,25 +51,38 @@ def test_templates_are_validated_up_front():
 
 def test_pack_respects_k_budget_and_truncation():
     passages = [f"passage {i} " + "word " * 20 for i in range(6)]
-    pos, texts = pack_context(passages, "q", context_k=4, order="score", budget=10_000, passage_max_tokens=5,
-                              compression=1.0, count=words)
+    pos, texts = pack_context(
+        passages, "q", context_k=4, order="score", budget=10_000, passage_max_tokens=5, compression=1.0, count=words
+    )
     assert pos == [0, 1, 2, 3]
     assert all(len(t.split()) == 5 for t in texts)
     # a budget for two "[j] text" lines of 6 words each: the weakest are dropped first
-    pos, texts = pack_context(passages, "q", context_k=4, order="reversed", budget=13, passage_max_tokens=5,
-                              compression=1.0, count=words)
+    pos, texts = pack_context(
+        passages, "q", context_k=4, order="reversed", budget=13, passage_max_tokens=5, compression=1.0, count=words
+    )
     assert pos == [1, 0] and texts[1].startswith("passage 0")
-    pos, _ = pack_context(passages, "q", context_k=4, order="score", budget=0, passage_max_tokens=5,
-                          compression=1.0, count=words)
+    pos, _ = pack_context(
+        passages, "q", context_k=4, order="score", budget=0, passage_max_tokens=5, compression=1.0, count=words
+    )
     assert pos == []
-    pos, _ = pack_context(passages[:2], "q", context_k=5, order="score", budget=10_000, passage_max_tokens=50,
-                          compression=1.0, count=words)
+    pos, _ = pack_context(
+        passages[:2],
+        "q",
+        context_k=5,
+        order="score",
+        budget=10_000,
+        passage_max_tokens=50,
+        compression=1.0,
+        count=words,
+    )
     assert pos == [0, 1]  # fewer candidates than k: all of them
 
 
 def test_compression_keeps_the_sentences_nearest_the_question_in_order():
-    text = ("The weather was fine. Paris is the capital of France. It has many museums. "
-            "The capital has a population of two million.")
+    text = (
+        "The weather was fine. Paris is the capital of France. It has many museums. "
+        "The capital has a population of two million."
+    )
     out = compress_passage(text, "what is the capital of france", 0.5)
     assert out == "Paris is the capital of France. The capital has a population of two million."
     assert compress_passage(text, "capital of france", 1.0) == text
@@ -79,11 +99,19 @@ def test_render_chat_with_shots():
     assert len(closed) == 2 and "Passages" not in closed[-1]["content"]
 
 
-@pytest.mark.parametrize("raw, short", [
-    ("Paris", "Paris"), ("  Paris.\nIt is the capital.", "Paris"), ("Answer: 1889", "1889"),
-    ("The answer is Mount Kilimanjaro.", "Mount Kilimanjaro"), ('"William Shakespeare"', "William Shakespeare"),
-    ("Short answer: the U.S.", "the U.S."), ("", ""), ("\n\n  George Washington  \n", "George Washington"),
-])
+@pytest.mark.parametrize(
+    "raw, short",
+    [
+        ("Paris", "Paris"),
+        ("  Paris.\nIt is the capital.", "Paris"),
+        ("Answer: 1889", "1889"),
+        ("The answer is Mount Kilimanjaro.", "Mount Kilimanjaro"),
+        ('"William Shakespeare"', "William Shakespeare"),
+        ("Short answer: the U.S.", "the U.S."),
+        ("", ""),
+        ("\n\n  George Washington  \n", "George Washington"),
+    ],
+)
 def test_extract_short_answer(raw, short):
     assert extract_answer(raw, "short") == short
 

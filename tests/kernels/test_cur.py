@@ -5,8 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ragopt.kernels.cur import (adaptive_select, approximate, cur_operator, cur_search, select_anchor_items,
-                                split_rounds)
+from ragopt.kernels.cur import adaptive_select, approximate, cur_operator, cur_search, select_anchor_items, split_rounds
 
 
 def low_rank(n_anchor: int, n_test: int, n_items: int, rank: int, noise: float = 0.0, seed: int = 0):
@@ -52,8 +51,19 @@ def test_fidelity_exact_top10_with_far_fewer_calls_than_exhaustive(method, selec
     # where exhaustive scoring needs 2000
     R, S = low_rank(50, 30, 2000, rank=8, seed=1)
     fn = Counter(S)
-    res = cur_search(R, fn, 30, budget=100, n_anchor_items=32, top_k=10, method=method, rounds=4,
-                     selection=selection, rcond=1e-4, seed=3)
+    res = cur_search(
+        R,
+        fn,
+        30,
+        budget=100,
+        n_anchor_items=32,
+        top_k=10,
+        method=method,
+        rounds=4,
+        selection=selection,
+        rcond=1e-4,
+        seed=3,
+    )
     assert (recall(res.doc_idx, S, 10) == 1.0).all()
     assert (res.calls == 100).all() and len(fn.pairs) == 30 * 100 < 30 * 2000
     assert len(set(fn.pairs)) == len(fn.pairs)  # no pair scored twice
@@ -66,8 +76,7 @@ def test_adacur_beats_anncur_on_noisy_low_rank_at_equal_budget():
     R, S = low_rank(100, 60, 2000, rank=16, noise=0.5, seed=0)
     out = {}
     for method in ("anncur", "adacur"):
-        res = cur_search(R, Counter(S), 60, budget=100, n_anchor_items=50, top_k=50, method=method, rounds=5,
-                         seed=1)
+        res = cur_search(R, Counter(S), 60, budget=100, n_anchor_items=50, top_k=50, method=method, rounds=5, seed=1)
         assert (res.calls == 100).all()
         out[method] = recall(res.doc_idx, S, 50).mean()
     assert out["adacur"] > out["anncur"] + 0.03, out
@@ -83,8 +92,19 @@ def test_restricted_items_and_exhaustive_rows():
     allowed[3] = True
     init = np.tile(np.arange(500), (4, 1))
     fn = Counter(S)
-    res = cur_search(R, fn, 4, budget=60, n_anchor_items=20, top_k=50, method="adacur", rounds=2,
-                     allowed=allowed, init_items=init, rcond=1e-4)
+    res = cur_search(
+        R,
+        fn,
+        4,
+        budget=60,
+        n_anchor_items=20,
+        top_k=50,
+        method="adacur",
+        rounds=2,
+        allowed=allowed,
+        init_items=init,
+        rcond=1e-4,
+    )
     assert res.calls.tolist() == [60, 40, 0, 60]
     assert set(res.doc_idx[0].tolist()) <= set(range(300))
     assert sorted(res.doc_idx[1][:40].tolist()) == list(range(100, 140)) and (res.doc_idx[1][40:] == -1).all()

@@ -26,8 +26,8 @@ def _dense_topk(dense_scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     for r in range(n):
         cols = np.flatnonzero(dense_scores[r] > 0)
         order = cols[np.lexsort((cols, -dense_scores[r, cols]))][:k]
-        idx[r, :len(order)] = order
-        sc[r, :len(order)] = dense_scores[r, order]
+        idx[r, : len(order)] = order
+        sc[r, : len(order)] = dense_scores[r, order]
     return idx, sc
 
 
@@ -125,7 +125,11 @@ def test_save_load_round_trip_is_identical(tmp_path):
         np.testing.assert_array_equal(loaded.doc_ids, index.doc_ids)
         np.testing.assert_array_equal(loaded.weights, index.weights)
     assert sorted(p.name for p in (tmp_path / "inv").iterdir()) == [
-        "n_docs.npy", "postings_doc_ids.npy", "postings_indptr.npy", "postings_weights.npy"]
+        "n_docs.npy",
+        "postings_doc_ids.npy",
+        "postings_indptr.npy",
+        "postings_weights.npy",
+    ]
 
 
 def test_load_rejects_inconsistent_arrays(tmp_path):

@@ -9,11 +9,15 @@ from ragopt.llm.scripted import ScriptedLLM
 from ragopt.store import ArtifactStore
 
 SCRIPT = dict(
-    rules=[{"match": r"capital of (\w+)", "output": r"The capital of \1 is X."},
-           {"match": "long", "output": "one two three four five six seven eight"}],
+    rules=[
+        {"match": r"capital of (\w+)", "output": r"The capital of \1 is X."},
+        {"match": "long", "output": "one two three four five six seven eight"},
+    ],
     default="I do not know.",
-    score_rules=[{"match": "Which passage", "continuation": "A", "logprob": -0.25},
-                 {"match": "Which passage", "continuation": "B", "logprob": -1.5}],
+    score_rules=[
+        {"match": "Which passage", "continuation": "A", "logprob": -0.25},
+        {"match": "Which passage", "continuation": "B", "logprob": -1.5},
+    ],
 )
 
 

@@ -18,8 +18,14 @@ CONFIGS = [
     {"type": "scripted", "name": "double", "rules": [{"match": "x", "output": "y"}], "default": "z"},
     {"type": "transformers", "model": "smollm2-135m-instruct", "dtype": "float32", "batch_size": 2},
     {"type": "transformers", "model": "HuggingFaceTB/SmolLM2-135M-Instruct", "revision": "abc123"},
-    {"type": "openai", "model": "gpt-4o-mini", "base_url": "http://localhost:8000/v1", "api_key_env": "MY_KEY",
-     "concurrency": 3, "extra_body": {"top_k": 5}},
+    {
+        "type": "openai",
+        "model": "gpt-4o-mini",
+        "base_url": "http://localhost:8000/v1",
+        "api_key_env": "MY_KEY",
+        "concurrency": 3,
+        "extra_body": {"top_k": 5},
+    },
     {"type": "llama_cpp", "model": "smollm2-135m-instruct", "n_ctx": 2048},
 ]
 
@@ -82,8 +88,10 @@ def test_prompt_checks(scripted):
 
 
 def test_scripted_double(scripted):
-    out = scripted.generate(["What is the capital of France?", [{"role": "user", "content": "hello"}], "long"],
-                            GenerationParams(max_new_tokens=4))
+    out = scripted.generate(
+        ["What is the capital of France?", [{"role": "user", "content": "hello"}], "long"],
+        GenerationParams(max_new_tokens=4),
+    )
     assert [c.text for c in out] == ["The capital of France", "I do not know.", "one two three four"]
     assert [c.finish_reason for c in out] == ["length", "stop", "length"]
     assert out[0].prompt_tokens == 6 and out[0].completion_tokens == 4
@@ -194,8 +202,10 @@ def test_llama_cpp_missing_is_a_clear_error():
 
 
 def test_import_stays_light():
-    code = ("import sys, ragopt, ragopt.llm, ragopt.llm.transformers_backend, ragopt.llm.openai_backend, "
-            "ragopt.llm.llama_cpp_backend, ragopt.testing.openai_server\n"
-            "print([m for m in ('torch', 'transformers', 'openai', 'gguf', 'llama_cpp') if m in sys.modules])")
+    code = (
+        "import sys, ragopt, ragopt.llm, ragopt.llm.transformers_backend, ragopt.llm.openai_backend, "
+        "ragopt.llm.llama_cpp_backend, ragopt.testing.openai_server\n"
+        "print([m for m in ('torch', 'transformers', 'openai', 'gguf', 'llama_cpp') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -67,9 +67,15 @@ def fake_split_model(tmp_path, monkeypatch):
         (pkg / "data" / f"part{i:02d}.bin").write_bytes(data)
     monkeypatch.syspath_prepend(str(site))
     blob = b"".join(chunks)
-    fake = PackagedLLM("fake-llm", "org/fake", tuple(f"fake-llm-part{i}==1.0" for i in range(1, 4)),
-                       tuple(f"fake_llm_part{i}" for i in range(1, 4)), "fake.gguf",
-                       hashlib.sha256(blob).hexdigest(), len(blob))
+    fake = PackagedLLM(
+        "fake-llm",
+        "org/fake",
+        tuple(f"fake-llm-part{i}==1.0" for i in range(1, 4)),
+        tuple(f"fake_llm_part{i}" for i in range(1, 4)),
+        "fake.gguf",
+        hashlib.sha256(blob).hexdigest(),
+        len(blob),
+    )
     monkeypatch.setitem(models.PACKAGED, "fake-llm", fake)
     monkeypatch.setitem(models.ALIASES, "fake-llm", "fake-llm")
     return fake, blob, site

@@ -26,14 +26,16 @@ def server(scripted):
 def backend(server, monkeypatch):
     monkeypatch.setenv(ENV, KEY)
     monkeypatch.setattr("ragopt.llm.openai_backend.time.sleep", lambda s: None)  # no real backoff waits
-    return OpenAIBackend(model="test-model", base_url=server.base_url, api_key_env=ENV, timeout_s=0.5,
-                         backoff_s=0.01, max_retries=2)
+    return OpenAIBackend(
+        model="test-model", base_url=server.base_url, api_key_env=ENV, timeout_s=0.5, backoff_s=0.01, max_retries=2
+    )
 
 
 def test_chat_and_completions(server, backend):
-    out = backend.generate(["capital of France?", [{"role": "system", "content": "be brief"},
-                                                   {"role": "user", "content": "hello"}]],
-                           GenerationParams(max_new_tokens=3))
+    out = backend.generate(
+        ["capital of France?", [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]],
+        GenerationParams(max_new_tokens=3),
+    )
     assert [c.text for c in out] == ["The capital of", "I do not"]
     assert out[0].finish_reason == "length" and out[0].prompt_tokens == 4 and out[0].completion_tokens == 3
     assert all(r["path"] == "/v1/chat/completions" and r["authorized"] for r in server.requests)
@@ -71,13 +73,21 @@ def test_retries_then_succeeds(server, backend, fault):
     assert [r["fault"] for r in server.requests] == [fault, None]
 
 
-@pytest.mark.parametrize("fault, what", [("429", "HTTP 429 \\(rate limited\\)"), ("500", "HTTP 500"),
-                                         ("timeout", "timed out after 0.5 s"),
-                                         ("close", "connection failed or closed"), ("malformed", "malformed response")])
+@pytest.mark.parametrize(
+    "fault, what",
+    [
+        ("429", "HTTP 429 \\(rate limited\\)"),
+        ("500", "HTTP 500"),
+        ("timeout", "timed out after 0.5 s"),
+        ("close", "connection failed or closed"),
+        ("malformed", "malformed response"),
+    ],
+)
 def test_retries_are_bounded(server, backend, fault, what):
     server.inject(*[fault] * 5)
-    with pytest.raises(LLMError, match=f"model 'test-model' at {server.base_url} \\(chat endpoint\\): {what}.*"
-                                       "after 3 attempts"):
+    with pytest.raises(
+        LLMError, match=f"model 'test-model' at {server.base_url} \\(chat endpoint\\): {what}.*after 3 attempts"
+    ):
         backend.generate(["capital of Spain"])
     assert len(server.requests) == 3  # 1 + max_retries
 

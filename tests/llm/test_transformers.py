@@ -17,8 +17,10 @@ pytestmark = pytest.mark.slow
 
 CHATS = [
     [{"role": "user", "content": "What is the capital of France?"}],
-    [{"role": "system", "content": "Answer with one word."},
-     {"role": "user", "content": "Which planet is known as the red planet? Think about the solar system."}],
+    [
+        {"role": "system", "content": "Answer with one word."},
+        {"role": "user", "content": "Which planet is known as the red planet? Think about the solar system."},
+    ],
     "The three primary colours are",
 ]
 
@@ -36,8 +38,10 @@ def test_converted_weights_are_an_artifact_reused_on_the_next_load(smollm2, sess
     assert info["artifact_created"] is False and info["artifact"] == first["artifact"]
     assert again.fingerprint() == smollm2.fingerprint()
     with capsys.disabled():
-        print(f"\nSmolLM2 load: cold (convert GGUF) {smollm2.first_load_s:.1f} s, "
-              f"from converted artifact {reload_s:.2f} s")
+        print(
+            f"\nSmolLM2 load: cold (convert GGUF) {smollm2.first_load_s:.1f} s, "
+            f"from converted artifact {reload_s:.2f} s"
+        )
 
 
 def test_fingerprint_names_the_weights(smollm2):
@@ -114,8 +118,9 @@ def test_openai_backend_over_a_real_model_through_http(smollm2, monkeypatch):
     params = GenerationParams(max_new_tokens=6)
     with OpenAITestServer(smollm2) as srv:
         http = OpenAIBackend(model="smollm2", base_url=srv.base_url, api_key_env="", concurrency=2)
-        assert [c.text for c in http.generate(CHATS[:2], params)] == \
-               [c.text for c in smollm2.generate(CHATS[:2], params)]
+        assert [c.text for c in http.generate(CHATS[:2], params)] == [
+            c.text for c in smollm2.generate(CHATS[:2], params)
+        ]
         top = dict(smollm2.next_token_logprobs(CHATS[0], 20))
         label = next(iter(top))
         assert http.score([CHATS[0]], [label])[0].logprob == pytest.approx(top[label], abs=1e-5)

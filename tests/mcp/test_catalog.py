@@ -9,10 +9,18 @@ import pytest
 from ragopt.errors import ConfigError, DataError
 from ragopt.mcp.catalog import Catalog, TextTemplate, ToolSpec, schema_problem
 
-WEATHER = {"name": "get_weather", "description": "Weather forecast for a city.",
-           "input_schema": {"type": "object", "properties": {
-               "city": {"type": "string", "description": "City name"},
-               "unit": {"type": "string", "enum": ["c", "f"]}}, "required": ["city"]}}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather forecast for a city.",
+    "input_schema": {
+        "type": "object",
+        "properties": {
+            "city": {"type": "string", "description": "City name"},
+            "unit": {"type": "string", "enum": ["c", "f"]},
+        },
+        "required": ["city"],
+    },
+}
 
 
 def _write(path, records):
@@ -47,11 +55,20 @@ def test_template_from_dict_rejects_unknown_keys_and_bad_values():
 
 
 def test_from_jsonl_ids_aliases_meta_and_corpus(tmp_path):
-    f = _write(tmp_path / "mytools.jsonl", [
-        WEATHER,
-        {"_id": 7, "name": "Add", "description": "Add numbers", "inputSchema": {"type": "object"}, "category": "Math"},
-        {"name": "noop"},
-    ])
+    f = _write(
+        tmp_path / "mytools.jsonl",
+        [
+            WEATHER,
+            {
+                "_id": 7,
+                "name": "Add",
+                "description": "Add numbers",
+                "inputSchema": {"type": "object"},
+                "category": "Math",
+            },
+            {"name": "noop"},
+        ],
+    )
     cat = Catalog.from_jsonl(f)
     assert cat.name == "mytools" and len(cat) == 3
     assert cat.ids == ["get_weather", "7", "noop"]

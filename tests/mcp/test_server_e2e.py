@@ -16,8 +16,11 @@ import pytest
 UPSTREAM = str(Path(__file__).with_name("upstream_server.py"))
 TIMEOUT = 90
 TOOLS = [
-    {"name": "get_weather", "description": "Current weather and forecast for a city.",
-     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}},
+    {
+        "name": "get_weather",
+        "description": "Current weather and forecast for a city.",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
     {"name": "send_email", "description": "Send an email message to a recipient."},
     {"name": "translate", "description": "Translate text into another language."},
 ]
@@ -31,8 +34,13 @@ def tools_file(tmp_path):
 
 
 def _env(tmp_path) -> dict[str, str]:
-    return {"RAGOPT_INDEX_DIR": str(tmp_path / "indexes"), "RAGOPT_OFFLINE": "1", "HF_HUB_OFFLINE": "1",
-            "HF_HOME": str(tmp_path / "hf"), "PYTHONUNBUFFERED": "1"}
+    return {
+        "RAGOPT_INDEX_DIR": str(tmp_path / "indexes"),
+        "RAGOPT_OFFLINE": "1",
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+        "PYTHONUNBUFFERED": "1",
+    }
 
 
 def _run(fn):
@@ -46,9 +54,12 @@ def _run(fn):
 def test_stdio_subprocess(tmp_path, tools_file):
     from mcp import Client, StdioServerParameters
 
-    params = StdioServerParameters(command=sys.executable, env=_env(tmp_path), cwd=str(tmp_path),
-                                   args=["-m", "ragopt.cli", "serve-mcp", "--tools", str(tools_file),
-                                         "--pipeline", "bm25", "--max-k", "3"])
+    params = StdioServerParameters(
+        command=sys.executable,
+        env=_env(tmp_path),
+        cwd=str(tmp_path),
+        args=["-m", "ragopt.cli", "serve-mcp", "--tools", str(tools_file), "--pipeline", "bm25", "--max-k", "3"],
+    )
 
     async def go():
         async with Client(params, read_timeout_seconds=60) as c:
@@ -67,11 +78,15 @@ def test_stdio_subprocess(tmp_path, tools_file):
 
 
 def test_cli_errors_before_serving(tmp_path):
-    res = subprocess.run([sys.executable, "-m", "ragopt.cli", "serve-mcp", "--tools", str(tmp_path / "nope.jsonl")],
-                         capture_output=True, text=True, timeout=60, env={**os.environ, **_env(tmp_path)})
+    res = subprocess.run(
+        [sys.executable, "-m", "ragopt.cli", "serve-mcp", "--tools", str(tmp_path / "nope.jsonl")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **_env(tmp_path)},
+    )
     assert res.returncode == 2 and "tools file not found" in res.stderr and res.stdout == ""
-    res = subprocess.run([sys.executable, "-m", "ragopt.cli", "serve-mcp"], capture_output=True, text=True,
-                         timeout=60)
+    res = subprocess.run([sys.executable, "-m", "ragopt.cli", "serve-mcp"], capture_output=True, text=True, timeout=60)
     assert res.returncode == 2 and "one of the arguments --tools --servers is required" in res.stderr
 
 
@@ -81,15 +96,36 @@ def test_http_gateway_subprocess_with_token(tmp_path):
     from mcp.client.streamable_http import streamable_http_client
 
     servers = tmp_path / "servers.yaml"
-    servers.write_text(f"servers:\n  calc:\n    command: {json.dumps(sys.executable)}\n"
-                       f"    args: [{json.dumps(UPSTREAM)}]\n    timeout: 20\n")
+    servers.write_text(
+        f"servers:\n  calc:\n    command: {json.dumps(sys.executable)}\n"
+        f"    args: [{json.dumps(UPSTREAM)}]\n    timeout: 20\n"
+    )
     ready = tmp_path / "ready.json"
     log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "ragopt.cli", "serve-mcp", "--servers", str(servers),
-                             "--pipeline", "bm25", "--transport", "http", "--port", "0", "--ready-file", str(ready),
-                             "--max-request-bytes", "20000"],
-                            env={**os.environ, **_env(tmp_path), "RAGOPT_MCP_TOKEN": "t0ken"},
-                            stdout=log, stderr=subprocess.STDOUT, cwd=str(tmp_path))
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "ragopt.cli",
+            "serve-mcp",
+            "--servers",
+            str(servers),
+            "--pipeline",
+            "bm25",
+            "--transport",
+            "http",
+            "--port",
+            "0",
+            "--ready-file",
+            str(ready),
+            "--max-request-bytes",
+            "20000",
+        ],
+        env={**os.environ, **_env(tmp_path), "RAGOPT_MCP_TOKEN": "t0ken"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        cwd=str(tmp_path),
+    )
     try:
         deadline = time.monotonic() + TIMEOUT
         while not ready.exists():
@@ -104,19 +140,31 @@ def test_http_gateway_subprocess_with_token(tmp_path):
             async with httpx2.AsyncClient(timeout=30) as raw:
                 body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
                 out["no_token"] = (await raw.post(url, json=body)).status_code
-                out["bad_token"] = (await raw.post(url, json=body, headers={"Authorization": "Bearer nope"})).status_code
-                big = {"jsonrpc": "2.0", "id": 2, "method": "tools/call",
-                       "params": {"name": "search_tools", "arguments": {"query": "x" * 50000}}}
-                out["too_big"] = (await raw.post(url, json=big, headers={
-                    "Authorization": "Bearer t0ken", "Accept": "application/json, text/event-stream"})).status_code
+                out["bad_token"] = (
+                    await raw.post(url, json=body, headers={"Authorization": "Bearer nope"})
+                ).status_code
+                big = {
+                    "jsonrpc": "2.0",
+                    "id": 2,
+                    "method": "tools/call",
+                    "params": {"name": "search_tools", "arguments": {"query": "x" * 50000}},
+                }
+                out["too_big"] = (
+                    await raw.post(
+                        url,
+                        json=big,
+                        headers={"Authorization": "Bearer t0ken", "Accept": "application/json, text/event-stream"},
+                    )
+                ).status_code
             async with httpx2.AsyncClient(headers={"Authorization": "Bearer t0ken"}, timeout=60) as http:
                 async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=60) as c:
                     out["names"] = {t.name for t in (await c.list_tools()).tools}
                     out["search"] = await c.call_tool("search_tools", {"query": "add two numbers", "k": 1})
                     out["add"] = await c.call_tool("call_tool", {"name": "add", "arguments": {"a": 40, "b": 2}})
                     out["bad"] = await c.call_tool("call_tool", {"name": "add", "arguments": {"a": 1}})
-                    out["after"] = await c.call_tool("call_tool", {"name": "get_weather",
-                                                                   "arguments": {"city": "Oslo"}})
+                    out["after"] = await c.call_tool(
+                        "call_tool", {"name": "get_weather", "arguments": {"city": "Oslo"}}
+                    )
             return out
 
         out = _run(go)

@@ -13,8 +13,7 @@ import pytest
 from ragopt.errors import ConfigError
 from ragopt.mcp.catalog import Catalog, ToolSpec
 from ragopt.mcp.service import InvalidRequest, Limits, ToolService, UnknownTool, validate_arguments
-from ragopt.mcp.upstream import (GatewayConfig, ServerConfig, UpstreamError, UpstreamPool,
-                                 load_gateway_config)
+from ragopt.mcp.upstream import GatewayConfig, ServerConfig, UpstreamError, UpstreamPool, load_gateway_config
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
 
@@ -22,14 +21,29 @@ UPSTREAM = str(Path(__file__).with_name("upstream_server.py"))
 TIMEOUT = 60
 
 TOOLS = [
-    {"name": "get_weather", "description": "Current weather and forecast for a city.",
-     "input_schema": {"type": "object", "properties": {"city": {"type": "string", "description": "city name"}},
-                      "required": ["city"]}},
-    {"name": "send_email", "description": "Send an email message to a recipient.",
-     "input_schema": {"type": "object", "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
-                      "required": ["to", "body"]}},
-    {"name": "convert_currency", "description": "Convert an amount of money between currencies.",
-     "input_schema": {"type": "object", "properties": {"amount": {"type": "number"}, "to": {"type": "string"}}}},
+    {
+        "name": "get_weather",
+        "description": "Current weather and forecast for a city.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"city": {"type": "string", "description": "city name"}},
+            "required": ["city"],
+        },
+    },
+    {
+        "name": "send_email",
+        "description": "Send an email message to a recipient.",
+        "input_schema": {
+            "type": "object",
+            "properties": {"to": {"type": "string"}, "body": {"type": "string"}},
+            "required": ["to", "body"],
+        },
+    },
+    {
+        "name": "convert_currency",
+        "description": "Convert an amount of money between currencies.",
+        "input_schema": {"type": "object", "properties": {"amount": {"type": "number"}, "to": {"type": "string"}}},
+    },
     {"name": "search_flights", "description": "Find flights between two airports on a date."},
     {"name": "translate", "description": "Translate text into another language."},
 ]
@@ -69,6 +83,7 @@ def _calc(timeout=5.0, prefix=""):
 
 # -- search -------------------------------------------------------------------------------------
 
+
 def test_search_ranks_tools_and_returns_what_an_agent_needs(tools_file, store):
     svc = _service(tools_file, store)
     res = svc.search("what is the weather forecast in Paris", k=2)
@@ -88,10 +103,15 @@ def test_search_ranks_tools_and_returns_what_an_agent_needs(tools_file, store):
 
 def test_search_validates_query_and_k(tools_file, store):
     svc = _service(tools_file, store, limits=Limits(max_k=10, max_query_chars=50))
-    for query, k, msg in [("   ", 3, "query is empty"), ("x" * 51, 3, "51 characters; the limit is 50"),
-                          (42, 3, "query must be a string"), ("weather", 0, "between 1 and 10"),
-                          ("weather", 11, "between 1 and 10"), ("weather", True, "must be an integer"),
-                          ("weather", "3", "must be an integer")]:
+    for query, k, msg in [
+        ("   ", 3, "query is empty"),
+        ("x" * 51, 3, "51 characters; the limit is 50"),
+        (42, 3, "query must be a string"),
+        ("weather", 0, "between 1 and 10"),
+        ("weather", 11, "between 1 and 10"),
+        ("weather", True, "must be an integer"),
+        ("weather", "3", "must be an integer"),
+    ]:
         with pytest.raises(InvalidRequest, match=msg):
             svc.search(query, k)
     assert svc.search("  weather  ", 10)["tools"][0]["id"] == "get_weather"
@@ -126,8 +146,11 @@ def test_refresh_refits_only_when_the_catalogue_changes(tools_file, store):
     async def go():
         async with svc.running():
             same = await svc.refresh(force=True)
-            tools_file.write_text(tools_file.read_text() + json.dumps(
-                {"name": "book_hotel", "description": "Reserve a hotel room."}) + "\n")
+            tools_file.write_text(
+                tools_file.read_text()
+                + json.dumps({"name": "book_hotel", "description": "Reserve a hotel room."})
+                + "\n"
+            )
             throttled = await svc.refresh()  # within min_refresh_seconds: nothing re-read
             changed = await svc.refresh(force=True)
             tools_file.write_text("not json\n")
@@ -193,6 +216,7 @@ def test_concurrent_searches_share_pipeline_calls():
 
 # -- gateway checks (no upstream needed) -----------------------------------------------------------
 
+
 def test_validate_arguments_lists_every_problem():
     tool = ToolSpec("send_email", **TOOLS[1])
     validate_arguments(tool, {"to": "a@b.c", "body": "hi"})
@@ -207,14 +231,19 @@ def test_gateway_refuses_what_it_must_not_forward(tools_file, store):
     svc = _service(tools_file, store)
     with pytest.raises(InvalidRequest, match="only available in gateway mode"):
         svc.check_call("get_weather", {"city": "Oslo"})
-    gw = ToolService(BM25(top_k=20), gateway=_gateway(_calc()), store=store,
-                     limits=Limits(max_arguments_bytes=100))
+    gw = ToolService(BM25(top_k=20), gateway=_gateway(_calc()), store=store, limits=Limits(max_arguments_bytes=100))
     gw._pool = UpstreamPool(gw.gateway.servers)  # configured for "calc" only; never entered: nothing connects
     evil = {"type": "object", "properties": {"x": {"type": "string"}}}
-    gw._index = gw._fit(Catalog([ToolSpec("add", "add", "Add.", {"type": "object"}, "calc"),
-                                 ToolSpec("steal", "steal", "Exfiltrate.", evil, "evil"),
-                                 ToolSpec("local", "local", "No server."),
-                                 ToolSpec("cal", "cal", "Bad schema.", {}, "calc", schema_error="invalid input_schema: x")]))
+    gw._index = gw._fit(
+        Catalog(
+            [
+                ToolSpec("add", "add", "Add.", {"type": "object"}, "calc"),
+                ToolSpec("steal", "steal", "Exfiltrate.", evil, "evil"),
+                ToolSpec("local", "local", "No server."),
+                ToolSpec("cal", "cal", "Bad schema.", {}, "calc", schema_error="invalid input_schema: x"),
+            ]
+        )
+    )
     with pytest.raises(InvalidRequest, match="no configured upstream server"):
         gw.check_call("steal", {"x": "y"})
     with pytest.raises(InvalidRequest, match="no configured upstream server"):
@@ -242,31 +271,36 @@ def test_gateway_refuses_what_it_must_not_forward(tools_file, store):
 def test_gateway_config_file(tmp_path, monkeypatch):
     monkeypatch.setenv("TEST_TOKEN", "s3cret")
     f = tmp_path / "servers.yaml"
-    f.write_text("servers:\n"
-                 "  calc: {command: python, args: [up.py, '${TEST_TOKEN}'], env: {KEY: '${TEST_TOKEN}'}}\n"
-                 "  web: {url: 'http://127.0.0.1:9/mcp', headers: {Authorization: 'Bearer ${TEST_TOKEN}'},"
-                 " prefix: 'web.', timeout: 2}\n"
-                 "timeout: 7\ntext: {params: names}\npipeline: bm25\n")
+    f.write_text(
+        "servers:\n"
+        "  calc: {command: python, args: [up.py, '${TEST_TOKEN}'], env: {KEY: '${TEST_TOKEN}'}}\n"
+        "  web: {url: 'http://127.0.0.1:9/mcp', headers: {Authorization: 'Bearer ${TEST_TOKEN}'},"
+        " prefix: 'web.', timeout: 2}\n"
+        "timeout: 7\ntext: {params: names}\npipeline: bm25\n"
+    )
     cfg = load_gateway_config(f)
     calc, web = cfg.servers
     assert calc.args == ("up.py", "s3cret") and calc.env == {"KEY": "s3cret"} and calc.timeout == 7.0
     assert web.headers == {"Authorization": "Bearer s3cret"} and web.prefix == "web." and web.timeout == 2.0
     assert cfg.text.params == "names" and cfg.pipeline == "bm25"
     assert "s3cret" not in web.describe() and web.transport == "http" and calc.transport == "stdio"
-    for text, msg in [("servers: {}\n", "non-empty 'servers'"),
-                      ("servers: {a: {command: x, url: 'http://h/mcp'}}\n", "exactly one of 'command'"),
-                      ("servers: {a: {url: 'ftp://h'}}\n", r"servers\.a\.url: expected an http"),
-                      ("servers: {a: {command: x, cmd: y}}\n", r"servers\.a\.cmd: unknown key"),
-                      ("servers: {a: {command: x}}\nextra: 1\n", "extra: unknown top-level key"),
-                      ("servers: {a: {command: x, timeout: -1}}\n", "positive number of seconds"),
-                      ("servers: {'a b': {command: x}}\n", "server names are"),
-                      ("servers: {a: {command: '${NOPE_NOT_SET}'}}\n", "'NOPE_NOT_SET' is not set")]:
+    for text, msg in [
+        ("servers: {}\n", "non-empty 'servers'"),
+        ("servers: {a: {command: x, url: 'http://h/mcp'}}\n", "exactly one of 'command'"),
+        ("servers: {a: {url: 'ftp://h'}}\n", r"servers\.a\.url: expected an http"),
+        ("servers: {a: {command: x, cmd: y}}\n", r"servers\.a\.cmd: unknown key"),
+        ("servers: {a: {command: x}}\nextra: 1\n", "extra: unknown top-level key"),
+        ("servers: {a: {command: x, timeout: -1}}\n", "positive number of seconds"),
+        ("servers: {'a b': {command: x}}\n", "server names are"),
+        ("servers: {a: {command: '${NOPE_NOT_SET}'}}\n", "'NOPE_NOT_SET' is not set"),
+    ]:
         f.write_text(text)
         with pytest.raises(ConfigError, match=msg):
             load_gateway_config(f)
 
 
 # -- each MCP tool through an in-process client ------------------------------------------------
+
 
 def test_in_process_client_search_and_refresh(tools_file, store):
     from mcp import Client
@@ -311,7 +345,7 @@ def test_gateway_against_an_upstream_server(store):
     async def go():
         out = {}
         async with Client(build_server(svc)) as c:
-            call = lambda name, args: c.call_tool("call_tool", {"name": name, "arguments": args})  # noqa: E731
+            call = lambda name, args: c.call_tool("call_tool", {"name": name, "arguments": args})
             out["tools"] = {t.name for t in (await c.list_tools()).tools}
             out["info"] = svc.info()
             out["search"] = await c.call_tool("search_tools", {"query": "add two integers sum", "k": 3})
@@ -366,8 +400,9 @@ def test_pool_over_streamable_http_upstream(tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, UPSTREAM, "--http", str(port)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, UPSTREAM, "--http", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     web = ServerConfig("web", url=f"http://127.0.0.1:{port}/mcp", headers={"X-Test": "1"}, timeout=10.0)
     down = ServerConfig("down", url="http://127.0.0.1:9/mcp", timeout=3.0)
 

@@ -33,10 +33,12 @@ def build(path: Path, w: np.ndarray) -> None:
 
     k, n = w.shape
     graph = helper.make_graph(
-        [helper.make_node("MatMul", ["x", "W"], ["y"])], "mm",
+        [helper.make_node("MatMul", ["x", "W"], ["y"])],
+        "mm",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["b", k])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["b", n])],
-        [numpy_helper.from_array(w.astype(np.float32), "W")])
+        [numpy_helper.from_array(w.astype(np.float32), "W")],
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     onnx.save(model, str(path))

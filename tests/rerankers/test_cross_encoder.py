@@ -13,15 +13,44 @@ import yaml
 
 pytest.importorskip("sentence_transformers")
 
-from ragopt.config import from_config  # noqa: E402
-from ragopt.errors import ConfigError, StageError  # noqa: E402
-from ragopt.pipeline import Stage  # noqa: E402
-from ragopt.rerankers.cross_encoder import CrossEncoderReranker  # noqa: E402
-from ragopt.store import ArtifactStore  # noqa: E402
-from ragopt.types import Batch, Corpus, Queries  # noqa: E402
+from ragopt.config import from_config
+from ragopt.errors import ConfigError, StageError
+from ragopt.pipeline import Stage
+from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+from ragopt.store import ArtifactStore
+from ragopt.types import Batch, Corpus, Queries
 
-WORDS = ("the a of and to in is was what who when where how capital city france paris germany berlin river "
-         "long tall mountain population history music science cat dog").split()
+WORDS = [
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "was",
+    "what",
+    "who",
+    "when",
+    "where",
+    "how",
+    "capital",
+    "city",
+    "france",
+    "paris",
+    "germany",
+    "berlin",
+    "river",
+    "long",
+    "tall",
+    "mountain",
+    "population",
+    "history",
+    "music",
+    "science",
+    "cat",
+    "dog",
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,17 +62,32 @@ def tiny_ce(tmp_path_factory) -> Path:
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=128, num_labels=1, initializer_range=1.0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        num_labels=1,
+        initializer_range=1.0,
+    )
     BertForSequenceClassification(cfg).save_pretrained(d)
     return d
 
 
 @pytest.fixture()
 def corpus() -> Corpus:
-    texts = ["paris is the capital of france", "berlin is the capital of germany", "the cat and the dog",
-             "a long river in the mountain", "history of music", "population of the city", "science",
-             "who was the tall cat"]
+    texts = [
+        "paris is the capital of france",
+        "berlin is the capital of germany",
+        "the cat and the dog",
+        "a long river in the mountain",
+        "history of music",
+        "population of the city",
+        "science",
+        "who was the tall cat",
+    ]
     return Corpus([f"d{i}" for i in range(len(texts))], texts, [""] * len(texts), name="tiny")
 
 
@@ -52,8 +96,8 @@ def make_batch(corpus: Corpus, rows: list[list[int]], queries: list[str]) -> Bat
     idx = np.full((len(rows), width), -1, np.int64)
     sc = np.full((len(rows), width), -np.inf, np.float32)
     for i, r in enumerate(rows):
-        idx[i, :len(r)] = r
-        sc[i, :len(r)] = np.arange(len(r), 0, -1, dtype=np.float32) * 10  # retriever order: as listed
+        idx[i, : len(r)] = r
+        sc[i, : len(r)] = np.arange(len(r), 0, -1, dtype=np.float32) * 10  # retriever order: as listed
     return Batch(Queries([f"q{i}" for i in range(len(rows))], queries), corpus, idx, sc)
 
 
@@ -79,7 +123,8 @@ def test_reranking_order_follows_model_scores(tiny_ce, corpus, tmp_path):
 
 def test_depth_reranks_head_and_keeps_tail_below(tiny_ce, corpus, tmp_path):
     ce = CrossEncoderReranker(model=str(tiny_ce), depth=3, max_length=64, device="cpu").fit(
-        corpus, ArtifactStore(tmp_path))
+        corpus, ArtifactStore(tmp_path)
+    )
     q = "who was the tall cat"
     rows = [[5, 1, 7, 0, 2, 3], [4, 6]]  # second row is shorter than depth + tail
     out = ce.transform(make_batch(corpus, rows, [q, q]))
@@ -98,8 +143,11 @@ def test_second_run_is_served_from_the_cache(tiny_ce, corpus, tmp_path):
     ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, store)
     batch = make_batch(corpus, [list(range(8)), [3, 2, 1]], ["capital city", "long river"])
     first = ce.transform(batch)
-    again = ce.clone().fit(corpus, store).transform(make_batch(corpus, [list(range(8)), [3, 2, 1]],
-                                                              ["capital city", "long river"]))
+    again = (
+        ce.clone()
+        .fit(corpus, store)
+        .transform(make_batch(corpus, [list(range(8)), [3, 2, 1]], ["capital city", "long river"]))
+    )
     assert again.stats.to_dict()["counts"]["ce_pairs"] == 0 and again.stats.counts["ce_cache_hits"] == 11
     assert again.doc_idx.tolist() == first.doc_idx.tolist()
     np.testing.assert_array_equal(again.scores, first.scores)
@@ -157,7 +205,8 @@ def test_cache_survives_new_objects(tiny_ce, corpus, tmp_path):
     from ragopt.types import Stats
 
     fresh = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(
-        corpus, ArtifactStore(str(tmp_path)))
+        corpus, ArtifactStore(str(tmp_path))
+    )
     st = Stats()
     np.testing.assert_array_equal(fresh.score_pairs(["capital of france"] * 2, corpus.texts[:2], st), s)
     assert st.counts["ce_pairs"] == 0 and st.counts["ce_cache_hits"] == 2
@@ -222,8 +271,9 @@ def test_bad_model_paths(tmp_path):
         CrossEncoderReranker(model=str(tmp_path / "no-such-model"))
     assert e.value.path == "model"
     with pytest.raises(ConfigError, match=r"stages\[1\].model"):
-        from_config({"type": "pipeline", "stages": [{"type": "bm25"},
-                                                     {"type": "cross_encoder", "model": "./missing/ce"}]})
+        from_config(
+            {"type": "pipeline", "stages": [{"type": "bm25"}, {"type": "cross_encoder", "model": "./missing/ce"}]}
+        )
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no config.json"):
         CrossEncoderReranker(model=str(tmp_path / "empty"))
@@ -247,7 +297,8 @@ def test_tuning_trials_reuse_stage_outputs_and_pair_scores(tiny_ce, corpus, tmp_
 
     def trial(depth: int, batch_size: int = 32):
         pipe = BM25(top_k=8, stemmer=None, stopwords=None) >> CrossEncoderReranker(
-            model=str(tiny_ce), depth=depth, batch_size=batch_size, max_length=64, device="cpu")
+            model=str(tiny_ce), depth=depth, batch_size=batch_size, max_length=64, device="cpu"
+        )
         pipe.fit(corpus, store)
         with StageCache(store).active():
             return pipe.transform(Batch(queries))
@@ -273,8 +324,11 @@ def test_onnx_fp32_matches_torch_and_is_exported_once(tiny_ce, corpus, tmp_path)
     store = ArtifactStore(tmp_path)
     q = ["what is the capital of france", "who was the tall cat"]
     rows = [list(range(8)), [7, 2, 0, 5]]
-    torch_out = CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu").fit(corpus, store).transform(
-        make_batch(corpus, rows, q))
+    torch_out = (
+        CrossEncoderReranker(model=str(tiny_ce), max_length=64, device="cpu")
+        .fit(corpus, store)
+        .transform(make_batch(corpus, rows, q))
+    )
     onnx_ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx").fit(corpus, store)
     out = onnx_ce.transform(make_batch(corpus, rows, q))
     assert out.doc_idx.tolist() == torch_out.doc_idx.tolist()
@@ -288,7 +342,8 @@ def test_onnx_fp32_matches_torch_and_is_exported_once(tiny_ce, corpus, tmp_path)
     long_q = " ".join(WORDS) * 2
     a = again.score_pairs([long_q], ["the cat and the dog " * 10])
     b = CrossEncoderReranker(model=str(tiny_ce), max_length=32, device="cpu", cache=False).score_pairs(
-        [long_q], ["the cat and the dog " * 10])
+        [long_q], ["the cat and the dog " * 10]
+    )
     np.testing.assert_allclose(a, b, atol=1e-4)
     sig = again.clone(activation="sigmoid", cache=False).score_pairs([long_q], ["the cat and the dog " * 10])
     assert sig[0] == pytest.approx(1 / (1 + np.exp(-a[0])), rel=1e-5)
@@ -320,8 +375,15 @@ def test_backend_and_precision_combinations_are_checked(tiny_ce):
     with pytest.raises(ConfigError, match="onnx runs on the CPU"):
         CrossEncoderReranker(model=str(tiny_ce), backend="onnx", device="cuda")
     with pytest.raises(ConfigError, match=r"stages\[1\].precision"):
-        from_config({"type": "pipeline", "stages": [{"type": "bm25"}, {"type": "cross_encoder", "model": str(tiny_ce),
-                                                                       "backend": "onnx", "precision": "fp16"}]})
+        from_config(
+            {
+                "type": "pipeline",
+                "stages": [
+                    {"type": "bm25"},
+                    {"type": "cross_encoder", "model": str(tiny_ce), "backend": "onnx", "precision": "fp16"},
+                ],
+            }
+        )
     with pytest.raises(ConfigError, match="backend"):
         CrossEncoderReranker(model=str(tiny_ce), backend="tensorrt")
 
@@ -338,7 +400,8 @@ def test_corrupt_onnx_export_is_refused_then_rebuilt(tiny_ce, corpus, tmp_path):
     with pytest.raises(ArtifactError, match="model.onnx"):
         CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx").fit(corpus, store)
     fixed = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx", cache=False).fit(
-        corpus, store, rebuild=True)
+        corpus, store, rebuild=True
+    )
     assert fixed.score_pairs(["capital city"], ["paris is the capital of france"])[0] == pytest.approx(before[0])
 
 
@@ -356,7 +419,9 @@ def test_int8_weight_bits_are_part_of_the_keys(tiny_ce, corpus, tmp_path, monkey
     specs, caches, scores = [], [], []
     for bits in ("7", "8"):
         monkeypatch.setenv(ob.WEIGHT_BITS_ENV, bits)
-        ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx", precision="int8").fit(corpus, store)
+        ce = CrossEncoderReranker(model=str(tiny_ce), max_length=64, backend="onnx", precision="int8").fit(
+            corpus, store
+        )
         specs.append(ce.scorer_spec())
         caches.append(ce._score_cache().path)
         scores.append(ce.score_pairs(q, corpus.texts))

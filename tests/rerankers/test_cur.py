@@ -60,7 +60,7 @@ class LatentScorer(Stage):
         x ^= x >> np.uint64(31)
         x *= np.uint64(0x94D049BB133111EB)
         x ^= x >> np.uint64(29)
-        return (x >> np.uint64(11)).astype(np.float64) / 2.0 ** 53 * 3.46 - 1.73  # uniform, unit variance
+        return (x >> np.uint64(11)).astype(np.float64) / 2.0**53 * 3.46 - 1.73  # uniform, unit variance
 
     def score_pairs(self, queries, passages, stats=None, progress=None):
         q, hq = self._vecs(queries, 0)
@@ -90,15 +90,19 @@ class FixedCandidates(Stage):
     def transform(self, batch):
         width = max([len(r) for r in self.rows] + [0])
         idx = np.full((len(batch), width), -1, np.int64)
-        for i, r in enumerate(self.rows[:len(batch)]):
-            idx[i, :len(r)] = r
+        for i, r in enumerate(self.rows[: len(batch)]):
+            idx[i, : len(r)] = r
         sc = np.where(idx >= 0, -np.arange(width, dtype=np.float32), -np.inf).astype(np.float32)
         return batch.with_candidates(idx, sc, self.corpus)
 
 
 def make_corpus(n: int, name: str = "synth", salt: str = "") -> Corpus:
-    return Corpus([f"d{i}" for i in range(n)], [f"text of document {i}{salt}" for i in range(n)],
-                  [f"title {i}{salt}" for i in range(n)], name=name)
+    return Corpus(
+        [f"d{i}" for i in range(n)],
+        [f"text of document {i}{salt}" for i in range(n)],
+        [f"title {i}{salt}" for i in range(n)],
+        name=name,
+    )
 
 
 def queries(n: int) -> Queries:
@@ -128,8 +132,9 @@ def store(tmp_path) -> ArtifactStore:
 @pytest.mark.parametrize("method", ["anncur", "adacur"])
 def test_fidelity_recovers_exact_top10_with_budget_100_of_2000(big, store, method):
     scorer = LatentScorer(rank=8)
-    cur = CURSearch(scorer=scorer, method=method, budget=100, n_anchor_items=32, n_anchor_queries=40, rounds=4,
-                    rcond=1e-4, top_k=10).fit(big, store)
+    cur = CURSearch(
+        scorer=scorer, method=method, budget=100, n_anchor_items=32, n_anchor_queries=40, rounds=4, rcond=1e-4, top_k=10
+    ).fit(big, store)
     qs = queries(20)
     out = cur.transform(Batch(qs))
     S = exhaustive(scorer, big, qs)
@@ -146,15 +151,15 @@ def test_anchor_matrix_artifact_is_built_once_and_holds_exact_scores(big, store)
     art = cur.artifacts()[-1]
     assert art["kind"] == "cur-anchors" and art["created"] is True
     assert cur.fit_stats.counts["ce_pairs"] == 30 * 2000
-    manifest = json.loads((store.root / "cur-anchors").joinpath(anchors_key(cur), "manifest.json")
-                          .read_text())
+    manifest = json.loads((store.root / "cur-anchors").joinpath(anchors_key(cur), "manifest.json").read_text())
     assert manifest["pairs"] == 60000 and manifest["spec"]["scorer"]["rank"] == 8
     texts = json.loads((store.root / "cur-anchors" / anchors_key(cur) / "anchor_queries.json").read_text())
     assert texts == pseudo_queries(big, 30, 0) and all(t.startswith("title ") for t in texts)
     R = np.load(store.root / "cur-anchors" / anchors_key(cur) / "anchors.npy")
     np.testing.assert_allclose(R, scorer.score_matrix(texts, big.contents()), rtol=1e-6)
-    again = CURSearch(scorer=LatentScorer(rank=8), n_anchor_queries=30, budget=80, n_anchor_items=20,
-                      method="anncur").fit(big, store)  # search-time params do not change the artifact
+    again = CURSearch(
+        scorer=LatentScorer(rank=8), n_anchor_queries=30, budget=80, n_anchor_items=20, method="anncur"
+    ).fit(big, store)  # search-time params do not change the artifact
     assert again.artifacts()[-1] == {**art, "created": False}
     assert again.fit_stats.counts.get("ce_pairs", 0) == 0
 
@@ -162,8 +167,15 @@ def test_anchor_matrix_artifact_is_built_once_and_holds_exact_scores(big, store)
 @pytest.mark.parametrize("method", ["anncur", "adacur"])
 def test_restore_on_a_clone_searches_without_fitting(store, monkeypatch, method):
     corpus = make_corpus(300)
-    cur = CURReranker(scorer=LatentScorer(rank=4), method=method, budget=40, n_anchor_items=12, rounds=2,
-                      n_anchor_queries=16, top_k=20).fit(corpus, store)
+    cur = CURReranker(
+        scorer=LatentScorer(rank=4),
+        method=method,
+        budget=40,
+        n_anchor_items=12,
+        rounds=2,
+        n_anchor_queries=16,
+        top_k=20,
+    ).fit(corpus, store)
     want = cur.transform(Batch(queries(5)))
     snapshot = cur.fitted_state()
     monkeypatch.setattr(LatentScorer, "score_matrix", lambda *a, **k: pytest.fail("restore scored anchors"))
@@ -184,8 +196,9 @@ def test_first_stage_candidates_restrict_items_and_budget(store):
     corpus = make_corpus(600)
     rows = [list(range(100, 500)), list(range(30)), [], list(range(599, -1, -1))]
     first = FixedCandidates(rows=rows)
-    cur = CURSearch(scorer=LatentScorer(rank=6), budget=50, n_anchor_items=20, rounds=2, n_anchor_queries=20,
-                    rcond=1e-4, top_k=40)
+    cur = CURSearch(
+        scorer=LatentScorer(rank=6), budget=50, n_anchor_items=20, rounds=2, n_anchor_queries=20, rcond=1e-4, top_k=40
+    )
     pipe = (first >> cur).fit(corpus, store)
     qs = queries(4)
     out = pipe.transform(Batch(qs))
@@ -202,8 +215,9 @@ def test_first_stage_candidates_restrict_items_and_budget(store):
 
 def test_empty_candidate_lists_and_empty_queries(store):
     corpus = make_corpus(300)
-    cur = CURSearch(scorer=LatentScorer(), budget=40, n_anchor_items=10, rounds=2, n_anchor_queries=10,
-                    top_k=5).fit(corpus, store)
+    cur = CURSearch(scorer=LatentScorer(), budget=40, n_anchor_items=10, rounds=2, n_anchor_queries=10, top_k=5).fit(
+        corpus, store
+    )
     qs = Queries(["a", "b"], ["query", "  "])
     empty = Batch(qs, corpus, np.full((2, 3), -1, np.int64), np.full((2, 3), -np.inf, np.float32))
     out = cur.transform(empty)
@@ -217,8 +231,9 @@ def test_empty_candidate_lists_and_empty_queries(store):
 
 def test_small_corpus_is_scored_exhaustively(store):
     corpus = make_corpus(30)
-    cur = CURSearch(scorer=LatentScorer(noise=1.0), budget=50, n_anchor_items=10, n_anchor_queries=5,
-                    method="anncur", top_k=100).fit(corpus, store)
+    cur = CURSearch(
+        scorer=LatentScorer(noise=1.0), budget=50, n_anchor_items=10, n_anchor_queries=5, method="anncur", top_k=100
+    ).fit(corpus, store)
     out = cur.transform(Batch(queries(3)))
     S = exhaustive(cur.scorer, corpus, queries(3))
     assert out.doc_idx.shape == (3, 30) and out.stats.counts["cur_ce_calls"] == 90
@@ -227,13 +242,22 @@ def test_small_corpus_is_scored_exhaustively(store):
 
 # ------------------------------------------------------------------------------------------ bad input
 def test_budget_smaller_than_anchor_items_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"budget: the budget \(20 .*smaller than the anchor item set "
-                                          r"\(n_anchor_items=30\)") as e:
+    with pytest.raises(
+        ConfigError,
+        match=r"budget: the budget \(20 .*smaller than the anchor item set "
+        r"\(n_anchor_items=30\)",
+    ) as e:
         CURSearch(scorer=LatentScorer(), budget=20, n_anchor_items=30)
     assert e.value.path == "budget"
     with pytest.raises(ConfigError, match=r"stages\[0\]\.budget"):
-        from_config({"type": "pipeline", "stages": [{"type": "cur", "scorer": {"type": "test_latent_scorer"},
-                                                     "budget": 10, "n_anchor_items": 11}]})
+        from_config(
+            {
+                "type": "pipeline",
+                "stages": [
+                    {"type": "cur", "scorer": {"type": "test_latent_scorer"}, "budget": 10, "n_anchor_items": 11}
+                ],
+            }
+        )
     cur = CURSearch(scorer=LatentScorer(), budget=50, n_anchor_items=30)
     with pytest.raises(ConfigError, match="smaller than the anchor item set"):
         cur.set_params(budget=29)
@@ -254,11 +278,16 @@ def test_anchor_matrix_of_another_corpus_or_scorer_is_never_reused(store):
     cur_a = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).fit(a, store)
     path_a = cur_a.artifacts()[-1]["path"]
     with pytest.raises(ArtifactError, match="another configuration or corpus.*corpus: built with"):
-        CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).load_anchors(path_a, b, store)
+        CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).load_anchors(
+            path_a, b, store
+        )
     with pytest.raises(ArtifactError, match="scorer.rank: built with 8, wanted 4"):
-        CURSearch(scorer=LatentScorer(rank=4), budget=30, n_anchor_items=10,
-                  n_anchor_queries=10).load_anchors(path_a, a, store)
-    ok = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).load_anchors(path_a, a, store)
+        CURSearch(scorer=LatentScorer(rank=4), budget=30, n_anchor_items=10, n_anchor_queries=10).load_anchors(
+            path_a, a, store
+        )
+    ok = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).load_anchors(
+        path_a, a, store
+    )
     assert ok.anchors.shape == (10, 200)
     # fitting on another corpus or with another scorer builds its own matrix
     cur_b = CURSearch(scorer=LatentScorer(), budget=30, n_anchor_items=10, n_anchor_queries=10).fit(b, store)
@@ -276,8 +305,9 @@ def test_other_errors(store, tmp_path):
         CURSearch(scorer=LatentScorer()).transform(Batch(queries(1)))
     with pytest.raises(ConfigError, match="empty corpus"):
         CURSearch(scorer=LatentScorer()).fit(Corpus([], []), store)
-    with pytest.raises(ConfigError, match="n_anchor_queries: cur: asked for 100 anchor queries but corpus 'tiny' "
-                                          "has only 20"):
+    with pytest.raises(
+        ConfigError, match="n_anchor_queries: cur: asked for 100 anchor queries but corpus 'tiny' has only 20"
+    ):
         CURSearch(scorer=LatentScorer(), budget=10, n_anchor_items=5).fit(make_corpus(20, "tiny"), store)
     with pytest.raises(ConfigError, match="anchor query file .*nope.jsonl' not found"):
         CURSearch(scorer=LatentScorer(), anchor_queries=str(tmp_path / "nope.jsonl")).fit(make_corpus(20), store)
@@ -287,8 +317,9 @@ def test_anchor_queries_from_a_file(store, tmp_path):
     f = tmp_path / "train.jsonl"
     f.write_text("".join(json.dumps({"_id": f"t{i}", "text": f"training query {i}"}) + "\n" for i in range(12)))
     corpus = make_corpus(150)
-    cur = CURSearch(scorer=LatentScorer(), anchor_queries=str(f), n_anchor_queries=8, budget=30,
-                    n_anchor_items=10).fit(corpus, store)
+    cur = CURSearch(scorer=LatentScorer(), anchor_queries=str(f), n_anchor_queries=8, budget=30, n_anchor_items=10).fit(
+        corpus, store
+    )
     texts = cur.anchor_texts(corpus)
     assert len(texts) == 8 and all(t.startswith("training query") for t in texts)
     assert cur.anchors.shape == (8, 150)
@@ -303,8 +334,16 @@ def test_pseudo_queries_use_titles_or_first_sentences():
 
 # ------------------------------------------------------------------------------------------ config
 def test_config_round_trip_and_nested_params(store):
-    cur = CURSearch(scorer=LatentScorer(rank=5), method="anncur", budget=80, n_anchor_items=40, selection="pivoted",
-                    merge="interleave", seed=3, top_k=20)
+    cur = CURSearch(
+        scorer=LatentScorer(rank=5),
+        method="anncur",
+        budget=80,
+        n_anchor_items=40,
+        selection="pivoted",
+        merge="interleave",
+        seed=3,
+        top_k=20,
+    )
     cfg = cur.to_config()
     assert cfg["type"] == "cur" and cfg["scorer"]["type"] == "test_latent_scorer"
     again = from_config(yaml.safe_load(yaml.safe_dump(cfg)))
@@ -341,19 +380,43 @@ def test_with_a_real_cross_encoder(tmp_path):
 
     from ragopt.rerankers.cross_encoder import CrossEncoderReranker
 
-    words = "the a of cat dog river city music science title text document query number".split()
+    words = [
+        "the",
+        "a",
+        "of",
+        "cat",
+        "dog",
+        "river",
+        "city",
+        "music",
+        "science",
+        "title",
+        "text",
+        "document",
+        "query",
+        "number",
+    ]
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *[str(i) for i in range(40)]]
     d = tmp_path / "tiny-ce"
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                     intermediate_size=32, max_position_embeddings=64, num_labels=1, initializer_range=1.0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=64,
+        num_labels=1,
+        initializer_range=1.0,
+    )
     BertForSequenceClassification(cfg).save_pretrained(d)
     corpus = make_corpus(40)
     store = ArtifactStore(tmp_path / "store")
     ce = CrossEncoderReranker(model=str(d), max_length=32, device="cpu")
-    cur = CURSearch(scorer=ce, budget=15, n_anchor_items=6, rounds=2, n_anchor_queries=8, top_k=40,
-                    merge="scored_first").fit(corpus, store)
+    cur = CURSearch(
+        scorer=ce, budget=15, n_anchor_items=6, rounds=2, n_anchor_queries=8, top_k=40, merge="scored_first"
+    ).fit(corpus, store)
     assert cur.fit_stats.counts["ce_pairs"] == 8 * 40
     qs = queries(3)
     out = cur.transform(Batch(qs))

@@ -25,11 +25,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _run_check(prefix: list[str]) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *(p for p in sys.path if p)])}
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(ROOT), *(p for p in sys.path if p)]),
+    }
     env.pop("RAGOPT_ONNX_INT8_WEIGHT_BITS", None)
-    proc = subprocess.run([*prefix, os.path.realpath(sys.executable), str(CHECK)], capture_output=True, text=True,
-                          env=env, timeout=600)
+    proc = subprocess.run(
+        [*prefix, os.path.realpath(sys.executable), str(CHECK)], capture_output=True, text=True, env=env, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout)
 
@@ -41,8 +45,10 @@ def test_int8_matmul_stays_within_the_quantisation_bound_on_this_cpu():
     assert out["scheme_bits"] == (8 if out["vnni"] else 7)
 
 
-@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64") or shutil.which("qemu-x86_64") is None,
-                    reason="needs qemu-x86_64 (Debian: qemu-user) on an x86-64 machine")
+@pytest.mark.skipif(
+    platform.machine() not in ("x86_64", "AMD64") or shutil.which("qemu-x86_64") is None,
+    reason="needs qemu-x86_64 (Debian: qemu-user) on an x86-64 machine",
+)
 def test_int8_on_an_emulated_avx2_cpu_without_vnni():
     out = _run_check(["qemu-x86_64", "-cpu", "Haswell"])
     assert out["vnni"] is False and out["scheme_bits"] == 7  # detected from CPUID, as ONNX Runtime sees it

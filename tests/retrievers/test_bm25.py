@@ -18,9 +18,15 @@ from ragopt.types import Corpus
 
 DOCS = Corpus(
     ["d1", "d2", "d3", "d4"],
-    ["The cat sat on the mat", "Dogs chase cats in the garden", "A treatise on gardens and gardening",
-     "Stock markets fell sharply"],
-    ["Cats", "", "Gardens", "Finance"], name="tiny")
+    [
+        "The cat sat on the mat",
+        "Dogs chase cats in the garden",
+        "A treatise on gardens and gardening",
+        "Stock markets fell sharply",
+    ],
+    ["Cats", "", "Gardens", "Finance"],
+    name="tiny",
+)
 
 has_pyserini = importlib.util.find_spec("pyserini") is not None and importlib.util.find_spec("jnius") is not None
 
@@ -40,11 +46,11 @@ def test_scores_match_raw_bm25s(tmp_path):
 
     stem = Stemmer.Stemmer("english").stemWords
     raw = bm25s.BM25(k1=1.2, b=0.75, method="lucene")
-    raw.index(bm25s.tokenize(DOCS.contents(), stopwords="en", stemmer=stem, show_progress=False),
-              show_progress=False)
+    raw.index(bm25s.tokenize(DOCS.contents(), stopwords="en", stemmer=stem, show_progress=False), show_progress=False)
     q = "cat gardens in the market"
-    expected = raw.get_scores(bm25s.tokenize([q], stopwords="en", stemmer=stem, return_ids=False,
-                                             show_progress=False)[0])
+    expected = raw.get_scores(
+        bm25s.tokenize([q], stopwords="en", stemmer=stem, return_ids=False, show_progress=False)[0]
+    )
     ours = BM25(k1=1.2, b=0.75).fit(DOCS, ArtifactStore(tmp_path)).search(q)
     got = dict(ours.ranked(0))
     for i, d in enumerate(DOCS.ids):
@@ -145,10 +151,12 @@ def test_named_pipeline_loads():
 #            pyserini k1=0.9 b=0.4: nDCG@10 0.6789, R@100 0.9253 (published BM25 flat: 0.679)
 #   cranfield bm25s k1=0.9 b=0.4: 0.3517; k1=1.5 b=0.75: 0.3730 (data README: 0.370)
 
+
 @pytest.mark.slow
 def test_scifact_bm25s(data_dir, session_store):
-    rep = evaluate_pipeline(load_pipeline("bm25"), str(data_dir / "scifact"), metrics=["ndcg@10", "recall@100"],
-                            store=session_store)
+    rep = evaluate_pipeline(
+        load_pipeline("bm25"), str(data_dir / "scifact"), metrics=["ndcg@10", "recall@100"], store=session_store
+    )
     assert rep.n_queries == 300
     assert rep.metrics["ndcg@10"] >= 0.66
     assert rep.metrics["ndcg@10"] == pytest.approx(0.6762, abs=0.002)
@@ -158,16 +166,14 @@ def test_scifact_bm25s(data_dir, session_store):
 
 @pytest.mark.slow
 def test_scifact_bm25s_bm25s_defaults(data_dir, session_store):
-    rep = evaluate_pipeline(BM25(k1=1.5, b=0.75), str(data_dir / "scifact"), metrics=["ndcg@10"],
-                            store=session_store)
+    rep = evaluate_pipeline(BM25(k1=1.5, b=0.75), str(data_dir / "scifact"), metrics=["ndcg@10"], store=session_store)
     assert rep.metrics["ndcg@10"] == pytest.approx(0.6863, abs=0.002)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("k1,b,expected", [(0.9, 0.4, 0.3517), (1.5, 0.75, 0.3730)])
 def test_cranfield_bm25s(data_dir, session_store, k1, b, expected):
-    rep = evaluate_pipeline(BM25(k1=k1, b=b), str(data_dir / "cranfield"), metrics=["ndcg@10"],
-                            store=session_store)
+    rep = evaluate_pipeline(BM25(k1=k1, b=b), str(data_dir / "cranfield"), metrics=["ndcg@10"], store=session_store)
     assert rep.n_queries == 225
     assert rep.metrics["ndcg@10"] == pytest.approx(expected, abs=0.005)
 
@@ -176,18 +182,22 @@ def test_cranfield_bm25s(data_dir, session_store, k1, b, expected):
 @pytest.mark.integration
 @pytest.mark.skipif(not has_pyserini, reason="pyserini extra not installed")
 def test_pyserini_parity_on_scifact(data_dir, session_store):
-    pys = evaluate_pipeline(load_pipeline("bm25_pyserini"), str(data_dir / "scifact"),
-                            metrics=["ndcg@10", "recall@100"], store=session_store)
-    ours = evaluate_pipeline(load_pipeline("bm25"), str(data_dir / "scifact"), metrics=["ndcg@10"],
-                             store=session_store)
+    pys = evaluate_pipeline(
+        load_pipeline("bm25_pyserini"),
+        str(data_dir / "scifact"),
+        metrics=["ndcg@10", "recall@100"],
+        store=session_store,
+    )
+    ours = evaluate_pipeline(load_pipeline("bm25"), str(data_dir / "scifact"), metrics=["ndcg@10"], store=session_store)
     assert pys.metrics["ndcg@10"] == pytest.approx(0.6789, abs=0.001)
     assert pys.metrics["recall@100"] == pytest.approx(0.9253, abs=0.002)
     assert abs(pys.metrics["ndcg@10"] - ours.metrics["ndcg@10"]) <= 0.01
     assert abs(pys.metrics["ndcg@10"] - 0.679) <= 0.01
     # same documents at the top for most queries
     a, b = pys.batch, ours.batch
-    overlap = np.mean([len({d for d, _ in a.ranked(i)[:10]} & {d for d, _ in b.ranked(i)[:10]}) / 10
-                       for i in range(len(a))])
+    overlap = np.mean(
+        [len({d for d, _ in a.ranked(i)[:10]} & {d for d, _ in b.ranked(i)[:10]}) / 10 for i in range(len(a))]
+    )
     assert overlap > 0.8
 
 
@@ -195,6 +205,7 @@ def test_pyserini_parity_on_scifact(data_dir, session_store):
 @pytest.mark.integration
 @pytest.mark.skipif(not has_pyserini, reason="pyserini extra not installed")
 def test_pyserini_skips_empty_documents_and_finds_others(data_dir, session_store):
-    rep = evaluate_pipeline(load_pipeline("bm25_pyserini"), str(data_dir / "cranfield"), metrics=["ndcg@10"],
-                            store=session_store)
+    rep = evaluate_pipeline(
+        load_pipeline("bm25_pyserini"), str(data_dir / "cranfield"), metrics=["ndcg@10"], store=session_store
+    )
     assert rep.metrics["ndcg@10"] == pytest.approx(0.3510, abs=0.005)

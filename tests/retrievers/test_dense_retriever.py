@@ -45,9 +45,16 @@ class WordHashEncoder(Encoder):
         return out
 
 
-TEXTS = ["the cat sat on the mat", "dogs chase cats in the park", "stock markets fell sharply",
-         "interest rates and inflation", "a kitten on a mat", "the park is green in spring",
-         "hypersonic flow over a blunt body", "boundary layer transition on a flat plate"]
+TEXTS = [
+    "the cat sat on the mat",
+    "dogs chase cats in the park",
+    "stock markets fell sharply",
+    "interest rates and inflation",
+    "a kitten on a mat",
+    "the park is green in spring",
+    "hypersonic flow over a blunt body",
+    "boundary layer transition on a flat plate",
+]
 
 
 def toy_corpus(texts=TEXTS, name="toy") -> Corpus:
@@ -171,7 +178,12 @@ def test_config_yaml_and_light_import():
     r = DenseRetriever(index=FaissIVF(nprobe=4), top_k=50)
     cfg = r.to_config()
     assert cfg["encoder"]["type"] == "sentence_transformer" and cfg["index"] == {
-        "type": "faiss_ivf", "nlist": None, "nprobe": 4, "seed": 0, "use_gpu": "auto"}
+        "type": "faiss_ivf",
+        "nlist": None,
+        "nprobe": 4,
+        "seed": 0,
+        "use_gpu": "auto",
+    }
     assert from_config(cfg) == r
     assert r.clone(**{"index.nprobe": 8}).index.nprobe == 8
     with pytest.raises(ConfigError, match=r"index\.nprobe: must be >= 1"):
@@ -182,10 +194,12 @@ def test_config_yaml_and_light_import():
     stage = p.stages[0] if hasattr(p, "stages") else p
     assert isinstance(stage, DenseRetriever) and isinstance(stage.index, FaissFlat)
     assert stage.encoder.model == "all-MiniLM-L6-v2" and stage.top_k == 1000
-    code = ("import sys, ragopt; from ragopt.config import from_config; "
-            "r = from_config({'type': 'dense', 'index': {'type': 'chroma'}}); "
-            "heavy = [m for m in ('torch', 'faiss', 'chromadb', 'sentence_transformers') if m in sys.modules]; "
-            "assert not heavy, heavy")
+    code = (
+        "import sys, ragopt; from ragopt.config import from_config; "
+        "r = from_config({'type': 'dense', 'index': {'type': 'chroma'}}); "
+        "heavy = [m for m in ('torch', 'faiss', 'chromadb', 'sentence_transformers') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -207,7 +221,11 @@ def test_cranfield_minilm_quality(data_dir, session_store):
     assert again.metrics["ndcg@10"] == ndcg
     assert [a["created"] for a in again.artifacts] == [False, False]
     # torch exact search over the same embeddings gives the same ranking quality
-    torch_run = evaluate_pipeline(from_config({"type": "dense", "index": {"type": "torch_exact", "device": "cpu"}}),
-                                  str(data_dir / "cranfield"), store=store, progress=False)
+    torch_run = evaluate_pipeline(
+        from_config({"type": "dense", "index": {"type": "torch_exact", "device": "cpu"}}),
+        str(data_dir / "cranfield"),
+        store=store,
+        progress=False,
+    )
     assert torch_run.metrics["ndcg@10"] == pytest.approx(ndcg, abs=1e-3)
     assert [a["created"] for a in torch_run.artifacts] == [False, True]

@@ -199,8 +199,9 @@ def test_keys_follow_what_shapes_the_vectors(fitted):
 def test_index_built_with_another_model_is_never_reused(fitted, store, tmp_path):
     other = tmp_path / "other-splade"
     shutil.copytree(splade_mod._packaged_splade_tiny(), other)
-    (other / "config.json").write_text((other / "config.json").read_text().replace('"hidden_dropout_prob": 0.1',
-                                                                                 '"hidden_dropout_prob": 0.2'))
+    (other / "config.json").write_text(
+        (other / "config.json").read_text().replace('"hidden_dropout_prob": 0.1', '"hidden_dropout_prob": 0.2')
+    )
     retriever = Splade(model=str(other))
     assert retriever.index_spec(CORPUS)["docs"] != fitted.index_spec(CORPUS)["docs"]
     index_path = fitted.artifacts()[-1]["path"]
@@ -286,7 +287,9 @@ def test_pyserini_impact_backend_matches_native(fitted, store):
         pytest.skip("pyserini is not installed")
     lucene = Splade(backend="pyserini").fit(CORPUS, store)
     assert {a["kind"]: a["created"] for a in lucene.artifacts()} == {
-        "splade-docs": False, "splade-pyserini": True}  # the native index's encodings are reused
+        "splade-docs": False,
+        "splade-pyserini": True,
+    }  # the native index's encodings are reused
     queries = ["how do proteins fold", "cat on a mat", "volcanic eruption lava", "stock market crash", ""]
     native, impact = fitted.search(queries), lucene.search(queries)
     for r in range(4):

@@ -11,16 +11,23 @@ import pytest
 
 pytest.importorskip("sentence_transformers")
 
-from ragopt.cli import main  # noqa: E402
-from ragopt.errors import ConfigError, DataError  # noqa: E402
-from ragopt.rerankers.cross_encoder import CrossEncoderReranker  # noqa: E402
-from ragopt.store import ArtifactStore  # noqa: E402
-from ragopt.training import cross_encoder as tce  # noqa: E402
-from ragopt.training.cross_encoder import (compare_reranking, heldout_query_ids, mine_groups,  # noqa: E402
-                                           train_cross_encoder)
+from ragopt.cli import main
+from ragopt.errors import ConfigError, DataError
+from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+from ragopt.store import ArtifactStore
+from ragopt.training import cross_encoder as tce
+from ragopt.training.cross_encoder import compare_reranking, heldout_query_ids, mine_groups, train_cross_encoder
 
-TOPICS = ["paris france capital", "berlin germany city", "river long mountain", "music history science",
-          "cat dog tall", "population city history", "mountain tall river", "science music dog"]
+TOPICS = [
+    "paris france capital",
+    "berlin germany city",
+    "river long mountain",
+    "music history science",
+    "cat dog tall",
+    "population city history",
+    "mountain tall river",
+    "science music dog",
+]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +41,16 @@ def tiny_base(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("tiny-base")
     BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=64)).save_pretrained(d)
+    BertModel(
+        BertConfig(
+            vocab_size=len(vocab),
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            max_position_embeddings=64,
+        )
+    ).save_pretrained(d)
     return d
 
 
@@ -43,8 +58,10 @@ def tiny_base(tmp_path_factory) -> Path:
 def tiny_dataset(tmp_path_factory) -> Path:
     """16 documents, 12 queries, one relevant document each (BEIR layout)."""
     d = tmp_path_factory.mktemp("tinyds")
-    docs = [{"_id": f"d{i}", "title": "", "text": f"{TOPICS[i % 8]} {'the' if i < 8 else 'a'} {TOPICS[(i + 3) % 8]}"}
-            for i in range(16)]
+    docs = [
+        {"_id": f"d{i}", "title": "", "text": f"{TOPICS[i % 8]} {'the' if i < 8 else 'a'} {TOPICS[(i + 3) % 8]}"}
+        for i in range(16)
+    ]
     queries = [{"_id": f"q{i}", "text": f"what is {TOPICS[i % 8]}"} for i in range(12)]
     (d / "corpus.jsonl").write_text("".join(json.dumps(x) + "\n" for x in docs))
     (d / "queries.jsonl").write_text("".join(json.dumps(x) + "\n" for x in queries))
@@ -55,25 +72,42 @@ def tiny_dataset(tmp_path_factory) -> Path:
 
 
 def _train(base, ds, store, **kw):
-    args = dict(train_fraction=0.5, seed=0, negatives_per_query=2, negatives_depth=10, epochs=1, batch_size=4,
-                lr=1e-3, max_length=32, device="cpu", store=store, progress=False)
+    args = dict(
+        train_fraction=0.5,
+        seed=0,
+        negatives_per_query=2,
+        negatives_depth=10,
+        epochs=1,
+        batch_size=4,
+        lr=1e-3,
+        max_length=32,
+        device="cpu",
+        store=store,
+        progress=False,
+    )
     return train_cross_encoder(str(base), str(ds), **{**args, **kw})
 
 
 def test_mined_groups_exclude_relevant_and_are_seeded(tiny_dataset, tmp_path):
     store = ArtifactStore(tmp_path)
-    groups, counts = mine_groups(str(tiny_dataset), ["q0", "q1", "q2"], negatives_per_query=3, negatives_depth=10,
-                                 seed=1, store=store)
+    groups, counts = mine_groups(
+        str(tiny_dataset), ["q0", "q1", "q2"], negatives_per_query=3, negatives_depth=10, seed=1, store=store
+    )
     assert counts == {"n_queries": 3, "n_skipped_queries": 0, "n_positives": 3, "n_negatives": 9, "n_pairs": 12}
     corpus = {json.loads(x)["_id"]: json.loads(x)["text"] for x in (tiny_dataset / "corpus.jsonl").open()}
     query, positive, negatives = groups[0]
     assert query == "what is paris france capital" and positive == corpus["d0"]
     assert len(negatives) == 3 and corpus["d0"] not in negatives and len(set(negatives)) == 3
-    again, _ = mine_groups(str(tiny_dataset), ["q0", "q1", "q2"], negatives_per_query=3, negatives_depth=10,
-                           seed=1, store=store)
+    again, _ = mine_groups(
+        str(tiny_dataset), ["q0", "q1", "q2"], negatives_per_query=3, negatives_depth=10, seed=1, store=store
+    )
     assert again == groups
-    assert mine_groups(str(tiny_dataset), ["q0", "q1", "q2"], negatives_per_query=3, negatives_depth=10,
-                       seed=2, store=store)[0] != groups
+    assert (
+        mine_groups(
+            str(tiny_dataset), ["q0", "q1", "q2"], negatives_per_query=3, negatives_depth=10, seed=2, store=store
+        )[0]
+        != groups
+    )
     with pytest.raises(DataError, match="not judged"):
         mine_groups(str(tiny_dataset), ["nope"], store=store)
 
@@ -111,8 +145,10 @@ def test_training_is_deterministic(tiny_base, tiny_dataset, tmp_path):
     sa = CrossEncoderReranker(model=str(a.path), max_length=32, device="cpu", cache=False).score_pairs(qs, ps)
     sb = CrossEncoderReranker(model=str(b.path), max_length=32, device="cpu", cache=False).score_pairs(qs, ps)
     np.testing.assert_array_equal(sa, sb)
-    assert json.loads((a.path / "training.json").read_text())["loss"] == \
-        json.loads((b.path / "training.json").read_text())["loss"]
+    assert (
+        json.loads((a.path / "training.json").read_text())["loss"]
+        == json.loads((b.path / "training.json").read_text())["loss"]
+    )
 
 
 def test_interrupted_training_leaves_no_artifact(tiny_base, tiny_dataset, tmp_path, monkeypatch):
@@ -148,8 +184,9 @@ def test_compare_reranking_on_a_query_subset(tiny_base, tiny_dataset, tmp_path):
     store = ArtifactStore(tmp_path)
     art = _train(tiny_base, tiny_dataset, store)
     held = heldout_query_ids(art.path)
-    res = compare_reranking(art.path, str(tiny_dataset), query_ids=held, depth=5, store=store,
-                            metrics=("ndcg@10", "recall@100"))
+    res = compare_reranking(
+        art.path, str(tiny_dataset), query_ids=held, depth=5, store=store, metrics=("ndcg@10", "recall@100")
+    )
     assert res["n_queries"] == 6 and set(res["per_query"]["reranked"]["ndcg@10"]) <= set(held)
     assert res["first_stage"]["recall@100"] == pytest.approx(res["reranked"]["recall@100"])  # same candidates
     assert res["stats"]["counts"]["ce_pairs"] > 0
@@ -158,17 +195,57 @@ def test_compare_reranking_on_a_query_subset(tiny_base, tiny_dataset, tmp_path):
 
 
 def test_cli_train_prints_artifact_and_heldout_file(tiny_base, tiny_dataset, tmp_path, capfd):
-    rc = main(["train", "cross-encoder", "--base", str(tiny_base), "--dataset", str(tiny_dataset),
-               "--train-fraction", "0.5", "--negatives-per-query", "2", "--negatives-depth", "10",
-               "--batch-size", "4", "--lr", "1e-3", "--max-length", "32", "--device", "cpu",
-               "--index-dir", str(tmp_path), "--no-progress", "--evaluate", "--eval-depth", "5", "--json"])
+    rc = main(
+        [
+            "train",
+            "cross-encoder",
+            "--base",
+            str(tiny_base),
+            "--dataset",
+            str(tiny_dataset),
+            "--train-fraction",
+            "0.5",
+            "--negatives-per-query",
+            "2",
+            "--negatives-depth",
+            "10",
+            "--batch-size",
+            "4",
+            "--lr",
+            "1e-3",
+            "--max-length",
+            "32",
+            "--device",
+            "cpu",
+            "--index-dir",
+            str(tmp_path),
+            "--no-progress",
+            "--evaluate",
+            "--eval-depth",
+            "5",
+            "--json",
+        ]
+    )
     assert rc == 0
     obj = json.loads(capfd.readouterr().out)
     assert Path(obj["artifact"]).is_dir() and obj["created"] and obj["n_heldout_queries"] == 6
     assert Path(obj["heldout_queries"]).read_text().split() == heldout_query_ids(obj["artifact"])
     assert obj["evaluation"]["n_queries"] == 6 and "ndcg@10" in obj["evaluation"]["reranked"]
-    assert main(["train", "cross-encoder", "--base", str(tmp_path / "nope"), "--dataset", str(tiny_dataset),
-                 "--index-dir", str(tmp_path)]) == 2
+    assert (
+        main(
+            [
+                "train",
+                "cross-encoder",
+                "--base",
+                str(tmp_path / "nope"),
+                "--dataset",
+                str(tiny_dataset),
+                "--index-dir",
+                str(tmp_path),
+            ]
+        )
+        == 2
+    )
     assert "does not exist" in capfd.readouterr().err
 
 
@@ -180,15 +257,17 @@ def test_minilm_fine_tune_on_nq_end_to_end(data_dir, session_store):
     from ragopt.pipeline_io import load_pipeline
 
     nq = data_dir / "nq-open-oracle-dev"
-    art = train_cross_encoder("all-MiniLM-L6-v2", nq, max_queries=48, epochs=1, max_length=128,
-                              store=session_store, progress=False)
+    art = train_cross_encoder(
+        "all-MiniLM-L6-v2", nq, max_queries=48, epochs=1, max_length=128, store=session_store, progress=False
+    )
     info = json.loads((art.path / "training.json").read_text())
     assert info["n_train_queries"] == 48 and info["n_pairs"] == 240 and info["steps"] == 16
     assert info["n_heldout_queries"] == 648 and all(np.isfinite(info["loss"]))
     held = heldout_query_ids(art.path)
     assert not set(held) & set((art.path / "train_queries.txt").read_text().split())
-    res = compare_reranking(art.path, nq, query_ids=held[:20], depth=5, store=session_store,
-                            metrics=("ndcg@10", "recall@100"))
+    res = compare_reranking(
+        art.path, nq, query_ids=held[:20], depth=5, store=session_store, metrics=("ndcg@10", "recall@100")
+    )
     assert res["n_queries"] == 20 and res["stats"]["counts"]["ce_pairs"] == 100
     assert res["reranked"]["recall@100"] == pytest.approx(res["first_stage"]["recall@100"])
     assert 0.0 < res["reranked"]["ndcg@10"] <= 1.0
@@ -205,8 +284,9 @@ def test_onnx_backends_of_a_trained_minilm_on_nq(data_dir, session_store):
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
     nq = data_dir / "nq-open-oracle-dev"
-    art = train_cross_encoder("all-MiniLM-L6-v2", nq, max_queries=48, epochs=1, max_length=128,
-                              store=session_store, progress=False)  # the artifact of the test above, reused
+    art = train_cross_encoder(
+        "all-MiniLM-L6-v2", nq, max_queries=48, epochs=1, max_length=128, store=session_store, progress=False
+    )  # the artifact of the test above, reused
     held = heldout_query_ids(art.path)[:20]
     runs = {}
     for backend, precision in (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8")):
@@ -272,8 +352,7 @@ def test_sentence_transformers_loss_is_the_listwise_loss(tiny_base):
     net, tok = model.model, model.tokenizer
     parts = []
     for i in range(2):
-        f = tok([q[i]] * 3, [c[i] for c in cols[1:]], padding=True, truncation=True, max_length=32,
-                return_tensors="pt")
+        f = tok([q[i]] * 3, [c[i] for c in cols[1:]], padding=True, truncation=True, max_length=32, return_tensors="pt")
         parts.append(-torch.log_softmax(net(**f).logits.view(-1), dim=0)[0])
     assert float(got.detach()) == pytest.approx(float(torch.stack(parts).mean().detach()), rel=1e-5)
 

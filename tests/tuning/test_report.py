@@ -14,15 +14,25 @@ from ragopt.store import ArtifactStore
 from ragopt.tuning.report import write_report
 from ragopt.tuning.study import StudyConfig, run_study
 
-SPACE = [{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.3, "high": 2.0},
-         {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.1, "high": 1.0},
-         {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", None]}]
+SPACE = [
+    {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.3, "high": 2.0},
+    {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.1, "high": 1.0},
+    {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", None]},
+]
 
 
 def _study(data_dir: Path, name: str, metrics: list[str]) -> StudyConfig:
-    return StudyConfig.from_dict({"study": name, "dataset": str(data_dir / "adi"), "pipeline": "bm25",
-                                  "space": SPACE, "objective": {"metrics": metrics}, "tuner": "random",
-                                  "budget": {"trials": 6}})
+    return StudyConfig.from_dict(
+        {
+            "study": name,
+            "dataset": str(data_dir / "adi"),
+            "pipeline": "bm25",
+            "space": SPACE,
+            "objective": {"metrics": metrics},
+            "tuner": "random",
+            "budget": {"trials": 6},
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +42,7 @@ def studies(data_dir, tmp_path_factory):
     store = ArtifactStore(root / "store")
     url = f"sqlite:///{root / 'studies.db'}"
     single = run_study(_study(data_dir, "single", ["ndcg@10"]), storage=url, store=store, progress=False)
-    multi = run_study(_study(data_dir, "multi", ["ndcg@10", "latency_ms"]), storage=url, store=store,
-                      progress=False)
+    multi = run_study(_study(data_dir, "multi", ["ndcg@10", "latency_ms"]), storage=url, store=store, progress=False)
     return {"url": url, "root": root, "single": single, "multi": multi}
 
 

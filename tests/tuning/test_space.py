@@ -16,11 +16,13 @@ def space(items):
 
 
 def test_apply_sets_paths_and_removes_stages():
-    s = space([
-        {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0},
-        {"name": "cut", "path": "stages.1", "choices": {"none": None, "c10": {"type": "cutoff", "k": 10}}},
-        {"name": "depth", "path": "stages.1.k", "type": "int", "low": 5, "high": 50, "when": {"cut": "c10"}},
-    ])
+    s = space(
+        [
+            {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0},
+            {"name": "cut", "path": "stages.1", "choices": {"none": None, "c10": {"type": "cutoff", "k": 10}}},
+            {"name": "depth", "path": "stages.1.k", "type": "int", "low": 5, "high": 50, "when": {"cut": "c10"}},
+        ]
+    )
     cfg = apply_params(TEMPLATE, s, {"k1": 1.5, "cut": "c10", "depth": 20})
     assert cfg["stages"][0]["k1"] == 1.5 and cfg["stages"][1] == {"type": "cutoff", "k": 20}
     cfg = apply_params(TEMPLATE, s, {"k1": 1.5, "cut": "none", "depth": 20})
@@ -31,11 +33,13 @@ def test_apply_sets_paths_and_removes_stages():
 
 
 def test_grid_respects_conditions_and_levels():
-    s = space([
-        {"name": "a", "path": "x", "choices": ["p", "q"]},
-        {"name": "n", "path": "y", "type": "int", "low": 1, "high": 3, "when": {"a": "q"}},
-        {"name": "f", "path": "z", "type": "float", "low": 0.1, "high": 10, "log": True, "levels": 3},
-    ])
+    s = space(
+        [
+            {"name": "a", "path": "x", "choices": ["p", "q"]},
+            {"name": "n", "path": "y", "type": "int", "low": 1, "high": 3, "when": {"a": "q"}},
+            {"name": "f", "path": "z", "type": "float", "low": 0.1, "high": 10, "log": True, "levels": 3},
+        ]
+    )
     assert s.by_name["f"].grid() == pytest.approx([0.1, 1.0, 10.0])
     assert s.by_name["n"].grid() == [1, 2, 3]
     assert s.grid_size() == (1 + 3) * 3
@@ -43,27 +47,36 @@ def test_grid_respects_conditions_and_levels():
     assert {"a": "p", "f": 0.1} in grid and all("n" not in g for g in grid if g["a"] == "p")
 
 
-@pytest.mark.parametrize("items,message", [
-    ([{"path": "stages.0.k1", "choices": []}], "empty choices"),
-    ([{"path": "stages.0.k1", "type": "float", "low": 2, "high": 1}], r"low \(2.0\) > high \(1.0\)"),
-    ([{"path": "stages.0.k1", "type": "float", "low": 0, "high": 1, "log": True}], "log scale needs low > 0"),
-    ([{"path": "stages.0.k1", "type": "number", "low": 0, "high": 1}], "must be one of"),
-    ([{"type": "int", "low": 0, "high": 1}], "needs a 'path'"),
-    ([{"path": "a", "choices": [1]}, {"path": "b", "choices": [1], "when": {"c": 1}}], "refers to 'c'"),
-    ([{"path": "a", "choices": [1], "colour": "red"}], "space\\[0\\].colour: unknown key"),
-    ([], "the search space is empty"),
-])
+@pytest.mark.parametrize(
+    "items,message",
+    [
+        ([{"path": "stages.0.k1", "choices": []}], "empty choices"),
+        ([{"path": "stages.0.k1", "type": "float", "low": 2, "high": 1}], r"low \(2.0\) > high \(1.0\)"),
+        ([{"path": "stages.0.k1", "type": "float", "low": 0, "high": 1, "log": True}], "log scale needs low > 0"),
+        ([{"path": "stages.0.k1", "type": "number", "low": 0, "high": 1}], "must be one of"),
+        ([{"type": "int", "low": 0, "high": 1}], "needs a 'path'"),
+        ([{"path": "a", "choices": [1]}, {"path": "b", "choices": [1], "when": {"c": 1}}], "refers to 'c'"),
+        ([{"path": "a", "choices": [1], "colour": "red"}], "space\\[0\\].colour: unknown key"),
+        ([], "the search space is empty"),
+    ],
+)
 def test_invalid_spaces_fail_with_the_place_named(items, message):
     with pytest.raises(ConfigError, match=message):
         space(items)
 
 
-@pytest.mark.parametrize("item,message", [
-    ({"name": "k1", "path": "stages.3.k1", "type": "float", "low": 0.5, "high": 2}, "space\\(k1\\).*stages.3"),
-    ({"name": "kk", "path": "stages.0.k_1", "type": "float", "low": 0.5, "high": 2}, "unknown key.*did you mean 'k1'"),
-    ({"name": "b", "path": "stages.0.b", "type": "float", "low": 0.5, "high": 2}, "must be <= 1.0"),
-    ({"name": "m", "path": "stages.0.method", "choices": ["lucene", "okapi"]}, "okapi"),
-])
+@pytest.mark.parametrize(
+    "item,message",
+    [
+        ({"name": "k1", "path": "stages.3.k1", "type": "float", "low": 0.5, "high": 2}, "space\\(k1\\).*stages.3"),
+        (
+            {"name": "kk", "path": "stages.0.k_1", "type": "float", "low": 0.5, "high": 2},
+            "unknown key.*did you mean 'k1'",
+        ),
+        ({"name": "b", "path": "stages.0.b", "type": "float", "low": 0.5, "high": 2}, "must be <= 1.0"),
+        ({"name": "m", "path": "stages.0.method", "choices": ["lucene", "okapi"]}, "okapi"),
+    ],
+)
 def test_space_is_validated_against_the_pipeline(item, message):
     s = space([item])
     with pytest.raises(ConfigError, match=message):
@@ -71,9 +84,11 @@ def test_space_is_validated_against_the_pipeline(item, message):
 
 
 def test_defaults_follow_the_template():
-    s = space([
-        {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0},
-        {"name": "m", "path": "stages.0.method", "choices": ["robertson", "lucene"]},
-        {"name": "cut", "path": "stages.1", "choices": {"none": None, "c100": {"type": "cutoff", "k": 100}}},
-    ])
+    s = space(
+        [
+            {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0},
+            {"name": "m", "path": "stages.0.method", "choices": ["robertson", "lucene"]},
+            {"name": "cut", "path": "stages.1", "choices": {"none": None, "c100": {"type": "cutoff", "k": 100}}},
+        ]
+    )
     assert s.defaults_from(TEMPLATE) == {"k1": 0.9, "m": "robertson", "cut": "c100"}

@@ -22,5 +22,16 @@ from ragopt.tuning.study.sampler import TunerSampler, study_sampler
 from ragopt.tuning.study.storage import default_storage, make_storage
 from ragopt.tuning.study.summary import StudyResult
 
-__all__ = ["StudyConfig", "ObjectiveSpec", "PipelineObjective", "FitMemo", "run_study", "StudyResult",
-           "TunerSampler", "study_sampler", "default_storage", "make_storage", "split_queries"]
+__all__ = [
+    "StudyConfig",
+    "ObjectiveSpec",
+    "PipelineObjective",
+    "FitMemo",
+    "run_study",
+    "StudyResult",
+    "TunerSampler",
+    "study_sampler",
+    "default_storage",
+    "make_storage",
+    "split_queries",
+]

@@ -4,9 +4,10 @@ held-out queries), towards what (objectives and constraints), with which tuner a
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from ragopt.config import from_config
 from ragopt.errors import ConfigError
@@ -21,8 +22,19 @@ __all__ = ["StudyConfig", "ObjectiveSpec", "COST_PREFIX", "is_cost_metric"]
 #: objective names ``cost.<counter>`` read a call counter of the trial's run (``cost.encoder_texts``)
 COST_PREFIX = "cost."
 _MINIMIZE_BY_DEFAULT = ("latency_ms", "total_s")
-_STUDY_KEYS = ("study", "description", "dataset", "split", "pipeline", "space", "objective", "tuner", "budget",
-               "holdout", "batch_size")
+_STUDY_KEYS = (
+    "study",
+    "description",
+    "dataset",
+    "split",
+    "pipeline",
+    "space",
+    "objective",
+    "tuner",
+    "budget",
+    "holdout",
+    "batch_size",
+)
 
 
 def is_cost_metric(name: str) -> bool:
@@ -39,7 +51,7 @@ class ObjectiveSpec:
     constraints: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_dict(cls, d: Any, where: str = "objective") -> "ObjectiveSpec":
+    def from_dict(cls, d: Any, where: str = "objective") -> ObjectiveSpec:
         if d is None:
             d = {"metrics": ["ndcg@10"]}
         if isinstance(d, (str, list)):
@@ -59,8 +71,9 @@ class ObjectiveSpec:
             elif isinstance(m, Mapping) and "metric" in m:
                 name, direction = m["metric"], m.get("direction")
             else:
-                raise ConfigError(f"{where}.metrics[{i}]",
-                                  f"expected a metric name or {{metric, direction}}, got {m!r}")
+                raise ConfigError(
+                    f"{where}.metrics[{i}]", f"expected a metric name or {{metric, direction}}, got {m!r}"
+                )
             if not is_cost_metric(name):
                 name = parse_metric(name).name
             if direction is None:
@@ -105,7 +118,7 @@ class StudyConfig:
     source: str = ""
 
     @classmethod
-    def from_dict(cls, d: Any, source: str = "study", base_dir: Path | None = None) -> "StudyConfig":
+    def from_dict(cls, d: Any, source: str = "study", base_dir: Path | None = None) -> StudyConfig:
         if not isinstance(d, Mapping):
             raise ConfigError(source, f"a study config must be a mapping, got {type(d).__name__}")
         for k in d:
@@ -122,8 +135,9 @@ class StudyConfig:
                 p = str(base_dir / path)
             stage = load_pipeline(p)
         else:
-            stage = pipeline_from_dict({"pipeline": p} if isinstance(p, list) or "type" in p else p,
-                                       source=f"{source}:pipeline")
+            stage = pipeline_from_dict(
+                {"pipeline": p} if isinstance(p, list) or "type" in p else p, source=f"{source}:pipeline"
+            )
         if not isinstance(stage, Pipeline):
             stage = Pipeline(stages=[stage])
         template = stage.to_config()
@@ -152,16 +166,28 @@ class StudyConfig:
         trials = int(budget.get("trials", 30))
         if trials < 1:
             raise ConfigError(f"{source}:budget.trials", f"must be >= 1, got {trials}")
-        return cls(name=str(d.get("study") or Path(source).stem or "study"), dataset=str(d["dataset"]),
-                   pipeline=template, space=space, space_spec=list(d["space"]) if isinstance(d["space"], list)
-                   else d["space"], objective=ObjectiveSpec.from_dict(d.get("objective"), f"{source}:objective"),
-                   tuner=entry.name, seed=seed, tuner_options=opts, trials=trials,
-                   timeout=budget.get("timeout"), split=str(d.get("split", "test")), holdout_fraction=fraction,
-                   holdout_seed=int(holdout.get("seed", 0)), batch_size=int(d.get("batch_size", 1000)),
-                   description=str(d.get("description", "")), source=source)
+        return cls(
+            name=str(d.get("study") or Path(source).stem or "study"),
+            dataset=str(d["dataset"]),
+            pipeline=template,
+            space=space,
+            space_spec=list(d["space"]) if isinstance(d["space"], list) else d["space"],
+            objective=ObjectiveSpec.from_dict(d.get("objective"), f"{source}:objective"),
+            tuner=entry.name,
+            seed=seed,
+            tuner_options=opts,
+            trials=trials,
+            timeout=budget.get("timeout"),
+            split=str(d.get("split", "test")),
+            holdout_fraction=fraction,
+            holdout_seed=int(holdout.get("seed", 0)),
+            batch_size=int(d.get("batch_size", 1000)),
+            description=str(d.get("description", "")),
+            source=source,
+        )
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "StudyConfig":
+    def load(cls, path: str | os.PathLike) -> StudyConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(str(path), "study config not found")

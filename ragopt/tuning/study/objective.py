@@ -9,7 +9,8 @@ depth) in the stage-output cache (:class:`ragopt.cache.StageCache`), in memory a
 from __future__ import annotations
 
 import tempfile
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from ragopt.cache import StageCache
 from ragopt.config import canonical_json, config_hash, from_config
@@ -47,8 +48,9 @@ class FitMemo:
         cfg = {k: v for k, v in stage.to_config().items() if k not in search_time}
         return config_hash({"stage": cfg, "corpus": corpus.fingerprint}, length=32)
 
-    def fit(self, pipeline: Stage, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-            progress: bool | None = None) -> Stage:
+    def fit(
+        self, pipeline: Stage, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> Stage:
         for stage in pipeline.stages if isinstance(pipeline, Pipeline) else [pipeline]:
             key = self.key(stage, corpus)
             state = self._snapshots.get(key)
@@ -102,19 +104,34 @@ class PipelineObjective:
                 report = self._evaluate(pipeline, queries, ArtifactStore(tmp), self._fit_fresh)
         self.evaluations += 1
         t, stats = report.timings, report.batch.stats
-        return {"metrics": dict(report.metrics), "n_queries": report.n_queries,
-                "latency_ms": 1000.0 * t["search_s"] / max(len(queries), 1), "fit_s": t["fit_s"],
-                "search_s": t["search_s"], "total_s": t["total_s"], "costs": dict(stats.counts),
-                "stage_seconds": {k: round(v, 4) for k, v in stats.seconds.items()},
-                "per_query": report.per_query}
+        return {
+            "metrics": dict(report.metrics),
+            "n_queries": report.n_queries,
+            "latency_ms": 1000.0 * t["search_s"] / max(len(queries), 1),
+            "fit_s": t["fit_s"],
+            "search_s": t["search_s"],
+            "total_s": t["total_s"],
+            "costs": dict(stats.counts),
+            "stage_seconds": {k: round(v, 4) for k, v in stats.seconds.items()},
+            "per_query": report.per_query,
+        }
 
     def _evaluate(self, pipeline: Stage, queries: Queries, store: ArtifactStore, fitter: Any) -> EvalReport:
-        return evaluate_pipeline(pipeline, self.dataset, self.config.split, self.config.objective.retrieval_metrics(),
-                                 store=store, batch_size=self.config.batch_size, progress=False, queries=queries,
-                                 fitter=fitter)
+        return evaluate_pipeline(
+            pipeline,
+            self.dataset,
+            self.config.split,
+            self.config.objective.retrieval_metrics(),
+            store=store,
+            batch_size=self.config.batch_size,
+            progress=False,
+            queries=queries,
+            fitter=fitter,
+        )
 
-    def _fit_fresh(self, pipeline: Stage, corpus: Corpus, store: Any = None, *, rebuild: bool = False,
-                   progress: bool | None = None) -> Stage:
+    def _fit_fresh(
+        self, pipeline: Stage, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None
+    ) -> Stage:
         return pipeline.fit(corpus, store, rebuild=rebuild, progress=self.progress)
 
     def values(self, ev: Mapping[str, Any]) -> list[float]:
@@ -127,7 +144,7 @@ class PipelineObjective:
         if name in ("latency_ms", "total_s"):
             return float(ev[name])
         if name.startswith(COST_PREFIX):
-            return float(ev["costs"].get(name[len(COST_PREFIX):], 0))
+            return float(ev["costs"].get(name[len(COST_PREFIX) :], 0))
         raise ConfigError("objective", f"unknown objective metric {name!r}")
 
     def constraint_values(self, ev: Mapping[str, Any]) -> list[float]:

@@ -26,11 +26,21 @@ from ragopt.tuning.tuners.registry import get_tuner
 __all__ = ["run_study"]
 
 
-def run_study(config: StudyConfig, storage: str | None = None, study_name: str | None = None,
-              store: Any = None, n_trials: int | None = None, timeout: float | None = None,
-              tuner: str | None = None, seed: int | None = None, reuse: bool = True,
-              progress: bool | None = None, out_dir: str | os.PathLike | None = None,
-              heartbeat: int | None = 10, grace: int | None = None) -> StudyResult:
+def run_study(
+    config: StudyConfig,
+    storage: str | None = None,
+    study_name: str | None = None,
+    store: Any = None,
+    n_trials: int | None = None,
+    timeout: float | None = None,
+    tuner: str | None = None,
+    seed: int | None = None,
+    reuse: bool = True,
+    progress: bool | None = None,
+    out_dir: str | os.PathLike | None = None,
+    heartbeat: int | None = 10,
+    grace: int | None = None,
+) -> StudyResult:
     """Run (or resume, or join) a study until it has ``n_trials`` finished trials or ``timeout`` passes."""
     optuna = require("optuna", "tune", "tuning studies")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -47,8 +57,13 @@ def run_study(config: StudyConfig, storage: str | None = None, study_name: str |
     directions = config.objective.directions
     defaults = config.space.defaults_from(config.pipeline)
     sampler = study_sampler(tuner_name, config.space, seed, directions, defaults, config.tuner_options)
-    study = optuna.create_study(study_name=name, storage=make_storage(url, heartbeat, grace), sampler=sampler,
-                                directions=directions, load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name,
+        storage=make_storage(url, heartbeat, grace),
+        sampler=sampler,
+        directions=directions,
+        load_if_exists=True,
+    )
     _check_study_matches(study, config, tuner_name)
     if not study.trials and entry.optuna_sampler and starts_from_template(entry.optuna_sampler):
         study.enqueue_trial(defaults)  # start from the template's own configuration
@@ -72,8 +87,14 @@ def run_study(config: StudyConfig, storage: str | None = None, study_name: str |
 
     try:
         if done < n_trials:
-            study.optimize(objective, n_trials=None, timeout=timeout, callbacks=[on_trial], catch=(Exception,),
-                           gc_after_trial=False)
+            study.optimize(
+                objective,
+                n_trials=None,
+                timeout=timeout,
+                callbacks=[on_trial],
+                catch=(Exception,),
+                gc_after_trial=False,
+            )
     except KeyboardInterrupt:
         # re-queue the interrupted configuration so a resumed study evaluates it
         trials = study.get_trials(deepcopy=False)
@@ -85,8 +106,14 @@ def run_study(config: StudyConfig, storage: str | None = None, study_name: str |
     finally:
         if bar is not None:
             bar.close()
-    return summarise(study, objective, config, url, Path(out_dir) if out_dir else Path(store.root) / "studies" / name,
-                     time.perf_counter() - t_start)
+    return summarise(
+        study,
+        objective,
+        config,
+        url,
+        Path(out_dir) if out_dir else Path(store.root) / "studies" / name,
+        time.perf_counter() - t_start,
+    )
 
 
 def _n_finished(study: Any) -> int:
@@ -102,18 +129,38 @@ def _n_finished(study: Any) -> int:
 
 def _check_study_matches(study: Any, config: StudyConfig, tuner: str) -> None:
     """A study joined by name must be the same search: refuse to mix spaces or objectives."""
-    sig = config_hash({"space": config.space_spec, "pipeline": config.pipeline,
-                       "objective": [config.objective.metrics, config.objective.directions],
-                       "dataset": config.dataset, "split": config.split,
-                       "holdout": [config.holdout_fraction, config.holdout_seed]})
+    sig = config_hash(
+        {
+            "space": config.space_spec,
+            "pipeline": config.pipeline,
+            "objective": [config.objective.metrics, config.objective.directions],
+            "dataset": config.dataset,
+            "split": config.split,
+            "holdout": [config.holdout_fraction, config.holdout_seed],
+        }
+    )
     have = study.user_attrs.get("ragopt_signature")
     if have is None:
         study.set_user_attr("ragopt_signature", sig)
-        study.set_user_attr("ragopt_config", json.loads(canonical_json({
-            "dataset": config.dataset, "split": config.split, "pipeline": config.pipeline,
-            "space": config.space_spec, "objective": {"metrics": config.objective.metrics,
-                                                      "directions": config.objective.directions},
-            "tuner": tuner, "holdout": {"fraction": config.holdout_fraction, "seed": config.holdout_seed}})))
+        study.set_user_attr(
+            "ragopt_config",
+            json.loads(
+                canonical_json(
+                    {
+                        "dataset": config.dataset,
+                        "split": config.split,
+                        "pipeline": config.pipeline,
+                        "space": config.space_spec,
+                        "objective": {"metrics": config.objective.metrics, "directions": config.objective.directions},
+                        "tuner": tuner,
+                        "holdout": {"fraction": config.holdout_fraction, "seed": config.holdout_seed},
+                    }
+                )
+            ),
+        )
     elif have != sig:
-        raise ConfigError("study", f"study {study.study_name!r} already exists with another space, pipeline, "
-                                   "objective or dataset; use another --study name")
+        raise ConfigError(
+            "study",
+            f"study {study.study_name!r} already exists with another space, pipeline, "
+            "objective or dataset; use another --study name",
+        )

@@ -8,7 +8,8 @@ Optuna is imported when a sampler is built.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ragopt._imports import require
 from ragopt.tuning.space import SearchSpace
@@ -19,9 +20,15 @@ from ragopt.tuning.tuners.registry import get_tuner
 __all__ = ["TunerSampler", "study_sampler"]
 
 
-def study_sampler(tuner: str, space: SearchSpace, seed: int, directions: Sequence[str],
-                  defaults: Mapping[str, Any] | None, options: Mapping[str, Any] | None = None,
-                  where: str = "tuner") -> Any:
+def study_sampler(
+    tuner: str,
+    space: SearchSpace,
+    seed: int,
+    directions: Sequence[str],
+    defaults: Mapping[str, Any] | None,
+    options: Mapping[str, Any] | None = None,
+    where: str = "tuner",
+) -> Any:
     """The Optuna sampler that runs the tuner named ``tuner`` in a stored study."""
     entry = get_tuner(tuner, where)
     opts = entry.options(options, where)

@@ -32,17 +32,22 @@ def make_storage(url: str, heartbeat: int | None = 10, grace: int | None = None)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=heartbeat, grace_period=grace or 3 * heartbeat,
+                    url,
+                    heartbeat_interval=heartbeat,
+                    grace_period=grace or 3 * heartbeat,
                     heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None)
+                    engine_kwargs={"pool_pre_ping": True} if not url.startswith("sqlite") else None,
+                )
         return optuna.storages.RDBStorage(url)
 
     for attempt in range(6):
         try:
             return open_once()
         except ImportError as e:
-            raise RagoptError(f"storage {url.split('://')[0]}: a database driver is missing ({e}); for "
-                              "PostgreSQL install psycopg (pip install 'ragopt[tune]')") from e
+            raise RagoptError(
+                f"storage {url.split('://')[0]}: a database driver is missing ({e}); for "
+                "PostgreSQL install psycopg (pip install 'ragopt[tune]')"
+            ) from e
         except Exception as e:
             # two workers creating the schema of a fresh database at once: one loses the race; retry
             if attempt == 5:

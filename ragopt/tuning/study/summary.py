@@ -43,8 +43,9 @@ def _constraint_values(trial: Any) -> list[float]:
     return list(c.values()) if isinstance(c, dict) else list(c)
 
 
-def summarise(study: Any, objective: PipelineObjective, config: StudyConfig, url: str, out_dir: Path,
-              seconds: float) -> StudyResult:
+def summarise(
+    study: Any, objective: PipelineObjective, config: StudyConfig, url: str, out_dir: Path, seconds: float
+) -> StudyResult:
     """The study's result; with a best trial, also ``best_pipeline.yaml`` and ``summary.json`` in ``out_dir``."""
     optuna = require("optuna", "tune", "tuning studies")
     states = optuna.trial.TrialState
@@ -75,23 +76,50 @@ def summarise(study: Any, objective: PipelineObjective, config: StudyConfig, url
         best_cfg = json.loads(best_trial.user_attrs["pipeline"])
         out_dir.mkdir(parents=True, exist_ok=True)
         stage = pipeline_from_dict({"pipeline": best_cfg}, source="best")
-        best_path = str(save_pipeline(stage, out_dir / "best_pipeline.yaml", name=f"{study.study_name}-best",
-                                      description=f"best of study {study.study_name} (trial {best_trial.number}, "
-                                                  f"{dict(zip(config.objective.metrics, best_trial.values))})"))
+        best_path = str(
+            save_pipeline(
+                stage,
+                out_dir / "best_pipeline.yaml",
+                name=f"{study.study_name}-best",
+                description=f"best of study {study.study_name} (trial {best_trial.number}, "
+                f"{dict(zip(config.objective.metrics, best_trial.values))})",
+            )
+        )
         metrics = objective.config.objective.retrieval_metrics()
-        tune = {"best": best_trial.user_attrs.get("metrics", {}),
-                "baseline": objective.evaluate(config.pipeline)["metrics"]}
+        tune = {
+            "best": best_trial.user_attrs.get("metrics", {}),
+            "baseline": objective.evaluate(config.pipeline)["metrics"],
+        }
         if len(objective.heldout_queries):
             best_ev = objective.evaluate(best_cfg, heldout=True)
             base_ev = objective.evaluate(config.pipeline, heldout=True)
-            heldout = {"n_queries": len(objective.heldout_queries), "best": best_ev["metrics"],
-                       "baseline": base_ev["metrics"],
-                       "gain": {m: best_ev["metrics"][m] - base_ev["metrics"][m] for m in metrics}}
+            heldout = {
+                "n_queries": len(objective.heldout_queries),
+                "best": best_ev["metrics"],
+                "baseline": base_ev["metrics"],
+                "gain": {m: best_ev["metrics"][m] - base_ev["metrics"][m] for m in metrics},
+            }
             m0 = metrics[0]
-            heldout["paired_test"] = paired_test(base_ev["per_query"][m0], best_ev["per_query"][m0],
-                                                 test="randomization").to_dict()
-        atomic_write_text(out_dir / "summary.json", json.dumps({"best_params": best_params, "best_value": best_value,
-                                                                "heldout": heldout, "tune": tune}, indent=1))
-    return StudyResult(study_name=study.study_name, storage=url, best_value=best_value, best_params=best_params,
-                       best_pipeline=best_path, n_trials=len(trials), n_complete=len(complete),
-                       n_failed=len(failed), heldout=heldout, tune=tune, pareto=pareto, seconds=round(seconds, 3))
+            heldout["paired_test"] = paired_test(
+                base_ev["per_query"][m0], best_ev["per_query"][m0], test="randomization"
+            ).to_dict()
+        atomic_write_text(
+            out_dir / "summary.json",
+            json.dumps(
+                {"best_params": best_params, "best_value": best_value, "heldout": heldout, "tune": tune}, indent=1
+            ),
+        )
+    return StudyResult(
+        study_name=study.study_name,
+        storage=url,
+        best_value=best_value,
+        best_params=best_params,
+        best_pipeline=best_path,
+        n_trials=len(trials),
+        n_complete=len(complete),
+        n_failed=len(failed),
+        heldout=heldout,
+        tune=tune,
+        pareto=pareto,
+        seconds=round(seconds, 3),
+    )

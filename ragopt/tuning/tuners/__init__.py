@@ -18,6 +18,25 @@ from ragopt.tuning.tuners.native import GridTuner, RandomTuner
 from ragopt.tuning.tuners.optuna_samplers import OptunaTuner, make_optuna_sampler
 from ragopt.tuning.tuners.registry import TUNERS, TunerEntry, describe_tuners, get_tuner, make_tuner, tuner_names
 
-__all__ = ["Tuner", "Value", "config_key", "optimize", "suggest", "suggest_all", "GreedyTuner", "HierMABTuner",
-           "OnlineResult", "run_online", "GridTuner", "RandomTuner", "OptunaTuner", "make_optuna_sampler",
-           "TUNERS", "TunerEntry", "describe_tuners", "get_tuner", "make_tuner", "tuner_names"]
+__all__ = [
+    "Tuner",
+    "Value",
+    "config_key",
+    "optimize",
+    "suggest",
+    "suggest_all",
+    "GreedyTuner",
+    "HierMABTuner",
+    "OnlineResult",
+    "run_online",
+    "GridTuner",
+    "RandomTuner",
+    "OptunaTuner",
+    "make_optuna_sampler",
+    "TUNERS",
+    "TunerEntry",
+    "describe_tuners",
+    "get_tuner",
+    "make_tuner",
+    "tuner_names",
+]

@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from ragopt.errors import ConfigError
 from ragopt.tuning.space import Param, SearchSpace
@@ -46,8 +47,13 @@ class Tuner:
 
     name = "base"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, directions: Sequence[str] = ("maximize",),
-                 defaults: Mapping[str, Any] | None = None):
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        directions: Sequence[str] = ("maximize",),
+        defaults: Mapping[str, Any] | None = None,
+    ):
         for d in directions:
             if d not in ("maximize", "minimize"):
                 raise ConfigError("directions", f"must be 'maximize' or 'minimize', got {d!r}")
@@ -155,8 +161,12 @@ def suggest(trial: Any, p: Param) -> Any:
     return trial.suggest_float(p.name, p.low, p.high, step=p.step, log=p.log)
 
 
-def optimize(tuner: Tuner, objective: Callable[[dict[str, Any]], Value], n_trials: int,
-             catch: tuple[type[BaseException], ...] = (Exception,)) -> tuple[dict[str, Any], Value] | None:
+def optimize(
+    tuner: Tuner,
+    objective: Callable[[dict[str, Any]], Value],
+    n_trials: int,
+    catch: tuple[type[BaseException], ...] = (Exception,),
+) -> tuple[dict[str, Any], Value] | None:
     """Run ``n_trials`` ask/evaluate/tell rounds; an exception in ``objective`` is a failed trial."""
     for _ in range(n_trials):
         params = tuner.ask()

@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ragopt.errors import ConfigError
 from ragopt.tuning.space import Param, SearchSpace
@@ -26,8 +27,14 @@ class GreedyTuner(Tuner):
 
     name = "greedy"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, directions: Sequence[str] = ("maximize",),
-                 defaults: Mapping[str, Any] | None = None, order: str = "models_first"):
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        directions: Sequence[str] = ("maximize",),
+        defaults: Mapping[str, Any] | None = None,
+        order: str = "models_first",
+    ):
         super().__init__(space, seed, directions, defaults)
         if order not in ORDERS:
             raise ConfigError("order", f"must be 'models_first' or 'pipeline_order', got {order!r}")

@@ -17,7 +17,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections import defaultdict
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 from ragopt.errors import ConfigError
 from ragopt.tuning.space import SearchSpace
@@ -50,7 +51,7 @@ class _Stats:
     def var(self) -> float:
         if self.n < 2:
             return 0.25
-        return max(self.sq / self.n - self.mean ** 2, 1e-6)
+        return max(self.sq / self.n - self.mean**2, 1e-6)
 
 
 class HierMABTuner(Tuner):
@@ -58,9 +59,17 @@ class HierMABTuner(Tuner):
 
     name = "hiermab"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, directions: Sequence[str] = ("maximize",),
-                 defaults: Mapping[str, Any] | None = None, policy: str = "ucb1", c: float = 1.0,
-                 online: bool = False, max_arms: int = 512):
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        directions: Sequence[str] = ("maximize",),
+        defaults: Mapping[str, Any] | None = None,
+        policy: str = "ucb1",
+        c: float = 1.0,
+        online: bool = False,
+        max_arms: int = 512,
+    ):
         super().__init__(space, seed, directions, defaults)
         if policy not in POLICIES:
             raise ConfigError("policy", f"must be 'ucb1' or 'thompson', got {policy!r}")
@@ -158,12 +167,18 @@ class HierMABTuner(Tuner):
             st = self.config_stats.get(config_key(arm))
             if st is None or st.n == 0:
                 # unseen configuration: optimistic estimate from its values
-                vals = [self._index(self.value_stats[(p.name, repr(arm[p.name]))], total)
-                        for p in self.groups[group] if p.name in arm]
+                vals = [
+                    self._index(self.value_stats[(p.name, repr(arm[p.name]))], total)
+                    for p in self.groups[group]
+                    if p.name in arm
+                ]
                 return sum(vals) / len(vals) if vals else math.inf
             return self._index(st, total)
-        vals = [self._index(self.value_stats[(p.name, repr(arm[p.name]))], total)
-                for p in self.groups[group] if p.name in arm]
+        vals = [
+            self._index(self.value_stats[(p.name, repr(arm[p.name]))], total)
+            for p in self.groups[group]
+            if p.name in arm
+        ]
         return sum(vals) / len(vals) if vals else math.inf
 
     def _propose(self) -> dict[str, Any]:
@@ -191,8 +206,12 @@ class OnlineResult(dict):
     """What :func:`run_online` returns: pulls, cumulative reward, regret inputs, best configuration."""
 
 
-def run_online(tuner: HierMABTuner, evaluate_batch: Callable[[dict[str, Any], Any], tuple[Sequence[float], float]],
-               batches: Iterable[Any], budget: float | None = None) -> OnlineResult:
+def run_online(
+    tuner: HierMABTuner,
+    evaluate_batch: Callable[[dict[str, Any], Any], tuple[Sequence[float], float]],
+    batches: Iterable[Any],
+    budget: float | None = None,
+) -> OnlineResult:
     """Online tuning: for each arriving batch of queries, pull one configuration, evaluate it on that batch
     (``evaluate_batch(params, batch) -> (per_query_rewards, cost)``), and update the bandit with the
     per-query rewards. Stops when the batches run out or the spent cost reaches ``budget`` (cost is what

@@ -7,7 +7,8 @@ in-memory study (for any objective function); a study in a storage runs the samp
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from ragopt._imports import require
 from ragopt.errors import ConfigError
@@ -32,16 +33,24 @@ class OptunaTuner(Tuner):
 
     name = "optuna"
 
-    def __init__(self, space: SearchSpace, seed: int = 0, directions: Sequence[str] = ("maximize",),
-                 defaults: Mapping[str, Any] | None = None, sampler: str = "tpe", **sampler_kwargs: Any):
+    def __init__(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        directions: Sequence[str] = ("maximize",),
+        defaults: Mapping[str, Any] | None = None,
+        sampler: str = "tpe",
+        **sampler_kwargs: Any,
+    ):
         super().__init__(space, seed, directions, defaults)
         optuna = require("optuna", "tune", "Optuna samplers")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.sampler_name = sampler
         self.name = sampler
-        self.study = optuna.create_study(directions=self.directions,
-                                         sampler=make_optuna_sampler(sampler, space, seed, len(self.directions),
-                                                                     **sampler_kwargs))
+        self.study = optuna.create_study(
+            directions=self.directions,
+            sampler=make_optuna_sampler(sampler, space, seed, len(self.directions), **sampler_kwargs),
+        )
         self._trials: dict[tuple, list] = {}
         if defaults and starts_from_template(sampler):
             self.study.enqueue_trial(dict(defaults))
@@ -69,8 +78,9 @@ class OptunaTuner(Tuner):
             dists = {p.name: p.distribution() for p in self.space.active(params)}
             values = None if value is None else (list(value) if isinstance(value, (list, tuple)) else [value])
             state = optuna.trial.TrialState.FAIL if value is None else optuna.trial.TrialState.COMPLETE
-            self.study.add_trial(optuna.trial.create_trial(params=dict(params), distributions=dists,
-                                                           values=values, state=state))
+            self.study.add_trial(
+                optuna.trial.create_trial(params=dict(params), distributions=dists, values=values, state=state)
+            )
         super().tell(params, value)
 
 
@@ -93,9 +103,12 @@ def make_optuna_sampler(name: str, space: SearchSpace, seed: int, n_objectives: 
         numeric = [p for p in space.params if p.kind != "categorical" and p.values is None]
         if not numeric:
             raise ConfigError("tuner", "cmaes needs at least one int or float parameter in the space")
-        return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False,
-                                            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
-                                            **kwargs)
+        return optuna.samplers.CmaEsSampler(
+            seed=seed,
+            warn_independent_sampling=False,
+            independent_sampler=optuna.samplers.RandomSampler(seed=seed),
+            **kwargs,
+        )
     if name == "nsga2":
         kwargs.setdefault("population_size", 10)
         return optuna.samplers.NSGAIISampler(seed=seed, **kwargs)

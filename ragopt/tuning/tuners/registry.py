@@ -15,9 +15,10 @@ through the sampler bridge (:mod:`ragopt.tuning.study.sampler`).
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from ragopt.errors import ConfigError
 from ragopt.tuning.space import SearchSpace
@@ -60,43 +61,74 @@ class TunerEntry:
         given = dict(given or {})
         for k, v in self.preset.items():
             if k in given and given[k] != v:
-                raise ConfigError(f"{where}.{k}", f"tuner {self.name!r} means {k}: {v}; got {k}: {given[k]!r} "
-                                                  f"(use another tuner name, or drop {k})")
+                raise ConfigError(
+                    f"{where}.{k}",
+                    f"tuner {self.name!r} means {k}: {v}; got {k}: {given[k]!r} (use another tuner name, or drop {k})",
+                )
         known = self.option_names
         if known is not None:
             unknown = sorted(set(given) - set(known))
             if unknown:
-                raise ConfigError(f"{where}.{unknown[0]}", f"tuner {self.name!r} takes no option {unknown[0]!r} "
-                                                           f"(its options: {', '.join(known) or 'none'})")
+                raise ConfigError(
+                    f"{where}.{unknown[0]}",
+                    f"tuner {self.name!r} takes no option {unknown[0]!r} (its options: {', '.join(known) or 'none'})",
+                )
         return {**given, **self.preset}
 
-    def build(self, space: SearchSpace, seed: int = 0, directions: Sequence[str] = ("maximize",),
-              defaults: Mapping[str, Any] | None = None, **options: Any) -> Tuner:
+    def build(
+        self,
+        space: SearchSpace,
+        seed: int = 0,
+        directions: Sequence[str] = ("maximize",),
+        defaults: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> Tuner:
         return self.cls(space, seed, directions, defaults, **self.options(options))
 
 
 _ENTRIES = (
-    TunerEntry("tpe", OptunaTuner, "Optuna's TPE (multivariate; grouped when the space has conditions)",
-               {"sampler": "tpe"}),
+    TunerEntry(
+        "tpe", OptunaTuner, "Optuna's TPE (multivariate; grouped when the space has conditions)", {"sampler": "tpe"}
+    ),
     TunerEntry("random", OptunaTuner, "Optuna's random sampler", {"sampler": "random"}),
-    TunerEntry("grid", OptunaTuner, "Optuna's grid sampler over the space's grid (numbers at their `levels`)",
-               {"sampler": "grid"}),
-    TunerEntry("cmaes", OptunaTuner, "Optuna's CMA-ES (needs an int or float parameter; others sampled at random)",
-               {"sampler": "cmaes"}),
+    TunerEntry(
+        "grid",
+        OptunaTuner,
+        "Optuna's grid sampler over the space's grid (numbers at their `levels`)",
+        {"sampler": "grid"},
+    ),
+    TunerEntry(
+        "cmaes",
+        OptunaTuner,
+        "Optuna's CMA-ES (needs an int or float parameter; others sampled at random)",
+        {"sampler": "cmaes"},
+    ),
     TunerEntry("nsga2", OptunaTuner, "Optuna's NSGA-II (several objectives: Pareto fronts)", {"sampler": "nsga2"}),
     TunerEntry("qmc", OptunaTuner, "Optuna's quasi-Monte Carlo sampler (Sobol sequence)", {"sampler": "qmc"}),
-    TunerEntry("greedy", GreedyTuner, "greedy coordinate search from the template, model parameters first "
-                                      "(option order: models_first | pipeline_order)"),
-    TunerEntry("greedy_pipeline", GreedyTuner, "greedy with order: pipeline_order (parameters in pipeline order)",
-               {"order": "pipeline_order"}),
-    TunerEntry("hiermab", HierMABTuner, "hierarchical multi-armed bandit as in AutoRAG-HP: a parameter group, then "
-                                        "its values (option policy: ucb1 (default) | thompson)"),
-    TunerEntry("hiermab_ts", HierMABTuner, "hiermab with policy: thompson (Thompson sampling)",
-               {"policy": "thompson"}),
+    TunerEntry(
+        "greedy",
+        GreedyTuner,
+        "greedy coordinate search from the template, model parameters first "
+        "(option order: models_first | pipeline_order)",
+    ),
+    TunerEntry(
+        "greedy_pipeline",
+        GreedyTuner,
+        "greedy with order: pipeline_order (parameters in pipeline order)",
+        {"order": "pipeline_order"},
+    ),
+    TunerEntry(
+        "hiermab",
+        HierMABTuner,
+        "hierarchical multi-armed bandit as in AutoRAG-HP: a parameter group, then "
+        "its values (option policy: ucb1 (default) | thompson)",
+    ),
+    TunerEntry("hiermab_ts", HierMABTuner, "hiermab with policy: thompson (Thompson sampling)", {"policy": "thompson"}),
     TunerEntry("hiermab_ucb", HierMABTuner, "hiermab with policy: ucb1 (the default, named)", {"policy": "ucb1"}),
     TunerEntry("random_native", RandomTuner, "pure-Python random search (no Optuna)"),
-    TunerEntry("grid_native", GridTuner, "pure-Python grid search, every grid point once in a seeded order "
-                                         "(no Optuna)"),
+    TunerEntry(
+        "grid_native", GridTuner, "pure-Python grid search, every grid point once in a seeded order (no Optuna)"
+    ),
 )
 
 #: name -> :class:`TunerEntry`, read-only; iterating gives the names in the order above
@@ -116,8 +148,14 @@ def get_tuner(name: str, where: str = "tuner") -> TunerEntry:
     return entry
 
 
-def make_tuner(name: str, space: SearchSpace, seed: int = 0, directions: Sequence[str] = ("maximize",),
-               defaults: Mapping[str, Any] | None = None, **options: Any) -> Tuner:
+def make_tuner(
+    name: str,
+    space: SearchSpace,
+    seed: int = 0,
+    directions: Sequence[str] = ("maximize",),
+    defaults: Mapping[str, Any] | None = None,
+    **options: Any,
+) -> Tuner:
     """Build the tuner ``name`` (see :data:`TUNERS`) on ``space``; ``options`` go to its constructor."""
     return get_tuner(name).build(space, seed, directions, defaults, **options)
 

@@ -44,8 +44,9 @@ class Bag(Stage):
     def transform(self, batch):
         if self._words is None:
             self._words = [set(t.lower().split()) for t in self.corpus.texts]
-        scores = np.array([[len(set(q.lower().split()) & w) for w in self._words]
-                           for q in batch.queries.texts], dtype=np.float32)
+        scores = np.array(
+            [[len(set(q.lower().split()) & w) for w in self._words] for q in batch.queries.texts], dtype=np.float32
+        )
         scores[scores == 0] = -np.inf
         idx, sc = topk_rows(scores, self.top_k)
         return batch.with_candidates(idx, sc, self.corpus)
@@ -61,11 +62,19 @@ def study_dict(data_dir):
     """``study_dict(**over)``: a small BM25 study on adi (5 random trials, 30% held out), keys overridden."""
 
     def make(**over):
-        d = {"study": "t", "dataset": str(data_dir / "adi"), "pipeline": [{"type": "bm25"}],
-             "space": [{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "levels": 4},
-                       {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.2, "high": 1.0, "levels": 3}],
-             "objective": {"metrics": ["ndcg@10"]}, "tuner": {"name": "random", "seed": 1},
-             "budget": {"trials": 5}, "holdout": {"fraction": 0.3, "seed": 0}}
+        d = {
+            "study": "t",
+            "dataset": str(data_dir / "adi"),
+            "pipeline": [{"type": "bm25"}],
+            "space": [
+                {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "levels": 4},
+                {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.2, "high": 1.0, "levels": 3},
+            ],
+            "objective": {"metrics": ["ndcg@10"]},
+            "tuner": {"name": "random", "seed": 1},
+            "budget": {"trials": 5},
+            "holdout": {"fraction": 0.3, "seed": 0},
+        }
         d.update(over)
         return d
 

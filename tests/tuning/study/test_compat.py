@@ -18,16 +18,26 @@ from ragopt.store import ArtifactStore
 from ragopt.tuning.study import StudyConfig, run_study
 
 DATA = Path(__file__).parent / "data"
-SPACE = [{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "levels": 4, "group": "bm25"},
-         {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.2, "high": 1.0, "levels": 3, "group": "bm25"},
-         {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", None]}]
+SPACE = [
+    {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "levels": 4, "group": "bm25"},
+    {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.2, "high": 1.0, "levels": 3, "group": "bm25"},
+    {"name": "stemmer", "path": "stages.0.stemmer", "choices": ["english", None]},
+]
 
 
 def _old_config(tuner: str) -> StudyConfig:
-    return StudyConfig.from_dict({"study": f"old-{tuner}", "dataset": "adi", "pipeline": [{"type": "bm25"}],
-                                  "space": SPACE, "objective": {"metrics": ["ndcg@10"]},
-                                  "tuner": {"name": tuner, "seed": 3}, "budget": {"trials": 6},
-                                  "holdout": {"fraction": 0.3, "seed": 0}})
+    return StudyConfig.from_dict(
+        {
+            "study": f"old-{tuner}",
+            "dataset": "adi",
+            "pipeline": [{"type": "bm25"}],
+            "space": SPACE,
+            "objective": {"metrics": ["ndcg@10"]},
+            "tuner": {"name": tuner, "seed": 3},
+            "budget": {"trials": 6},
+            "holdout": {"fraction": 0.3, "seed": 0},
+        }
+    )
 
 
 @pytest.fixture
@@ -46,8 +56,13 @@ def test_a_study_saved_before_the_split_resumes_as_it_did(old_storage, tmp_path,
     name = f"old-{tuner}"
     before = optuna.load_study(study_name=name, storage=old_storage)
     assert len(before.trials) == 3 and before.user_attrs["ragopt_config"]["tuner"] == tuner
-    res = run_study(_old_config(tuner), storage=old_storage, store=ArtifactStore(tmp_path / "store"),
-                    progress=False, out_dir=tmp_path / "out")
+    res = run_study(
+        _old_config(tuner),
+        storage=old_storage,
+        store=ArtifactStore(tmp_path / "store"),
+        progress=False,
+        out_dir=tmp_path / "out",
+    )
     assert res.n_complete == 6 and res.n_failed == 0
     study = optuna.load_study(study_name=name, storage=old_storage)
     assert [t.params for t in study.trials] == expected["params"]
@@ -56,5 +71,6 @@ def test_a_study_saved_before_the_split_resumes_as_it_did(old_storage, tmp_path,
     assert res.best_value == pytest.approx(expected["best_value"], rel=1e-9)
     assert study.user_attrs == before.user_attrs  # the same search: nothing rewritten
     for t in study.trials[3:]:
-        assert {"pipeline", "metrics", "costs", "stage_seconds", "latency_ms", "fit_s", "search_s",
-                "cache"} <= set(t.user_attrs)
+        assert {"pipeline", "metrics", "costs", "stage_seconds", "latency_ms", "fit_s", "search_s", "cache"} <= set(
+            t.user_attrs
+        )

@@ -33,5 +33,6 @@ def test_tuner_options_are_checked_when_the_config_is_read(study_dict):
     with pytest.raises(ConfigError, match="study:tuner.depth.*tuner 'greedy' takes no option 'depth'"):
         StudyConfig.from_dict(study_dict(tuner={"name": "greedy", "depth": 3}))
     # Optuna samplers take their own keyword arguments: checked by Optuna when the sampler is built
-    assert StudyConfig.from_dict(study_dict(tuner={"name": "tpe", "n_startup_trials": 4})).tuner_options == \
-        {"n_startup_trials": 4}
+    assert StudyConfig.from_dict(study_dict(tuner={"name": "tpe", "n_startup_trials": 4})).tuner_options == {
+        "n_startup_trials": 4
+    }

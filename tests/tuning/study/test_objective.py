@@ -32,8 +32,14 @@ def test_objective_evaluates_as_evaluate_pipeline_does(study_dict, tmp_path, reu
     obj = PipelineObjective(cfg, store=ArtifactStore(tmp_path / "a"), reuse=reuse)
     pipe_cfg = obj.config_for({"k1": 1.0, "b": 0.6})
     ev = obj.evaluate(pipe_cfg)
-    report = evaluate_pipeline(obj.build(pipe_cfg), cfg.dataset, cfg.split, ["ndcg@10", "recall@100"],
-                               store=ArtifactStore(tmp_path / "b"), progress=False)
+    report = evaluate_pipeline(
+        obj.build(pipe_cfg),
+        cfg.dataset,
+        cfg.split,
+        ["ndcg@10", "recall@100"],
+        store=ArtifactStore(tmp_path / "b"),
+        progress=False,
+    )
     assert ev["metrics"] == report.metrics and ev["n_queries"] == report.n_queries == 35
     assert ev["per_query"] == report.per_query
     assert ev["costs"]["bm25_queries"] == 35 and set(ev["stage_seconds"]) >= {"0:bm25"}
@@ -41,8 +47,10 @@ def test_objective_evaluates_as_evaluate_pipeline_does(study_dict, tmp_path, reu
 
 
 def test_stage_reuse_gives_identical_values_without_repeating_work(study_dict, tmp_path):
-    d = study_dict(pipeline=[{"type": "bm25", "top_k": 100}],
-                   space=[{"name": "top_k", "path": "stages.0.top_k", "choices": [100, 10, 50, 5]}])
+    d = study_dict(
+        pipeline=[{"type": "bm25", "top_k": 100}],
+        space=[{"name": "top_k", "path": "stages.0.top_k", "choices": [100, 10, 50, 5]}],
+    )
     cfg = StudyConfig.from_dict(d)
     reuse = PipelineObjective(cfg, store=ArtifactStore(tmp_path / "a"), reuse=True)
     fresh = PipelineObjective(cfg, store=ArtifactStore(tmp_path / "b"), reuse=False)
@@ -69,8 +77,10 @@ def test_stage_outputs_persist_across_processes(study_dict, tmp_path):
 
 def test_fit_reuse_restores_nested_stages(study_dict, tmp_path):
     """A fusion stage met again must come back with its inputs fitted, not only itself."""
-    d = study_dict(pipeline=[{"type": "rrf", "inputs": [{"type": "bm25"}, {"type": "test_bag"}]}],
-                   space=[{"name": "k", "path": "stages.0.k", "choices": [10, 60]}])
+    d = study_dict(
+        pipeline=[{"type": "rrf", "inputs": [{"type": "bm25"}, {"type": "test_bag"}]}],
+        space=[{"name": "k", "path": "stages.0.k", "choices": [10, 60]}],
+    )
     obj = PipelineObjective(StudyConfig.from_dict(d), store=ArtifactStore(tmp_path))
     first = obj.evaluate(obj.config_for({"k": 60}))
     other = obj.evaluate(obj.config_for({"k": 10}))

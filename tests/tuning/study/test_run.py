@@ -25,9 +25,12 @@ from ragopt.tuning.tuners.registry import TUNERS, tuner_names
 
 
 def test_failing_trial_is_recorded_and_study_goes_on(study_dict, tmp_path):
-    d = study_dict(pipeline=[{"type": "bm25"}, {"type": "test_flaky"}],
-                   space=[{"name": "x", "path": "stages.1.x", "choices": [1, 2, 3]}],
-                   tuner={"name": "grid_native", "seed": 0}, budget={"trials": 3})
+    d = study_dict(
+        pipeline=[{"type": "bm25"}, {"type": "test_flaky"}],
+        space=[{"name": "x", "path": "stages.1.x", "choices": [1, 2, 3]}],
+        tuner={"name": "grid_native", "seed": 0},
+        budget={"trials": 3},
+    )
     res = run_study(StudyConfig.from_dict(d), store=ArtifactStore(tmp_path), progress=False)
     assert res.n_complete == 2 and res.n_failed == 1
     study = optuna.load_study(study_name="t", storage=res.storage)
@@ -37,9 +40,12 @@ def test_failing_trial_is_recorded_and_study_goes_on(study_dict, tmp_path):
 
 
 def test_ctrl_c_ends_cleanly_and_the_study_resumes(study_dict, flaky, tmp_path):
-    d = study_dict(pipeline=[{"type": "bm25"}, {"type": "test_flaky"}],
-                   space=[{"name": "x", "path": "stages.1.x", "choices": [1, 2, 4, 5]}],
-                   tuner={"name": "grid_native", "seed": 3}, budget={"trials": 4})
+    d = study_dict(
+        pipeline=[{"type": "bm25"}, {"type": "test_flaky"}],
+        space=[{"name": "x", "path": "stages.1.x", "choices": [1, 2, 4, 5]}],
+        tuner={"name": "grid_native", "seed": 3},
+        budget={"trials": 4},
+    )
     cfg = StudyConfig.from_dict(d)
     flaky.armed["interrupt"] = True
     with pytest.raises(KeyboardInterrupt):
@@ -88,17 +94,21 @@ def test_constraint_makes_trials_infeasible(study_dict, tmp_path):
 
 
 def test_joining_a_study_with_another_space_is_refused(study_dict, tmp_path):
-    run_study(StudyConfig.from_dict(study_dict(budget={"trials": 1})), store=ArtifactStore(tmp_path),
-              progress=False)
-    other = study_dict(budget={"trials": 1},
-                       space=[{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.1, "high": 3.0}])
+    run_study(StudyConfig.from_dict(study_dict(budget={"trials": 1})), store=ArtifactStore(tmp_path), progress=False)
+    other = study_dict(
+        budget={"trials": 1}, space=[{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.1, "high": 3.0}]
+    )
     with pytest.raises(ConfigError, match="already exists with another space"):
         run_study(StudyConfig.from_dict(other), store=ArtifactStore(tmp_path), progress=False)
 
 
 def _write_config(path, study_dict, data_dir, trials, pipeline="bm25", dataset="scifact"):
-    d = study_dict(dataset=str(data_dir / dataset), pipeline=pipeline, budget={"trials": trials},
-                   tuner={"name": "random", "seed": 0})
+    d = study_dict(
+        dataset=str(data_dir / dataset),
+        pipeline=pipeline,
+        budget={"trials": trials},
+        tuner={"name": "random", "seed": 0},
+    )
     d["space"][0]["levels"] = 40
     path.write_text(yaml.safe_dump(d))
     return path
@@ -108,8 +118,21 @@ def _write_config(path, study_dict, data_dir, trials, pipeline="bm25", dataset="
 def test_kill_9_mid_study_then_resume_loses_nothing(study_dict, data_dir, tmp_path):
     cfg = _write_config(tmp_path / "study.yaml", study_dict, data_dir, trials=6)
     storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    cmd = [sys.executable, "-m", "ragopt.cli", "tune", str(cfg), "--storage", storage, "--no-reuse",
-           "--heartbeat", "1", "--index-dir", str(tmp_path / "idx"), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ragopt.cli",
+        "tune",
+        str(cfg),
+        "--storage",
+        storage,
+        "--no-reuse",
+        "--heartbeat",
+        "1",
+        "--index-dir",
+        str(tmp_path / "idx"),
+        "--json",
+    ]
     worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     killed_trial = None
@@ -142,14 +165,28 @@ def test_kill_9_mid_study_then_resume_loses_nothing(study_dict, data_dir, tmp_pa
 
 @pytest.mark.slow
 @pytest.mark.integration
-@pytest.mark.skipif(not os.environ.get("RAGOPT_TEST_POSTGRES_URL"), reason="RAGOPT_TEST_POSTGRES_URL not set "
-                    "(.ci/run starts a PostgreSQL server and sets it)")
+@pytest.mark.skipif(
+    not os.environ.get("RAGOPT_TEST_POSTGRES_URL"),
+    reason="RAGOPT_TEST_POSTGRES_URL not set (.ci/run starts a PostgreSQL server and sets it)",
+)
 def test_two_workers_share_a_postgres_study(study_dict, data_dir, tmp_path):
     url = os.environ["RAGOPT_TEST_POSTGRES_URL"]
     cfg = _write_config(tmp_path / "study.yaml", study_dict, data_dir, trials=10, dataset="cranfield")
     name = f"shared-{os.getpid()}-{int(time.time())}"
-    cmd = [sys.executable, "-m", "ragopt.cli", "tune", str(cfg), "--storage", url, "--study", name,
-           "--index-dir", str(tmp_path / "idx"), "--json"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ragopt.cli",
+        "tune",
+        str(cfg),
+        "--storage",
+        url,
+        "--study",
+        name,
+        "--index-dir",
+        str(tmp_path / "idx"),
+        "--json",
+    ]
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [w.communicate(timeout=600) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outs]
@@ -169,8 +206,15 @@ def test_quickstart_study_end_to_end(data_dir, session_store, tmp_path):
     exported pipeline that evaluates to the reported value, and every repeat served from the caches."""
     cfg = StudyConfig.load(Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml")
     cfg.dataset = str(data_dir / "cranfield")
-    res = run_study(cfg, storage=f"sqlite:///{tmp_path / 's.db'}", store=session_store, n_trials=8,
-                    tuner="greedy", progress=False, out_dir=tmp_path / "out")
+    res = run_study(
+        cfg,
+        storage=f"sqlite:///{tmp_path / 's.db'}",
+        store=session_store,
+        n_trials=8,
+        tuner="greedy",
+        progress=False,
+        out_dir=tmp_path / "out",
+    )
     assert res.n_complete == 8 and res.n_failed == 0
     assert 0.38 <= res.best_value <= 0.45  # at least dense alone (0.38), at most a little above RRF (0.42)
     study = optuna.load_study(study_name="quickstart", storage=f"sqlite:///{tmp_path / 's.db'}")

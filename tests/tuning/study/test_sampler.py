@@ -23,8 +23,9 @@ def test_each_tuner_gets_its_sampler(name):
 
 def _run(sampler, table, n: int, storage=None, name: str = "s") -> list[dict]:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, direction="maximize",
-                                load_if_exists=True)
+    study = optuna.create_study(
+        study_name=name, storage=storage, sampler=sampler, direction="maximize", load_if_exists=True
+    )
 
     def objective(trial):
         return table(suggest_all(trial, table.space))

@@ -35,6 +35,9 @@ def test_study_runs_reports_heldout_and_exports_best(study_dict, tmp_path):
 
 
 def test_without_holdout_there_is_no_heldout_report(study_dict, tmp_path):
-    res = run_study(StudyConfig.from_dict(study_dict(holdout=None, budget={"trials": 2})),
-                    store=ArtifactStore(tmp_path), progress=False)
+    res = run_study(
+        StudyConfig.from_dict(study_dict(holdout=None, budget={"trials": 2})),
+        store=ArtifactStore(tmp_path),
+        progress=False,
+    )
     assert res.n_complete == 2 and res.heldout == {} and set(res.tune) == {"best", "baseline"}

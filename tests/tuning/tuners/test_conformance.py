@@ -9,8 +9,15 @@ import random
 import pytest
 
 from ragopt.errors import ConfigError
-from ragopt.testing.tuners import (CHECKS, LookupTable, categorical_space, check_finds_optimum, mixed_space,
-                                   snap_to_grid, synthetic_table)
+from ragopt.testing.tuners import (
+    CHECKS,
+    LookupTable,
+    categorical_space,
+    check_finds_optimum,
+    mixed_space,
+    snap_to_grid,
+    synthetic_table,
+)
 from ragopt.tuning.space import SearchSpace
 from ragopt.tuning.tuners.base import config_key, optimize
 from ragopt.tuning.tuners.hiermab import HierMABTuner, run_online
@@ -63,8 +70,7 @@ def test_finds_optimum_reports_failure_clearly() -> None:
 # -- lookup tables and optimize() ---------------------------------------------------------------------------
 def test_snap_to_grid_moves_numbers_to_the_nearest_level() -> None:
     space = mixed_space()
-    got = snap_to_grid(space, {"method": "atire", "k1": 1.0, "b": 0.3, "lr": 0.0015, "depth": 37, "n": 3,
-                               "k": 10})
+    got = snap_to_grid(space, {"method": "atire", "k1": 1.0, "b": 0.3, "lr": 0.0015, "depth": 37, "n": 3, "k": 10})
     assert got["method"] == "atire" and got["k"] == 10
     assert got["k1"] == 1.0  # grid 0.3, 1.0, 1.7, 2.4
     assert got["b"] == 0.25

@@ -103,8 +103,10 @@ def test_unknown_names_and_options_are_config_errors() -> None:
 
 def test_importing_the_tuners_loads_no_optuna() -> None:
     """The CLI reads the names while building its parser: that must stay cheap."""
-    code = ("import sys, ragopt.tuning.tuners as t; assert t.tuner_names(); "
-            "assert 'optuna' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)")
+    code = (
+        "import sys, ragopt.tuning.tuners as t; assert t.tuner_names(); "
+        "assert 'optuna' not in sys.modules and 'numpy' not in sys.modules, sorted(sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
@@ -126,8 +128,15 @@ def test_cli_tuner_names_are_the_registry(data_dir, tmp_path, capsys) -> None:
     if choices is not None:
         assert list(choices) == tuner_names()
     cfg = tmp_path / "study.yaml"
-    cfg.write_text(yaml.safe_dump({"dataset": str(data_dir / "adi"), "pipeline": [{"type": "bm25"}],
-                                   "space": [{"name": "b", "path": "stages.0.b", "choices": [0.5, 0.75]}]}))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "dataset": str(data_dir / "adi"),
+                "pipeline": [{"type": "bm25"}],
+                "space": [{"name": "b", "path": "stages.0.b", "choices": [0.5, 0.75]}],
+            }
+        )
+    )
     with contextlib.suppress(SystemExit):
         assert main(["tune", str(cfg), "--tuner", "bogus", "--index-dir", str(tmp_path / "idx")]) == 2
     err = capsys.readouterr().err
