@@ -11,7 +11,8 @@ from typing import Any
 
 from ragopt.config import from_config
 from ragopt.errors import ConfigError
-from ragopt.evaluation import parse_metric
+from ragopt.evaluation import answer_metric, is_answer_metric, parse_metric
+from ragopt.evaluation.judge import is_judge_metric
 from ragopt.pipeline import Pipeline
 from ragopt.pipeline_io import load_pipeline, pipeline_from_dict, read_yaml
 from ragopt.tuning.space import SearchSpace
@@ -34,7 +35,25 @@ _STUDY_KEYS = (
     "budget",
     "holdout",
     "batch_size",
+    "queries",
 )
+
+
+def metric_name(name: str) -> str:
+    """The canonical name of an objective metric: a retrieval metric (``ndcg@10``), an answer or context metric
+    (``em``, ``f1``, ``contains``, ``ctx_recall``, ...), a judged one (``judge_correctness``, ...), or a cost."""
+    if is_cost_metric(name):
+        return name
+    if is_answer_metric(name):
+        return answer_metric(name).name
+    if is_judge_metric(name):
+        return str(name).strip().lower().replace("-", "_")
+    return parse_metric(name).name
+
+
+def is_rag_metric(name: str) -> bool:
+    """Whether ``name`` needs generated answers (an answer, context or judged metric)."""
+    return is_answer_metric(name) or is_judge_metric(name)
 
 
 def is_cost_metric(name: str) -> bool:
@@ -74,8 +93,7 @@ class ObjectiveSpec:
                 raise ConfigError(
                     f"{where}.metrics[{i}]", f"expected a metric name or {{metric, direction}}, got {m!r}"
                 )
-            if not is_cost_metric(name):
-                name = parse_metric(name).name
+            name = metric_name(name)
             if direction is None:
                 direction = "minimize" if is_cost_metric(name) else "maximize"
             if direction not in ("maximize", "minimize"):
@@ -86,13 +104,17 @@ class ObjectiveSpec:
         for i, c in enumerate(d.get("constraints") or []):
             if not isinstance(c, Mapping) or "metric" not in c or not ({"max", "min"} & set(c)):
                 raise ConfigError(f"{where}.constraints[{i}]", f"expected {{metric, max|min}}, got {c!r}")
-            name = c["metric"] if is_cost_metric(c["metric"]) else parse_metric(c["metric"]).name
+            name = metric_name(c["metric"])
             constraints.append({"metric": name, **{k: float(c[k]) for k in ("max", "min") if k in c}})
         return cls(metrics, directions, constraints)
 
     def retrieval_metrics(self) -> list[str]:
+        """Every metric the evaluation must compute (retrieval, answer, context, judged), costs excluded."""
         names = [m for m in self.metrics + [c["metric"] for c in self.constraints] if not is_cost_metric(m)]
         return list(dict.fromkeys(names)) or ["ndcg@10"]
+
+    def rag_metrics(self) -> list[str]:
+        return [m for m in self.retrieval_metrics() if is_rag_metric(m)]
 
 
 @dataclass
@@ -113,6 +135,9 @@ class StudyConfig:
     split: str = "test"
     holdout_fraction: float = 0.3
     holdout_seed: int = 0
+    #: a seeded sample of the split's judged queries (``queries: {limit: N, seed: S}``), drawn before the holdout
+    query_limit: int | None = None
+    query_seed: int = 0
     batch_size: int = 1000
     description: str = ""
     source: str = ""
@@ -163,6 +188,18 @@ class StudyConfig:
         fraction = float(holdout.get("fraction", 0.3))
         if not 0.0 <= fraction <= 0.9:
             raise ConfigError(f"{source}:holdout.fraction", f"must be in [0, 0.9], got {fraction}")
+        sample = d.get("queries") or {}
+        if not isinstance(sample, Mapping) or set(sample) - {"limit", "seed"}:
+            raise ConfigError(f"{source}:queries", "expected {limit: N, seed: S} (a seeded sample of the queries)")
+        limit = sample.get("limit")
+        if limit is not None and (not isinstance(limit, int) or limit < 2):
+            raise ConfigError(f"{source}:queries.limit", f"must be an integer >= 2, got {limit!r}")
+        objective = ObjectiveSpec.from_dict(d.get("objective"), f"{source}:objective")
+        if objective.rag_metrics() and "answers" not in stage.provides:
+            raise ConfigError(
+                f"{source}:objective",
+                f"{', '.join(objective.rag_metrics())} need generated answers, but the pipeline has no generate stage",
+            )
         trials = int(budget.get("trials", 30))
         if trials < 1:
             raise ConfigError(f"{source}:budget.trials", f"must be >= 1, got {trials}")
@@ -172,7 +209,7 @@ class StudyConfig:
             pipeline=template,
             space=space,
             space_spec=list(d["space"]) if isinstance(d["space"], list) else d["space"],
-            objective=ObjectiveSpec.from_dict(d.get("objective"), f"{source}:objective"),
+            objective=objective,
             tuner=entry.name,
             seed=seed,
             tuner_options=opts,
@@ -181,6 +218,8 @@ class StudyConfig:
             split=str(d.get("split", "test")),
             holdout_fraction=fraction,
             holdout_seed=int(holdout.get("seed", 0)),
+            query_limit=limit,
+            query_seed=int(sample.get("seed", 0)),
             batch_size=int(d.get("batch_size", 1000)),
             description=str(d.get("description", "")),
             source=source,

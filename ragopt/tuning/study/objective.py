@@ -16,8 +16,9 @@ from ragopt.cache import StageCache
 from ragopt.config import canonical_json, config_hash, from_config
 from ragopt.data import load_dataset
 from ragopt.data.splits import split_queries
-from ragopt.errors import ConfigError
-from ragopt.evaluation.run import EvalReport, evaluate_pipeline
+from ragopt.errors import ConfigError, DataError
+from ragopt.evaluation.answers import ANSWERS, answer_metric, is_answer_metric
+from ragopt.evaluation.run import EvalReport, evaluate_pipeline, sample_queries
 from ragopt.pipeline import FittedState, Pipeline, Stage
 from ragopt.store import ArtifactStore
 from ragopt.tuning.space import apply_params
@@ -74,7 +75,17 @@ class PipelineObjective:
         self.progress = progress
         self.store = store if store is not None else ArtifactStore()
         self.dataset = load_dataset(config.dataset)
-        queries = self.dataset.queries_for(config.split)
+        queries = sample_queries(self.dataset.queries_for(config.split), config.query_limit, config.query_seed)
+        needs_gold = [
+            m
+            for m in config.objective.rag_metrics()
+            if (is_answer_metric(m) and ANSWERS in answer_metric(m).needs) or m == "judge_correctness"
+        ]
+        if needs_gold and not self.dataset.answers:  # before any trial
+            raise DataError(
+                f"objective {', '.join(needs_gold)} needs gold answers, but dataset "
+                f"{self.dataset.name!r} has no answers.jsonl"
+            )
         tune_ids, hold_ids = split_queries(queries.ids, config.holdout_fraction, config.holdout_seed)
         self.tune_queries = _select(queries, tune_ids)
         self.heldout_queries = _select(queries, hold_ids)
