@@ -9,7 +9,8 @@ by ``answer_style``, is the answer. ``context_k: 0`` is closed-book (no retrieve
 Every LLM call goes through the persistent call cache (:class:`ragopt.llm.CachedLLM`), so a prompt asked
 before (in another trial, another order of the same passages excepted) costs nothing; the batch's
 :class:`~ragopt.types.Stats` count ``llm_calls``, ``prompt_tokens``, ``completion_tokens``, ``llm_cache_hits``,
-``generated_answers``, ``context_passages`` and ``context_dropped`` (passages that did not fit the budget).
+``generated_answers``, ``generate_prompt_tokens`` (all prompts' tokens, cached or not), ``context_passages``
+and ``context_dropped`` (passages that did not fit the budget).
 The packed passages' corpus rows go into ``batch.contexts`` for context metrics (``ctx_recall``, ...).
 """
 
@@ -172,6 +173,8 @@ class Generator(Stage):
         params = GenerationParams(max_new_tokens=self.max_new_tokens, stop=stop)
         completions = self._client().generate(prompts, params, stats=batch.stats)
         batch.stats.add("generated_answers", len(completions))
+        # every prompt's size, paid or served by the cache: what a prompt budget per query is about
+        batch.stats.add("generate_prompt_tokens", sum(c.prompt_tokens for c in completions))
         batch.stats.add("context_passages", sum(len(r) for r in rows))
         batch.stats.add("context_dropped", dropped)
         answers = [extract_answer(c.text, self.answer_style) for c in completions]

@@ -22,6 +22,8 @@ __all__ = ["StudyConfig", "ObjectiveSpec", "COST_PREFIX", "is_cost_metric"]
 
 #: objective names ``cost.<counter>`` read a call counter of the trial's run (``cost.encoder_texts``)
 COST_PREFIX = "cost."
+#: ``cost.<counter>_per_query``: the counter divided by the number of evaluated queries
+PER_QUERY = "_per_query"
 _MINIMIZE_BY_DEFAULT = ("latency_ms", "total_s")
 _STUDY_KEYS = (
     "study",

@@ -22,7 +22,7 @@ from ragopt.evaluation.run import EvalReport, evaluate_pipeline, sample_queries
 from ragopt.pipeline import FittedState, Pipeline, Stage
 from ragopt.store import ArtifactStore
 from ragopt.tuning.space import apply_params
-from ragopt.tuning.study.config import COST_PREFIX, StudyConfig
+from ragopt.tuning.study.config import COST_PREFIX, PER_QUERY, StudyConfig
 from ragopt.tuning.tuners.base import suggest_all
 from ragopt.types import Corpus, Queries
 
@@ -155,7 +155,10 @@ class PipelineObjective:
         if name in ("latency_ms", "total_s"):
             return float(ev[name])
         if name.startswith(COST_PREFIX):
-            return float(ev["costs"].get(name[len(COST_PREFIX) :], 0))
+            counter = name[len(COST_PREFIX) :]
+            if counter.endswith(PER_QUERY) and counter not in ev["costs"]:  # cost.<counter>_per_query
+                return float(ev["costs"].get(counter[: -len(PER_QUERY)], 0)) / max(int(ev["n_queries"]), 1)
+            return float(ev["costs"].get(counter, 0))
         raise ConfigError("objective", f"unknown objective metric {name!r}")
 
     def constraint_values(self, ev: Mapping[str, Any]) -> list[float]:

@@ -67,6 +67,13 @@ def test_generator_parameters_reuse_retrieval_and_prompts(rag_study, tmp_path):
     assert costs[first_k1]["llm_calls"] == 14 and second_k1.get("llm_calls", 0) == 0
     assert second_k1["llm_cache_hits"] == 14
     assert by_params[(3, "score")]["prompt_tokens"] > by_params[(1, "score")].get("prompt_tokens", 0)
+    # the per-query prompt budget counts every prompt, paid or cached
+    assert by_params[(1, "score")]["generate_prompt_tokens"] == by_params[(1, "reversed")]["generate_prompt_tokens"]
+    ev = {"costs": by_params[(3, "score")], "n_queries": 14, "metrics": {}}
+    from ragopt.tuning.study import PipelineObjective
+
+    value = PipelineObjective.metric_value(ev, "cost.generate_prompt_tokens_per_query")
+    assert value == pytest.approx(by_params[(3, "score")]["generate_prompt_tokens"] / 14)
 
 
 def test_rag_objectives_are_checked_before_any_trial(rag_study, data_dir, tmp_path):
