@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import time
 import warnings
 from pathlib import Path
 
@@ -73,13 +72,10 @@ def test_adi_counts():
     assert "adi" in repr(ds)
 
 
-def test_scifact_counts_and_speed():
+def test_scifact_counts():
     path = shared("scifact")
-    t0 = time.perf_counter()
     corpus = load_corpus(path / "corpus.jsonl")
-    elapsed = time.perf_counter() - t0
-    assert len(corpus) == 5183
-    assert elapsed < 2.0, f"scifact corpus took {elapsed:.2f}s to load"  # about 0.05s here; slack for noisy CI
+    assert len(corpus) == 5183  # the data README's count
     ds = Dataset(path)
     assert len(ds.corpus) == 5183
     test_q = ds.queries_for("test")

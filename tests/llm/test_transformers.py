@@ -104,10 +104,9 @@ def test_cached_calls_do_not_touch_the_model(smollm2, tmp_path):
     params = GenerationParams(max_new_tokens=4)
     llm.generate(CHATS[:2], params)
     stats = Stats()
-    t0 = time.perf_counter()
     out = llm.generate(CHATS[:2], params, stats=stats)
     assert all(c.cached for c in out) and stats.counts["llm_cache_hits"] == 2
-    assert stats.counts.get("llm_calls", 0) == 0 and time.perf_counter() - t0 < 0.5
+    assert stats.counts.get("llm_calls", 0) == 0  # the model was not called
 
 
 def test_openai_backend_over_a_real_model_through_http(smollm2, monkeypatch):
