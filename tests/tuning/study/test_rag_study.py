@@ -89,3 +89,11 @@ def test_rag_objectives_are_checked_before_any_trial(rag_study, data_dir, tmp_pa
     with pytest.raises(DataError, match="needs gold answers, but dataset 'adi' has no answers.jsonl"):
         run_study(cfg, storage=f"sqlite:///{tmp_path / 's.db'}", store=ArtifactStore(tmp_path / "st"), progress=False)
     assert not optuna.study.get_all_study_names(f"sqlite:///{tmp_path / 's.db'}")  # no trial, no study
+
+
+def test_bundled_rag_study_config_is_valid():
+    from pathlib import Path
+
+    cfg = StudyConfig.load(Path(__file__).resolve().parents[3] / "configs" / "rag_quickstart.yaml")
+    assert cfg.objective.metrics == ["f1"] and cfg.query_limit == 40
+    assert [p.name for p in cfg.space.params] == ["context_k", "order", "compression"]
