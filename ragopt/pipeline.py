@@ -131,9 +131,18 @@ class Stage(Component):
     @property
     def corpus(self) -> Corpus:
         """The corpus this stage was fitted on (StageError when it is not fitted)."""
+        return self._fitted().corpus
+
+    def _fitted(self) -> Any:
+        """What :meth:`fit` produced (StageError when it is not fitted)."""
         if self._fit is None:
             raise StageError(f"{self.type_name}: not fitted; call .fit(corpus) first")
-        return self._fit.corpus
+        return self._fit
+
+    def _check_corpus(self, corpus: Corpus, action: str = "index") -> None:
+        """ConfigError for an empty corpus: what :meth:`fit` cannot ``action``."""
+        if len(corpus) == 0:
+            raise ConfigError("", f"{self.type_name}: cannot {action} an empty corpus ({corpus.name or 'unnamed'})")
 
     @property
     def fit_stats(self) -> Stats:

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ragopt import __version__
+from ragopt._hashing import sha256_file
 from ragopt.config import canonical_json
 from ragopt.errors import ArtifactError
 
@@ -38,14 +39,6 @@ ENV_VAR = "RAGOPT_INDEX_DIR"
 
 def default_root() -> Path:
     return Path(os.environ.get(ENV_VAR) or "indexes")
-
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -77,7 +70,7 @@ class Artifact:
                     f"corrupt artifact {self.path}: file {name!r} has {f.stat().st_size} "
                     f"bytes, manifest says {info['size']} (rebuild with --rebuild)"
                 )
-            if checksums and _sha256_file(f) != info["sha256"]:
+            if checksums and sha256_file(f) != info["sha256"]:
                 raise ArtifactError(
                     f"corrupt artifact {self.path}: file {name!r} does not match its checksum (rebuild with --rebuild)"
                 )
@@ -165,7 +158,7 @@ class ArtifactStore:
             files = {}
             for f in sorted(p for p in tmp.rglob("*") if p.is_file()):
                 rel = f.relative_to(tmp).as_posix()
-                files[rel] = {"size": f.stat().st_size, "sha256": _sha256_file(f)}
+                files[rel] = {"size": f.stat().st_size, "sha256": sha256_file(f)}
             manifest = {
                 "kind": kind,
                 "format": format_version,

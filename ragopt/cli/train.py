@@ -7,6 +7,41 @@ import argparse
 from ragopt.cli import _options as opts
 from ragopt.cli._output import Output
 
+#: options that pick one of a few values: (flag, choices, help)
+_CHOICES = (
+    (
+        "--loss",
+        ("listwise", "bce"),
+        "listwise: softmax cross-entropy over each query's positive and negatives (default); "
+        "bce: pointwise binary cross-entropy",
+    ),
+    (
+        "--trainer",
+        ("ragopt", "sentence-transformers"),
+        "ragopt: the built-in loop (default); sentence-transformers: its CrossEncoderTrainer "
+        "with the same loss and schedule (needs accelerate)",
+    ),
+    ("--device", ("auto", "cpu", "cuda", "mps"), "training device (default: auto)"),
+)
+#: train_cross_encoder's keyword arguments that are options of the same name
+_TRAIN_ARGS = [
+    "split",
+    "train_fraction",
+    "seed",
+    "negatives_pipeline",
+    "negatives_per_query",
+    "negatives_depth",
+    "epochs",
+    "batch_size",
+    "lr",
+    "loss",
+    "max_length",
+    "max_queries",
+    "device",
+    "rebuild",
+    "trainer",
+]
+
 
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
@@ -57,25 +92,10 @@ def register(commands: argparse._SubParsersAction) -> None:
     t.add_argument("--epochs", type=int, default=3, help="training epochs (default: 3)")
     t.add_argument("--batch-size", type=int, default=16, help="pairs per training step (default: 16)")
     t.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (default: 1e-4)")
-    t.add_argument(
-        "--loss",
-        choices=("listwise", "bce"),
-        default="listwise",
-        help="listwise: softmax cross-entropy over each query's positive and negatives (default); "
-        "bce: pointwise binary cross-entropy",
-    )
     t.add_argument("--max-length", type=int, default=256, help="max tokens of query + passage (default: 256)")
-    t.add_argument(
-        "--trainer",
-        choices=("ragopt", "sentence-transformers"),
-        default="ragopt",
-        help="ragopt: the built-in loop (default); sentence-transformers: its CrossEncoderTrainer "
-        "with the same loss and schedule (needs accelerate)",
-    )
     t.add_argument("--seed", type=int, default=0, help="seed of the query split, negatives and training (default: 0)")
-    t.add_argument(
-        "--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="training device (default: auto)"
-    )
+    for flag, choices, text in _CHOICES:  # the first choice is the default
+        t.add_argument(flag, choices=choices, default=choices[0], help=text)
     t.add_argument(
         "--evaluate",
         action="store_true",
@@ -97,23 +117,9 @@ def run_cross_encoder(args: argparse.Namespace) -> Output:
     art = train_cross_encoder(
         args.base,
         args.dataset,
-        split=args.split,
-        train_fraction=args.train_fraction,
-        seed=args.seed,
-        negatives_pipeline=args.negatives_pipeline,
-        negatives_per_query=args.negatives_per_query,
-        negatives_depth=args.negatives_depth,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        loss=args.loss,
-        max_length=args.max_length,
-        max_queries=args.max_queries,
-        device=args.device,
         store=store,
         progress=opts.progress(args),
-        rebuild=args.rebuild,
-        trainer=args.trainer,
+        **{k: getattr(args, k) for k in _TRAIN_ARGS},
     )
     m = art.manifest
     heldout = art.path / "heldout_queries.txt"

@@ -28,7 +28,14 @@ import numpy as np
 from ragopt._imports import require
 from ragopt._progress import progress_enabled
 from ragopt.config import Component, param
-from ragopt.encoders.models import model_fingerprint, resolve_device, resolve_model, resolve_precision
+from ragopt.encoders.models import (
+    load_error,
+    model_fingerprint,
+    resolve_device,
+    resolve_model,
+    resolve_precision,
+    set_precision,
+)
 from ragopt.encoders.shards import encode_in_shards
 from ragopt.errors import ArtifactError, ConfigError, DataError, StageError
 from ragopt.registry import register
@@ -265,26 +272,9 @@ class SentenceTransformerEncoder(Encoder):
             try:
                 model = SentenceTransformer(source, device=device)
             except Exception as e:  # hub/network/format errors all end here
-                hint = (
-                    (
-                        "; no network or hub cache here? pass a local model folder (model: /path/to/model) "
-                        "or the packaged alias 'all-MiniLM-L6-v2'"
-                    )
-                    if local is None
-                    else ""
-                )
-                raise ConfigError(
-                    "model",
-                    f"cannot load sentence-transformers model {self.model!r} "
-                    f"({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})"
-                    f"{hint}",
-                ) from e
-            # transformers may keep a checkpoint's own dtype ("auto"): force the precision asked for
-            if precision == "fp16":
-                model.half()
-            else:
-                model.float()
-            model.eval()
+                hint = "pass a local model folder (model: /path/to/model) or the packaged alias 'all-MiniLM-L6-v2'"
+                raise load_error(self.model, e, "sentence-transformers model", hint if local is None else "") from e
+            set_precision(model, precision)
             _MODELS[key] = (model, model.max_seq_length)
         return _MODELS[key][0]
 

@@ -6,13 +6,18 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Any
 
+from ragopt._hashing import model_files, update_sampled
 from ragopt._imports import optional
 from ragopt.errors import ConfigError
 
 __all__ = [
     "MINILM_ALIASES",
     "resolve_model",
+    "resolve_folder_or_hub",
+    "load_error",
+    "set_precision",
     "model_fingerprint",
     "resolve_device",
     "resolve_precision",
@@ -44,16 +49,25 @@ def resolve_model(name: str, path: str = "model") -> tuple[str, Path | None]:
         if path is not None and path.is_dir():
             return _PACKAGED_ID, path
         return "sentence-transformers/all-MiniLM-L6-v2", None
+    return resolve_folder_or_hub(
+        name,
+        path,
+        "model",
+        "a sentence-transformers model folder, a hub id such as 'org/name', or the alias 'all-MiniLM-L6-v2'",
+    )
+
+
+def resolve_folder_or_hub(name: str, path: str, what: str, expected: str) -> tuple[str, Path | None]:
+    """``(resolved folder, folder)`` of an existing directory, else ``(name, None)``: a hub id.
+
+    A path-like name that is not a directory is a ConfigError at ``path``: "``what`` path ... (expected
+    ``expected``)"."""
     local = Path(name).expanduser()
     if local.is_dir():
         return str(local.resolve()), local.resolve()
     if is_path_like(name) or local.exists():
         why = "is not a directory" if local.exists() else "does not exist"
-        raise ConfigError(
-            path,
-            f"model path {name!r} {why} (expected a sentence-transformers model folder, "
-            f"a hub id such as 'org/name', or the alias 'all-MiniLM-L6-v2')",
-        )
+        raise ConfigError(path, f"{what} path {name!r} {why} (expected {expected})")
     return name, None
 
 
@@ -64,22 +78,36 @@ def model_fingerprint(path: Path) -> str:
     if key in _FINGERPRINTS:
         return _FINGERPRINTS[key]
     h = hashlib.sha256()
-    for f in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = f.relative_to(path)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        size = f.stat().st_size
+    for f, rel, size in model_files(path):
         if f.suffix in _WEIGHT_SUFFIXES:
-            h.update(f"{rel.as_posix()}:{size}\n".encode())
-            with open(f, "rb") as fh:
-                for off in (0, max(0, size // 2 - (1 << 19)), max(0, size - (1 << 20))):
-                    fh.seek(off)
-                    h.update(fh.read(1 << 20))
+            h.update(f"{rel}:{size}\n".encode())
+            update_sampled(h, f, size)
         elif f.suffix in _CONFIG_SUFFIXES and size < (32 << 20):
-            h.update(f"{rel.as_posix()}:{size}\n".encode())
+            h.update(f"{rel}:{size}\n".encode())
             h.update(f.read_bytes())
     _FINGERPRINTS[key] = h.hexdigest()[:24]
     return _FINGERPRINTS[key]
+
+
+def load_error(name: str, error: Exception, what: str = "", offline_hint: str = "", path: str = "model") -> ConfigError:
+    """The ConfigError of a model (a ``what``) that would not load: the error's type and first line, then, for a
+    hub id (``offline_hint`` given), what to use without network."""
+    first = str(error).splitlines()[0] if str(error) else ""
+    hint = f"; no network or hub cache here? {offline_hint}" if offline_hint else ""
+    return ConfigError(
+        path, f"cannot load {what + ' ' if what else ''}{name!r} ({type(error).__name__}: {first}){hint}"
+    )
+
+
+def set_precision(model: Any, precision: str) -> Any:
+    """Put a torch-backed model in ``precision`` (fp16, else fp32) and eval mode: a checkpoint may keep its own
+    dtype ("auto"), so the precision asked for is forced."""
+    if precision == "fp16":
+        model.half()
+    else:
+        model.float()
+    model.eval()
+    return model
 
 
 def resolve_device(device: str) -> str:

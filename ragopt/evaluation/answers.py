@@ -92,14 +92,18 @@ def exact_match(prediction: str, golds: str | Iterable[str]) -> float:
     return 1.0 if any(pred == normalize_answer(g) for g in _gold_list(golds)) else 0.0
 
 
+def _f_measure(overlap: int, n_pred: int, n_gold: int) -> float:
+    """Harmonic mean of precision ``overlap / n_pred`` and recall ``overlap / n_gold`` (0.0 without overlap)."""
+    if overlap == 0:
+        return 0.0
+    precision = overlap / n_pred
+    recall = overlap / n_gold
+    return 2 * precision * recall / (precision + recall)
+
+
 def _f1_one(pred_tokens: list[str], gold_tokens: list[str]) -> float:
     common = Counter(pred_tokens) & Counter(gold_tokens)
-    num_same = sum(common.values())
-    if num_same == 0:
-        return 0.0
-    precision = num_same / len(pred_tokens)
-    recall = num_same / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
+    return _f_measure(sum(common.values()), len(pred_tokens), len(gold_tokens))
 
 
 def token_f1(prediction: str, golds: str | Iterable[str]) -> float:
@@ -142,12 +146,7 @@ def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 def _rouge_l_one(pred_tokens: list[str], gold_tokens: list[str]) -> float:
     if not pred_tokens or not gold_tokens:
         return 0.0
-    lcs = _lcs_length(pred_tokens, gold_tokens)
-    if lcs == 0:
-        return 0.0
-    precision = lcs / len(pred_tokens)
-    recall = lcs / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
+    return _f_measure(_lcs_length(pred_tokens, gold_tokens), len(pred_tokens), len(gold_tokens))
 
 
 def rouge_l(prediction: str, golds: str | Iterable[str]) -> float:

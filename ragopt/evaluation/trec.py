@@ -10,9 +10,9 @@ from __future__ import annotations
 import gzip
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import IO
+from typing import IO, TypeVar
 
 from ragopt.data.jsonl import write_lines
 from ragopt.errors import ConfigError, DataError
@@ -21,6 +21,7 @@ from ragopt.types import Qrels, Run
 __all__ = ["write_run", "read_run", "write_qrels", "read_qrels_trec", "ranked"]
 
 PathLike = str | os.PathLike
+V = TypeVar("V")
 
 
 def ranked(row: dict[str, float]) -> list[tuple[str, float]]:
@@ -34,67 +35,88 @@ def write_run(run: Run, path: PathLike, tag: str = "ragopt", max_rank: int | Non
     if max_rank is not None and max_rank < 1:
         raise ConfigError("max_rank", f"must be >= 1, got {max_rank}")
 
-    def lines() -> Iterator[str]:
-        for qid, row in run.items():
-            _check_id(qid, "query id")
-            for rank, (doc, score) in enumerate(ranked(row)[:max_rank], start=1):
-                _check_id(doc, f"document id (query {qid!r})")
-                score = float(score)
-                if not math.isfinite(score):
-                    raise DataError(f"run: query {qid!r}, document {doc!r} has a non-finite score {score}")
-                yield f"{qid} Q0 {doc} {rank} {score!r} {tag}\n"
+    def line(qid: str, rank: int, doc: str, score: float) -> str:
+        score = float(score)
+        if not math.isfinite(score):
+            raise DataError(f"run: query {qid!r}, document {doc!r} has a non-finite score {score}")
+        return f"{qid} Q0 {doc} {rank} {score!r} {tag}\n"
 
-    write_lines(path, lines())
+    _write_table(path, run, lambda row: ranked(row)[:max_rank], line)
 
 
 def read_run(path: PathLike) -> Run:
     """Read a TREC run file; DataError naming file and line on a malformed line or a repeated (qid, docid)."""
-    run: Run = {}
-    for lineno, parts, line in _records(path):
-        if len(parts) != 6:
-            raise DataError(f"{path}:{lineno}: expected 'qid Q0 docid rank score tag' (6 fields), got {line!r}")
-        qid, _, doc, rank, score, _ = parts
+
+    def score(fields: list[str], line: str, seen: float | None) -> float:
+        qid, _, doc, rank, value, _ = fields
         try:
             int(rank)
-            value = float(score)
+            out = float(value)
         except ValueError:
-            raise DataError(f"{path}:{lineno}: rank must be an integer and score a number, got {line!r}") from None
-        row = run.setdefault(qid, {})
-        if doc in row:
-            raise DataError(f"{path}:{lineno}: document {doc!r} appears twice for query {qid!r}")
-        row[doc] = value
-    return run
+            raise ValueError(f"rank must be an integer and score a number, got {line!r}") from None
+        if seen is not None:
+            raise ValueError(f"document {doc!r} appears twice for query {qid!r}")
+        return out
+
+    return _read_table(path, "qid Q0 docid rank score tag", score)
 
 
 def write_qrels(qrels: Qrels, path: PathLike) -> None:
     """Write ``qrels`` as a TREC qrels file (``qid 0 docid relevance``)."""
-
-    def lines() -> Iterator[str]:
-        for qid, rels in qrels.items():
-            _check_id(qid, "query id")
-            for doc, rel in rels.items():
-                _check_id(doc, f"document id (query {qid!r})")
-                yield f"{qid} 0 {doc} {int(rel)}\n"
-
-    write_lines(path, lines())
+    _write_table(path, qrels, lambda rels: rels.items(), lambda qid, _, doc, rel: f"{qid} 0 {doc} {int(rel)}\n")
 
 
 def read_qrels_trec(path: PathLike) -> Qrels:
     """Read a TREC qrels file; DataError naming file and line on a malformed line or a conflicting repeat."""
-    qrels: Qrels = {}
-    for lineno, parts, line in _records(path):
-        if len(parts) != 4:
-            raise DataError(f"{path}:{lineno}: expected 'qid 0 docid relevance' (4 fields), got {line!r}")
-        qid, _, doc, rel = parts
+
+    def grade(fields: list[str], line: str, seen: int | None) -> int:
+        qid, _, doc, rel = fields
         try:
-            grade = int(rel)
+            out = int(rel)
         except ValueError:
-            raise DataError(f"{path}:{lineno}: relevance must be an integer, got {rel!r}") from None
-        rels = qrels.setdefault(qid, {})
-        if rels.get(doc, grade) != grade:
-            raise DataError(f"{path}:{lineno}: query {qid!r}, document {doc!r} judged {rels[doc]} and {grade}")
-        rels[doc] = grade
-    return qrels
+            raise ValueError(f"relevance must be an integer, got {rel!r}") from None
+        if seen not in (None, out):
+            raise ValueError(f"query {qid!r}, document {doc!r} judged {seen} and {out}")
+        return out
+
+    return _read_table(path, "qid 0 docid relevance", grade)
+
+
+def _write_table(
+    path: PathLike,
+    table: Mapping[str, Mapping[str, V]],
+    rows: Callable[[Mapping[str, V]], Iterable[tuple[str, V]]],
+    line: Callable[[str, int, str, V], str],
+) -> None:
+    """Write ``line(qid, rank, docid, value)`` for each query of ``table`` and each of its ``rows(row)``
+    (ranks from 1), checking the ids."""
+
+    def lines() -> Iterator[str]:
+        for qid, row in table.items():
+            _check_id(qid, "query id")
+            for rank, (doc, value) in enumerate(rows(row), start=1):
+                _check_id(doc, f"document id (query {qid!r})")
+                yield line(qid, rank, doc, value)
+
+    write_lines(path, lines())
+
+
+def _read_table(path: PathLike, layout: str, value: Callable[[list[str], str, V | None], V]) -> dict[str, dict[str, V]]:
+    """``{qid: {docid: value}}`` of a file whose lines are the fields ``layout`` (query id first, document id
+    third). ``value(fields, line, seen)`` is a line's value, ``seen`` the value of the same (qid, docid) on an
+    earlier line (None: none); it raises a ValueError saying what is wrong, which becomes a DataError naming
+    file and line."""
+    n = len(layout.split())
+    table: dict[str, dict[str, V]] = {}
+    for lineno, fields, line in _records(path):
+        if len(fields) != n:
+            raise DataError(f"{path}:{lineno}: expected {layout!r} ({n} fields), got {line!r}")
+        row = table.setdefault(fields[0], {})
+        try:
+            row[fields[2]] = value(fields, line, row.get(fields[2]))
+        except ValueError as e:
+            raise DataError(f"{path}:{lineno}: {e}") from None
+    return table
 
 
 def _check_id(value: object, what: str, error: type[Exception] = DataError) -> None:

@@ -225,8 +225,9 @@ def cur_search(
             raise ValueError(f"{method}: expected {want} shared anchor items, got {len(shared)}")
         if method == "anncur" and operator is None and n_anchor_items > 0:
             operator = cur_operator(R, shared, rcond)
-    rng = np.random.default_rng(seed)
     k = min(top_k, N)
+    rng = np.random.default_rng(seed)
+    plan = _Plan(shared, operator, budget, n_anchor_items, sizes, method, adaptive, temperature, rcond, merge, k, rng)
     out_idx = np.full((n_queries, k), -1, np.int64)
     out_sc = np.full((n_queries, k), -np.inf, np.float32)
     calls = np.zeros(n_queries, np.int64)
@@ -236,48 +237,38 @@ def cur_search(
         rows = np.arange(lo, min(lo + step, n_queries))
         alw = np.ones((len(rows), N), bool) if allowed is None else np.asarray(allowed[rows], bool)
         init = None if init_items is None else np.asarray(init_items[rows], np.int64)
-        res = _search_chunk(
-            R,
-            score_fn,
-            rows,
-            alw,
-            init,
-            shared,
-            operator,
-            budget,
-            n_anchor_items,
-            sizes,
-            method,
-            adaptive,
-            temperature,
-            rcond,
-            merge,
-            k,
-            rng,
-        )
+        res = _search_chunk(R, score_fn, rows, alw, init, plan)
         out_idx[rows], out_sc[rows], calls[rows], n_exact[rows] = res
     return CURResult(out_idx, out_sc, calls, n_exact)
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """What every query chunk of one :func:`cur_search` shares: the shared anchors and operator (ANNCUR),
+    the settings, and the random generator (drawn from chunk after chunk)."""
+
+    shared: np.ndarray | None
+    operator: np.ndarray | None
+    budget: int
+    n_anchor: int
+    sizes: list[int]
+    method: str
+    adaptive: str
+    temperature: float
+    rcond: float
+    merge: str
+    k: int
+    rng: np.random.Generator
+
+
 def _search_chunk(
-    R,
-    score_fn,
-    rows,
-    alw,
-    init,
-    shared,
-    operator,
-    budget,
-    n_anchor,
-    sizes,
-    method,
-    adaptive,
-    temperature,
-    rcond,
-    merge,
-    k,
-    rng,
-):
+    R: np.ndarray,
+    score_fn: ScoreFn,
+    rows: np.ndarray,
+    alw: np.ndarray,
+    init: np.ndarray | None,
+    plan: _Plan,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     Q, N = alw.shape
     n_alw = alw.sum(axis=1)
     exact = np.full((Q, N), np.nan, np.float32)
@@ -302,36 +293,36 @@ def _search_chunk(
         """Scores of items ``(len(local), m)`` for the chunk rows ``local``."""
         return score_flat(np.repeat(local, items.shape[1]), items.ravel()).reshape(items.shape)
 
-    full = (n_alw > 0) & (n_alw <= budget)  # exhaustive rows: every allowed item scored
-    cur = np.nonzero(n_alw > budget)[0]
+    full = (n_alw > 0) & (n_alw <= plan.budget)  # exhaustive rows: every allowed item scored
+    cur = np.nonzero(n_alw > plan.budget)[0]
     s_hat = np.full((Q, N), -np.inf, np.float32)
     if full.any():
         score_flat(*np.nonzero(alw & full[:, None]))
     if len(cur):
-        if method == "anncur":
-            if n_anchor:
-                vals = score(cur, np.broadcast_to(shared, (len(cur), len(shared))))
-                s_hat[cur] = vals @ operator
+        if plan.method == "anncur":
+            if plan.n_anchor:
+                vals = score(cur, np.broadcast_to(plan.shared, (len(cur), len(plan.shared))))
+                s_hat[cur] = vals @ plan.operator
             else:
                 s_hat[cur] = 0.0
         else:
-            first = shared if init is None else init[cur][:, : sizes[0]]
-            if init is not None and (first.shape[1] < sizes[0] or (first < 0).any()):
-                raise ValueError(f"init_items must give at least {sizes[0]} items per query")
-            sel = np.broadcast_to(first, (len(cur), sizes[0])).copy()
+            first = plan.shared if init is None else init[cur][:, : plan.sizes[0]]
+            if init is not None and (first.shape[1] < plan.sizes[0] or (first < 0).any()):
+                raise ValueError(f"init_items must give at least {plan.sizes[0]} items per query")
+            sel = np.broadcast_to(first, (len(cur), plan.sizes[0])).copy()
             vals = score(cur, sel)
-            for n in sizes[1:]:
-                s_hat[cur] = approximate(R, sel, vals, rcond)
-                nxt = adaptive_select(s_hat[cur], alw[cur] & ~scored[cur], n, adaptive, temperature, rng)
+            for n in plan.sizes[1:]:
+                s_hat[cur] = approximate(R, sel, vals, plan.rcond)
+                nxt = adaptive_select(s_hat[cur], alw[cur] & ~scored[cur], n, plan.adaptive, plan.temperature, plan.rng)
                 sel = np.concatenate([sel, nxt], axis=1)
                 vals = np.concatenate([vals, score(cur, nxt)], axis=1)
-            s_hat[cur] = approximate(R, sel, vals, rcond) if sel.shape[1] else 0.0
-        rest = budget - n_anchor
+            s_hat[cur] = approximate(R, sel, vals, plan.rcond) if sel.shape[1] else 0.0
+        rest = plan.budget - plan.n_anchor
         if rest > 0:
             score(cur, adaptive_select(s_hat[cur], alw[cur] & ~scored[cur], rest, "topk"))
     known = scored & alw
     final = np.where(known, exact, np.where(alw, s_hat, -np.inf)).astype(np.float64)
-    if merge == "scored_first":
+    if plan.merge == "scored_first":
         lo_exact = np.where(known, exact, np.inf).min(axis=1)
         unk = alw & ~known
         hi_approx = np.where(unk, s_hat, -np.inf).max(axis=1)
@@ -339,6 +330,6 @@ def _search_chunk(
             np.isfinite(lo_exact) & np.isfinite(hi_approx) & (hi_approx >= lo_exact), hi_approx - lo_exact + 1.0, 0.0
         )
         final = np.where(unk, final - shift[:, None], final)
-    idx, sc = topk_rows(final, k)
+    idx, sc = topk_rows(final, plan.k)
     n_exact = np.where(idx >= 0, np.take_along_axis(known, np.maximum(idx, 0), axis=1), False).sum(axis=1)
     return idx, sc, calls, n_exact

@@ -115,6 +115,13 @@ class GenerationParams:
         return cls(**d)
 
 
+def _response_dict(response: Any) -> dict[str, Any]:
+    """A response's fields as JSON values (tuples as lists), without ``cached``: it says where the response came
+    from, not what it is."""
+    out = {f.name: getattr(response, f.name) for f in dataclasses.fields(response) if f.name != "cached"}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
 @dataclass(frozen=True)
 class Completion:
     """One generated completion. ``finish_reason``: ``"stop"`` (end of turn or a stop string) or ``"length"``
@@ -127,12 +134,7 @@ class Completion:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "text": self.text,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "finish_reason": self.finish_reason,
-        }
+        return _response_dict(self)
 
 
 @dataclass(frozen=True)
@@ -153,14 +155,7 @@ class ContinuationScore:
     cached: bool = False
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "tokens": list(self.tokens),
-            "token_logprobs": list(self.token_logprobs),
-            "logprob": self.logprob,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "exact": self.exact,
-        }
+        return _response_dict(self)
 
 
 def check_prompts(prompts: Sequence[Prompt], where: str = "prompts") -> list[Prompt]:

@@ -28,18 +28,14 @@ Counters added to a :class:`~ragopt.types.Stats`: ``llm_calls`` (prompts sent to
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import sqlite3
-import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
-from ragopt._io import atomic_write_text
-from ragopt.config import canonical_json, config_hash
-from ragopt.errors import ArtifactError, LLMError
+from ragopt.config import canonical_json
+from ragopt.errors import LLMError
 from ragopt.llm.base import (
     Completion,
     ContinuationScore,
@@ -49,6 +45,7 @@ from ragopt.llm.base import (
     check_prompts,
     prompt_key,
 )
+from ragopt.sqlite_cache import SQLiteCache, keyed_file, text_hash
 from ragopt.types import Stats
 
 __all__ = ["LLMCallCache", "CachedLLM", "FORMAT_VERSION", "CACHE_KIND"]
@@ -58,56 +55,27 @@ CACHE_KIND = "llm-calls"
 _CHUNK = 400  # keys per lookup statement
 
 
-def _sha1(text: str) -> str:
-    return hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()
-
-
-class LLMCallCache:
+class LLMCallCache(SQLiteCache):
     """Responses by ``(kind, phash, xhash, continuation)`` in a SQLite file (``path=None``: in memory)."""
 
-    def __init__(self, path: str | os.PathLike | None = None):
-        self.path = Path(path) if path is not None else None
-        self._conn: sqlite3.Connection | None = None
-        self._pid = -1
-        self._lock = threading.RLock()
-
-    def __repr__(self) -> str:
-        return f"LLMCallCache({str(self.path) if self.path else ':memory:'!r})"
+    TABLE = "calls"
+    COLUMNS = (
+        "kind TEXT NOT NULL, phash TEXT NOT NULL, xhash TEXT NOT NULL, continuation TEXT NOT NULL, "
+        "response TEXT NOT NULL"
+    )
+    KEY = "kind, phash, xhash, continuation"
+    EXTRA_SCHEMA = ("CREATE TABLE IF NOT EXISTS params (phash TEXT PRIMARY KEY, params TEXT NOT NULL)",)
 
     @classmethod
     def for_fingerprint(cls, root: str | os.PathLike, fingerprint: str) -> LLMCallCache:
         """The cache file of one model under ``root`` (``<root>/llm-calls/<key>.sqlite``)."""
-        spec = {"format": FORMAT_VERSION, "fingerprint": fingerprint}
-        key = config_hash(spec, length=24)
-        folder = Path(root) / CACHE_KIND
-        folder.mkdir(parents=True, exist_ok=True)
-        meta = folder / f"{key}.json"
-        if not meta.is_file():
-            atomic_write_text(meta, json.dumps(spec, indent=1, sort_keys=True))
-        elif json.loads(meta.read_text("utf-8")) != json.loads(canonical_json(spec)):
-            raise ArtifactError(f"LLM call cache {meta} belongs to another model; delete it")
-        return cls(folder / f"{key}.sqlite")
-
-    def _db(self) -> sqlite3.Connection:
-        if self._conn is None or self._pid != os.getpid():  # a forked worker opens its own connection
-            target = str(self.path) if self.path is not None else ":memory:"
-            conn = sqlite3.connect(target, timeout=60.0, isolation_level=None, check_same_thread=False)
-            if self.path is not None:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS calls (kind TEXT NOT NULL, phash TEXT NOT NULL, "
-                "xhash TEXT NOT NULL, continuation TEXT NOT NULL, response TEXT NOT NULL, "
-                "PRIMARY KEY (kind, phash, xhash, continuation)) WITHOUT ROWID"
-            )
-            conn.execute("CREATE TABLE IF NOT EXISTS params (phash TEXT PRIMARY KEY, params TEXT NOT NULL)")
-            self._conn, self._pid = conn, os.getpid()
-        return self._conn
+        doc = {"format": FORMAT_VERSION, "fingerprint": fingerprint}
+        return cls(keyed_file(root, CACHE_KIND, doc, "LLM call cache {meta} belongs to another model; delete it"))
 
     def get(self, kind: str, phash: str, keys: Sequence[tuple[str, str]]) -> list[dict | None]:
         """Responses of ``(xhash, continuation)`` keys under ``(kind, phash)`` (``None`` where absent)."""
         out: list[dict | None] = [None] * len(keys)
-        if not keys or (self.path is not None and not self.path.exists()):
+        if not keys or self._absent():
             return out
         where: dict[tuple[str, str], list[int]] = {}
         for i, k in enumerate(keys):
@@ -133,29 +101,13 @@ class LLMCallCache:
         if not rows:
             return
         data = [(kind, phash, x, c, json.dumps(r, sort_keys=True, ensure_ascii=False)) for x, c, r in rows]
-        with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
-            try:
-                if params is not None:
-                    db.execute("INSERT OR IGNORE INTO params VALUES (?, ?)", (phash, canonical_json(params)))
-                db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?)", data)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
 
-    def __len__(self) -> int:
-        if self.path is not None and not self.path.exists():
-            return 0
-        with self._lock:
-            return int(self._db().execute("SELECT COUNT(*) FROM calls").fetchone()[0])
+        def fill(db: sqlite3.Connection) -> None:
+            if params is not None:
+                db.execute("INSERT OR IGNORE INTO params VALUES (?, ?)", (phash, canonical_json(params)))
+            db.executemany("INSERT OR IGNORE INTO calls VALUES (?, ?, ?, ?, ?)", data)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._conn is not None and self._pid == os.getpid():
-                self._conn.close()
-            self._conn = None
+        self._write(fill)
 
 
 class CachedLLM:
@@ -211,11 +163,11 @@ class CachedLLM:
         """Completions of ``prompts``; cache hits come back with ``cached=True``."""
         params = params or GenerationParams()
         prompts = check_prompts(prompts)
-        keys = [(_sha1(prompt_key(p)), "") for p in prompts]
+        keys = [(text_hash(prompt_key(p)), "") for p in prompts]
         pd = params.to_dict()
         return self._run(
             "generate",
-            _sha1(canonical_json(pd)),
+            text_hash(canonical_json(pd)),
             pd,
             prompts,
             keys,
@@ -232,7 +184,7 @@ class CachedLLM:
     ) -> list[ContinuationScore]:
         """Continuation logprobs (see :meth:`LLMBackend.score`); cache hits come back with ``cached=True``."""
         prompts = LLMBackend._check_score_args(prompts, continuations)
-        keys = [(_sha1(prompt_key(p)), c) for p, c in zip(prompts, continuations)]
+        keys = [(text_hash(prompt_key(p)), c) for p, c in zip(prompts, continuations)]
         return self._run(
             "score",
             "",

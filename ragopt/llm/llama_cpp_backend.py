@@ -66,9 +66,6 @@ class LlamaCppLLM(LLMBackend):
     def supports_logprobs(self) -> bool:
         return True
 
-    def describe(self) -> str:
-        return f"llama_cpp model {self.model!r}"
-
     def fingerprint(self) -> str:
         return f"llama_cpp:{self._resolved().identity}:n_ctx={self.n_ctx}"
 

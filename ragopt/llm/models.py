@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ragopt import _hashing
 from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError
 from ragopt.store import ArtifactStore
 
@@ -139,11 +140,7 @@ def sha256_file(path: str | os.PathLike) -> str:
     st = p.stat()
     key = (str(p.resolve()), st.st_size, st.st_mtime_ns)
     if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with open(p, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
+        _SHA_CACHE[key] = _hashing.sha256_file(p)
     return _SHA_CACHE[key]
 
 
@@ -151,17 +148,10 @@ def content_fingerprint(folder: Path) -> str:
     """Fingerprint of a model folder: small files (config, tokenizer) in full; weight files by name, size and
     their first, middle and last MiB (reading GBs of weights on every start would cost seconds)."""
     h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        rel = f.relative_to(folder)
-        if any(part.startswith(".") for part in rel.parts):
-            continue
-        size = f.stat().st_size
-        h.update(f"{rel.as_posix()}:{size}\n".encode())
+    for f, rel, size in _hashing.model_files(folder):
+        h.update(f"{rel}:{size}\n".encode())
         if f.suffix in _WEIGHT_SUFFIXES or size > (32 << 20):
-            with open(f, "rb") as fh:
-                for off in (0, max(0, size // 2 - (1 << 19)), max(0, size - (1 << 20))):
-                    fh.seek(off)
-                    h.update(fh.read(1 << 20))
+            _hashing.update_sampled(h, f, size)
         else:
             h.update(f.read_bytes())
     return h.hexdigest()[:32]

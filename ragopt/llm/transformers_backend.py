@@ -94,9 +94,6 @@ class TransformersLLM(LLMBackend):
     def supports_logprobs(self) -> bool:
         return True
 
-    def describe(self) -> str:
-        return f"transformers model {self.model!r}"
-
     # -- loading -------------------------------------------------------------------------------
     def _init_runtime(self) -> None:
         super()._init_runtime()

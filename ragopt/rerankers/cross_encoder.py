@@ -35,7 +35,7 @@ import numpy as np
 from ragopt._imports import require
 from ragopt._progress import progress_enabled
 from ragopt.config import param
-from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
+from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model, set_precision
 from ragopt.errors import ConfigError, StageError
 from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
@@ -181,18 +181,8 @@ class CrossEncoderReranker(Stage):
             try:
                 model = CrossEncoder(self._source, device=device, max_length=self.max_length)
             except Exception as e:  # hub / network / format errors all end here
-                hint = (
-                    (
-                        "; no network or hub cache here? pass a local cross-encoder folder or an artifact of "
-                        "`ragopt train cross-encoder`"
-                    )
-                    if local is None
-                    else ""
-                )
-                first = str(e).splitlines()[0] if str(e) else ""
-                raise ConfigError(
-                    "model", f"cannot load cross-encoder {self.model!r} ({type(e).__name__}: {first}){hint}"
-                ) from e
+                hint = "pass a local cross-encoder folder or an artifact of `ragopt train cross-encoder`"
+                raise load_error(self.model, e, "cross-encoder", hint if local is None else "") from e
             arch = getattr(model.config, "architectures", None) or []
             if local is None and arch and not any(str(a).endswith("ForSequenceClassification") for a in arch):
                 raise ConfigError("model", f"{self.model!r} is not a cross-encoder (architectures {arch})")
@@ -202,12 +192,7 @@ class CrossEncoderReranker(Stage):
                     f"{self.model!r} has {model.num_labels} output labels; a reranker "
                     "needs a single-score model (num_labels=1)",
                 )
-            if precision == "fp16":
-                model.half()
-            else:  # a checkpoint may keep its own dtype: force the precision asked for
-                model.float()
-            model.eval()
-            _MODELS[key] = model
+            _MODELS[key] = set_precision(model, precision)
         return _MODELS[key]
 
     def _load_onnx(self, store: ArtifactStore, rebuild: bool = False) -> tuple[Any, Any]:

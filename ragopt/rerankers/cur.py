@@ -47,6 +47,20 @@ __all__ = ["CURReranker", "CURSearch", "ARTIFACT_KIND", "pseudo_queries"]
 ARTIFACT_KIND = "cur-anchors"
 FORMAT_VERSION = 1
 _MAX_WORDS = 32
+#: the parameters of this stage that are :func:`~ragopt.kernels.cur.cur_search` settings of the same name
+_SEARCH_PARAMS = (
+    "budget",
+    "n_anchor_items",
+    "top_k",
+    "method",
+    "rounds",
+    "selection",
+    "adaptive",
+    "temperature",
+    "rcond",
+    "merge",
+    "seed",
+)
 
 
 def pseudo_queries(corpus: Corpus, n: int, seed: int) -> list[str]:
@@ -191,8 +205,7 @@ class CURReranker(Stage):
     def fit(
         self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False, progress: bool | None = None
     ) -> CURReranker:
-        if len(corpus) == 0:
-            raise ConfigError("", f"cur: cannot search an empty corpus ({corpus.name or 'unnamed'})")
+        self._check_corpus(corpus, "search")
         store = store if store is not None else ArtifactStore()
         self.scorer.fit(corpus, store, rebuild=rebuild, progress=progress)
         texts = self.anchor_texts(corpus)
@@ -244,9 +257,7 @@ class CURReranker(Stage):
     @property
     def anchors(self) -> np.ndarray:
         """The anchor matrix fit computed or loaded: exact scores of the anchor queries against every item."""
-        if self._fit is None:
-            raise StageError("cur: not fitted; call .fit(corpus) first")
-        return self._fit.anchors
+        return self._fitted().anchors
 
     def load_anchors(self, path: str | Path, corpus: Corpus, store: ArtifactStore | None = None) -> CURReranker:
         """Use an existing anchor matrix directory, after checking it was built for this scorer, corpus and
@@ -275,9 +286,8 @@ class CURReranker(Stage):
         return self._operator
 
     def transform(self, batch: Batch) -> Batch:
-        if self._fit is None:
-            raise StageError("cur: not fitted; call .fit(corpus) first")
-        R, corpus = self._fit.anchors, self._fit.corpus
+        fit = self._fitted()
+        R, corpus = fit.anchors, fit.corpus
         n, N = len(batch), len(corpus)
         texts = batch.queries.texts
         allowed = init = None
@@ -310,21 +320,11 @@ class CURReranker(Stage):
                 R,
                 score_fn,
                 n,
-                budget=self.budget,
-                n_anchor_items=self.n_anchor_items,
-                top_k=self.top_k,
-                method=self.method,
-                rounds=self.rounds,
-                selection=self.selection,
-                adaptive=self.adaptive,
-                temperature=self.temperature,
-                rcond=self.rcond,
                 allowed=allowed,
                 init_items=init if self.method == "adacur" else None,
                 anchor_items=items,
                 operator=operator,
-                merge=self.merge,
-                seed=self.seed,
+                **{k: getattr(self, k) for k in _SEARCH_PARAMS},
             )
         batch.stats.add("cur_queries", n)
         batch.stats.add("cur_ce_calls", int(res.calls.sum()))

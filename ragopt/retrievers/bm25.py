@@ -20,7 +20,7 @@ import numpy as np
 
 from ragopt._progress import progress_enabled
 from ragopt.config import param
-from ragopt.errors import ArtifactError, ConfigError, StageError
+from ragopt.errors import ArtifactError, ConfigError
 from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
 from ragopt.retrievers import _pyserini
@@ -129,8 +129,7 @@ class BM25Retriever(Stage):
     def fit(
         self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False, progress: bool | None = None
     ) -> BM25Retriever:
-        if len(corpus) == 0:
-            raise ConfigError("", f"bm25: cannot index an empty corpus ({corpus.name or 'unnamed'})")
+        self._check_corpus(corpus)
         store = store if store is not None else ArtifactStore()
         show = progress_enabled(progress)
         build = self._build_bm25s if self.backend == "bm25s" else self._build_pyserini
@@ -220,9 +219,7 @@ class BM25Retriever(Stage):
 
     # ------------------------------------------------------------------------------------------
     def transform(self, batch: Batch) -> Batch:
-        if self._fit is None:
-            raise StageError("bm25: not fitted; call .fit(corpus) first")
-        index = self._fit.index
+        index = self._fitted().index
         n = len(batch)
         k = min(self.top_k, len(self.corpus))
         if self.backend == "bm25s":

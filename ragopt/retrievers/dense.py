@@ -75,8 +75,7 @@ class DenseRetriever(Stage):
     def fit(
         self, corpus: Corpus, store: ArtifactStore | None = None, *, rebuild: bool = False, progress: bool | None = None
     ) -> DenseRetriever:
-        if len(corpus) == 0:
-            raise ConfigError("", f"dense: cannot index an empty corpus ({corpus.name or 'unnamed'})")
+        self._check_corpus(corpus)
         store = store if store is not None else ArtifactStore()
         stats = Stats()
         vectors, emb = self.encoder.encode_corpus(

