@@ -46,6 +46,7 @@ _BUILTIN: dict[str, str] = {
     "weighted": "ragopt.ops:WeightedFusion",
     # rerankers and cross-encoder search
     "cross_encoder": "ragopt.rerankers.cross_encoder:CrossEncoderReranker",
+    "prp": "ragopt.rerankers.prp:PRPReranker",
     "cur": "ragopt.rerankers.cur:CURReranker",
     # LLM backends (ragopt.llm): shared by generators, PRP, LLM judges; "scripted" is a test double
     "transformers": "ragopt.llm.transformers_backend:TransformersLLM",

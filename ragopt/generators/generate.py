@@ -17,7 +17,6 @@ The packed passages' corpus rows go into ``batch.contexts`` for context metrics 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
 from ragopt.config import param
@@ -31,37 +30,23 @@ from ragopt.generators.prompting import (
     render_plain,
     resolve_template,
 )
-from ragopt.llm.base import GenerationParams, LLMBackend
-from ragopt.llm.cache import CachedLLM
-from ragopt.llm.transformers_backend import TransformersLLM
-from ragopt.pipeline import Fitted, Stage
+from ragopt.llm.base import GenerationParams
+from ragopt.llm.stage import LLMStage, default_llm
 from ragopt.registry import register
-from ragopt.store import ArtifactStore
-from ragopt.types import Batch, Corpus
+from ragopt.types import Batch
 
 __all__ = ["Generator", "default_llm"]
 
 
-def default_llm() -> LLMBackend:
-    """The packaged SmolLM2-135M-Instruct on the transformers backend (offline, small, fast)."""
-    return TransformersLLM(model="smollm2-135m-instruct")
-
-
-@dataclass
-class GeneratorFitted(Fitted):
-    """A fitted generator: the corpus and the artifact store whose root holds the LLM call cache."""
-
-    store: Any = None
-
-
 @register("generate")
-class Generator(Stage):
+class Generator(LLMStage):
     """Generate an answer per query from the top candidates (see the module docstring)."""
+
+    template_version: ClassVar[int] = TEMPLATE_VERSION
 
     provides: ClassVar[frozenset[str]] = frozenset({"answers"})
     cache_outputs: ClassVar[bool] = False  # answers are served by the LLM call cache instead
 
-    llm: LLMBackend = param(default_factory=default_llm, doc="the LLM backend (transformers, openai, ...)")
     template: str = param(
         "qa_fewshot",
         doc="built-in (qa, qa_fewshot, closed_book, closed_book_fewshot) or a "
@@ -91,7 +76,6 @@ class Generator(Stage):
         "ending where the answer begins (completion style, worked examples inline: "
         "on nq gold passages SmolLM2 went from EM 0 to 0.25 with it)",
     )
-    cache: bool = param(True, doc="use the persistent LLM call cache")
 
     def validate(self, path: str = "") -> None:
         at = f"{path}." if path else ""
@@ -103,28 +87,10 @@ class Generator(Stage):
     def requires(self) -> frozenset[str]:  # type: ignore[override]
         return frozenset({"queries", "candidates"}) if self.context_k > 0 else frozenset({"queries"})
 
-    # -- protocol ------------------------------------------------------------------------------
-    def _init_runtime(self) -> None:
-        super()._init_runtime()
-        self._llm_client: CachedLLM | None = None
-
-    def fit(
-        self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None
-    ) -> Generator:
-        self._fit = GeneratorFitted(corpus, store=store if store is not None else ArtifactStore())
-        self._llm_client = None
-        return self
-
-    def _client(self) -> CachedLLM:
-        if self._llm_client is None:
-            store = self._fit.store if isinstance(self._fit, GeneratorFitted) else ArtifactStore()
-            self._llm_client = CachedLLM(self.llm, store=store, cache=self.cache)
-        return self._llm_client
-
     def prompts(self, batch: Batch) -> tuple[list[Any], list[list[int]], int]:
         """The chat prompt of every query, the corpus rows packed into each, and the passages dropped."""
         template = resolve_template(self.template, self.system)
-        client = self._client()
+        client = self.client()
         count = client.count_tokens
         if self.context_k > 0 and batch.doc_idx is None:
             raise StageError(
@@ -171,7 +137,7 @@ class Generator(Stage):
         # a short answer is one line: stop there (plain prompts) or at the end of the reply's first paragraph (chats)
         stop = () if self.answer_style == "raw" else ("\n\n",) if self.chat else ("\n",)
         params = GenerationParams(max_new_tokens=self.max_new_tokens, stop=stop)
-        completions = self._client().generate(prompts, params, stats=batch.stats)
+        completions = self.client().generate(prompts, params, stats=batch.stats)
         batch.stats.add("generated_answers", len(completions))
         # every prompt's size, paid or served by the cache: what a prompt budget per query is about
         batch.stats.add("generate_prompt_tokens", sum(c.prompt_tokens for c in completions))
@@ -179,13 +145,6 @@ class Generator(Stage):
         batch.stats.add("context_dropped", dropped)
         answers = [extract_answer(c.text, self.answer_style) for c in completions]
         return dataclasses.replace(batch, answers=answers, contexts=rows)
-
-    def cache_spec(self) -> dict[str, Any] | None:
-        spec = super().cache_spec()
-        if spec is not None:
-            spec["llm_fingerprint"] = self.llm.fingerprint()
-            spec["template_version"] = TEMPLATE_VERSION
-        return spec
 
 
 def _text(messages: list[dict[str, str]]) -> str:

@@ -17,6 +17,7 @@ from typing import Literal
 
 from ragopt.data.chunking import split_sentences
 from ragopt.errors import ConfigError, StageError
+from ragopt.llm.stage import truncate_to_tokens
 
 __all__ = [
     "TEMPLATES",
@@ -149,22 +150,6 @@ def compress_passage(text: str, question: str, ratio: float) -> str:
     return " ".join(sents[i].strip() for i in chosen)
 
 
-def _truncate(text: str, max_tokens: int, count: Count) -> str:
-    """``text`` cut at a word boundary to at most ``max_tokens`` tokens (by ``count``)."""
-    n = count([text])[0]
-    if n <= max_tokens:
-        return text
-    words = text.split()
-    lo, hi = 0, len(words)
-    while lo < hi:  # the longest word prefix that fits
-        mid = (lo + hi + 1) // 2
-        if count([" ".join(words[:mid])])[0] <= max_tokens:
-            lo = mid
-        else:
-            hi = mid - 1
-    return " ".join(words[:lo])
-
-
 def pack_context(
     passages: Sequence[str],
     question: str,
@@ -180,7 +165,10 @@ def pack_context(
     compressed then cut to ``passage_max_tokens``, dropping the weakest while their tokens exceed ``budget``;
     returns their candidate positions in prompt order and their texts."""
     chosen = list(range(min(context_k, len(passages))))
-    texts = [_truncate(compress_passage(passages[i], question, compression), passage_max_tokens, count) for i in chosen]
+    texts = [
+        truncate_to_tokens(compress_passage(passages[i], question, compression), passage_max_tokens, count)
+        for i in chosen
+    ]
     sizes = count([f"[{j + 1}] {t}\n" for j, t in enumerate(texts)]) if texts else []
     while chosen and sum(sizes) > budget:
         chosen.pop(), texts.pop(), sizes.pop()

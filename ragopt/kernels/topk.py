@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["topk_rows"]
+__all__ = ["topk_rows", "splice_head"]
 
 
 def topk_rows(scores: np.ndarray, k: int, idx: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -35,3 +35,17 @@ def topk_rows(scores: np.ndarray, k: int, idx: np.ndarray | None = None) -> tupl
     out_idx = out_idx.astype(np.int64, copy=True)
     out_idx[~np.isfinite(out_scores)] = -1
     return out_idx, out_scores
+
+
+def splice_head(
+    head_idx: np.ndarray, head_scores: np.ndarray, tail_idx: np.ndarray, tail_scores: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """A reranked head followed by the untouched tail of each row: the tail keeps its order and gaps, shifted so
+    that its best score sits 1 below the head's lowest finite score (rows without either are left as they are)."""
+    tail = tail_scores.astype(np.float64)
+    finite = np.isfinite(head_scores)
+    low = np.where(finite, head_scores, np.inf).min(axis=1)
+    ok = finite.any(axis=1) & np.isfinite(tail[:, 0])
+    shift = np.where(ok, low - 1.0 - np.where(ok, tail[:, 0], 0.0), 0.0)
+    tail = (tail + shift[:, None]).astype(np.float32)
+    return np.concatenate([head_idx, tail_idx], axis=1), np.concatenate([head_scores, tail], axis=1)

@@ -37,6 +37,7 @@ from ragopt._progress import progress_enabled
 from ragopt.config import param
 from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model, set_precision
 from ragopt.errors import ConfigError, StageError
+from ragopt.kernels.topk import splice_head
 from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
 from ragopt.rerankers import onnx_backend as ob
@@ -297,16 +298,8 @@ class CrossEncoderReranker(Stage):
         head_idx[~np.isfinite(head_scores)] = -1
         if width == depth:
             return batch.with_candidates(head_idx, head_scores, corpus)
-        tail_idx = batch.doc_idx[:, depth:]
-        tail = batch.scores[:, depth:].astype(np.float64)
-        finite = np.isfinite(head_scores)
-        low = np.where(finite, head_scores, np.inf).min(axis=1)
-        ok = finite.any(axis=1) & np.isfinite(tail[:, 0])
-        shift = np.where(ok, low - 1.0 - np.where(ok, tail[:, 0], 0.0), 0.0)
-        tail = (tail + shift[:, None]).astype(np.float32)
-        return batch.with_candidates(
-            np.concatenate([head_idx, tail_idx], axis=1), np.concatenate([head_scores, tail], axis=1), corpus
-        )
+        idx, scores = splice_head(head_idx, head_scores, batch.doc_idx[:, depth:], batch.scores[:, depth:])
+        return batch.with_candidates(idx, scores, corpus)
 
     # -- scoring API -------------------------------------------------------------------------
     def score_pairs(

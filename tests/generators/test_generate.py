@@ -76,7 +76,7 @@ def test_order_and_budget(corpus, tmp_path):
     assert content.index("Nile") < content.index("Berlin") < content.index("Paris")
     # a budget that fits the template and question but only one passage: the weaker ones are dropped
     bare = Generator(llm=scripted(), context_k=0, template="qa", chat=True).fit(corpus, ArtifactStore(tmp_path))
-    n_bare = bare._client().count_tokens(
+    n_bare = bare.client().count_tokens(
         [
             " ".join(
                 m["content"] for m in bare.prompts(batch_for(corpus, [[0]], ["what is the capital of france"]))[0][0]

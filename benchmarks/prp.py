@@ -1,0 +1,371 @@
+"""Pairwise ranking prompting (PRP): exactness and comparison counts of the ranking methods, and reranking quality
+and cost on real queries.
+
+``exact`` (fast, no model): every method over ``n`` items (n = 10, 20, 50, 100) with an oracle comparator (a
+consistent total order), from random initial orders and from the best and the worst one: whether allpair and
+full heap sort reproduce the oracle's order and the top-k methods fix the oracle's top k (k = 10), and the
+comparisons asked (min / median / max over the initial orders) against the theory (:func:`comparison_bounds`),
+the distinct pairs among them and the rounds (LLM round trips for one query).
+
+``quality`` (an LLM on the CPU): BM25 (the bm25 pipeline's settings) top 100 on a seeded sample of
+nq-open-oracle-dev's judged queries; BM25 alone vs BM25 >> PRP (each method, over BM25's top ``--depth``) vs
+BM25 >> cross-encoder (``--ce-model``, a trained artifact; skipped without one): nDCG@10 and P@1, and per query the
+comparisons, the prompts and prompt tokens they need (whether the LLM cache served them or not), the consistency
+rate of the model's judgements over the two passage orders, unparseable answers, the prompts actually run and
+the seconds. Every prompt is kept in the store's LLM call cache, so a rerun (or another method over the same
+candidates) costs only what is new.
+
+``speed``: comparisons per second judged in one batched call vs one at a time, in scoring and generation mode
+(cache off), on pairs of BM25 candidates.
+
+Each merges its section into ``benchmarks/results/prp.json`` (quality and speed keyed by model); ``tables``
+prints the markdown tables of ``benchmarks/PRP.md``.
+
+    python benchmarks/prp.py exact [--sizes 10 20 50 100] [--k 10] [--orders 20]
+    python benchmarks/prp.py quality [--model smollm2-135m-instruct] [--queries 5] [--depth 10] [--top-k 3]
+                                     [--methods allpair heap bubble sliding] [--mode score] [--inconsistent tie]
+                                     [--ce-model PATH]
+    python benchmarks/prp.py speed [--model smollm2-135m-instruct] [--pairs 8]
+    python benchmarks/prp.py tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
+    sys.path.insert(0, str(ROOT))
+RESULTS = ROOT / "benchmarks" / "results" / "prp.json"
+DATA = ROOT.parent / "shared" / "data"
+
+from benchmarks._common import load, machine_info
+from ragopt.kernels.prp import comparison_bounds, rank
+
+# name on the command line -> (method, sort)
+VARIANTS = {
+    "allpair": ("allpair", "heap"),
+    "heap": ("sorting", "heap"),
+    "bubble": ("sorting", "bubble"),
+    "sliding": ("sliding", "heap"),
+}
+
+
+def _merge(section: str, value: Any, key: str | None = None) -> None:
+    from ragopt._io import atomic_write_text
+
+    data = json.loads(RESULTS.read_text("utf-8")) if RESULTS.is_file() else {}
+    if key is None:
+        data[section] = value
+    else:
+        data.setdefault(section, {})[key] = value
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(RESULTS, json.dumps(data, indent=1) + "\n")
+
+
+# -- exact ---------------------------------------------------------------------------------------------------
+def _oracle(n: int, start: str | int):
+    """The true rank of every item given the initial order ``start`` (best, worst or a seed) and its comparator."""
+    true = list(range(n))
+    if start == "worst":
+        true.reverse()
+    elif start != "best":
+        random.Random(start).shuffle(true)
+    return sorted(range(n), key=lambda i: true[i]), (lambda i, j: 1.0 if true[i] < true[j] else 0.0)
+
+
+def exact(args: argparse.Namespace) -> dict[str, Any]:
+    starts: list[str | int] = ["best", "worst", *range(args.orders)]
+    rows = []
+    for n in args.sizes:
+        for name, (method, sort) in VARIANTS.items():
+            k = n if method == "allpair" else min(args.k, n)
+            counts, distinct, rounds, ok = [], [], [], True
+            for start in starts:
+                ideal, cmp = _oracle(n, start)
+                r = rank(n, cmp, method, k, sort)
+                ok &= r.order[:k] == ideal[:k] and sorted(r.order) == list(range(n))
+                counts.append(r.comparisons)
+                distinct.append(r.distinct)
+                rounds.append(r.rounds)
+            low, high = comparison_bounds(method, n, k, sort)
+            full = rank(n, _oracle(n, 0)[1], "sorting", n, "heap") if name == "heap" else None
+            row = {
+                "n": n,
+                "method": name,
+                "k": k,
+                "exact": ok,
+                "comparisons_min": min(counts),
+                "comparisons_median": statistics.median(counts),
+                "comparisons_max": max(counts),
+                "theory_min": low,
+                "theory_max": high,
+                "within_theory": low <= min(counts) <= max(counts) <= high,
+                "distinct_median": statistics.median(distinct),
+                "rounds_median": statistics.median(rounds),
+                "rounds_max": max(rounds),
+                "initial_orders": len(starts),
+            }
+            if full is not None:
+                row["full_heap_sort_exact"] = full.order == _oracle(n, 0)[0]
+                row["full_heap_sort_comparisons"] = full.comparisons
+            rows.append(row)
+            print(
+                f"n={n:4d} {name:8s} k={k:3d} exact={ok} comparisons {min(counts)}..{max(counts)} "
+                f"(theory {low}..{high}) distinct~{row['distinct_median']} rounds~{row['rounds_median']}",
+                file=sys.stderr,
+            )
+    res = {"machine": machine_info([]), "k": args.k, "rows": rows}
+    _merge("exact", res)
+    return res
+
+
+# -- quality -------------------------------------------------------------------------------------------------
+def _setup(args: argparse.Namespace):
+    from ragopt.data import load_dataset
+    from ragopt.evaluation.run import sample_queries
+    from ragopt.llm.transformers_backend import TransformersLLM
+    from ragopt.pipeline_io import load_pipeline
+    from ragopt.store import ArtifactStore
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    path = DATA / args.dataset
+    ds = load_dataset(str(path) if path.is_dir() else args.dataset)
+    store = ArtifactStore(args.store)
+    queries = sample_queries(ds.queries_for("test"), args.queries, seed=args.seed)
+    bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
+    bm25.fit(ds.corpus, store)
+    base = bm25.search(queries)
+    llm = TransformersLLM(model=args.model, device="cpu", batch_size=args.batch_size).use_store(store)
+    return ds, store, queries, base, llm
+
+
+def quality(args: argparse.Namespace) -> dict[str, Any]:
+    from ragopt.evaluation import evaluate
+    from ragopt.rerankers.prp import PRPReranker
+    from ragopt.types import Batch
+
+    ds, store, queries, base, llm = _setup(args)
+    all_qrels = ds.qrels("test")
+    qrels = {q: all_qrels[q] for q in queries.ids}
+    nq = len(queries)
+
+    def fresh() -> Batch:
+        return Batch(base.queries, base.corpus, base.doc_idx, base.scores)
+
+    def metrics(batch: Batch) -> dict[str, float]:
+        return {k: round(v, 4) for k, v in evaluate(batch.to_run(), qrels, ["ndcg@10", "P@1"]).metrics.items()}
+
+    res: dict[str, Any] = {
+        "machine": machine_info(["torch", "transformers"]),
+        "load_before": load(),
+        "dataset": ds.name,
+        "n_queries": nq,
+        "seed": args.seed,
+        "model": args.model,
+        "settings": {
+            "depth": args.depth,
+            "top_k": args.top_k,
+            "mode": args.mode,
+            "both_orders": True,
+            "inconsistent": args.inconsistent,
+            "passage_max_tokens": args.passage_max_tokens,
+            "template": "pairwise",
+            "first_stage": "bm25 (pipelines/bm25.yaml) top 100",
+        },
+        "rows": {"bm25": {"metrics": metrics(base)}},
+    }
+    print(f"{nq} queries; bm25: {res['rows']['bm25']['metrics']}", file=sys.stderr)
+    for name in args.methods:
+        method, sort = VARIANTS[name]
+        st = PRPReranker(
+            llm=llm,
+            method=method,
+            sort=sort,
+            depth=args.depth,
+            top_k=args.top_k,
+            mode=args.mode,
+            inconsistent=args.inconsistent,
+            passage_max_tokens=args.passage_max_tokens,
+        ).fit(ds.corpus, store)
+        t0 = time.perf_counter()
+        out = st.transform(fresh())
+        secs = time.perf_counter() - t0
+        again = st.transform(fresh())  # determinism (served by the cache)
+        c = out.stats.counts
+        per_prompt = 2 if args.mode == "score" else 1
+        comps = max(1, c["prp_comparisons"])
+        row = {
+            "metrics": metrics(out),
+            "comparisons_per_query": c["prp_comparisons"] / nq,
+            "prompts_per_query": c["prp_prompts"] / nq,
+            "prompt_tokens_per_query": c["prp_prompt_tokens"] / nq,
+            "consistency_rate": round(1 - c["prp_inconsistent"] / comps, 4),
+            "unparseable": c["prp_unparseable"],
+            "prompts_run": c["llm_calls"] // per_prompt,
+            "prompt_tokens_run": c["prompt_tokens"] // per_prompt,
+            "rounds": c["prp_rounds"],
+            "seconds": round(secs, 2),
+            "seconds_per_prompt_run": round(secs / ran, 3) if (ran := c["llm_calls"] // per_prompt) else None,
+            "deterministic": again.doc_idx.tolist() == out.doc_idx.tolist(),
+            "changed_top1": int((out.doc_idx[:, 0] != base.doc_idx[:, 0]).sum()),
+        }
+        res["rows"][f"prp-{name}"] = row
+        print(f"prp-{name}: {row}", file=sys.stderr)
+    if args.ce_model:
+        from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+
+        ce = CrossEncoderReranker(model=args.ce_model, depth=100, device="cpu").fit(ds.corpus, store)
+        t0 = time.perf_counter()
+        out = ce.transform(fresh())
+        res["rows"]["cross-encoder"] = {
+            "metrics": metrics(out),
+            "model": args.ce_model,
+            "depth": 100,
+            "pairs_per_query": out.stats.counts["ce_pairs"] / nq,
+            "seconds": round(time.perf_counter() - t0, 2),
+        }
+    else:
+        res["rows"]["cross-encoder"] = {"skipped": "no --ce-model (train one: benchmarks/rerank.py quality)"}
+    res["load_after"] = load()
+    _merge("quality", res, key=f"{args.model} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}")
+    return res
+
+
+# -- speed ---------------------------------------------------------------------------------------------------
+def speed(args: argparse.Namespace) -> dict[str, Any]:
+    from ragopt.rerankers.prp import PRPReranker
+
+    ds, store, queries, base, llm = _setup(args)
+    single_llm = llm.clone(batch_size=1).use_store(store)
+    triples, rows = [], set()
+    for r in range(len(queries)):
+        rows.update(int(i) for i in base.doc_idx[r, : args.pairs + 1])
+    probe = PRPReranker(llm=llm, passage_max_tokens=args.passage_max_tokens, cache=False).fit(ds.corpus, store)
+    texts = probe.passage_texts(ds.corpus, rows)
+    for r in range(len(queries)):
+        cand = [int(i) for i in base.doc_idx[r, : args.pairs + 1]]
+        triples += [(queries.texts[r], texts[a], texts[b]) for a, b in zip(cand, cand[1:])]
+    triples = triples[: args.pairs]
+    res: dict[str, Any] = {
+        "machine": machine_info(["torch", "transformers"]),
+        "load_before": load(),
+        "model": args.model,
+        "comparisons": len(triples),
+        "both_orders": True,
+        "passage_max_tokens": args.passage_max_tokens,
+        "batch_size": args.batch_size,
+        "modes": {},
+    }
+    for mode in ("score", "generate"):
+        batched = PRPReranker(llm=llm, mode=mode, passage_max_tokens=args.passage_max_tokens, cache=False).fit(
+            ds.corpus, store
+        )
+        single = PRPReranker(llm=single_llm, mode=mode, passage_max_tokens=args.passage_max_tokens, cache=False).fit(
+            ds.corpus, store
+        )
+        t0 = time.perf_counter()
+        pb = batched.judge(triples)
+        t1 = time.perf_counter()
+        ps = [single.judge([t])[0] for t in triples]
+        t2 = time.perf_counter()
+        res["modes"][mode] = {
+            "batched_per_s": round(len(triples) / (t1 - t0), 3),
+            "one_at_a_time_per_s": round(len(triples) / (t2 - t1), 3),
+            "speedup": round((t2 - t1) / (t1 - t0), 2),
+            "max_abs_diff": round(max(abs(a - b) for a, b in zip(pb, ps)), 6),
+        }
+        print(f"{mode}: {res['modes'][mode]}", file=sys.stderr)
+    res["load_after"] = load()
+    _merge("speed", res, key=args.model)
+    return res
+
+
+# -- tables --------------------------------------------------------------------------------------------------
+def tables(args: argparse.Namespace) -> None:
+    data = json.loads(RESULTS.read_text("utf-8"))
+    ex = data.get("exact")
+    if ex:
+        print(
+            "| n | method | k | exact | comparisons min / median / max | theory | distinct (median) | "
+            "rounds (median) |\n|---|---|---|---|---|---|---|---|"
+        )
+        for r in ex["rows"]:
+            theory = (
+                str(r["theory_min"]) if r["theory_min"] == r["theory_max"] else f"{r['theory_min']}..{r['theory_max']}"
+            )
+            print(
+                f"| {r['n']} | {r['method']} | {r['k']} | {'yes' if r['exact'] else 'NO'} | "
+                f"{r['comparisons_min']} / {r['comparisons_median']:g} / {r['comparisons_max']} | {theory} | "
+                f"{r['distinct_median']:g} | {r['rounds_median']:g} |"
+            )
+    for key, q in data.get("quality", {}).items():
+        print(
+            f"\n{key} ({q['n_queries']} queries)\n\n| pipeline | nDCG@10 | P@1 | comparisons/q | prompts/q | "
+            f"prompt tokens/q | consistency | unparseable | s/prompt |\n|---|---|---|---|---|---|---|---|---|"
+        )
+        for name, r in q["rows"].items():
+            if "skipped" in r:
+                print(f"| {name} | not run: {r['skipped']} | | | | | | | |")
+                continue
+            m = r["metrics"]
+            extra = (
+                f"{r['comparisons_per_query']:g} | {r['prompts_per_query']:g} | "
+                f"{r['prompt_tokens_per_query']:.0f} | {r['consistency_rate']:.2f} | {r['unparseable']} | "
+                f"{r['seconds_per_prompt_run'] or '-'}"
+                if "comparisons_per_query" in r
+                else " | | | | | "
+            )
+            print(f"| {name} | {m['ndcg@10']:.4f} | {m['p@1']:.4f} | {extra} |")
+    for model, s in data.get("speed", {}).items():
+        print(
+            f"\nspeed, {model}, {s['comparisons']} comparisons (both orders)\n\n| mode | batched /s | one at a time /s "
+            f"| speed-up |\n|---|---|---|---|"
+        )
+        for mode, r in s["modes"].items():
+            print(f"| {mode} | {r['batched_per_s']} | {r['one_at_a_time_per_s']} | {r['speedup']} |")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    e = sub.add_parser("exact")
+    e.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 50, 100])
+    e.add_argument("--k", type=int, default=10, help="top k fixed by sorting / passes of sliding")
+    e.add_argument("--orders", type=int, default=20, help="random initial orders (plus the best and the worst)")
+    for name in ("quality", "speed"):
+        p = sub.add_parser(name)
+        p.add_argument("--model", default="smollm2-135m-instruct", help="packaged alias, model folder or hub id")
+        p.add_argument("--queries", type=int, default=5 if name == "quality" else 2)
+        p.add_argument("--dataset", default="nq-open-oracle-dev")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--passage-max-tokens", type=int, default=128)
+        p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
+        p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+        p.add_argument("--store", type=Path, default=Path(os.environ.get("RAGOPT_INDEX_DIR", ROOT / "indexes")))
+    q = sub.choices["quality"]
+    q.add_argument("--depth", type=int, default=10)
+    q.add_argument("--top-k", type=int, default=3, help="sorting: the top fixed; sliding: the passes")
+    q.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    q.add_argument("--mode", default="score", choices=["score", "generate"])
+    q.add_argument("--inconsistent", default="tie", choices=["tie", "mean"], help="the stage's inconsistent parameter")
+    q.add_argument("--ce-model", default=None, help="a trained cross-encoder artifact (ragopt train cross-encoder)")
+    sub.choices["speed"].add_argument("--pairs", type=int, default=8, help="comparisons judged")
+    sub.add_parser("tables")
+    args = ap.parse_args(argv)
+    {"exact": exact, "quality": quality, "speed": speed, "tables": tables}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    main()
