@@ -129,8 +129,9 @@ class LLMJudge:
     ) -> list[tuple[float | None, float | None]]:
         """``(verdict 1/0 or None when unparseable, P(Yes) or None)`` per prompt."""
         if self.mode == "score":
-            ys = self.client.score(list(prompts), ["Yes"] * len(prompts), stats=stats)
-            ns = self.client.score(list(prompts), ["No"] * len(prompts), stats=stats)
+            n = len(prompts)  # both labels in one call: a backend can score them in one pass over each prompt
+            both = self.client.score([*prompts, *prompts], ["Yes"] * n + ["No"] * n, stats=stats)
+            ys, ns = both[:n], both[n:]
             out = []
             for y, n in zip(ys, ns):
                 m = max(y.logprob, n.logprob)

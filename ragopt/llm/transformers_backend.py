@@ -341,6 +341,8 @@ class TransformersLLM(LLMBackend):
             text, stopped = apply_stop(tok.decode(kept, skip_special_tokens=True), params.stop)
             if stopped:
                 finish = "stop"
+                if end is not None:  # a row ended by a stop string is padded after it: the pad was not generated
+                    n = end
             out.append(Completion(text, len(r), n, finish))
         return out
 

@@ -70,6 +70,11 @@ def test_greedy_is_deterministic_and_batching_does_not_change_it(smollm2, capsys
 def test_stop_strings_and_seeded_sampling(smollm2):
     out = smollm2.generate([CHATS[0]], GenerationParams(max_new_tokens=8, stop=("of",)))[0]
     assert "of" not in out.text and out.finish_reason == "stop"
+    # a row ended by a stop string inside a batch is padded after it: the pad is not a generated token
+    stop = GenerationParams(max_new_tokens=8, stop=("of",))
+    batched = smollm2.generate(CHATS, stop)
+    single = [smollm2.generate([p], stop)[0] for p in CHATS]
+    assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in single]
     sampled = GenerationParams(max_new_tokens=5, temperature=1.0, seed=11)
     a = smollm2.generate(CHATS, sampled)
     b = smollm2.generate(CHATS[::-1], sampled)[::-1]  # other batch order, same per-prompt samples
