@@ -28,7 +28,15 @@ from ragopt.llm.base import GenerationParams, LLMBackend
 from ragopt.llm.cache import CachedLLM
 from ragopt.types import Stats
 
-__all__ = ["JUDGE_METRICS", "JUDGE_PROMPT_VERSION", "LLMJudge", "JudgedResult", "is_judge_metric", "evaluate_judged"]
+__all__ = [
+    "JUDGE_METRICS",
+    "JUDGE_PROMPT_VERSION",
+    "LLMJudge",
+    "JudgedResult",
+    "is_judge_metric",
+    "judge_metric",
+    "evaluate_judged",
+]
 
 JUDGE_PROMPT_VERSION = 1
 _SYSTEM = "You are a strict grader. Reply with one word: Yes or No."
@@ -64,7 +72,8 @@ def is_judge_metric(name: str) -> bool:
     return str(name).strip().lower().replace("-", "_") in _ALIASES
 
 
-def _canon(name: str) -> str:
+def judge_metric(name: str) -> str:
+    """The canonical name of a judged metric (aliases: correctness, judged_correctness, relevance)."""
     key = str(name).strip().lower().replace("-", "_")
     if key not in _ALIASES:
         raise ConfigError("metrics", f"unknown judged metric {name!r} (judged: {', '.join(JUDGE_METRICS)})")
@@ -121,7 +130,7 @@ class LLMJudge:
     def prompt(metric: str, **fields: str) -> list[dict[str, str]]:
         return [
             {"role": "system", "content": _SYSTEM},
-            {"role": "user", "content": _PROMPTS[_canon(metric)].format(**fields)},
+            {"role": "user", "content": _PROMPTS[judge_metric(metric)].format(**fields)},
         ]
 
     def judge(
@@ -157,7 +166,7 @@ def evaluate_judged(
     seed: int = 0,
 ) -> JudgedResult:
     """Judge every predicted query with each metric; queries missing what a metric needs are skipped."""
-    names = list(dict.fromkeys(_canon(m) for m in metrics))
+    names = list(dict.fromkeys(judge_metric(m) for m in metrics))
     have = {"answers": bool(golds), "context": contexts is not None, "question": bool(questions)}
     for m in names:
         missing = [n for n in sorted(JUDGE_METRICS[m]) if not have[n]]

@@ -12,7 +12,7 @@ from typing import Any
 from ragopt.data import Dataset, load_dataset
 from ragopt.errors import ConfigError, DataError, StageError
 from ragopt.evaluation.answers import ANSWERS, answer_metric, evaluate_answers, is_answer_metric
-from ragopt.evaluation.judge import JUDGE_METRICS, LLMJudge, evaluate_judged, is_judge_metric
+from ragopt.evaluation.judge import JUDGE_METRICS, LLMJudge, evaluate_judged, is_judge_metric, judge_metric
 from ragopt.evaluation.metrics import DEFAULT_METRICS, evaluate, parse_metric
 from ragopt.pipeline import Stage, run_batched
 from ragopt.store import ArtifactStore
@@ -142,7 +142,7 @@ def split_metrics(metrics: Sequence[str]) -> tuple[list[str], list[str], list[st
         if is_answer_metric(m):
             answer.append(answer_metric(m).name)
         elif is_judge_metric(m):
-            judged.append(m)
+            judged.append(judge_metric(m))
         else:
             try:
                 parse_metric(m)
@@ -207,7 +207,7 @@ def evaluate_pipeline(
     ds = _dataset(dataset)
     golds = ds.answers
     needs_gold = [m for m in answer if ANSWERS in answer_metric(m).needs] + [
-        m for m in judged if "answers" in JUDGE_METRICS.get(m, ())
+        m for m in judged if "answers" in JUDGE_METRICS[m]
     ]
     if needs_gold and not golds:
         raise DataError(f"{', '.join(needs_gold)} need gold answers, but dataset {ds.name!r} has no answers.jsonl")

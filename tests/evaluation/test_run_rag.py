@@ -113,6 +113,16 @@ def test_judged_metrics_and_limit(tmp_path):
     assert rep.rag["judged"]["n_judged"]["judge_correctness"] == 2
     assert set(rep.per_query["judge_correctness"]) == set(rep.per_query["em"])
     assert rep.per_query["judge_correctness"] == {q: 1.0 if q == "q0" else 0.0 for q in rep.per_query["em"]}
+    # an alias needs gold answers just as the canonical name does, checked before any work
+    no_answers = make_dataset(tmp_path / "noans", answers=False)
+    with pytest.raises(DataError, match="judge_correctness need gold answers"):
+        evaluate_pipeline(
+            rag_pipeline(),
+            str(no_answers),
+            metrics=["correctness"],
+            judge=judge,
+            store=ArtifactStore(tmp_path / "store2"),
+        )
 
 
 def test_bad_combinations_fail_before_any_work(tmp_path):

@@ -12,7 +12,7 @@ from typing import Any
 from ragopt.config import from_config
 from ragopt.errors import ConfigError
 from ragopt.evaluation import answer_metric, is_answer_metric, parse_metric
-from ragopt.evaluation.judge import is_judge_metric
+from ragopt.evaluation.judge import is_judge_metric, judge_metric
 from ragopt.pipeline import Pipeline
 from ragopt.pipeline_io import load_pipeline, pipeline_from_dict, read_yaml
 from ragopt.tuning.space import SearchSpace
@@ -49,7 +49,7 @@ def metric_name(name: str) -> str:
     if is_answer_metric(name):
         return answer_metric(name).name
     if is_judge_metric(name):
-        return str(name).strip().lower().replace("-", "_")
+        return judge_metric(name)
     return parse_metric(name).name
 
 

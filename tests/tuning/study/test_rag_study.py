@@ -97,3 +97,10 @@ def test_bundled_rag_study_config_is_valid():
     cfg = StudyConfig.load(Path(__file__).resolve().parents[3] / "configs" / "rag_quickstart.yaml")
     assert cfg.objective.metrics == ["f1"] and cfg.query_limit == 40
     assert [p.name for p in cfg.space.params] == ["context_k", "order", "compression"]
+
+
+def test_judged_metric_aliases_name_the_metric_the_evaluation_reports(rag_study):
+    from ragopt.tuning.study.config import metric_name
+
+    assert metric_name("correctness") == metric_name("Judge-Correctness") == "judge_correctness"
+    assert metric_name("relevance") == "answer_relevance"
