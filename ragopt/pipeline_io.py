@@ -35,6 +35,7 @@ __all__ = [
     "pipeline_search_path",
     "list_pipelines",
     "read_yaml",
+    "parse_yaml",
 ]
 
 _TOP_KEYS = ("name", "description", "pipeline")
@@ -67,19 +68,30 @@ def list_pipelines() -> dict[str, Path]:
 
 
 def read_yaml(path: Path) -> Any:
-    """Parse a YAML file; syntax errors name the file, line and column."""
+    """Parse a YAML file; syntax errors name the file, line and column (one line: the CLI prints it as is)."""
     try:
         text = path.read_text("utf-8")
     except FileNotFoundError:
         raise ConfigError(str(path), "file not found") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(str(path), f"not UTF-8 text (byte {e.start}: {e.reason})") from None
     except OSError as e:
         raise ConfigError(str(path), f"cannot read: {e}") from None
+    return parse_yaml(text, str(path))
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load(text)``; a syntax error is a one-line ConfigError at ``where`` (with line and column)."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
-        raise ConfigError(where, f"invalid YAML: {getattr(e, 'problem', None) or e}") from None
+        if mark is not None:
+            where = f"{where}:{mark.line + 1}:{mark.column + 1}"
+        elif isinstance(getattr(e, "position", None), int):  # a reader error: a character YAML does not allow
+            where = f"{where}: character {e.position + 1}"
+        problem = getattr(e, "problem", None) or getattr(e, "reason", None) or str(e).split("\n")[0]
+        raise ConfigError(where, f"invalid YAML: {' '.join(str(problem).split())}") from None
 
 
 def resolve_pipeline_path(name_or_path: str | os.PathLike) -> Path:

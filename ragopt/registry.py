@@ -47,6 +47,7 @@ _BUILTIN: dict[str, str] = {
     # rerankers and cross-encoder search
     "cross_encoder": "ragopt.rerankers.cross_encoder:CrossEncoderReranker",
     "prp": "ragopt.rerankers.prp:PRPReranker",
+    "blockrank": "ragopt.rerankers.blockrank:BlockRankReranker",
     "cur": "ragopt.rerankers.cur:CURReranker",
     # LLM backends (ragopt.llm): shared by generators, PRP, LLM judges; "scripted" is a test double
     "transformers": "ragopt.llm.transformers_backend:TransformersLLM",
@@ -103,12 +104,27 @@ def resolve(name: object, path: str = "type") -> type[Component]:
         extra = f"; did you mean {hint[0]!r}?" if hint else ""
         raise ConfigError(path, f"unknown component type {name!r}{extra} (known: {', '.join(available())})")
     module_name, _, attr = target.partition(":")
-    module = importlib.import_module(module_name)
-    cls = getattr(module, attr)
+    try:
+        module = importlib.import_module(module_name)
+        cls = getattr(module, attr)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(path, f"component type {name!r} points at {target!r}, which cannot be loaded: {e}") from e
+    if not _is_component(cls):
+        # an entry point may only name a ragopt component class: a config never reaches arbitrary code through it
+        raise ConfigError(path, f"component type {name!r} points at {target!r}, which is not a ragopt component")
     if name not in _REGISTERED:  # an entry point class that did not use @register
         cls.type_name = name
         _REGISTERED[name] = cls
     return cls
+
+
+def _is_component(cls: object) -> bool:
+    """A ragopt component class (checked by shape: importing ``ragopt.config`` here would make a cycle)."""
+    return (
+        isinstance(cls, type)
+        and dataclasses.is_dataclass(cls)
+        and all(callable(getattr(cls, m, None)) for m in ("to_config", "from_config", "validate"))
+    )
 
 
 def describe(name: str) -> dict[str, Any]:

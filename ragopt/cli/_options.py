@@ -84,17 +84,16 @@ def add_pipeline_run(p: argparse.ArgumentParser, split: bool = True) -> None:
 
 def load_pipeline(args: argparse.Namespace):
     """The pipeline ``--pipeline`` names, with each ``--set PATH=VALUE`` applied."""
-    import yaml
-
     from ragopt.errors import ConfigError
     from ragopt.pipeline_io import load_pipeline as load
+    from ragopt.pipeline_io import parse_yaml
 
     pipe = load(args.pipeline)
     for item in args.set:
         key, sep, raw = item.partition("=")
         if not sep:
             raise ConfigError("--set", f"expected PATH=VALUE, got {item!r}")
-        pipe.set_params(**{key.strip(): yaml.safe_load(raw)})
+        pipe.set_params(**{key.strip(): parse_yaml(raw, f"--set {key.strip()}")})
     return pipe
 
 

@@ -8,7 +8,7 @@ import dataclasses
 from ragopt.cli import _options as opts
 from ragopt.cli._output import stdout_reserved_for_json
 
-LIMITS = ("max_k", "max_query_chars", "max_request_bytes")
+LIMITS = ("max_k", "max_query_words", "max_request_bytes")
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -39,7 +39,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, default=8000, help="HTTP port (default: 8000; 0 picks a free one)")
     p.add_argument("--token", help="require 'Authorization: Bearer TOKEN' over HTTP (default: $RAGOPT_MCP_TOKEN)")
     p.add_argument("--max-k", type=int, default=50, help="largest k a search may ask for (default: 50)")
-    p.add_argument("--max-query-chars", type=int, default=2000, help="longest query accepted (default: 2000)")
+    p.add_argument(
+        "--max-query-words",
+        type=int,
+        default=None,
+        help="cut longer queries to their first N words (default: what the pipeline's models read)",
+    )
     p.add_argument(
         "--max-request-bytes", type=int, default=1 << 20, help="largest HTTP request body accepted (default: 1 MiB)"
     )
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> None:
     from ragopt.errors import ConfigError
 
     for name in LIMITS:
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}", "must be >= 1")
     # stdio: stdout is the MCP channel, so nothing may reach file descriptor 1 before the SDK claims it
     with stdout_reserved_for_json(args.transport == "stdio"):
@@ -86,7 +91,7 @@ def run(args: argparse.Namespace) -> None:
         limits = Limits(
             max_k=args.max_k,
             default_k=min(5, args.max_k),
-            max_query_chars=args.max_query_chars,
+            max_query_words=args.max_query_words,
             max_request_bytes=args.max_request_bytes,
         )
         service = ToolService(

@@ -94,12 +94,16 @@ def build_server(
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
     def search_tools(
         query: Annotated[
-            str, Field(description="what the tool should do, in plain words", max_length=limits.max_query_chars)
+            str,
+            Field(
+                description="what the tool should do, in plain words; a whole task description is fine (a long "
+                "one is cut to what the retrieval reads, and the result says so)"
+            ),
         ],
         k: Annotated[int, Field(description="how many tools to return", ge=1, le=limits.max_k)] = limits.default_k,
     ) -> Annotated[CallToolResult, SearchResult]:
         """Find the tools that fit a task. Returns up to k tools, best first: id, description, input_schema, score
-        (and name when it differs from id)."""
+        (and name when it differs from id); truncated, query_chars and used_chars when the query was cut."""
         try:
             return _text_result(service.search(query, k))
         except ToolServiceError as e:

@@ -4,6 +4,10 @@
 ``search(query, k)`` ranks tools; in gateway mode (a servers config) ``call(name, arguments)`` validates the
 arguments against the tool's input schema and forwards them to the upstream server that owns the tool, and
 ``refresh()`` re-lists the upstream tools and refits only when the catalogue's fingerprint changed.
+
+Queries of any length are accepted up to the request-size cap (agents pass whole task descriptions): a query
+longer than what the pipeline reads (:func:`query_word_limit`) is cut to its first words, and the result says
+so (``truncated``, ``query_chars``, ``used_chars``).
 :mod:`ragopt.mcp.server` only exposes these methods as MCP tools; every check lives here and is tested
 without a transport. Errors are :class:`ToolServiceError` with a message meant for the calling agent.
 """
@@ -15,6 +19,7 @@ import json
 import logging
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +35,7 @@ except ImportError:  # pragma: no cover
     from typing import Required, TypedDict
 
 from ragopt._imports import require
+from ragopt.config import Component, walk
 from ragopt.errors import ConfigError, RagoptError
 from ragopt.mcp.catalog import Catalog, TextTemplate, ToolSpec
 from ragopt.mcp.upstream import GatewayConfig, UpstreamError, UpstreamPool
@@ -45,6 +51,8 @@ __all__ = [
     "ToolHit",
     "SearchResult",
     "RefreshReport",
+    "query_word_limit",
+    "cut_query",
 ]
 
 log = logging.getLogger("ragopt.mcp")
@@ -62,23 +70,60 @@ class UnknownTool(ToolServiceError):
     """No tool with that id in the catalogue."""
 
 
+#: Words of a query a lexical retriever (BM25) uses: it reads every word, but past this many a task description
+#: adds cost, not signal. Also the cut when no stage of the pipeline says what it reads.
+LEXICAL_QUERY_WORDS = 1024
+#: Tokens an encoder reads when its ``max_length`` is unset (the model's own limit): BERT-family models read 512.
+ENCODER_DEFAULT_TOKENS = 512
+
+
 @dataclass(frozen=True)
 class Limits:
-    """Caps on what one request may ask for."""
+    """Caps on what one request may ask for. A query is not refused for its length (only the request size is
+    capped); ``max_query_words`` is where it is cut (None: what the pipeline reads, :func:`query_word_limit`)."""
 
     max_k: int = 50
     default_k: int = 5
-    max_query_chars: int = 2000
+    max_query_words: int | None = None
     max_arguments_bytes: int = 256 * 1024  # JSON size of call_tool's arguments
-    max_request_bytes: int = 1024 * 1024  # HTTP request body (the transport enforces it)
+    max_request_bytes: int = 1024 * 1024  # HTTP request body (the transport enforces it; a query over it is refused)
     min_refresh_seconds: float = 2.0  # refresh_tools more often than this re-lists nothing
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
             raise ConfigError("limits.default_k", f"must be in [1, max_k={self.max_k}], got {self.default_k}")
-        for f in ("max_query_chars", "max_arguments_bytes", "max_request_bytes"):
-            if getattr(self, f) < 1:
-                raise ConfigError(f"limits.{f}", "must be >= 1")
+        for f in ("max_query_words", "max_arguments_bytes", "max_request_bytes"):
+            v = getattr(self, f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ConfigError(f"limits.{f}", f"must be an integer >= 1, got {v!r}")
+
+
+def query_word_limit(pipeline: Component) -> int:
+    """How many words of a query ``pipeline`` reads: the most any of its stages reads. A model (an encoder, a
+    SPLADE or cross-encoder stage: any component with ``max_length`` tokens) reads at most ``max_length`` words,
+    since every word is at least one token (unset: :data:`ENCODER_DEFAULT_TOKENS`); a retriever without such a
+    model (BM25) reads every word, counted as :data:`LEXICAL_QUERY_WORDS`."""
+    limits = []
+    for c in walk(pipeline):
+        if "max_length" in c.param_names():
+            limits.append(c.max_length or ENCODER_DEFAULT_TOKENS)
+        elif getattr(c, "requires", None) == frozenset({"queries"}) and not any(
+            "max_length" in n.param_names() for n in walk(c)
+        ):
+            limits.append(LEXICAL_QUERY_WORDS)
+    return max(limits, default=LEXICAL_QUERY_WORDS)
+
+
+_WORD = re.compile(r"\S+")
+
+
+def cut_query(query: str, max_words: int) -> tuple[str, bool]:
+    """``query`` up to the end of its ``max_words``-th word (whitespace-separated), and whether it was cut."""
+    for i, m in enumerate(_WORD.finditer(query), 1):
+        if i == max_words:
+            end = m.end()
+            return query[:end], bool(query[end:].strip())
+    return query, False
 
 
 class ToolHit(TypedDict, total=False):
@@ -93,11 +138,16 @@ class ToolHit(TypedDict, total=False):
     server: str
 
 
-class SearchResult(TypedDict):
-    """The tools, best first, and the size of the catalogue they were chosen from."""
+class SearchResult(TypedDict, total=False):
+    """The tools, best first, and the size of the catalogue they were chosen from. When the query was longer than
+    what the pipeline reads: ``truncated`` (true), ``query_chars`` (its length) and ``used_chars`` (the length of
+    the start that was searched)."""
 
-    tools: list[ToolHit]
-    n_tools: int
+    tools: Required[list[ToolHit]]
+    n_tools: Required[int]
+    truncated: bool
+    query_chars: int
+    used_chars: int
 
 
 class RefreshReport(TypedDict):
@@ -202,6 +252,7 @@ class ToolService:
         self.template = template or (gateway.text if gateway else TextTemplate())
         self.store = store
         self.limits = limits or Limits()
+        self.query_words = self.limits.max_query_words or query_word_limit(pipeline)
         self._batcher = _Batcher(max_batch=64)  # one pipeline call at a time, for all queries waiting
         self._refresh_lock: Any = None
         self._last_refresh = -math.inf
@@ -237,7 +288,11 @@ class ToolService:
             "fingerprint": idx.catalog.fingerprint,
             "pipeline": repr(self.pipeline),
             "gateway": self.is_gateway,
-            "limits": {"max_k": self.limits.max_k, "max_query_chars": self.limits.max_query_chars},
+            "limits": {
+                "max_k": self.limits.max_k,
+                "max_query_words": self.query_words,
+                "max_request_bytes": self.limits.max_request_bytes,
+            },
         }
         if self._pool is not None:
             out["servers"] = {
@@ -250,8 +305,9 @@ class ToolService:
     def check_query(self, query: Any, k: Any) -> tuple[str, int]:
         if not isinstance(query, str):
             raise InvalidRequest(f"query must be a string, got {type(query).__name__}")
-        if len(query) > self.limits.max_query_chars:
-            raise InvalidRequest(f"query is {len(query)} characters; the limit is {self.limits.max_query_chars}")
+        size = len(query.encode("utf-8", "surrogatepass"))
+        if size > self.limits.max_request_bytes:  # the transport's cap, for transports that do not enforce it
+            raise InvalidRequest(f"query is {size} bytes; the request limit is {self.limits.max_request_bytes}")
         query = query.strip()
         if not query:
             raise InvalidRequest("query is empty")
@@ -265,14 +321,20 @@ class ToolService:
 
     def search(self, query: str, k: int | None = None) -> SearchResult:
         """The ``k`` best tools for ``query``, best first: id, description, score, and name, input schema and
-        server where they tell something (see :class:`ToolHit`)."""
+        server where they tell something (see :class:`ToolHit`). A query longer than what the pipeline reads is
+        cut to its first :attr:`query_words` words, and the result says so."""
+        original = query
         query, k = self.check_query(query, k)
+        used, truncated = cut_query(query, self.query_words)
         idx = self._index
         hits: list[ToolHit] = []
         if idx.pipeline is not None:
-            for tool_id, score in self._batcher.search(idx.pipeline, query)[:k]:
+            for tool_id, score in self._batcher.search(idx.pipeline, used)[:k]:
                 hits.append(tool_hit(idx.catalog.get(tool_id), score))
-        return SearchResult(tools=hits, n_tools=len(idx.catalog))
+        result = SearchResult(tools=hits, n_tools=len(idx.catalog))
+        if truncated:
+            result.update(truncated=True, query_chars=len(original), used_chars=len(used))
+        return result
 
     # -- gateway ---------------------------------------------------------------------------------
     @asynccontextmanager

@@ -12,11 +12,17 @@ The checks: determinism (same seed and same tells give the same asks); every ask
 parameters, each inside its domain; conditional parameters respected; failed trials (``tell(params,
 None)``) handled; purely categorical and mixed spaces; and on a small lookup table (:class:`LookupTable`)
 the tuner gets within 1% of the optimum within as many evaluations as the table has rows.
+
+:func:`check_beats_random` is not in :data:`CHECKS` (random search cannot pass it): a tuner that claims to
+search better than random does, on the same table with a budget well below its size (20 of 270), over many
+seeds.
 """
 
 from __future__ import annotations
 
 import math
+import random
+import statistics
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -38,6 +44,8 @@ __all__ = [
     "check_categorical_space",
     "check_mixed_space",
     "check_finds_optimum",
+    "check_beats_random",
+    "random_search_regrets",
     "CHECKS",
     "run_conformance",
 ]
@@ -334,6 +342,43 @@ def check_finds_optimum(factory: TunerFactory, seed: int = 0, budget: int | None
     raise AssertionError(
         f"not within {within:.0%} of the optimum {table.optimum:.4f} after {budget} evaluations (best {best})"
     )
+
+
+def random_search_regrets(table: LookupTable, budget: int, draws: int = 1001, seed: int = 0) -> list[float]:
+    """Regrets (optimum minus best value found) of ``draws`` random searches of ``budget`` distinct grid points
+    each: the baseline of :func:`check_beats_random`, drawn here, independently of any registered tuner."""
+    keys = sorted(table.values)
+    if budget > len(keys):
+        raise ValueError(f"budget {budget} exceeds the table's {len(keys)} configurations")
+    rng = random.Random(seed)
+    return [table.optimum - max(table.values[k] for k in rng.sample(keys, budget)) for _ in range(draws)]
+
+
+def check_beats_random(
+    factory: TunerFactory, budget: int = 20, seeds: int = 21, factor: float = 0.5
+) -> dict[str, float]:
+    """With ``budget`` evaluations (20 of :func:`synthetic_table`'s 270 configurations), the tuner's median
+    regret (optimum minus best value found) over ``seeds`` seeds is at most ``factor`` times the median regret
+    of random search (sampling without replacement, 1001 draws). Medians make it robust to a lucky or unlucky
+    seed; random search itself sits near ``factor = 1``. Returns both medians."""
+    table = synthetic_table()
+    regrets = []
+    for seed in range(seeds):
+        tuner = factory(table.space, seed)
+        best = -math.inf
+        for _ in range(budget):
+            params = tuner.ask()
+            value = table(params)
+            tuner.tell(params, value)
+            best = max(best, value)
+        regrets.append(table.optimum - best)
+    ours = statistics.median(regrets)
+    rand = statistics.median(random_search_regrets(table, budget))
+    assert ours <= factor * rand, (
+        f"median regret {ours:.4f} after {budget} evaluations over {seeds} seeds; random search: {rand:.4f} "
+        f"(needed <= {factor:g} x random)"
+    )
+    return {"median_regret": ours, "random_median_regret": rand}
 
 
 CHECKS: dict[str, Callable[[TunerFactory], Any]] = {

@@ -87,7 +87,7 @@ class Param:
             kind=kind,
             log=bool(d.get("log", False)),
             step=d.get("step"),
-            levels=int(d.get("levels", 5)),
+            levels=_levels(d.get("levels", 5), f"{where}.levels"),
             group=d.get("group"),
             model=bool(d.get("model", False)),
         )
@@ -117,7 +117,13 @@ class Param:
                 vals = d["values"]
                 if not isinstance(vals, list) or not vals:
                     raise ConfigError(f"{w}.values", "expected a non-empty list")
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in vals):
+                    raise ConfigError(f"{w}.values", f"expected numbers, got {vals!r}")
                 p.values = vals
+            if p.step is not None and (
+                isinstance(p.step, bool) or not isinstance(p.step, (int, float)) or not p.step > 0
+            ):
+                raise ConfigError(f"{w}.step", f"must be a number > 0, got {p.step!r}")
             for key in ("low", "high"):
                 v = d.get(key, p.values and (min(p.values) if key == "low" else max(p.values)))
                 if not isinstance(v, (int, float)) or isinstance(v, bool):
@@ -385,3 +391,9 @@ def apply_params(template: Mapping[str, Any], space: SearchSpace, values: Mappin
         parent = get_path(cfg, ".".join(parts[:-1])) if len(parts) > 1 else cfg
         del parent[int(parts[-1])]
     return cfg
+
+
+def _levels(value: Any, where: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(where, f"must be an integer >= 1, got {value!r}")
+    return value

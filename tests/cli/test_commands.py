@@ -21,7 +21,7 @@ def _cli(*args, env=None, check=True):
     return proc
 
 
-def test_eval_json_is_the_only_stdout_and_index_is_reused(data_dir, tmp_path):
+def test_eval_json_is_the_only_stdout_and_index_is_reused(data_dir, tmp_path, reference_bm25):
     env = {"RAGOPT_INDEX_DIR": str(tmp_path / "idx")}
     args = [
         "eval",
@@ -36,7 +36,8 @@ def test_eval_json_is_the_only_stdout_and_index_is_reused(data_dir, tmp_path):
     first = json.loads(_cli(*args, env=env).stdout)  # json.loads fails on any stray output
     assert first["n_queries"] == 35
     assert set(first["metrics"]) == {"ndcg@10", "recall@100", "mrr@10", "map", "p@5"}
-    assert first["metrics"]["ndcg@10"] == pytest.approx(0.4802, abs=0.002)
+    # the bm25 pipeline (k1=0.9, b=0.4) against an independent BM25 + trec_eval computation (tests/conftest.py)
+    assert first["metrics"]["ndcg@10"] == pytest.approx(reference_bm25(data_dir / "adi", 0.9, 0.4), abs=1e-4)
     assert {"fit_s", "search_s", "total_s", "qps"} <= set(first["timings"])
     assert first["artifacts"][0]["created"] is True
     second = json.loads(_cli(*args, env=env).stdout)
@@ -228,3 +229,129 @@ def test_components_lists_and_describes(capfd):
     assert any(line.startswith("  k = 60  rank offset") for line in lines)
     assert main(["components", "bm26"]) == 2
     assert "did you mean 'bm25'" in capfd.readouterr().err
+
+
+def _read_trec(path):
+    run: dict[str, dict[str, float]] = {}
+    for line in path.read_text().splitlines():
+        qid, _, doc, _, score, _ = line.split()
+        run.setdefault(qid, {})[doc] = float(score)
+    return run
+
+
+@pytest.mark.parametrize(
+    "metric,trec_name,test",
+    [("ndcg@10", "ndcg_cut_10", "t"), ("map", "map", "wilcoxon"), ("p@5", "P_5", "randomization")],
+)
+def test_compare_two_different_runs_against_an_independent_computation(
+    data_dir, tmp_path, capfd, metric, trec_name, test
+):
+    """Run B is run A with each query's ranks 1-5 and 6-10 swapped: compare's means, difference and p-value must equal
+    pytrec_eval's per-query values (qrels read by hand) put through scipy's paired tests."""
+    import numpy as np
+    import pytrec_eval
+    from scipy import stats
+
+    adi = data_dir / "adi"
+    a_path, b_path = tmp_path / "a.trec", tmp_path / "b.trec"
+    assert main(["search", "-d", str(adi), "-k", "50", "-o", str(a_path), "--index-dir", str(tmp_path / "i")]) == 0
+    run_a = _read_trec(a_path)
+    run_b = {}
+    lines = []
+    for qid, row in run_a.items():
+        docs = [d for d, _ in sorted(row.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)]
+        docs = docs[5:10] + docs[:5] + docs[10:]
+        run_b[qid] = {d: float(len(docs) - r) for r, d in enumerate(docs)}
+        lines += [f"{qid} Q0 {d} {r + 1} {len(docs) - r} b" for r, d in enumerate(docs)]
+    b_path.write_text("\n".join(lines) + "\n")
+    capfd.readouterr()
+
+    assert (
+        main(["compare", str(a_path), str(b_path), "-d", str(adi), "--metric", metric, "--test", test, "--json"]) == 0
+    )
+    got = json.loads(capfd.readouterr().out)
+
+    qrels: dict[str, dict[str, int]] = {}
+    for line in (adi / "qrels" / "test.tsv").read_text().splitlines()[1:]:
+        q, d, s = line.split("\t")
+        qrels.setdefault(q, {})[d] = int(s)
+    ev = pytrec_eval.RelevanceEvaluator(qrels, {trec_name})
+    pa, pb = ev.evaluate(run_a), ev.evaluate(run_b)
+    qids = sorted(set(pa) & set(pb))
+    xa = np.array([pa[q][trec_name] for q in qids])
+    xb = np.array([pb[q][trec_name] for q in qids])
+    assert got["n"] == len(qids) == 35
+    assert got["mean_a"] == pytest.approx(xa.mean(), abs=1e-9) and got["mean_b"] == pytest.approx(xb.mean(), abs=1e-9)
+    assert got["diff"] == pytest.approx(xb.mean() - xa.mean(), abs=1e-9) and got["diff"] < -0.01
+    if test == "t":
+        assert got["p_value"] == pytest.approx(stats.ttest_rel(xb, xa).pvalue, rel=1e-9)
+    elif test == "wilcoxon":
+        assert got["p_value"] == pytest.approx(stats.wilcoxon(xb, xa).pvalue, rel=1e-9)
+    else:  # Monte Carlo on both sides (10,000 sign flips each): agree within sampling error
+        ref = stats.permutation_test(
+            (xb - xa,), np.mean, permutation_type="samples", n_resamples=10000, random_state=1
+        ).pvalue
+        assert got["p_value"] == pytest.approx(ref, abs=0.01)
+    assert got["significant"] == (got["p_value"] < 0.05)
+    assert 0 < got["p_value"] < 1
+
+
+def _bad_inputs(tmp_path, adi):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("pipeline:\n  - {type: bm25\n")
+    unknown_key = tmp_path / "unknown.yaml"
+    unknown_key.write_text("pipeline:\n  - {type: bm25, k9: 1}\n")
+    study = tmp_path / "study.yaml"
+    study.write_text(f"study: s\ndataset: {adi}\npipeline: bm25\nspace: []\nbudgett: {{trials: 2}}\n")
+    bad_run = tmp_path / "bad.trec"
+    bad_run.write_text("1 Q0 17 1\n")
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("pipeline:\n  - {type: bm25}  # caf\u00e9\n".encode("latin-1"))
+    nul = tmp_path / "nul.yaml"
+    nul.write_text("pipeline: \x00\n")
+    return {
+        "pipeline file not UTF-8": (["eval", "-d", adi, "-p", str(latin1)], "latin1.yaml"),
+        "NUL in pipeline YAML": (["eval", "-d", adi, "-p", str(nul)], "nul.yaml"),
+        "--set value not YAML": (["eval", "-d", adi, "--set", "stages.0.k1=["], "stages.0.k1"),
+        "malformed pipeline YAML": (["eval", "-d", adi, "-p", str(bad_yaml)], str(bad_yaml)),
+        "unknown stage key": (["eval", "-d", adi, "-p", str(unknown_key)], "k9"),
+        "unknown study key": (["tune", str(study)], "budgett"),
+        "missing study file": (["tune", str(tmp_path / "none.yaml")], "none.yaml"),
+        "malformed TREC run": (["compare", str(bad_run), str(bad_run), "-d", adi], "bad.trec"),
+        "missing run file": (["compare", str(tmp_path / "x.trec"), str(bad_run), "-d", adi], "x.trec"),
+        "bad metric": (["eval", "-d", adi, "--metrics", "ndcg@ten"], "ndcg@ten"),
+        "report of a missing study": (["report", "nostudy", "--storage", f"sqlite:///{tmp_path / 'x.db'}"], "x.db"),
+    }
+
+
+BAD_INPUTS = [
+    "pipeline file not UTF-8",
+    "NUL in pipeline YAML",
+    "--set value not YAML",
+    "malformed pipeline YAML",
+    "unknown stage key",
+    "unknown study key",
+    "missing study file",
+    "malformed TREC run",
+    "missing run file",
+    "bad metric",
+    "report of a missing study",
+]
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_input_is_exactly_one_error_line(data_dir, tmp_path, capfd, case):
+    args, names = _bad_inputs(tmp_path, str(data_dir / "adi"))[case]
+    capfd.readouterr()
+    assert main(args) == 2
+    captured = capfd.readouterr()
+    lines = captured.err.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ragopt: error: "), captured.err
+    assert names in lines[0] and "Traceback" not in captured.err and captured.out == ""
+
+
+def test_bad_input_in_a_real_process_prints_no_traceback(data_dir, tmp_path):
+    args, names = _bad_inputs(tmp_path, str(data_dir / "adi"))["malformed TREC run"]
+    proc = _cli(*args, check=False)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.count("\n") == 1 and proc.stderr.startswith("ragopt: error: ") and names in proc.stderr

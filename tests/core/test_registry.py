@@ -47,3 +47,78 @@ def test_describe_required_factory_and_undocumented(monkeypatch):
 def test_describe_unknown_name():
     with pytest.raises(ConfigError, match="unknown component type 'bm26'; did you mean 'bm25'"):
         describe("bm26")
+
+
+def test_third_party_components_come_from_entry_points(monkeypatch, tmp_path):
+    """A plugin package declares ``[project.entry-points."ragopt.components"] name = "module:Class"``: the
+    name is listed, resolves lazily (the module is imported on first use), builds from a config and runs in
+    a pipeline; names that are not declared are never imported."""
+    import importlib.metadata
+    import sys
+
+    import numpy as np
+
+    from ragopt.config import from_config
+    from ragopt.types import Corpus, Queries
+
+    plugin = tmp_path / "ragopt_fake_plugin.py"
+    plugin.write_text(
+        "import numpy as np\n"
+        "from ragopt.config import param\n"
+        "from ragopt.pipeline import Stage\n\n"
+        "class Constant(Stage):\n"
+        '    """Every document scores `value` (a third-party stage)."""\n'
+        "    provides = frozenset({'candidates'})\n"
+        "    value: float = param(1.0)\n\n"
+        "    def transform(self, batch):\n"
+        "        n, m = len(batch.queries), len(self.corpus)\n"
+        "        idx = np.tile(np.arange(m, dtype=np.int64), (n, 1))\n"
+        "        return batch.with_candidates(idx, np.full((n, m), self.value, np.float32), self.corpus)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    real = importlib.metadata.entry_points
+    fake = importlib.metadata.EntryPoint("fake_constant", "ragopt_fake_plugin:Constant", "ragopt.components")
+
+    def entry_points(**kw):
+        if kw.get("group") == "ragopt.components":
+            return importlib.metadata.EntryPoints([fake])
+        return real(**kw)
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    monkeypatch.setattr(registry, "_ENTRY_POINTS", None)
+    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))
+    monkeypatch.delitem(sys.modules, "ragopt_fake_plugin", raising=False)
+
+    assert "fake_constant" in registry.available()
+    assert "ragopt_fake_plugin" not in sys.modules  # listed without importing it
+    stage = from_config({"type": "fake_constant", "value": 2.5})
+    assert type(stage).__module__ == "ragopt_fake_plugin" and stage.to_config() == {
+        "type": "fake_constant",
+        "value": 2.5,
+    }
+    assert describe("fake_constant")["summary"] == "Every document scores `value` (a third-party stage)."
+    with pytest.raises(ConfigError, match=r"x\.value"):
+        from_config({"type": "fake_constant", "value": "high"}, path="x")
+    stage.fit(Corpus(["d1", "d2"], ["a", "b"]))
+    from ragopt.types import Batch
+
+    out = stage.transform(Batch(Queries(["q"], ["a"])))
+    assert out.doc_idx.shape == (1, 2) and np.all(out.scores == 2.5)
+    with pytest.raises(ConfigError, match="unknown component type 'fake_constan'; did you mean 'fake_constant'"):
+        resolve("fake_constan")
+
+
+def test_an_entry_point_that_is_not_a_component_is_refused(monkeypatch):
+    import importlib.metadata
+
+    real = importlib.metadata.entry_points
+    evil = importlib.metadata.EntryPoint("evil", "os:system", "ragopt.components")
+    monkeypatch.setattr(
+        importlib.metadata,
+        "entry_points",
+        lambda **kw: importlib.metadata.EntryPoints([evil]) if kw.get("group") == "ragopt.components" else real(**kw),
+    )
+    monkeypatch.setattr(registry, "_ENTRY_POINTS", None)
+    monkeypatch.setattr(registry, "_REGISTERED", dict(registry._REGISTERED))
+    with pytest.raises(ConfigError, match="evil.*not a ragopt component"):
+        resolve("evil")

@@ -12,7 +12,15 @@ import pytest
 
 from ragopt.errors import ConfigError
 from ragopt.mcp.catalog import Catalog, ToolSpec
-from ragopt.mcp.service import InvalidRequest, Limits, ToolService, UnknownTool, validate_arguments
+from ragopt.mcp.service import (
+    InvalidRequest,
+    Limits,
+    ToolService,
+    UnknownTool,
+    cut_query,
+    query_word_limit,
+    validate_arguments,
+)
 from ragopt.mcp.upstream import GatewayConfig, ServerConfig, UpstreamError, UpstreamPool, load_gateway_config
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
@@ -102,10 +110,11 @@ def test_search_ranks_tools_and_returns_what_an_agent_needs(tools_file, store):
 
 
 def test_search_validates_query_and_k(tools_file, store):
-    svc = _service(tools_file, store, limits=Limits(max_k=10, max_query_chars=50))
+    svc = _service(tools_file, store, limits=Limits(max_k=10, max_request_bytes=50))
     for query, k, msg in [
         ("   ", 3, "query is empty"),
-        ("x" * 51, 3, "51 characters; the limit is 50"),
+        ("x" * 51, 3, "query is 51 bytes; the request limit is 50"),
+        ("é" * 26, 3, "query is 52 bytes; the request limit is 50"),  # bytes, not characters
         (42, 3, "query must be a string"),
         ("weather", 0, "between 1 and 10"),
         ("weather", 11, "between 1 and 10"),
@@ -117,6 +126,57 @@ def test_search_validates_query_and_k(tools_file, store):
     assert svc.search("  weather  ", 10)["tools"][0]["id"] == "get_weather"
     with pytest.raises(ConfigError, match="default_k"):
         Limits(max_k=3, default_k=5)
+    with pytest.raises(ConfigError, match="max_query_words"):
+        Limits(max_query_words=0)
+
+
+# A real benchmark task an agent passed whole (18,686 characters) failed the call when queries were capped at
+# 2,000 characters: now long queries are cut to what the pipeline reads, and the result says so.
+TASK = "Send an email message to a recipient with the report. " + " ".join(
+    f"Step {i}: keep the archive folder tidy and note progress in the shared log." for i in range(250)
+)
+
+
+def test_long_queries_are_cut_to_what_the_pipeline_reads(tools_file, store):
+    assert len(TASK) > 18_000
+    svc = _service(tools_file, store)
+    assert svc.query_words == 1024 and svc.info()["limits"]["max_query_words"] == 1024  # BM25: LEXICAL_QUERY_WORDS
+    res = svc.search(TASK, 2)
+    assert res["truncated"] is True and res["query_chars"] == len(TASK)
+    assert res["used_chars"] == len(cut_query(TASK, 1024)[0]) < len(TASK)
+    assert res["tools"][0]["id"] == "send_email"
+    # exactly the first N words are searched: the same ranking as the cut query sent whole
+    short = _service(tools_file, store, limits=Limits(max_query_words=3))
+    res = short.search("  weather forecast city send an email message  ")
+    assert (res["truncated"], res["used_chars"]) == (True, len("weather forecast city"))
+    assert res["tools"] == short.search("weather forecast city")["tools"]
+    assert res["tools"][0]["id"] == "get_weather"
+    assert "truncated" not in short.search("weather forecast city")  # nothing said when nothing was cut
+    assert "truncated" not in short.search("weather forecast city   ")
+
+
+def test_cut_query_keeps_whole_words_and_spacing():
+    assert cut_query("a  b\tc d", 3) == ("a  b\tc", True)
+    assert cut_query("a b c", 3) == ("a b c", False)
+    assert cut_query("a b c   ", 3) == ("a b c", False)
+    assert cut_query("one", 1) == ("one", False)
+
+
+def test_query_word_limit_is_what_the_pipeline_reads():
+    from ragopt.config import from_config
+    from ragopt.pipeline_io import load_pipeline
+
+    dense = {"type": "dense", "encoder": {"type": "sentence_transformer", "model": "m", "max_length": 128}}
+    assert query_word_limit(from_config(dense)) == 128  # an encoder reads at most max_length tokens, so words
+    assert query_word_limit(from_config({**dense, "encoder": {"type": "sentence_transformer", "model": "m"}})) == 512
+    assert query_word_limit(BM25()) == 1024  # a lexical retriever reads every word: the lexical cap
+    hybrid = from_config({"type": "rrf", "inputs": [{"type": "bm25"}, dense]})
+    assert query_word_limit(hybrid) == 1024  # the most any stage reads
+    assert query_word_limit(load_pipeline("tools")) == 1024  # the service's default pipeline: BM25 + MiniLM
+    ce = from_config(
+        {"type": "pipeline", "stages": [dense, {"type": "cross_encoder", "model": "m", "max_length": 300}]}
+    )
+    assert query_word_limit(ce) == 300
 
 
 def test_service_needs_one_source_and_a_retriever(tools_file, store):
@@ -317,12 +377,17 @@ def test_in_process_client_search_and_refresh(tools_file, store):
             too_many = await c.call_tool("search_tools", {"query": "weather", "k": 6})
             refresh = await c.call_tool("refresh_tools", {})
             after = await c.call_tool("search_tools", {"query": "weather"})
-            return listed, ok, empty, too_many, refresh, after
+            long = await c.call_tool("search_tools", {"query": TASK, "k": 1})
+            return listed, ok, empty, too_many, refresh, after, long
 
-    listed, ok, empty, too_many, refresh, after = _run(go)
+    listed, ok, empty, too_many, refresh, after, long = _run(go)
     assert set(listed) == {"search_tools", "refresh_tools"}  # no call_tool outside gateway mode
     schema = listed["search_tools"].input_schema["properties"]
-    assert schema["k"]["maximum"] == 5 and schema["query"]["maxLength"] == 2000
+    assert schema["k"]["maximum"] == 5 and "maxLength" not in schema["query"]  # only the request size is capped
+    out_schema = listed["search_tools"].output_schema["properties"]
+    assert {"truncated", "query_chars", "used_chars"} <= set(out_schema)
+    assert not long.is_error and long.structured_content["tools"][0]["id"] == "send_email"
+    assert long.structured_content["truncated"] is True and long.structured_content["query_chars"] == len(TASK)
     assert listed["search_tools"].output_schema is not None
     assert not ok.is_error and ok.structured_content["tools"][0]["id"] == "send_email"
     assert json.loads(ok.content[0].text) == ok.structured_content

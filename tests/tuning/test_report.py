@@ -135,3 +135,16 @@ def test_studies_stay_readable_by_plain_optuna(studies) -> None:
     multi = optuna.load_study(study_name="multi", storage=studies["url"])
     assert [d.name for d in multi.directions] == ["MAXIMIZE", "MINIMIZE"]
     assert {t.number for t in multi.best_trials} == {p["number"] for p in studies["multi"].pareto}
+
+
+def test_report_command_writes_the_study_report(studies, tmp_path, capfd) -> None:
+    from ragopt.cli import main
+
+    out = tmp_path / "cli" / "single.html"
+    assert main(["report", "single", "--storage", studies["url"], "-o", str(out), "--json"]) == 0
+    got = json.loads(capfd.readouterr().out)
+    assert got == {"report": str(out), "study": "single", "storage": studies["url"]}
+    html = out.read_text()
+    assert f"ndcg@10 = {studies['single'].best_value:.6g}" in html and "Trials (6)" in html
+    assert main(["report", "nope", "--storage", studies["url"], "-o", str(tmp_path / "n.html")]) == 2
+    assert "no study named 'nope'" in capfd.readouterr().err and not (tmp_path / "n.html").exists()

@@ -8,6 +8,8 @@ depth) in the stage-output cache (:class:`ragopt.cache.StageCache`), in memory a
 
 from __future__ import annotations
 
+import os
+import socket
 import tempfile
 from collections.abc import Mapping
 from typing import Any
@@ -26,7 +28,7 @@ from ragopt.tuning.study.config import COST_PREFIX, PER_QUERY, StudyConfig
 from ragopt.tuning.tuners.base import suggest_all
 from ragopt.types import Corpus, Queries
 
-__all__ = ["PipelineObjective", "FitMemo"]
+__all__ = ["PipelineObjective", "FitMemo", "worker_id"]
 
 
 class FitMemo:
@@ -89,7 +91,7 @@ class PipelineObjective:
         tune_ids, hold_ids = split_queries(queries.ids, config.holdout_fraction, config.holdout_seed)
         self.tune_queries = _select(queries, tune_ids)
         self.heldout_queries = _select(queries, hold_ids)
-        self.cache = StageCache(self.store) if reuse else None
+        self.cache = StageCache(self.store, persist=config.stage_outputs) if reuse else None
         self.memo = FitMemo(progress) if reuse else None
         self.evaluations = 0
 
@@ -101,9 +103,11 @@ class PipelineObjective:
         return from_config(dict(cfg))
 
     # -- evaluating ------------------------------------------------------------------------------
-    def evaluate(self, cfg: Mapping[str, Any], heldout: bool = False) -> dict[str, Any]:
-        """Metrics, costs and timings of one configuration on the tuning (or held-out) queries."""
-        queries = self.heldout_queries if heldout else self.tune_queries
+    def evaluate(self, cfg: Mapping[str, Any], heldout: bool = False, queries: Queries | None = None) -> dict[str, Any]:
+        """Metrics, costs and timings of one configuration on the tuning (or held-out) queries, or on ``queries``
+        (a batch of an online study's stream)."""
+        if queries is None:
+            queries = self.heldout_queries if heldout else self.tune_queries
         if len(queries) == 0:
             raise ConfigError("holdout", "no queries in this split of the study (check holdout.fraction)")
         pipeline = self.build(cfg)
@@ -177,6 +181,7 @@ class PipelineObjective:
         params = suggest_all(trial, self.config.space)
         cfg = self.config_for(params)
         trial.set_user_attr("pipeline", canonical_json(cfg))
+        trial.set_user_attr("worker", worker_id())
         try:
             ev = self.evaluate(cfg)
         except KeyboardInterrupt:
@@ -197,6 +202,11 @@ class PipelineObjective:
             trial.set_constraint(f"c{i}", v)
         vals = self.values(ev)
         return vals[0] if len(vals) == 1 else vals
+
+
+def worker_id() -> str:
+    """Which process ran a trial (``host:pid``), recorded on every trial so that a shared study shows who did what."""
+    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def _select(queries: Queries, ids: list[str]) -> Queries:
