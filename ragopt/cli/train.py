@@ -1,4 +1,4 @@
-"""``ragopt train MODEL``: train a model that a pipeline stage loads (today: ``cross-encoder``)."""
+"""``ragopt train MODEL``: train a model that a pipeline stage loads (``cross-encoder``, ``blockrank``)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ _TRAIN_ARGS = [
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "train",
-        help="train a model a pipeline stage loads (a cross-encoder reranker)",
+        help="train a model a pipeline stage loads (a cross-encoder reranker, a blockrank LLM)",
         description="Train models for pipeline stages. `ragopt train cross-encoder` fine-tunes "
         "a cross-encoder for the cross_encoder reranker.",
     )
@@ -108,6 +108,66 @@ def register(commands: argparse._SubParsersAction) -> None:
     opts.add_progress(t)
     opts.add_json(t)
     t.set_defaults(handler=run_cross_encoder)
+    _register_blockrank(models)
+
+
+def _register_blockrank(models: argparse._SubParsersAction) -> None:
+    b = models.add_parser(
+        "blockrank",
+        help="fine-tune a causal LM for the blockrank reranker",
+        description="Fine-tune a causal LM (packaged alias, folder or hub id; Llama/SmolLM2, Mistral, Qwen2) for "
+        "the blockrank reranker: LM loss on the relevant document's id plus InfoNCE on query-to-block attention "
+        "at --layer, hard negatives from a pipeline, a seeded query split. Prints the artifact; use "
+        "`llm: {type: transformers, model: <artifact>/model}` in the blockrank stage.",
+        epilog=f"{opts.EPILOG_DATASET} {opts.EPILOG_PIPELINE}",
+    )
+    b.add_argument("--base", default="smollm2-135m-instruct", metavar="MODEL", help="model to start from")
+    opts.add_dataset(b, help="dataset folder (BEIR layout) or name")
+    opts.add_split(b, help="qrels split whose judged queries are used (default: test)")
+    for flag, typ, default, text in (
+        ("--train-fraction", float, 0.6, "share of judged queries trained on; the rest are held out"),
+        ("--max-queries", int, None, "train on at most N of the training queries"),
+        ("--negatives-pipeline", str, "bm25", "pipeline whose top candidates give hard negatives"),
+        ("--negatives-depth", int, 30, "negatives are drawn from this many top candidates"),
+        ("--n-docs", int, 5, "documents per training prompt (1 relevant + hard negatives)"),
+        ("--steps", int, 100, "training steps (one prompt each)"),
+        ("--lr", float, 2e-5, "peak learning rate"),
+        ("--aux-weight", float, 0.1, "lambda: weight of the attention InfoNCE loss (0: LM loss only)"),
+        ("--temperature", float, 0.05, "temperature of the InfoNCE loss"),
+        ("--layer", int, None, "layer whose attention the auxiliary loss trains (default: the middle one)"),
+        ("--max-doc-tokens", int, 32, "tokens kept of each document"),
+        ("--seed", int, 0, "seed of the split, negatives, document order and training"),
+    ):
+        b.add_argument(flag, type=typ, default=default, help=f"{text} (default: {default})")
+    b.add_argument("--lora", action="store_true", help="train LoRA adapters (needs peft), merged when saved")
+    opts.add_index_dir(b)
+    opts.add_rebuild(b, help="train again even if a matching artifact exists")
+    opts.add_progress(b)
+    opts.add_json(b)
+    b.set_defaults(handler=run_blockrank)
+
+
+def run_blockrank(args: argparse.Namespace) -> Output:
+    from ragopt.training.blockrank import train_blockrank
+
+    names = ("split", "train_fraction", "max_queries", "negatives_pipeline", "negatives_depth", "n_docs", "steps")
+    names += ("lr", "aux_weight", "temperature", "layer", "max_doc_tokens", "seed", "lora", "rebuild")
+    art = train_blockrank(
+        args.base,
+        args.dataset,
+        store=opts.store(args),
+        progress=opts.progress(args),
+        **{k: getattr(args, k) for k in names},
+    )
+    m = art.manifest
+    obj = {"artifact": str(art.path), "model": str(art.path / "model"), "created": art.created}
+    obj.update({k: m.get(k) for k in ("layer", "steps", "n_train_queries", "n_heldout_queries", "train_seconds")})
+    text = (
+        f"{'trained' if art.created else 'reused'} blockrank model: {art.path / 'model'}\n"
+        f"  layer {m.get('layer')}, {m.get('steps')} steps, {m.get('n_train_queries')} training queries, "
+        f"{m.get('train_seconds')}s\n  held-out query ids: {art.path / 'heldout_queries.txt'}"
+    )
+    return Output(text, obj)
 
 
 def run_cross_encoder(args: argparse.Namespace) -> Output:

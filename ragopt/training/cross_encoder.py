@@ -71,6 +71,34 @@ def _judgments_hash(ids: Sequence[str], texts: Sequence[str], qrels: dict) -> st
     return h.hexdigest()[:24]
 
 
+@dataclass
+class TrainingSplit:
+    """The judged queries of a dataset's split, cut into training and held-out ids (seeded), with the hash
+    of the training judgments that an artifact's key names."""
+
+    dataset: Any
+    train_ids: list[str]
+    held_ids: list[str]
+    judgments: str
+
+
+def training_split(dataset: Any, split: str, train_fraction: float, seed: int, max_queries: int | None):
+    """The seeded split every training recipe uses (:func:`ragopt.data.splits.split_queries`): the held-out
+    queries are the complement of ``train_fraction``; ``max_queries`` caps the training queries (a seeded sample)."""
+    ds = _dataset(dataset)
+    queries = ds.queries_for(split)
+    qrels = ds.qrels(split)
+    if len(queries) < 2:
+        raise DataError(f"{ds.name} [{split}] has {len(queries)} judged queries; need at least 2 to train and hold out")
+    train_ids, held_ids = split_queries(queries.ids, 1.0 - train_fraction, seed)
+    if max_queries is not None and max_queries < len(train_ids):
+        keep = set(np.random.default_rng([seed, 3]).permutation(sorted(train_ids))[:max_queries].tolist())
+        train_ids = [q for q in train_ids if q in keep]
+    pos = {q: i for i, q in enumerate(queries.ids)}
+    judgments = _judgments_hash(train_ids, [queries.texts[pos[q]] for q in train_ids], qrels)
+    return TrainingSplit(ds, list(train_ids), list(held_ids), judgments)
+
+
 def heldout_query_ids(artifact: str | Path) -> list[str]:
     """The query ids a trained cross-encoder never saw (its ``heldout_queries.txt``)."""
     path = Path(artifact) / "heldout_queries.txt"
@@ -356,22 +384,14 @@ def train_cross_encoder(
         raise ConfigError("trainer", f"must be 'ragopt' or 'sentence-transformers', got {trainer!r}")
     identity, local = resolve_model(base_model, "base_model")
     store = store if store is not None else ArtifactStore()
-    ds = _dataset(dataset)
-    queries = ds.queries_for(split)
-    qrels = ds.qrels(split)
-    if len(queries) < 2:
-        raise DataError(f"{ds.name} [{split}] has {len(queries)} judged queries; need at least 2 to train and hold out")
-    train_ids, held_ids = split_queries(queries.ids, 1.0 - train_fraction, seed)
-    if max_queries is not None and max_queries < len(train_ids):
-        keep = set(np.random.default_rng([seed, 3]).permutation(sorted(train_ids))[:max_queries].tolist())
-        train_ids = [q for q in train_ids if q in keep]
-    pos = {q: i for i, q in enumerate(queries.ids)}
+    ts = training_split(dataset, split, train_fraction, seed, max_queries)
+    ds, train_ids, held_ids = ts.dataset, ts.train_ids, ts.held_ids
     neg_pipe = _pipeline(negatives_pipeline)
     spec = {
         "base_model": identity if local is None else None,
         "base_fingerprint": model_fingerprint(local) if local is not None else None,
         "corpus": ds.corpus.fingerprint,
-        "train_queries": _judgments_hash(train_ids, [queries.texts[pos[q]] for q in train_ids], qrels),
+        "train_queries": ts.judgments,
         "split": split,
         "train_fraction": train_fraction,
         "max_queries": max_queries,

@@ -1,0 +1,215 @@
+"""Fine-tune a causal LM for the ``blockrank`` reranker: language-model loss on the relevant document's id plus an
+auxiliary InfoNCE loss on query-to-block attention (Gupta et al., "Scalable In-context Ranking with Generative
+Models", 2025).
+
+:func:`train_blockrank` splits the judged queries of a split into training and held-out queries (seeded,
+:func:`ragopt.data.splits.split_queries`), mines hard negatives for each training query from a pipeline's top
+``negatives_depth`` candidates (:func:`ragopt.training.cross_encoder.mine_groups`: judged-relevant documents
+excluded, drawn seeded), and trains for ``steps`` steps, one prompt a step: the relevant document and
+``n_docs - 1`` negatives in a seeded random order, laid out in blocks exactly as the stage lays them out
+(block-sparse mask, position ids), followed by the answer ``<id>]``. The loss is
+
+    L = CE(answer tokens) + aux_weight * InfoNCE(scores / temperature, relevant block)
+
+with ``scores`` the query block's attention at ``layer`` renormalised over document tokens and summed per block
+(:meth:`BlockRankReranker.forward_with_answer`). AdamW, linear warm-up and decay, gradient clipping at 1.0; full
+fine-tuning, or LoRA adapters (``lora=True``, needs ``peft``; merged into the weights when saved).
+
+The result is a ``blockrank-llm`` artifact keyed by everything that shapes it: ``model/`` (weights and tokenizer
+that ``TransformersLLM(model=<artifact>/model)`` loads, with ``blockrank.json``: the block layout the stage
+checks, the layer trained), ``heldout_queries.txt``, ``train_queries.txt``, ``training.json`` (loss curves, time).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragopt._imports import require
+from ragopt._progress import progress_enabled
+from ragopt.errors import ConfigError, DataError
+from ragopt.llm.transformers_backend import TransformersLLM
+from ragopt.rerankers.blockrank import LAYOUT_FILE, BlockRankReranker
+from ragopt.store import ArtifactStore
+from ragopt.training.cross_encoder import _pipeline, mine_groups, training_split
+
+__all__ = ["train_blockrank", "heldout_query_ids", "FORMAT_VERSION", "KIND"]
+
+FORMAT_VERSION = 1
+KIND = "blockrank-llm"
+
+
+def heldout_query_ids(artifact: str | Path) -> list[str]:
+    """The query ids a trained blockrank model never saw (its ``heldout_queries.txt``)."""
+    path = Path(artifact) / "heldout_queries.txt"
+    if not path.is_file():
+        raise DataError(f"{path}: missing; {artifact} is not a `ragopt train blockrank` artifact")
+    return [line for line in path.read_text("utf-8").splitlines() if line]
+
+
+def train_blockrank(
+    base_model: str = "smollm2-135m-instruct",
+    dataset: Any = "nq-open-oracle-dev",
+    split: str = "test",
+    train_fraction: float = 0.6,
+    seed: int = 0,
+    negatives_pipeline: Any = "bm25",
+    n_docs: int = 5,
+    negatives_depth: int = 30,
+    steps: int = 100,
+    lr: float = 2e-5,
+    warmup_ratio: float = 0.1,
+    aux_weight: float = 0.1,
+    temperature: float = 0.05,
+    layer: int | None = None,
+    max_doc_tokens: int = 32,
+    max_queries: int | None = None,
+    lora: bool = False,
+    store: Any = None,
+    progress: bool | None = None,
+    rebuild: bool = False,
+    **stage_params: Any,
+):
+    """Fine-tune ``base_model`` (a packaged alias, a model folder or a hub id of a supported family) for the
+    blockrank stage; return the ``blockrank-llm`` Artifact (reused when one with the same spec exists).
+    ``stage_params`` set the block layout (``sparse``, ``query_position``, ``chat``, ``query_tokens``, ...):
+    the stage that loads the model must use the same layout (checked)."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
+    for name, value, low in (("steps", steps, 1), ("n_docs", n_docs, 2), ("negatives_depth", negatives_depth, 1)):
+        if value < low:
+            raise ConfigError(name, f"must be >= {low}, got {value}")
+    if lr <= 0 or temperature <= 0 or aux_weight < 0:
+        raise ConfigError(
+            "lr", f"lr and temperature must be > 0 and aux_weight >= 0, got {lr}, {temperature}, {aux_weight}"
+        )
+    if lora:
+        require("peft", "llm", "LoRA fine-tuning (lora=True)")
+    store = store if store is not None else ArtifactStore()
+    llm = TransformersLLM(model=base_model, device="cpu").use_store(store)
+    stage = BlockRankReranker(llm=llm, layer=layer, max_doc_tokens=max_doc_tokens, **stage_params)
+    stage.validate()
+    ts = training_split(dataset, split, train_fraction, seed, max_queries)
+    ds, train_ids, held_ids = ts.dataset, ts.train_ids, ts.held_ids
+    neg_pipe = _pipeline(negatives_pipeline)
+    spec = {
+        "base_model": llm.fingerprint(),
+        "corpus": ds.corpus.fingerprint,
+        "train_queries": ts.judgments,
+        "split": split,
+        "train_fraction": train_fraction,
+        "max_queries": max_queries,
+        "seed": seed,
+        "negatives": {"pipeline": neg_pipe.to_config(), "n_docs": n_docs, "depth": negatives_depth},
+        "stage": {k: v for k, v in stage.to_config().items() if k not in ("llm", "type")},
+        "train": {
+            "steps": steps,
+            "lr": lr,
+            "warmup_ratio": warmup_ratio,
+            "aux_weight": aux_weight,
+            "temperature": temperature,
+            "lora": lora,
+        },
+    }
+
+    def build(out: Path) -> dict[str, Any]:
+        import torch
+        from transformers import get_linear_schedule_with_warmup, set_seed
+
+        t0 = time.perf_counter()
+        groups, counts = mine_groups(
+            ds, train_ids, split, neg_pipe, n_docs - 1, negatives_depth, seed, stage.with_title, store, progress
+        )
+        groups = [g for g in groups if g[2]]
+        if not groups:
+            raise DataError(f"no training prompts: no training query of {ds.name} [{split}] has a relevant document")
+        t_mine = time.perf_counter()
+        base, tok = stage.model()
+        set_seed(seed)
+        torch.manual_seed(seed)
+        model = copy.deepcopy(base)  # the loaded model is shared within the process: train a copy
+        model.train()
+        if lora:
+            peft = require("peft", "llm", "LoRA fine-tuning (lora=True)")
+            cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+            model = peft.get_peft_model(model, cfg)
+        n_layer = stage.chosen_layer(base)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+        sched = get_linear_schedule_with_warmup(opt, int(round(warmup_ratio * steps)), steps)
+        rng = np.random.default_rng([seed, 17])
+        order = rng.permutation(len(groups))
+        bar = None
+        if progress_enabled(progress):
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps, desc="train blockrank", unit="step", file=sys.stderr)
+        lm_losses: list[float] = []
+        aux_losses: list[float] = []
+        hits: list[float] = []
+        try:
+            for step in range(steps):
+                q, positive, negatives = groups[order[step % len(groups)]]
+                texts = [positive, *negatives[: n_docs - 1]]
+                perm = rng.permutation(len(texts))
+                gold = int(np.where(perm == 0)[0][0])
+                prompt = stage.build_prompt(tok, q, stage._doc_ids(tok, [texts[i] for i in perm]))
+                answer = list(tok(f"{gold + 1}]", add_special_tokens=False)["input_ids"])
+                logits, scores = stage.forward_with_answer(model, prompt, answer, n_layer)
+                lm = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(answer, device=logits.device))
+                target = torch.tensor([gold], device=scores.device)
+                aux = torch.nn.functional.cross_entropy((scores / temperature)[None], target)
+                loss = lm + aux_weight * aux
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                lm_losses.append(float(lm.detach()))
+                aux_losses.append(float(aux.detach()))
+                hits.append(float(int(torch.argmax(scores.detach())) == gold))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(lm=f"{np.mean(lm_losses[-20:]):.3f}", aux=f"{np.mean(aux_losses[-20:]):.3f}")
+        finally:
+            if bar is not None:
+                bar.close()
+        model.eval()
+        if lora:
+            model = model.merge_and_unload()
+        t_train = time.perf_counter()
+        model.save_pretrained(out / "model")
+        tok.save_pretrained(out / "model")
+        layout = {
+            "layout": stage.layout(),
+            "layer": n_layer,
+            "base_model": base_model,
+            "template": stage.template_version,
+        }
+        (out / "model" / LAYOUT_FILE).write_text(json.dumps(layout, indent=1), "utf-8")
+        (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
+        (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
+        info = {
+            "dataset": ds.name,
+            "base_model": base_model,
+            "layer": n_layer,
+            **counts,
+            "mine_seconds": round(t_mine - t0, 2),
+            "train_seconds": round(t_train - t_mine, 2),
+            "steps": steps,
+            "n_train_queries": len(train_ids),
+            "n_heldout_queries": len(held_ids),
+            "train_attention_p1_first_20": round(float(np.mean(hits[:20])), 3),
+            "train_attention_p1_last_20": round(float(np.mean(hits[-20:])), 3),
+            "lm_loss": [round(x, 4) for x in lm_losses],
+            "aux_loss": [round(x, 4) for x in aux_losses],
+        }
+        (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
+        return {k: v for k, v in info.items() if k not in ("lm_loss", "aux_loss")}
+
+    return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
