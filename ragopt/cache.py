@@ -8,6 +8,11 @@ computed, and a request for fewer candidates is served by cutting; so a trial th
 a cutoff or fusion weights neither re-encodes nor re-searches. Entries live in memory (LRU) and, with a
 store, on disk as ``stage-output`` artifacts shared by every process that uses the same store (distributed
 tuning workers, resumed studies).
+
+Writing an output costs time too (two arrays, a manifest, fsync). With ``persist="auto"`` (the default) an
+output goes to disk only when computing it took longer than writing it is expected to take, an estimate
+that starts from a fixed guess and follows the writes actually measured; cheaper outputs stay in memory
+and another process recomputes them. ``"always"`` and ``"never"`` force either way.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ from ragopt.types import Batch, Corpus
 __all__ = ["StageCache", "active_cache", "batch_key"]
 
 FORMAT_VERSION = 1
+PERSIST_POLICIES = ("auto", "always", "never")
+#: first guess of the cost of writing an output: fixed part (files, manifest, fsync) and bytes per second
+_WRITE_OVERHEAD_S = 0.004
+_WRITE_BYTES_PER_S = 300e6
 _ACTIVE: contextvars.ContextVar[StageCache | None] = contextvars.ContextVar("ragopt_stage_cache", default=None)
 
 
@@ -43,14 +52,25 @@ def batch_key(batch: Any) -> str:
 class StageCache:
     """Memory LRU of stage outputs, optionally backed by an :class:`~ragopt.store.ArtifactStore`."""
 
-    def __init__(self, store: Any = None, max_items: int = 256, persist: bool = True):
+    def __init__(self, store: Any = None, max_items: int = 256, persist: bool | str = "auto"):
+        if persist is True:
+            persist = "auto"
+        elif persist is False:
+            persist = "never"
+        if persist not in PERSIST_POLICIES:
+            raise ValueError(f"persist must be one of {', '.join(PERSIST_POLICIES)}, got {persist!r}")
         self.store = store
-        self.persist = persist and store is not None
+        self.policy = persist if store is not None else "never"
+        self.persist = self.policy != "never"  # disk lookups
         self.max_items = max_items
         self._mem: OrderedDict[str, tuple[int, Any]] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.seconds_computing = 0.0
+        self.persisted = 0
+        self.kept_in_memory = 0  # outputs cheaper to recompute than to write
+        self.seconds_writing = 0.0
+        self._write_scale = 1.0  # measured / modelled write time, followed as writes are made
 
     def __repr__(self) -> str:
         return f"StageCache(hits={self.hits}, misses={self.misses}, store={self.store!r})"
@@ -68,7 +88,14 @@ class StageCache:
             "cache_hits": self.hits,
             "cache_misses": self.misses,
             "cache_compute_s": round(self.seconds_computing, 4),
+            "cache_persisted": self.persisted,
+            "cache_kept_in_memory": self.kept_in_memory,
+            "cache_write_s": round(self.seconds_writing, 4),
         }
+
+    def write_estimate(self, nbytes: int) -> float:
+        """Expected seconds to persist an output of ``nbytes`` bytes (follows the writes measured so far)."""
+        return self._write_scale * (_WRITE_OVERHEAD_S + nbytes / _WRITE_BYTES_PER_S)
 
     # ------------------------------------------------------------------------------------------
     def run(self, stage: Any, batch: Any) -> Any:
@@ -99,8 +126,9 @@ class StageCache:
             self.misses += 1
             t0 = time.perf_counter()
             out = stage.transform(batch)
-            self.seconds_computing += time.perf_counter() - t0
-            self._save(key, want if want is not None else out.depth, out, stage)
+            dt = time.perf_counter() - t0
+            self.seconds_computing += dt
+            self._save(key, want if want is not None else out.depth, out, stage, dt)
         out.key = f"{key}@{want}" if want is not None else key
         return out
 
@@ -131,10 +159,15 @@ class StageCache:
         self._remember(key, entry)
         return entry
 
-    def _save(self, key: str, depth: int, out: Any, stage: Any) -> None:
+    def _save(self, key: str, depth: int, out: Any, stage: Any, compute_s: float = float("inf")) -> None:
         snapshot = Batch(out.queries, out.corpus, out.doc_idx, out.scores, out.answers)
         self._remember(key, (depth, snapshot))
-        if not self.persist or out.doc_idx is None or out.answers is not None:
+        if self.policy == "never" or out.doc_idx is None or out.answers is not None:
+            return
+        nbytes = int(out.doc_idx.nbytes) + int(np.asarray(out.scores).nbytes)
+        modelled = _WRITE_OVERHEAD_S + nbytes / _WRITE_BYTES_PER_S
+        if self.policy == "auto" and compute_s < self._write_scale * modelled:
+            self.kept_in_memory += 1
             return
 
         def build(d):
@@ -142,7 +175,13 @@ class StageCache:
             np.save(d / "scores.npy", out.scores, allow_pickle=False)
             return {"depth": depth, "corpus": out.corpus.fingerprint, "stage": stage.type_name}
 
+        t0 = time.perf_counter()
         self.store.get_or_create("stage-output", {"key": key}, FORMAT_VERSION, build, rebuild=True)
+        took = time.perf_counter() - t0
+        self.seconds_writing += took
+        self.persisted += 1
+        # follow the measured cost: a moving average of measured / modelled, kept within a sane range
+        self._write_scale = min(max(0.7 * self._write_scale + 0.3 * took / modelled, 0.1), 100.0)
 
     def _remember(self, key: str, entry: tuple[int, Any]) -> None:
         self._mem[key] = entry

@@ -1,0 +1,83 @@
+"""The stage-output cache writes an output to the store only when that pays (``persist="auto"``)."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+from ragopt.cache import StageCache
+from ragopt.config import param
+from ragopt.kernels.topk import topk_rows
+from ragopt.pipeline import Stage
+from ragopt.registry import register
+from ragopt.store import ArtifactStore
+from ragopt.types import Batch, Corpus, Queries
+
+CORPUS = Corpus(["a", "b", "c"], ["red apple", "green apple", "red car"], name="toy-cache")
+QUERIES = Queries(["q1", "q2"], ["red", "apple"])
+
+
+@register("test_slow_lookup")
+class SlowLookup(Stage):
+    """Word-overlap retrieval that takes ``delay`` seconds: a stand-in for an expensive or a cheap stage."""
+
+    provides = frozenset({"candidates"})
+    delay: float = param(0.0)
+
+    def transform(self, batch):
+        time.sleep(self.delay)
+        s = np.array([[sum(w in t.split() for w in q.split()) for t in self.corpus.texts] for q in batch.queries.texts])
+        idx, sc = topk_rows(s.astype(np.float32), 3)
+        batch.stats.add("lookups", len(batch))
+        return batch.with_candidates(idx, sc, self.corpus)
+
+
+def _run(stage, cache):
+    with cache.active():
+        return cache.run(stage, Batch(QUERIES))
+
+
+def _on_disk(store: ArtifactStore) -> int:
+    root = store.root / "stage-output"
+    return sum(1 for p in root.glob("*/manifest.json")) if root.exists() else 0
+
+
+@pytest.mark.parametrize(
+    ("policy", "delay", "written"),
+    [("auto", 0.0, 0), ("auto", 0.6, 1), ("always", 0.0, 1), ("never", 0.6, 0)],
+)
+def test_outputs_are_written_only_when_it_pays(tmp_path, policy, delay, written):
+    store = ArtifactStore(tmp_path)
+    stage = SlowLookup(delay=delay).fit(CORPUS)
+    cache = StageCache(store, persist=policy)
+    cache._write_scale = 100.0  # writing estimated at 0.4 s: above the instant stage, below the slow one, on any load
+    first = _run(stage, cache)
+    assert _on_disk(store) == written
+    assert cache.persisted == written and cache.kept_in_memory == (1 - written if policy == "auto" else 0)
+    # the same process serves it from memory either way
+    again = _run(stage, cache)
+    assert cache.hits == 1 and again.stats.counts.get("lookups", 0) == 0
+    # a new process (empty memory) finds it on disk only if it was written
+    other = StageCache(store, persist=policy)
+    other._write_scale = 100.0
+    third = _run(stage, other)
+    assert other.hits == written and (third.stats.counts.get("lookups", 0) == 0) == bool(written)
+    np.testing.assert_array_equal(third.doc_idx, first.doc_idx)
+
+
+def test_write_estimate_follows_measured_writes(tmp_path):
+    cache = StageCache(ArtifactStore(tmp_path), persist="always")
+    before = cache.write_estimate(10_000)
+    assert before > 0
+    _run(SlowLookup().fit(CORPUS), cache)
+    assert cache.persisted == 1 and cache.counters()["cache_write_s"] > 0
+    # the estimate moved towards what the write took (bounded both ways)
+    assert cache.write_estimate(10_000) != before
+    assert 0.1 * before <= cache.write_estimate(10_000) <= 100 * before
+
+
+def test_unknown_policy_is_refused():
+    with pytest.raises(ValueError, match="persist must be one of auto, always, never"):
+        StageCache(None, persist="sometimes")
