@@ -55,25 +55,9 @@ WORDS = [
 
 @pytest.fixture(scope="module")
 def tiny_ce(tmp_path_factory) -> Path:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
+    from ragopt.testing.models import tiny_bert
 
-    d = tmp_path_factory.mktemp("tiny-ce")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=128,
-        num_labels=1,
-        initializer_range=1.0,
-    )
-    BertForSequenceClassification(cfg).save_pretrained(d)
-    return d
+    return tiny_bert(tmp_path_factory.mktemp("tiny-ce"), WORDS, initializer_range=1.0)
 
 
 @pytest.fixture()

@@ -375,10 +375,8 @@ def test_shipped_pipeline_loads():
 def test_with_a_real_cross_encoder(tmp_path):
     """Wiring with CrossEncoderReranker (a tiny randomly initialised BERT classifier built here)."""
     pytest.importorskip("sentence_transformers")
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
-
     from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+    from ragopt.testing.models import tiny_bert
 
     words = [
         "the",
@@ -396,21 +394,8 @@ def test_with_a_real_cross_encoder(tmp_path):
         "query",
         "number",
     ]
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words, *[str(i) for i in range(40)]]
-    d = tmp_path / "tiny-ce"
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
-    torch.manual_seed(0)
-    cfg = BertConfig(
-        vocab_size=len(vocab),
-        hidden_size=16,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        intermediate_size=32,
-        max_position_embeddings=64,
-        num_labels=1,
-        initializer_range=1.0,
-    )
-    BertForSequenceClassification(cfg).save_pretrained(d)
+    numbers = [str(i) for i in range(40)]
+    d = tiny_bert(tmp_path / "tiny-ce", [*words, *numbers], max_positions=64, initializer_range=1.0)
     corpus = make_corpus(40)
     store = ArtifactStore(tmp_path / "store")
     ce = CrossEncoderReranker(model=str(d), max_length=32, device="cpu")

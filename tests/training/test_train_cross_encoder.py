@@ -33,25 +33,10 @@ TOPICS = [
 @pytest.fixture(scope="module")
 def tiny_base(tmp_path_factory) -> Path:
     """A 1-layer, 16-d BERT encoder with a 40-word vocabulary (stands in for MiniLM)."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
+    from ragopt.testing.models import tiny_bert
 
     words = sorted({w for t in TOPICS for w in t.split()} | {"the", "a", "of", "what", "is", "where"})
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
-    d = tmp_path_factory.mktemp("tiny-base")
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
-    torch.manual_seed(0)
-    BertModel(
-        BertConfig(
-            vocab_size=len(vocab),
-            hidden_size=16,
-            num_hidden_layers=1,
-            num_attention_heads=2,
-            intermediate_size=32,
-            max_position_embeddings=64,
-        )
-    ).save_pretrained(d)
-    return d
+    return tiny_bert(tmp_path_factory.mktemp("tiny-base"), words, head="encoder", max_positions=64)
 
 
 @pytest.fixture(scope="module")
