@@ -38,7 +38,10 @@ _STUDY_KEYS = (
     "holdout",
     "batch_size",
     "queries",
+    "stage_outputs",
+    "selection",
 )
+SELECTION_RULES = ("best", "lcb")
 
 
 def metric_name(name: str) -> str:
@@ -103,11 +106,17 @@ class ObjectiveSpec:
             metrics.append(name)
             directions.append(direction)
         constraints = []
-        for i, c in enumerate(d.get("constraints") or []):
+        raw_constraints = d.get("constraints") or []
+        if not isinstance(raw_constraints, list):
+            raise ConfigError(
+                f"{where}.constraints", f"expected a list of {{metric, max|min}}, got {raw_constraints!r}"
+            )
+        for i, c in enumerate(raw_constraints):
             if not isinstance(c, Mapping) or "metric" not in c or not ({"max", "min"} & set(c)):
                 raise ConfigError(f"{where}.constraints[{i}]", f"expected {{metric, max|min}}, got {c!r}")
             name = metric_name(c["metric"])
-            constraints.append({"metric": name, **{k: float(c[k]) for k in ("max", "min") if k in c}})
+            bounds = {k: _number(c[k], f"{where}.constraints[{i}].{k}") for k in ("max", "min") if k in c}
+            constraints.append({"metric": name, **bounds})
         return cls(metrics, directions, constraints)
 
     def retrieval_metrics(self) -> list[str]:
@@ -141,6 +150,13 @@ class StudyConfig:
     query_limit: int | None = None
     query_seed: int = 0
     batch_size: int = 1000
+    #: when a stage output is written to the store: ``auto`` (when computing it cost more than writing it),
+    #: ``always``, ``never`` (memory only); see :mod:`ragopt.cache`
+    stage_outputs: str = "auto"
+    #: how the reported configuration is picked among the complete trials: ``best`` (highest tuning score), or
+    #: ``lcb`` (among the ``top`` best, the highest lower confidence bound mean - z * standard error over the
+    #: tuning queries: a correction for the selection's optimism)
+    selection: dict[str, Any] = field(default_factory=lambda: {"rule": "best", "top": 5, "z": 1.0})
     description: str = ""
     source: str = ""
 
@@ -160,22 +176,32 @@ class StudyConfig:
             path = Path(p)
             if base_dir is not None and not path.is_absolute() and (base_dir / path).is_file():
                 p = str(base_dir / path)
-            stage = load_pipeline(p)
-        else:
+            try:
+                stage = load_pipeline(p)
+            except ConfigError as e:  # say which study asked for it
+                raise ConfigError(f"{source}:pipeline", str(e)) from None
+        elif isinstance(p, (list, Mapping)):
             stage = pipeline_from_dict(
                 {"pipeline": p} if isinstance(p, list) or "type" in p else p, source=f"{source}:pipeline"
+            )
+        else:
+            raise ConfigError(
+                f"{source}:pipeline", f"expected a pipeline name or path, a list of stages or a mapping, got {p!r}"
             )
         if not isinstance(stage, Pipeline):
             stage = Pipeline(stages=[stage])
         template = stage.to_config()
-        space = SearchSpace.from_list(d["space"], where=f"{source}:space")
-        space.validate_against(template, lambda cfg: from_config(cfg))
+        try:
+            space = SearchSpace.from_list(d["space"], where=f"{source}:space")
+            space.validate_against(template, lambda cfg: from_config(cfg))
+        except ConfigError as e:  # some checks of the space as a whole do not know the file: name it
+            raise e if str(e).startswith(source) else ConfigError(source, str(e)) from None
         tuner = d.get("tuner", "tpe")
         opts: dict[str, Any] = {}
         seed = 0
         if isinstance(tuner, Mapping):
             opts = {k: v for k, v in tuner.items() if k not in ("name", "seed")}
-            seed = int(tuner.get("seed", 0))
+            seed = _int(tuner.get("seed", 0), f"{source}:tuner.seed")
             tuner = tuner.get("name", "tpe")
         entry = get_tuner(tuner, where=f"{source}:tuner")
         entry.options(opts, where=f"{source}:tuner")  # an option the tuner does not take fails here, not mid-study
@@ -187,7 +213,7 @@ class StudyConfig:
             holdout = {"fraction": 0.0}
         if not isinstance(holdout, Mapping) or set(holdout) - {"fraction", "seed"}:
             raise ConfigError(f"{source}:holdout", "expected {fraction: 0..0.9, seed: N}")
-        fraction = float(holdout.get("fraction", 0.3))
+        fraction = _number(holdout.get("fraction", 0.3), f"{source}:holdout.fraction")
         if not 0.0 <= fraction <= 0.9:
             raise ConfigError(f"{source}:holdout.fraction", f"must be in [0, 0.9], got {fraction}")
         sample = d.get("queries") or {}
@@ -202,7 +228,14 @@ class StudyConfig:
                 f"{source}:objective",
                 f"{', '.join(objective.rag_metrics())} need generated answers, but the pipeline has no generate stage",
             )
-        trials = int(budget.get("trials", 30))
+        stage_outputs = d.get("stage_outputs", "auto")
+        if stage_outputs not in ("auto", "always", "never"):
+            raise ConfigError(f"{source}:stage_outputs", f"expected auto, always or never, got {stage_outputs!r}")
+        selection = _selection(d.get("selection"), f"{source}:selection")
+        trials = _int(budget.get("trials", 30), f"{source}:budget.trials")
+        timeout = budget.get("timeout")
+        if timeout is not None and _number(timeout, f"{source}:budget.timeout") <= 0:
+            raise ConfigError(f"{source}:budget.timeout", f"must be > 0 seconds, got {timeout!r}")
         if trials < 1:
             raise ConfigError(f"{source}:budget.trials", f"must be >= 1, got {trials}")
         return cls(
@@ -216,13 +249,15 @@ class StudyConfig:
             seed=seed,
             tuner_options=opts,
             trials=trials,
-            timeout=budget.get("timeout"),
+            timeout=timeout,
             split=str(d.get("split", "test")),
             holdout_fraction=fraction,
-            holdout_seed=int(holdout.get("seed", 0)),
+            holdout_seed=_int(holdout.get("seed", 0), f"{source}:holdout.seed"),
             query_limit=limit,
-            query_seed=int(sample.get("seed", 0)),
-            batch_size=int(d.get("batch_size", 1000)),
+            query_seed=_int(sample.get("seed", 0), f"{source}:queries.seed"),
+            batch_size=_int(d.get("batch_size", 1000), f"{source}:batch_size"),
+            stage_outputs=stage_outputs,
+            selection=selection,
             description=str(d.get("description", "")),
             source=source,
         )
@@ -232,4 +267,45 @@ class StudyConfig:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(str(path), "study config not found")
-        return cls.from_dict(read_yaml(path), source=str(path), base_dir=path.parent)
+        try:
+            return cls.from_dict(read_yaml(path), source=str(path), base_dir=path.parent)
+        except ConfigError as e:  # a check deep inside (a metric name, a component) may not know the file
+            if str(e).startswith(str(path)):
+                raise
+            raise ConfigError(str(path), str(e)) from None
+
+
+def _selection(d: Any, where: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": "best", "top": 5, "z": 1.0}
+    if d is None:
+        return out
+    if isinstance(d, str):
+        d = {"rule": d}
+    if not isinstance(d, Mapping) or set(d) - set(out):
+        raise ConfigError(where, "expected {rule: best|lcb, top: N, z: Z}")
+    out.update(d)
+    if out["rule"] not in SELECTION_RULES:
+        raise ConfigError(f"{where}.rule", f"expected one of {', '.join(SELECTION_RULES)}, got {out['rule']!r}")
+    if not isinstance(out["top"], int) or out["top"] < 1:
+        raise ConfigError(f"{where}.top", f"must be an integer >= 1, got {out['top']!r}")
+    try:
+        out["z"] = float(out["z"])
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}.z", f"must be a number, got {out['z']!r}") from None
+    if out["z"] < 0:
+        raise ConfigError(f"{where}.z", f"must be >= 0, got {out['z']}")
+    return out
+
+
+def _int(value: Any, where: str) -> int:
+    """``value`` as an int, or a ConfigError at ``where`` (a study file may hold anything)."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(where, f"must be an integer, got {value!r}")
+    return value
+
+
+def _number(value: Any, where: str) -> float:
+    """``value`` as a finite or infinite float (not NaN), or a ConfigError at ``where``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise ConfigError(where, f"must be a number, got {value!r}")
+    return float(value)

@@ -56,7 +56,10 @@ def run_study(
     objective = PipelineObjective(config, store=store, reuse=reuse, progress=progress)
     directions = config.objective.directions
     defaults = config.space.defaults_from(config.pipeline)
-    sampler = study_sampler(tuner_name, config.space, seed, directions, defaults, config.tuner_options)
+    options = dict(config.tuner_options)
+    if "store" in (entry.option_names or ()):
+        options.setdefault("store", store)  # the llm tuner keeps its call cache in the study's store
+    sampler = study_sampler(tuner_name, config.space, seed, directions, defaults, options)
     study = optuna.create_study(
         study_name=name,
         storage=make_storage(url, heartbeat, grace),

@@ -75,7 +75,11 @@ def _tuner_sampler_class() -> type:
                 elif t.params:
                     tuner.pending(t.params)
             tuner.rng.seed(f"{tuner.seed}-{trial.number}")  # fresh, reproducible randomness per trial
-            return tuner.ask()
+            params = tuner.ask()
+            info = getattr(tuner, "ask_info", None)  # e.g. the llm tuner: proposal used, repaired or rejected
+            if info:
+                study._storage.set_trial_user_attr(trial._trial_id, "tuner", info)
+            return params
 
         def sample_independent(self, study: Any, trial: Any, name: str, distribution: Any) -> Any:
             return self._fallback.sample_independent(study, trial, name, distribution)

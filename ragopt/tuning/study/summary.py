@@ -33,6 +33,7 @@ class StudyResult:
     tune: dict[str, Any]
     pareto: list[dict[str, Any]]
     seconds: float
+    selection: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -56,11 +57,15 @@ def summarise(
     best_value: Any = None
     pareto: list[dict[str, Any]] = []
     best_trial = None
+    selection: dict[str, Any] = {"rule": "best"}
     if complete:
         feasible = [t for t in complete if all(c <= 0 for c in _constraint_values(t))] or complete
         if len(config.objective.directions) == 1:
             sign = 1 if config.objective.directions[0] == "maximize" else -1
             best_trial = max(feasible, key=lambda t: sign * t.values[0])
+            selection = select(feasible, objective, config, sign)
+            if selection.get("chosen") is not None:
+                best_trial = next(t for t in feasible if t.number == selection["chosen"])
             best_value = best_trial.values[0]
         else:
             front = [t for t in study.best_trials if t in feasible] or study.best_trials
@@ -103,10 +108,22 @@ def summarise(
             heldout["paired_test"] = paired_test(
                 base_ev["per_query"][m0], best_ev["per_query"][m0], test="randomization"
             ).to_dict()
+            obj_metric = config.objective.metrics[0]
+            if obj_metric in best_ev["metrics"] and best_value is not None:
+                tuned = best_value[0] if isinstance(best_value, list) else best_value
+                # the winner's curse: what the tuning score promised beyond what held-out queries give
+                heldout["optimism"] = {obj_metric: tuned - best_ev["metrics"][obj_metric]}
         atomic_write_text(
             out_dir / "summary.json",
             json.dumps(
-                {"best_params": best_params, "best_value": best_value, "heldout": heldout, "tune": tune}, indent=1
+                {
+                    "best_params": best_params,
+                    "best_value": best_value,
+                    "heldout": heldout,
+                    "tune": tune,
+                    "selection": selection,
+                },
+                indent=1,
             ),
         )
     return StudyResult(
@@ -122,4 +139,35 @@ def summarise(
         tune=tune,
         pareto=pareto,
         seconds=round(seconds, 3),
+        selection=selection,
     )
+
+
+def select(feasible: list[Any], objective: PipelineObjective, config: StudyConfig, sign: int) -> dict[str, Any]:
+    """Which trial to report. ``best``: the highest tuning score. ``lcb``: among the ``top`` best, the highest
+    lower confidence bound ``mean - z * se`` of the objective over the tuning queries (per-query values from a
+    re-evaluation, which the stage and LLM caches make nearly free): a configuration that won on a few lucky
+    queries loses to one nearly as good everywhere. Returns the rule, the candidates with their bounds and the
+    chosen trial's number (``None`` for ``best``)."""
+    rule = config.selection.get("rule", "best")
+    if rule == "best":
+        return {"rule": "best"}
+    metric = config.objective.metrics[0]
+    ranked = sorted(feasible, key=lambda t: -sign * t.values[0])[: int(config.selection.get("top", 5))]
+    z = float(config.selection.get("z", 1.0))
+    rows = []
+    for t in ranked:
+        ev = objective.evaluate(json.loads(t.user_attrs["pipeline"]))
+        per_query = ev["per_query"].get(metric)
+        if not per_query:  # a cost or latency objective has no per-query values: keep the best
+            return {"rule": rule, "note": f"{metric} has no per-query values; kept the best trial"}
+        v = [sign * float(x) for x in per_query.values()]
+        n = len(v)
+        mean = sum(v) / n
+        sd = (sum((x - mean) ** 2 for x in v) / (n - 1)) ** 0.5 if n > 1 else 0.0
+        se = sd / n**0.5
+        rows.append({"number": t.number, "value": t.values[0], "mean": sign * mean, "se": se, "lcb": mean - z * se})
+    chosen = max(rows, key=lambda r: (r["lcb"], -r["number"]))
+    for r in rows:
+        r["lcb"] = sign * r["lcb"]  # back in the metric's own direction
+    return {"rule": rule, "z": z, "top": len(rows), "candidates": rows, "chosen": chosen["number"]}

@@ -120,6 +120,11 @@ class HierMABTuner(Tuner):
         sd = math.sqrt(st.var) / spread / math.sqrt(st.n)
         return self.rng.gauss(mean, max(sd, 1e-3) * self.c)
 
+    def incumbent(self) -> dict[str, Any]:
+        """The best configuration so far: by mean reward over its pulls when online, else the best trial (the
+        template's configuration, or a random one, before any tell). What an online study serves."""
+        return self._incumbent()
+
     def _incumbent(self) -> dict[str, Any]:
         if self.online:
             scored = [(self._norm(s.mean), k) for k, s in self.config_stats.items() if s.n > 0]

@@ -25,6 +25,7 @@ from ragopt.tuning.space import SearchSpace
 from ragopt.tuning.tuners.base import Tuner
 from ragopt.tuning.tuners.greedy import GreedyTuner
 from ragopt.tuning.tuners.hiermab import HierMABTuner
+from ragopt.tuning.tuners.llm import LLMTuner
 from ragopt.tuning.tuners.native import GridTuner, RandomTuner
 from ragopt.tuning.tuners.optuna_samplers import OptunaTuner
 
@@ -124,6 +125,12 @@ _ENTRIES = (
     TunerEntry("random_native", RandomTuner, "pure-Python random search (no Optuna)"),
     TunerEntry(
         "grid_native", GridTuner, "pure-Python grid search, every grid point once in a seeded order (no Optuna)"
+    ),
+    TunerEntry(
+        "llm",
+        LLMTuner,
+        "an LLM proposes each configuration from the space and the trials so far; invalid proposals repaired "
+        "or rejected (option llm: backend config or model name; default the packaged SmolLM2)",
     ),
 )
 

@@ -94,9 +94,18 @@ def test_rag_objectives_are_checked_before_any_trial(rag_study, data_dir, tmp_pa
 def test_bundled_rag_study_config_is_valid():
     from pathlib import Path
 
-    cfg = StudyConfig.load(Path(__file__).resolve().parents[3] / "configs" / "rag_quickstart.yaml")
-    assert cfg.objective.metrics == ["f1"] and cfg.query_limit == 40
-    assert [p.name for p in cfg.space.params] == ["context_k", "order", "compression"]
+    cfg = StudyConfig.load(Path(__file__).resolve().parents[3] / "configs" / "quickstart.yaml")
+    assert cfg.objective.metrics == ["f1"] and cfg.query_limit == 40 and cfg.dataset == "nq-open-oracle-dev"
+    assert [p.name for p in cfg.space.params] == ["retriever", "context_k", "order", "compression"]
+    assert cfg.pipeline["stages"][-1]["type"] == "generate"
+
+
+def test_bundled_pareto_study_is_two_objective():
+    from pathlib import Path
+
+    cfg = StudyConfig.load(Path(__file__).resolve().parents[3] / "configs" / "rag_pareto.yaml")
+    assert cfg.objective.metrics == ["f1", "cost.generate_prompt_tokens_per_query"]
+    assert cfg.objective.directions == ["maximize", "minimize"] and cfg.tuner == "nsga2"
 
 
 def test_judged_metric_aliases_name_the_metric_the_evaluation_reports(rag_study):

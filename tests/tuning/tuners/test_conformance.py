@@ -13,6 +13,7 @@ from ragopt.testing.tuners import (
     CHECKS,
     LookupTable,
     categorical_space,
+    check_beats_random,
     check_finds_optimum,
     mixed_space,
     snap_to_grid,
@@ -27,8 +28,23 @@ from ragopt.tuning.tuners.registry import make_tuner, tuner_names
 KNOWN_FAILURES: dict[tuple[str, str], str] = {}
 
 
+# options the conformance runs give a tuner: the llm tuner asks the scripted test double (which proposes the best
+# configuration so far, a duplicate the tuner rejects, or nothing parseable), never a real model
+TEST_OPTIONS: dict[str, dict] = {
+    "llm": {
+        "llm": {
+            "type": "scripted",
+            "name": "conformance",
+            "rules": [{"match": r"Best so far: (\{[^\n]*\})", "output": r"\1"}],
+            "default": "I would try something new.",
+        }
+    }
+}
+
+
 def _factory(name: str):
-    return lambda space, seed: make_tuner(name, space, seed)
+    options = TEST_OPTIONS.get(name, {})
+    return lambda space, seed: make_tuner(name, space, seed, **options)
 
 
 @pytest.mark.parametrize("check", sorted(CHECKS))
@@ -65,6 +81,22 @@ def test_finds_optimum_reports_failure_clearly() -> None:
 
     with pytest.raises(AssertionError, match="not within 1% of the optimum"):
         check_finds_optimum(lambda s, seed: Stubborn(s, seed), budget=5)
+
+
+# Tuners that claim to search better than random (the README's case for tuning with a model): 20 evaluations of
+# a 270-configuration table, median over 21 seeds. Measured: median regret tpe 0.0017, hiermab 0.0017,
+# greedy 0.0; random search 0.0075 (0.0067-0.0089 for random tuners over 21 seeds).
+@pytest.mark.parametrize("name", ["tpe", "hiermab", "greedy"])
+def test_tuner_beats_random_search_on_a_budget(name: str) -> None:
+    got = check_beats_random(_factory(name))
+    assert got["median_regret"] < got["random_median_regret"]
+
+
+@pytest.mark.parametrize("name", ["random_native", "random"])
+def test_beats_random_check_fails_random_search(name: str) -> None:
+    """The check can fail: random search does not beat itself."""
+    with pytest.raises(AssertionError, match="needed <= 0.5 x random"):
+        check_beats_random(_factory(name))
 
 
 # -- lookup tables and optimize() ---------------------------------------------------------------------------
