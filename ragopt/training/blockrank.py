@@ -37,7 +37,7 @@ from ragopt.errors import ConfigError, DataError
 from ragopt.llm.transformers_backend import TransformersLLM
 from ragopt.rerankers.blockrank import LAYOUT_FILE, BlockRankReranker
 from ragopt.store import ArtifactStore
-from ragopt.training.cross_encoder import _pipeline, mine_groups, training_split
+from ragopt.training.cross_encoder import _pipeline, mine_groups, read_heldout_ids, training_split
 
 __all__ = ["train_blockrank", "heldout_query_ids", "FORMAT_VERSION", "KIND"]
 
@@ -47,10 +47,7 @@ KIND = "blockrank-llm"
 
 def heldout_query_ids(artifact: str | Path) -> list[str]:
     """The query ids a trained blockrank model never saw (its ``heldout_queries.txt``)."""
-    path = Path(artifact) / "heldout_queries.txt"
-    if not path.is_file():
-        raise DataError(f"{path}: missing; {artifact} is not a `ragopt train blockrank` artifact")
-    return [line for line in path.read_text("utf-8").splitlines() if line]
+    return read_heldout_ids(artifact, "blockrank")
 
 
 def train_blockrank(

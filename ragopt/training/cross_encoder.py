@@ -99,12 +99,17 @@ def training_split(dataset: Any, split: str, train_fraction: float, seed: int, m
     return TrainingSplit(ds, list(train_ids), list(held_ids), judgments)
 
 
-def heldout_query_ids(artifact: str | Path) -> list[str]:
-    """The query ids a trained cross-encoder never saw (its ``heldout_queries.txt``)."""
+def read_heldout_ids(artifact: str | Path, recipe: str) -> list[str]:
+    """The query ids a model trained by ``ragopt train <recipe>`` never saw (its ``heldout_queries.txt``)."""
     path = Path(artifact) / "heldout_queries.txt"
     if not path.is_file():
-        raise DataError(f"{path}: missing; {artifact} is not a `ragopt train cross-encoder` artifact")
+        raise DataError(f"{path}: missing; {artifact} is not a `ragopt train {recipe}` artifact")
     return [line for line in path.read_text("utf-8").splitlines() if line]
+
+
+def heldout_query_ids(artifact: str | Path) -> list[str]:
+    """The query ids a trained cross-encoder never saw (its ``heldout_queries.txt``)."""
+    return read_heldout_ids(artifact, "cross-encoder")
 
 
 def mine_groups(
