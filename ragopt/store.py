@@ -15,6 +15,7 @@ The root is, in order: the ``root`` argument, ``$RAGOPT_INDEX_DIR``, ``./indexes
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -74,6 +75,28 @@ class Artifact:
                 raise ArtifactError(
                     f"corrupt artifact {self.path}: file {name!r} does not match its checksum (rebuild with --rebuild)"
                 )
+
+
+def _publish(tmp: Path, final: Path) -> bool:
+    """Move the finished folder ``tmp`` to ``final``, replacing what is there (moved aside first, then removed).
+    False when another process put its own ``final`` in place in the meantime (ours is left at ``tmp``)."""
+    old = None
+    if final.exists():
+        old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
+        try:
+            os.rename(final, old)
+        except FileNotFoundError:  # another process moved it away first
+            old = None
+    try:
+        os.rename(tmp, final)
+    except OSError as e:
+        if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+            raise
+        return False
+    finally:
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    return True
 
 
 class ArtifactStore:
@@ -174,16 +197,14 @@ class ArtifactStore:
                 json.dump(manifest, fh, indent=2, sort_keys=True)
                 fh.flush()
                 os.fsync(fh.fileno())
-            if final.exists():
-                if not rebuild:  # another process finished first: keep theirs
-                    shutil.rmtree(tmp, ignore_errors=True)
-                    return self.open(final, kind, spec, format_version)
-                old = final.parent / f".old-{final.name}-{uuid.uuid4().hex[:8]}"
-                os.rename(final, old)
-                os.rename(tmp, final)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.rename(tmp, final)
+            if final.exists() and not rebuild:  # another process finished first: keep theirs
+                shutil.rmtree(tmp, ignore_errors=True)
+                return self.open(final, kind, spec, format_version)
+            if not _publish(tmp, final):
+                # another process published the same artifact between our check and our rename: the key names
+                # the content, so theirs is as good as ours
+                shutil.rmtree(tmp, ignore_errors=True)
+                return self.open(final, kind, spec, format_version)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise

@@ -110,3 +110,34 @@ def test_list(tmp_path):
     store.get_or_create("b", {"x": 1}, 1, _writer("1", []))
     assert sorted(a.manifest["kind"] for a in store.list()) == ["a", "b"]
     assert [a.manifest["kind"] for a in store.list("a")] == ["a"]
+
+
+@pytest.mark.parametrize("rebuild", [False, True])
+def test_another_process_publishing_first_is_not_an_error(tmp_path, monkeypatch, rebuild):
+    """Two workers building the same artifact (say, the held-out run of the same best pipeline): the one whose
+    rename comes second finds the other's finished folder in place and keeps it (the key names the content)."""
+    import os
+
+    import ragopt.store as store_mod
+
+    store = ArtifactStore(tmp_path)
+    spec = {"x": 1}
+    if rebuild:  # an older copy exists and is being replaced by both
+        store.get_or_create("thing", spec, 1, lambda d: (d / "v.txt").write_text("old") and None)
+    real_rename = os.rename
+    raced = []
+
+    def rename(src, dst):
+        src, dst = str(src), str(dst)
+        if "/.tmp-" in src and not raced:  # just before our rename, the other worker publishes its copy
+            raced.append(True)
+            other = ArtifactStore(tmp_path)
+            other.get_or_create("thing", spec, 1, lambda d: (d / "v.txt").write_text("theirs") and None, rebuild=True)
+        return real_rename(src, dst)
+
+    monkeypatch.setattr(store_mod.os, "rename", rename)
+    art = store.get_or_create("thing", spec, 1, lambda d: (d / "v.txt").write_text("ours") and None, rebuild=True)
+    assert raced and (art.path / "v.txt").read_text() == "theirs"
+    store.open(art.path, "thing", spec, 1)  # a complete, checked artifact
+    leftovers = [p.name for p in art.path.parent.iterdir() if p.name.startswith((".tmp-", ".old-"))]
+    assert leftovers == []
