@@ -47,7 +47,7 @@ if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
 RESULTS = ROOT / "benchmarks" / "results" / "prp.json"
 DATA = ROOT.parent / "shared" / "data"
 
-from benchmarks._common import load, machine_info
+from benchmarks._common import load, machine_info, merge_result
 from ragopt.kernels.prp import comparison_bounds, rank
 
 # name on the command line -> (method, sort)
@@ -60,15 +60,7 @@ VARIANTS = {
 
 
 def _merge(section: str, value: Any, key: str | None = None) -> None:
-    from ragopt._io import atomic_write_text
-
-    data = json.loads(RESULTS.read_text("utf-8")) if RESULTS.is_file() else {}
-    if key is None:
-        data[section] = value
-    else:
-        data.setdefault(section, {})[key] = value
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(RESULTS, json.dumps(data, indent=1) + "\n")
+    merge_result(RESULTS, section, value, key)
 
 
 # -- exact ---------------------------------------------------------------------------------------------------
