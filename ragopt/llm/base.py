@@ -42,11 +42,14 @@ __all__ = [
     "prompt_text",
     "apply_stop",
     "ROLES",
+    "STOP_RULE",
 ]
 
 Message = dict[str, str]
 Prompt = str | list[Message]
 ROLES = ("system", "user", "assistant")
+#: how stop strings cut a completion (part of the cache key of calls with stops): after leading whitespace
+STOP_RULE = "after-leading-space"
 
 
 @dataclass(frozen=True)
@@ -56,7 +59,8 @@ class GenerationParams:
     ``temperature == 0`` is greedy decoding and ignores ``top_p`` and ``seed``. With ``temperature > 0``
     tokens are sampled; a ``seed`` makes the sample reproducible (and cacheable), no seed makes the call
     non-deterministic: it is never served from or written to the cache. ``stop`` strings end the completion
-    and are not part of its text."""
+    and are not part of its text; whitespace the completion starts with does not end it (a model that opens its
+    answer with a newline is not cut to an empty answer: see :func:`apply_stop`)."""
 
     max_new_tokens: int = 64
     temperature: float = 0.0
@@ -99,6 +103,8 @@ class GenerationParams:
             "temperature": float(self.temperature),
             "stop": list(self.stop),
         }
+        if self.stop:  # stops apply after the completion's leading whitespace (not the cut of format 1)
+            d["stop_rule"] = STOP_RULE
         if not self.greedy:
             d.update(top_p=float(self.top_p), seed=self.seed)
         return d
@@ -106,6 +112,7 @@ class GenerationParams:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any] | None) -> GenerationParams:
         d = dict(d or {})
+        d.pop("stop_rule", None)  # derived from ``stop`` (see to_dict)
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
@@ -192,8 +199,12 @@ def prompt_text(prompt: Prompt) -> str:
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """Cut ``text`` at the first stop string: ``(text, stopped)``."""
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
+    """Cut ``text`` at the first stop string after its leading whitespace: ``(text, stopped)``.
+
+    A stop string inside the whitespace a completion starts with does not count: with ``stop=("\n",)`` the
+    completion ``" \nParis\nQ:"`` is ``" \nParis"``, not ``""`` (small models often open with a newline)."""
+    start = len(text) - len(text.lstrip())
+    cut = min((i for i in (text.find(s, start) for s in stop) if i >= 0), default=-1)
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 

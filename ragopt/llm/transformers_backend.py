@@ -311,10 +311,14 @@ class TransformersLLM(LLMBackend):
             pad_token_id=pad,
             eos_token_id=sorted(eos),
             num_beams=1,
-            stop_strings=list(params.stop) if params.stop else None,
             **({"temperature": params.temperature, "top_p": params.top_p, "top_k": 0} if sample else {}),
         )
-        kwargs: dict[str, Any] = {"tokenizer": tok} if params.stop else {}
+        kwargs: dict[str, Any] = {}
+        if params.stop:  # stop strings as apply_stop reads them (not inside the completion's leading whitespace)
+            from transformers import StoppingCriteria, StoppingCriteriaList
+
+            crit = type("StopAfterText", (_StopAfterText, StoppingCriteria), {})(tok, width, params.stop)
+            kwargs["stopping_criteria"] = StoppingCriteriaList([crit])
         try:
             with (
                 torch.inference_mode(),
@@ -413,3 +417,25 @@ class TransformersLLM(LLMBackend):
         lp = self._last_logprobs({ids: 1})[ids][0]
         vals, idx = lp.topk(k)
         return [(tok.decode([int(t)]), float(v)) for v, t in zip(vals, idx)]
+
+
+class _StopAfterText:
+    """A ``transformers`` stopping criterion: a row is done once :func:`apply_stop` finds a stop string in its
+    decoded completion (stops inside the leading whitespace do not count). Decodes each unfinished row's new
+    tokens every step: answers are short, so this costs microseconds next to a forward pass."""
+
+    def __init__(self, tok: Any, width: int, stop: Sequence[str]):
+        self.tok, self.width, self.stop = tok, width, tuple(stop)
+        self.done: list[bool] | None = None
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        n = input_ids.shape[0]
+        if self.done is None:
+            self.done = [False] * n
+        for i in range(n):
+            if not self.done[i]:
+                text = self.tok.decode(input_ids[i, self.width :].tolist(), skip_special_tokens=True)
+                self.done[i] = apply_stop(text, self.stop)[1]
+        return torch.tensor(self.done, dtype=torch.bool, device=input_ids.device)

@@ -11,6 +11,7 @@ import yaml
 from ragopt.config import from_config
 from ragopt.errors import BackendUnavailableError, ConfigError, LLMError, StageError
 from ragopt.llm import CachedLLM, GenerationParams, LLMCallCache, load_backend
+from ragopt.llm.base import apply_stop
 from ragopt.llm.scripted import ScriptedLLM
 from ragopt.types import Stats
 
@@ -76,6 +77,26 @@ def test_generation_params():
             GenerationParams(**bad)
     with pytest.raises(ConfigError, match="unknown decoding parameter"):
         GenerationParams.from_dict({"max_tokens": 3})
+    # a call with stops is keyed by how stops cut, so completions cut by an older rule are not served
+    with_stop = GenerationParams(stop=("\n",))
+    assert with_stop.to_dict()["stop_rule"] == "after-leading-space"
+    assert GenerationParams.from_dict(with_stop.to_dict()) == with_stop
+
+
+@pytest.mark.parametrize(
+    "text, stop, want",
+    [
+        (" Paris\nQ: next", ("\n",), (" Paris", True)),
+        # small models open an answer with a newline: that newline does not end it (it used to give "")
+        (" \nParis\nQ: next", ("\n",), (" \nParis", True)),
+        ("\n\n  Paris", ("\n",), ("\n\n  Paris", False)),
+        ("   ", ("\n",), ("   ", False)),
+        ("a of b is c", ("is", "of"), ("a ", True)),
+        ("no stop here", (), ("no stop here", False)),
+    ],
+)
+def test_apply_stop_cuts_after_leading_whitespace(text, stop, want):
+    assert apply_stop(text, stop) == want
 
 
 def test_prompt_checks(scripted):

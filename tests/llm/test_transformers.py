@@ -75,6 +75,14 @@ def test_stop_strings_and_seeded_sampling(smollm2):
     batched = smollm2.generate(CHATS, stop)
     single = [smollm2.generate([p], stop)[0] for p in CHATS]
     assert [c.completion_tokens for c in batched] == [c.completion_tokens for c in single]
+    # few-shot answers on the line after "A:": the completion opens with a newline, which must not end it
+    lead = "Q: What colour is the sky?\nA:\n Blue\n\nQ: How many legs does a cat have?\nA:\n Four\n\n"
+    lead += "Q: What is the capital of France?\nA:"
+    nl = GenerationParams(max_new_tokens=8, stop=("\n",))
+    got = smollm2.generate([lead, CHATS[2]], nl)[0]
+    assert got.text.startswith("\n") and "Paris" in got.text and "\n" not in got.text.lstrip()
+    assert got.finish_reason == "stop" and got.completion_tokens < 8
+    assert smollm2.generate([lead], nl)[0] == got
     sampled = GenerationParams(max_new_tokens=5, temperature=1.0, seed=11)
     a = smollm2.generate(CHATS, sampled)
     b = smollm2.generate(CHATS[::-1], sampled)[::-1]  # other batch order, same per-prompt samples
