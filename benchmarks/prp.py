@@ -128,7 +128,7 @@ def _setup(args: argparse.Namespace):
     from ragopt.pipeline_io import load_pipeline
     from ragopt.store import ArtifactStore
 
-    if args.threads:
+    if args.threads and args.backend == "transformers":
         import torch
 
         torch.set_num_threads(args.threads)
@@ -139,8 +139,18 @@ def _setup(args: argparse.Namespace):
     bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
     bm25.fit(ds.corpus, store)
     base = bm25.search(queries)
-    llm = TransformersLLM(model=args.model, device="cpu", batch_size=args.batch_size).use_store(store)
+    if args.backend == "llama_cpp":
+        from ragopt.llm.llama_cpp_backend import LlamaCppLLM
+
+        llm = LlamaCppLLM(model=args.model, n_threads=args.threads or None, mmap=False).use_store(store)
+    else:
+        llm = TransformersLLM(model=args.model, device="cpu", batch_size=args.batch_size).use_store(store)
     return ds, store, queries, base, llm
+
+
+def model_key(args: argparse.Namespace) -> str:
+    """The model's name in the results: the alias, with ``@llama_cpp`` when llama.cpp ran it."""
+    return args.model + ("@llama_cpp" if args.backend == "llama_cpp" else "")
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
@@ -165,7 +175,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": ds.name,
         "n_queries": nq,
         "seed": args.seed,
-        "model": args.model,
+        "model": model_key(args),
         "settings": {
             "depth": args.depth,
             "top_k": args.top_k,
@@ -231,7 +241,11 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     else:
         res["rows"]["cross-encoder"] = {"skipped": "no --ce-model (train one: benchmarks/rerank.py quality)"}
     res["load_after"] = load()
-    _merge("quality", res, key=f"{args.model} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}")
+    _merge(
+        "quality",
+        res,
+        key=f"{model_key(args)} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}",
+    )
     return res
 
 
@@ -240,7 +254,10 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     from ragopt.rerankers.prp import PRPReranker
 
     ds, store, queries, base, llm = _setup(args)
-    single_llm = llm.clone(batch_size=1).use_store(store)
+    # transformers: one forward pass per batch vs one prompt at a time; llama.cpp (one prompt at a time anyway):
+    # reusing the KV cache of the prompt head shared with the previous prompt vs reading every prompt in full
+    other = {"prefix_cache": False} if args.backend == "llama_cpp" else {"batch_size": 1}
+    single_llm = llm.clone(**other).use_store(store)
     triples, rows = [], set()
     for r in range(len(queries)):
         rows.update(int(i) for i in base.doc_idx[r, : args.pairs + 1])
@@ -253,11 +270,12 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {
         "machine": machine_info(["torch", "transformers"]),
         "load_before": load(),
-        "model": args.model,
+        "model": model_key(args),
         "comparisons": len(triples),
         "both_orders": True,
         "passage_max_tokens": args.passage_max_tokens,
         "batch_size": args.batch_size,
+        "compared": "prefix KV reuse vs none" if args.backend == "llama_cpp" else "batched vs one at a time",
         "modes": {},
     }
     for mode in ("score", "generate"):
@@ -280,7 +298,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         }
         print(f"{mode}: {res['modes'][mode]}", file=sys.stderr)
     res["load_after"] = load()
-    _merge("speed", res, key=args.model)
+    _merge("speed", res, key=model_key(args))
     return res
 
 
@@ -344,7 +362,8 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--passage-max-tokens", type=int, default=128)
         p.add_argument("--batch-size", type=int, default=8, help="prompts per forward pass")
-        p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+        p.add_argument("--threads", type=int, default=0, help="torch / llama.cpp threads (0: the default)")
+        p.add_argument("--backend", choices=("transformers", "llama_cpp"), default="transformers")
         p.add_argument("--store", type=Path, default=Path(os.environ.get("RAGOPT_INDEX_DIR", ROOT / "indexes")))
     q = sub.choices["quality"]
     q.add_argument("--depth", type=int, default=10)

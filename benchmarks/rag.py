@@ -41,7 +41,7 @@ from ragopt.types import Batch
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "benchmarks" / "results" / "rag.json"
 DATA = Path(os.environ.get("RAGOPT_DATA", "/work/shared/data")) / "nq-open-oracle-dev"
-PACKAGES = ("torch", "transformers", "gguf", "bm25s", "sentence-transformers", "faiss-cpu")
+PACKAGES = ("torch", "transformers", "gguf", "llama-cpp-python", "bm25s", "sentence-transformers", "faiss-cpu")
 RETRIEVERS = ("bm25", "dense", "hybrid")
 KS = (1, 3, 5, 10)
 ANSWER_METRICS = ["em", "f1", "contains"]
@@ -98,12 +98,22 @@ def dataset():
     return load_dataset(str(DATA))
 
 
-def make_llm(model: str, batch_size: int = 8):
-    from ragopt.llm.transformers_backend import TransformersLLM
+def make_llm(model: str, batch_size: int = 8, backend: str = "transformers", threads: int | None = None):
+    if backend == "llama_cpp":
+        from ragopt.llm.llama_cpp_backend import LlamaCppLLM
 
-    llm = TransformersLLM(model=model, device="cpu", batch_size=batch_size)
+        llm = LlamaCppLLM(model=model, n_threads=threads, mmap=False)
+    else:
+        from ragopt.llm.transformers_backend import TransformersLLM
+
+        llm = TransformersLLM(model=model, device="cpu", batch_size=batch_size)
     llm.use_store(store())
     return llm
+
+
+def model_key(args) -> str:
+    """Results key of a model run: the alias, with ``@llama_cpp`` when llama.cpp ran it."""
+    return args.model + ("@llama_cpp" if getattr(args, "backend", "transformers") == "llama_cpp" else "")
 
 
 def gold_batch(ds, queries) -> Batch:
@@ -151,11 +161,11 @@ def cmd_quality(args) -> None:
     queries = sample_queries(ds.queries_for("test"), args.queries, seed=args.seed)
     n = len(queries)
     configs = args.configs.split(",") if args.configs else all_configs()
-    llm = make_llm(args.model)
+    llm = make_llm(args.model, backend=args.backend, threads=args.threads)
     t0 = time.perf_counter()
     llm.load()
     load_s = time.perf_counter() - t0
-    print(f"{args.model}: loaded in {load_s:.1f} s ({llm.load_info.get('load_seconds')} s model load)", flush=True)
+    print(f"{model_key(args)}: loaded in {load_s:.1f} s", flush=True)
     qrels = ds.qrels("test")
     qrels = {q: qrels[q] for q in queries.ids if q in qrels}
     retrieved: dict[str, Batch] = {}
@@ -231,9 +241,10 @@ def cmd_quality(args) -> None:
 
         def update(data, entry=entry, name=name):
             q = data.setdefault("quality", {})
-            m = q.setdefault(args.model, {})
+            m = q.setdefault(model_key(args), {})
             m.setdefault("machine", {}).update(machine_info(PACKAGES))
             m["machine"]["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
+            m["machine"]["llama_cpp_threads"] = args.threads
             m["machine"]["model_load_seconds"] = round(load_s, 1)
             runs = m.setdefault(key, {})
             old = runs.get(name)
@@ -453,6 +464,8 @@ def main(argv=None) -> None:
     q.add_argument("--configs", default=None, help=f"comma-separated subset of: {','.join(all_configs())}")
     q.add_argument("--chunk", type=int, default=8, help="queries per generate call (results cached per call)")
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--backend", choices=("transformers", "llama_cpp"), default="transformers")
+    q.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own)")
     t = subs.add_parser("throughput")
     t.add_argument("--model", default="smollm2-135m-instruct")
     t.add_argument("--prompts", type=int, default=16)

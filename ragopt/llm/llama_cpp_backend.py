@@ -1,11 +1,14 @@
 """``llama_cpp``: a GGUF model run in-process by llama.cpp (``pip install llama-cpp-python``; optional, not in CI).
 
-``model`` is a packaged alias (:mod:`ragopt.llm.models`) or a ``.gguf`` file. Chats go through
-``create_chat_completion`` (the GGUF's chat template), plain text through ``create_completion``; one prompt at a
-time. :meth:`score` evaluates prompt + continuation tokens and reads the continuation's logprobs from the logits
-(the model is opened with ``logits_all=True``). The fingerprint is the GGUF's sha256 (and ``n_ctx``).
-
-Only the missing-package error is exercised by the test suite; the calls follow llama-cpp-python 0.3's API.
+``model`` is a packaged alias (:mod:`ragopt.llm.models`) or a ``.gguf`` file. Chats are rendered with the GGUF's
+own chat template (as ``create_chat_completion`` does) and generated as text, one prompt at a time, streamed so
+that stop strings are read as :func:`~ragopt.llm.base.apply_stop` reads them. :meth:`score` reads the
+continuation's logprobs from next-token logits, token by token; llama.cpp keeps the KV cache of what it read last,
+so a prompt that shares a head with the previous one (the same prompt with another label, or the next PRP
+comparison of the same query) only pays for the new tokens. The fingerprint is the GGUF's sha256 (and ``n_ctx``).
+Quantised weights are computed as llama.cpp computes them (not dequantised to float32 as the transformers backend
+does), so scores differ from that backend's in the last digits. Tested in the suite when llama-cpp-python is
+installed (it compiles llama.cpp, so it is not a dependency of ragopt).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from ragopt.registry import register
 
 __all__ = ["LlamaCppLLM"]
 
-_MODELS: dict[tuple[str, int, int], Any] = {}
+_MODELS: dict[tuple[Any, ...], Any] = {}
 _LOCK = threading.Lock()
 
 
@@ -53,6 +56,16 @@ class LlamaCppLLM(LLMBackend):
     n_ctx: int = param(4096, doc="context window in tokens; part of the fingerprint", ge=16)
     n_threads: int | None = param(None, doc="CPU threads (None: llama.cpp's default)", ge=1)
     n_gpu_layers: int = param(0, doc="layers offloaded to the GPU (-1: all)", ge=-1)
+    prefix_cache: bool = param(
+        True,
+        doc="score: reuse the KV cache of the head a prompt shares with the previous one (false: read every "
+        "prompt from its first token; for measuring what the reuse saves)",
+    )
+    mmap: bool = param(
+        True,
+        doc="memory-map the GGUF (llama.cpp's default); false reads it into memory, which keeps a host that "
+        "reclaims page cache eagerly (some VMs) from re-reading weights from disk at every token",
+    )
 
     chunk_size = 16
 
@@ -73,6 +86,7 @@ class LlamaCppLLM(LLMBackend):
         super()._init_runtime()
         self._resolved_llm: Any = None
         self._llm: Any = None
+        self._chat_formatter: Any = None
 
     def _resolved(self) -> Any:
         if self._resolved_llm is None:
@@ -84,7 +98,7 @@ class LlamaCppLLM(LLMBackend):
             return self._llm
         llama_cpp = _require_llama_cpp()
         res = self._resolved()
-        key = (res.identity, self.n_ctx, self.n_gpu_layers)
+        key = (res.identity, self.n_ctx, self.n_gpu_layers, self.n_threads, self.mmap)
         with _LOCK:
             if key not in _MODELS:
                 try:
@@ -93,7 +107,8 @@ class LlamaCppLLM(LLMBackend):
                         n_ctx=self.n_ctx,
                         n_threads=self.n_threads,
                         n_gpu_layers=self.n_gpu_layers,
-                        logits_all=True,
+                        use_mmap=self.mmap,
+                        logits_all=False,
                         verbose=False,
                     )
                 except RagoptError:
@@ -105,9 +120,57 @@ class LlamaCppLLM(LLMBackend):
         self._llm = _MODELS[key]
         return self._llm
 
+    def render(self, prompt: Prompt) -> str:
+        """The text the model reads: a chat through the GGUF's own chat template (with the assistant turn
+        opened, as ``create_chat_completion`` does), plain text as it is."""
+        if isinstance(prompt, str):
+            return prompt
+        if self._chat_formatter is None:
+            from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+            llm = self.load()
+            template = llm.metadata.get("tokenizer.chat_template")
+            if not template:
+                raise LLMError(f"{self.describe()}: the GGUF has no chat template; send plain-text prompts")
+
+            def token(key: str) -> str:
+                tid = llm.metadata.get(key)
+                return llm.detokenize([int(tid)], special=True).decode("utf-8", "replace") if tid else ""
+
+            self._chat_formatter = Jinja2ChatFormatter(
+                template, token("tokenizer.ggml.eos_token_id"), token("tokenizer.ggml.bos_token_id")
+            )
+        return self._chat_formatter(messages=list(prompt)).prompt
+
+    def encode(self, prompt: Prompt) -> list[int]:
+        """Token ids of a prompt as the model reads it (BOS added where the model wants one)."""
+        llm = self.load()
+        return list(llm.tokenize(self.render(prompt).encode("utf-8"), add_bos=True, special=True))
+
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         llm = self.load()
         return [len(llm.tokenize(t.encode("utf-8"), add_bos=False, special=False)) for t in texts]
+
+    def _prefill(self, ids: list[int]) -> Any:
+        """Evaluate ``ids``, reusing the KV cache of the longest prefix shared with what the model last read
+        (so scoring two labels, or both orders of a pair that share a head, reads the shared part once), and
+        return the next-token logits after the last id."""
+        import numpy as np
+
+        llm = self.load()
+        import llama_cpp
+
+        have = llm.n_tokens if self.prefix_cache else 0
+        same = 0
+        if have:
+            prev = llm.input_ids[:have]
+            lim = min(have, len(ids) - 1)  # always evaluate at least the last id: its logits are the ones read
+            while same < lim and prev[same] == ids[same]:
+                same += 1
+        llm.n_tokens = same  # eval() drops the KV cache beyond n_tokens
+        llm.eval(ids[same:])
+        logits = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+        return np.ctypeslib.as_array(logits, shape=(llm.n_vocab(),)).astype(np.float64)
 
     def generate(self, prompts: Sequence[Prompt], params: GenerationParams | None = None) -> list[Completion]:
         params = params or GenerationParams()
@@ -117,31 +180,38 @@ class LlamaCppLLM(LLMBackend):
             "max_tokens": params.max_new_tokens,
             "temperature": float(params.temperature),
             "top_p": float(params.top_p) if not params.greedy else 1.0,
-            "stop": list(params.stop) or None,
+            "top_k": 0 if not params.greedy else 40,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
+            "stream": True,  # stops are read here, as apply_stop reads them (not inside leading whitespace)
         }
         if not params.greedy:
             kw["seed"] = params.seed
         out = []
         for p in prompts:
+            ids = self.encode(p)
+            if len(ids) + params.max_new_tokens > self.n_ctx:
+                raise LLMError(
+                    f"{self.describe()}: prompt has {len(ids)} tokens (+{params.max_new_tokens} to generate), "
+                    f"more than n_ctx {self.n_ctx}"
+                )
+            text, n, finish, stopped = "", 0, "length", False
             try:
-                if isinstance(p, str):
-                    r = llm.create_completion(p, **kw)
-                    text = r["choices"][0]["text"]
-                else:
-                    r = llm.create_chat_completion(messages=p, **kw)
-                    text = r["choices"][0]["message"]["content"] or ""
+                for chunk in llm.create_completion(ids, **kw):
+                    choice = chunk["choices"][0]
+                    text += choice.get("text") or ""
+                    if choice.get("finish_reason"):  # the last chunk: no new token
+                        finish = str(choice["finish_reason"])
+                    else:
+                        n += 1
+                    if params.stop:
+                        text, stopped = apply_stop(text, params.stop)
+                        if stopped:
+                            finish = "stop"
+                            break
             except (RuntimeError, ValueError) as e:
                 raise LLMError(f"{self.describe()}: generation failed: {e}") from e
-            text, stopped = apply_stop(text, params.stop)
-            usage = r.get("usage") or {}
-            out.append(
-                Completion(
-                    text,
-                    int(usage.get("prompt_tokens", 0)),
-                    int(usage.get("completion_tokens", 0)),
-                    "stop" if stopped else str(r["choices"][0].get("finish_reason") or "stop"),
-                )
-            )
+            out.append(Completion(text, len(ids), n, finish))
         return out
 
     def score(self, prompts: Sequence[Prompt], continuations: Sequence[str]) -> list[ContinuationScore]:
@@ -151,15 +221,16 @@ class LlamaCppLLM(LLMBackend):
         llm = self.load()
         out = []
         for p, c in zip(prompts, continuations):
-            if not isinstance(p, str):
-                raise LLMError(f"{self.describe()}: score takes plain-text prompts (render the chat first)")
-            p_ids = llm.tokenize(p.encode("utf-8"), add_bos=True, special=True)
-            c_ids = llm.tokenize(c.encode("utf-8"), add_bos=False, special=False)
-            llm.reset()
-            llm.eval(p_ids + c_ids[:-1])
-            logits = np.asarray(llm.scores[len(p_ids) - 1 : len(p_ids) + len(c_ids) - 1], dtype=np.float64)
-            logp = logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
-            vals = [float(logp[j, t]) for j, t in enumerate(c_ids)]
+            p_ids = self.encode(p)
+            c_ids = list(llm.tokenize(c.encode("utf-8"), add_bos=False, special=False))
+            if not c_ids:
+                raise LLMError(f"{self.describe()}: continuation {c!r} has no tokens")
+            if len(p_ids) + len(c_ids) > self.n_ctx:
+                raise LLMError(f"{self.describe()}: prompt + continuation exceed n_ctx {self.n_ctx}")
+            vals = []
+            for j, t in enumerate(c_ids):  # the logits before continuation token j
+                logits = self._prefill(p_ids + c_ids[:j])
+                vals.append(float(logits[t] - np.logaddexp.reduce(logits)))
             toks = tuple(llm.detokenize([t]).decode("utf-8", "replace") for t in c_ids)
             out.append(ContinuationScore(toks, tuple(vals), float(sum(vals)), len(p_ids), len(c_ids)))
         return out
