@@ -9,7 +9,9 @@ padding is small); every batch is counted (``encoder_batches``, ``encoder_texts`
 encoder's :meth:`~Encoder.spec` (what determines the vectors: model identity and content fingerprint,
 normalisation, max length, document prefix, precision; not batch size or device), the corpus
 fingerprint and ``with_title``. Encoding runs in shards of :data:`SHARD_SIZE` texts, each saved as it
-finishes under ``<store>/embeddings/.partial-<key>/``: an interrupted run resumes where it stopped.
+finishes under ``<store>/embeddings/.partial-<key>/``: an interrupted run resumes where it stopped. Inside
+``with use_shard_runner(runner):`` (:mod:`ragopt.encoders.shards`) the shards are encoded by ``runner``, e.g. on a
+Ray cluster (:mod:`ragopt.distributed`), and written here: the same shards and the same artifact.
 
 :class:`SentenceTransformerEncoder` wraps ``sentence_transformers.SentenceTransformer``: a hub id, a
 local directory, or the alias ``all-MiniLM-L6-v2`` (also ``minilm``), which resolves to the copy packaged
@@ -36,7 +38,7 @@ from ragopt.encoders.models import (
     resolve_precision,
     set_precision,
 )
-from ragopt.encoders.shards import encode_in_shards
+from ragopt.encoders.shards import RemoteShardJob, current_shard_runner, encode_in_shards
 from ragopt.errors import ArtifactError, ConfigError, DataError, StageError
 from ragopt.registry import register
 from ragopt.store import ArtifactStore
@@ -209,6 +211,7 @@ def _encode_shards(
         unit="text",
         what="embeddings",
         progress=progress,
+        remote=_remote_job(encoder, stats) if current_shard_runner() is not None else None,
     )
     out = np.lib.format.open_memmap(target, mode="w+", dtype=np.float32, shape=(len(texts), dim))
     for start, p in zip(starts, paths):
@@ -217,6 +220,21 @@ def _encode_shards(
     out.flush()
     del out
     return dim
+
+
+def _remote_job(encoder: Encoder, stats: Stats) -> RemoteShardJob:
+    """The corpus encoding described for a shard runner elsewhere (see :mod:`ragopt.encoders.shards`)."""
+    return RemoteShardJob(
+        encoder.to_config(), "doc", encoder.spec("doc"), on_stats=lambda c, s: _add_stats(stats, c, s)
+    )
+
+
+def _add_stats(stats: Stats, counts: dict[str, int], seconds: dict[str, float]) -> None:
+    """Add the call counts and seconds a remote worker reported for one shard."""
+    for name, n in counts.items():
+        stats.add(name, n)
+    for name, s in seconds.items():
+        stats.seconds[name] += float(s)
 
 
 def _npy_shape(path: Path) -> tuple[int, ...] | None:

@@ -2,9 +2,19 @@
 
 Indexes are built on the CPU and saved with ``faiss.write_index``; at load time Flat and IVF indexes move
 to the GPU when ``use_gpu`` is true, or ``auto`` and faiss was built with GPU support (``faiss-gpu``).
-Search-time settings (``ef_search``, ``nprobe``, ``use_gpu``) are not part of the artifact key.
-IVF training samples (and faiss' k-means) are drawn with ``seed``. faiss' HNSW draws node levels from its
-own fixed-seed generator, so HNSW builds are deterministic for a given insertion order.
+Search-time settings (``ef_search``, ``nprobe``, ``use_gpu``; ``mmap`` and ``add_batch`` of ``faiss_ivfpq``) are
+not part of the artifact key. IVF training samples (and faiss' k-means) are drawn with ``seed``. faiss' HNSW draws
+node levels from its own fixed-seed generator, so HNSW builds are deterministic for a given insertion order.
+
+Scale (the ``faiss_ivfpq`` recipe for corpora of millions): Flat and IVF indexes are filled ``add_batch`` rows
+(65,536) at a time from the vectors they are given, which may be a memory-mapped ``.npy`` (the embeddings artifact
+is one): the build holds the index plus one batch, never a second copy of the corpus' vectors, and checks each
+batch for NaN/inf as it goes (the index is the one a single ``add`` of all rows makes). IVF indexes are trained on
+a seeded sample (by default 256 rows per centroid, what faiss' k-means uses at most; ``train_size`` of
+``faiss_ivfpq`` sets it), so a corpus of any size trains in the time of its sample. With ``mmap: true`` a
+``faiss_ivfpq`` index is memory-mapped at load time (faiss ``IO_FLAG_MMAP``: its inverted lists stay in the file)
+instead of read into memory: loading is instant, only the lists a query visits are paged in, and processes serving
+the same index share one copy in the page cache. The results are the same either way.
 """
 
 from __future__ import annotations
@@ -27,6 +37,7 @@ __all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex
 
 INDEX_FILE = "index.faiss"
 GPU_MAX_K = 2048  # faiss GPU search limit
+ADD_BATCH = 65536  # rows per add() call when filling Flat and IVF indexes
 
 
 def _faiss() -> Any:
@@ -48,12 +59,25 @@ class _Faiss(DenseIndex):
     """Shared save/load/search of faiss indexes."""
 
     gpu_capable: ClassVar[bool] = True
+    batched_add: ClassVar[bool] = False  # fill add_batch rows at a time (same index as one add(); not HNSW)
+    mmap_flag: ClassVar[str | None] = None  # the faiss IO flag that memory-maps this kind of index
 
     def build(self, vectors: np.ndarray, out_dir: Path) -> dict[str, Any] | None:
         faiss = _faiss()
-        vectors = self.check_vectors(vectors)
-        index, extra = self._make(faiss, vectors)
-        index.add(vectors)
+        if self.batched_add:
+            vectors = _check_shape(vectors)
+            index, extra = self._make(faiss, vectors)
+            step = max(1, int(getattr(self, "add_batch", ADD_BATCH)))
+            for start in range(0, vectors.shape[0], step):
+                chunk = np.ascontiguousarray(vectors[start : start + step], dtype=np.float32)
+                if not np.isfinite(chunk).all():
+                    bad = start + int(np.flatnonzero(~np.isfinite(chunk).all(axis=1))[0])
+                    raise ConfigError("", f"vectors contain NaN or infinite values (first at row {bad})")
+                index.add(chunk)
+        else:
+            vectors = self.check_vectors(vectors)
+            index, extra = self._make(faiss, vectors)
+            index.add(vectors)
         faiss.write_index(index, str(Path(out_dir) / INDEX_FILE))
         return {"faiss_version": faiss.__version__, "ntotal": int(index.ntotal), **(extra or {})}
 
@@ -62,7 +86,10 @@ class _Faiss(DenseIndex):
 
     def _load(self, directory: Path) -> LoadedIndex:
         faiss = _faiss()
-        index = faiss.read_index(str(directory / INDEX_FILE))
+        if getattr(self, "mmap", False) and self.mmap_flag is not None:
+            index = faiss.read_index(str(directory / INDEX_FILE), getattr(faiss, self.mmap_flag))
+        else:
+            index = faiss.read_index(str(directory / INDEX_FILE))
         res = None
         if self.gpu_capable and self._want_gpu(faiss):
             res = faiss.StandardGpuResources()
@@ -98,7 +125,20 @@ class _Faiss(DenseIndex):
         return idx, scores
 
 
+def _check_shape(vectors: np.ndarray) -> np.ndarray:
+    """A non-empty 2-D float32 array, not copied (a memory map stays one); values are checked batch by batch."""
+    vectors = np.asarray(vectors)
+    if vectors.ndim != 2 or vectors.shape[0] == 0 or vectors.shape[1] == 0:
+        raise ConfigError("", f"cannot index vectors of shape {vectors.shape}: need a non-empty (n, dim) array")
+    if vectors.dtype != np.float32:
+        vectors = vectors.astype(np.float32)
+    return vectors
+
+
 _USE_GPU_DOC = "move the index to the GPU at load time: auto (when faiss has GPU support), true, false"
+_TRAIN_DOC = "rows of the seeded training sample (null: 256 per centroid, all rows when fewer)"
+_MMAP_DOC = "memory-map the index at load time instead of reading it into memory (same results)"
+_ADD_BATCH_DOC = "vectors added per call while filling the index (memory of the build; not the result)"
 
 
 @register("faiss_flat")
@@ -106,6 +146,7 @@ class FaissFlatIndex(_Faiss):
     """Exact inner-product search (``IndexFlatIP``)."""
 
     runtime_params: ClassVar[tuple[str, ...]] = ("use_gpu",)
+    batched_add: ClassVar[bool] = True
 
     use_gpu: bool | Literal["auto"] = param("auto", doc=_USE_GPU_DOC)
 
@@ -134,19 +175,38 @@ class FaissHNSWIndex(_Faiss):
 
 
 class _IVF(_Faiss):
+    batched_add: ClassVar[bool] = True
+    mmap_flag: ClassVar[str | None] = "IO_FLAG_MMAP"
+
+    def build_spec(self) -> dict[str, Any]:
+        spec = super().build_spec()
+        if spec.get("train_size") is None:  # the default sample: keys of indexes built before the field stay valid
+            spec.pop("train_size", None)
+        return spec
+
     def _nlist(self, n: int) -> int:
         nlist = self.nlist if self.nlist is not None else auto_nlist(n)
         if nlist > n:
             raise ConfigError("nlist", f"{self.type_name}: nlist={nlist} exceeds the {n} vectors to index")
         return nlist
 
-    def _train(self, index: Any, vectors: np.ndarray, n_train: int) -> None:
+    def _train(self, index: Any, vectors: np.ndarray, n_train: int) -> int:
+        """Train on a seeded sample of ``n_train`` rows (``train_size`` when set); return the sample size."""
         index.cp.seed = self.seed
         index.cp.spherical = True  # centroids on the unit sphere: the right k-means for inner product
+        if getattr(self, "train_size", None) is not None:  # a field of faiss_ivfpq
+            n_train = self.train_size
         rng = np.random.default_rng(self.seed)
         n = vectors.shape[0]
+        if min(n, n_train) < index.nlist:
+            raise ConfigError("train_size", f"{self.type_name}: a training sample of {min(n, n_train)} vectors cannot "
+                                            f"train {index.nlist} inverted lists; raise train_size or lower nlist")
         sample = vectors if n <= n_train else vectors[np.sort(rng.choice(n, n_train, replace=False))]
-        index.train(np.ascontiguousarray(sample))
+        sample = np.ascontiguousarray(sample, dtype=np.float32)
+        if not np.isfinite(sample).all():
+            raise ConfigError("", "vectors contain NaN or infinite values (in the training sample)")
+        index.train(sample)
+        return int(sample.shape[0])
 
     def _params(self, faiss: Any, k: int) -> Any:
         return faiss.SearchParametersIVF(nprobe=self.nprobe)
@@ -167,22 +227,25 @@ class FaissIVFIndex(_IVF):
         n, d = vectors.shape
         nlist = self._nlist(n)
         index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
-        self._train(index, vectors, 256 * nlist)
-        return index, {"nlist": nlist}
+        n_train = self._train(index, vectors, 256 * nlist)
+        return index, {"nlist": nlist, "trained_on": n_train}
 
 
 @register("faiss_ivfpq")
 class FaissIVFPQIndex(_IVF):
     """Inverted lists of product-quantised vectors (``IndexIVFPQ``, inner product): compact, approximate."""
 
-    runtime_params: ClassVar[tuple[str, ...]] = ("nprobe", "use_gpu")
+    runtime_params: ClassVar[tuple[str, ...]] = ("nprobe", "use_gpu", "mmap", "add_batch")
 
     nlist: int | None = param(None, doc="inverted lists (null: about 4*sqrt(n), at most n/39)", ge=1)
     nprobe: int = param(16, doc="lists visited per query", ge=1)
     m: int = param(16, doc="sub-quantisers; must divide the vector dimension", ge=1)
     nbits: int = param(8, doc="bits per sub-quantiser code", ge=1, le=16)
     seed: int = param(0, doc="seed of the training sample and k-means")
+    train_size: int | None = param(None, doc=_TRAIN_DOC, ge=1)
     use_gpu: bool | Literal["auto"] = param("auto", doc=_USE_GPU_DOC)
+    mmap: bool = param(False, doc=_MMAP_DOC)
+    add_batch: int = param(ADD_BATCH, doc=_ADD_BATCH_DOC, ge=1)
 
     def _make(self, faiss: Any, vectors: np.ndarray) -> tuple[Any, dict | None]:
         n, d = vectors.shape
@@ -190,14 +253,16 @@ class FaissIVFPQIndex(_IVF):
             divisors = [x for x in range(1, d + 1) if d % x == 0]
             raise ConfigError("m", f"faiss_ivfpq: m={self.m} sub-quantisers must divide the vector dimension "
                                    f"{d} (divisors of {d}: {divisors})")
-        if n < (1 << self.nbits):
-            raise ConfigError("nbits", f"faiss_ivfpq: nbits={self.nbits} needs at least {1 << self.nbits} "
-                                       f"vectors to train its codebooks, got {n}")
+        n_fit = min(n, self.train_size or n)
+        if n_fit < (1 << self.nbits):
+            field = "train_size" if n_fit < n else "nbits"
+            raise ConfigError(field, f"faiss_ivfpq: nbits={self.nbits} needs at least {1 << self.nbits} vectors to "
+                                     f"train its codebooks, got {n_fit}" + (" (train_size)" if n_fit < n else ""))
         nlist = self._nlist(n)
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT)
         index.pq.cp.seed = self.seed
-        self._train(index, vectors, 256 * max(nlist, 1 << self.nbits))
-        return index, {"nlist": nlist, "code_bytes": int(index.code_size)}
+        n_train = self._train(index, vectors, 256 * max(nlist, 1 << self.nbits))
+        return index, {"nlist": nlist, "code_bytes": int(index.code_size), "trained_on": n_train}
 
 
 # the names before indexes were suffixed by role

@@ -82,7 +82,7 @@ def test_shared_options_are_declared_once(option):
 def test_fitting_commands_share_one_option_set():
     names = {cmd: [a.dest for a in _subparsers(cli.build_parser())[cmd]._actions] for cmd in ("index", "eval")}
     common = ["help", "dataset", "pipeline", "set", "index_dir", "rebuild", "no_progress", "json"]
-    assert names["index"] == common
+    assert names["index"] == [*common, "ray", "ray_workers", "ray_cpus_per_worker"]
     assert names["eval"][:9] == [*common[:4], "split", *common[4:]]
 
 
