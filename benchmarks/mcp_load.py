@@ -7,6 +7,11 @@ percentiles per call, and errors (exceptions, timeouts and ``isError`` results: 
 this process, so on a small machine they compete with the server for the same cores.
 
     python benchmarks/mcp_load.py [--tools toollens] [--pipeline tools] [--clients 8 32] [--requests 50]
+
+``--compare REF`` also serves the ragopt of git revision REF (``git archive`` into a temporary folder), or of
+a folder REF that holds a ``ragopt`` package (same index store, same tools), and runs every round against both servers in turn, alternating which goes first, so
+the figures compare side by side under the same load (``variant``: ``before`` is REF, ``after`` this tree).
+Each run also records the CPU seconds the server process and this client process used, per call.
 """
 
 from __future__ import annotations
@@ -27,7 +32,33 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def start_server(tools: str, pipeline: str, token: str, workdir: Path, start_timeout: float) -> tuple:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def checkout(ref: str, dest: Path) -> Path:
+    """The ragopt package and named pipelines of git revision ``ref``, extracted under ``dest``."""
+    dest.mkdir(parents=True, exist_ok=True)
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", ref, "ragopt", "pipelines"], capture_output=True, check=True
+    ).stdout
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive, check=True)
+    return dest
+
+
+def start_server(
+    tools: str,
+    pipeline: str,
+    token: str,
+    workdir: Path,
+    start_timeout: float,
+    src: Path = ROOT,
+    extra: tuple[str, ...] = (),
+) -> tuple:
+    """Serve from the ragopt under ``src`` (``python -m`` puts the working folder first on sys.path)."""
+    workdir.mkdir(parents=True, exist_ok=True)
     ready = workdir / "ready.json"
     log = open(workdir / "server.log", "w")
     proc = subprocess.Popen(
@@ -48,11 +79,14 @@ def start_server(tools: str, pipeline: str, token: str, workdir: Path, start_tim
             "0",
             "--ready-file",
             str(ready),
+            "--index-dir",
+            os.environ.get("RAGOPT_INDEX_DIR") or str(ROOT / "indexes"),
+            *extra,
         ],
         env={**os.environ, "RAGOPT_MCP_TOKEN": token},
         stdout=log,
         stderr=subprocess.STDOUT,
-        cwd=str(ROOT),
+        cwd=str(src),
     )
     deadline = time.monotonic() + start_timeout
     while not ready.exists():
@@ -146,6 +180,12 @@ def main() -> None:
     ap.add_argument("-k", type=int, default=5)
     ap.add_argument("--timeout", type=float, default=300.0, help="deadline of each round in seconds")
     ap.add_argument("--start-timeout", type=float, default=300.0)
+    ap.add_argument(
+        "--compare",
+        metavar="REF",
+        help="also serve git revision REF (or the ragopt in folder REF) and run each round on both",
+    )
+    ap.add_argument("--repeat", type=int, default=1, help="rounds per client count and server (default: 1)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mcp_load.json"))
     ap.add_argument("--append", action="store_true", help="add these runs to the --out file's")
     args = ap.parse_args()
@@ -163,51 +203,107 @@ def main() -> None:
     if not queries:
         queries = ["search the web", "weather forecast", "send an email", "convert currency", "translate text"]
     token = secrets.token_urlsafe(24)
+    runs = []
     with tempfile.TemporaryDirectory(prefix="ragopt-mcp-load-") as tmp:
-        t0 = time.perf_counter()
-        proc, log, url = start_server(tools, args.pipeline, token, Path(tmp), args.start_timeout)
-        start_s = time.perf_counter() - t0
-        runs = []
+        variants = {"after": ROOT}
+        if args.compare:
+            before = Path(args.compare) if (Path(args.compare) / "ragopt").is_dir() else None
+            variants = {"before": before or checkout(args.compare, Path(tmp) / "before"), "after": ROOT}
+        servers: dict[str, tuple] = {}
         try:
-            anyio.run(one_round, url, token, 1, 5, queries, args.k, args.timeout)  # warm-up
+            for name, src in variants.items():
+                t0 = time.perf_counter()
+                proc, log, url = start_server(
+                    tools, args.pipeline, token, Path(tmp) / f"server-{name}", args.start_timeout, src
+                )
+                servers[name] = (proc, log, url, round(time.perf_counter() - t0, 2))
+                anyio.run(one_round, url, token, 1, 5, queries, args.k, args.timeout)  # warm-up
+            names = list(servers)
             for n in args.clients:
-                load_before = os.getloadavg()[0]
-                r = anyio.run(one_round, url, token, n, args.requests, queries, args.k, args.timeout)
-                r.update(
-                    pipeline=args.pipeline,
-                    tools=Path(tools).name,
-                    loadavg_1min_before=round(load_before, 2),
-                    server_start_s=round(start_s, 2),
-                )
-                runs.append(r)
-                print(
-                    f"{args.pipeline} {n:>3} clients x {args.requests}: {r['throughput_rps']:.1f} calls/s, "
-                    f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}"
-                    + (" (TIMED OUT)" if r["timed_out"] else ""),
-                    file=sys.stderr,
-                )
+                for rep in range(args.repeat):
+                    order = names if (rep + args.clients.index(n)) % 2 == 0 else names[::-1]
+                    for name in order:
+                        proc, _, url, start_s = servers[name]
+                        load_before = os.getloadavg()
+                        cpu0, client0 = cpu_seconds(proc.pid), time.process_time()
+                        r = anyio.run(one_round, url, token, n, args.requests, queries, args.k, args.timeout)
+                        server_cpu, client_cpu = cpu_seconds(proc.pid) - cpu0, time.process_time() - client0
+                        r.update(
+                            pipeline=args.pipeline,
+                            tools=Path(tools).name,
+                            variant=name if args.compare else "current",
+                            ref=args.compare if name == "before" else "working tree",
+                            repeat=rep,
+                            loadavg_1min_before=round(load_before[0], 2),
+                            loadavg_1min_after=round(os.getloadavg()[0], 2),
+                            server_cpu_ms_per_call=round(1000 * server_cpu / max(r["completed"], 1), 2),
+                            client_cpu_ms_per_call=round(1000 * client_cpu / max(r["completed"], 1), 2),
+                            server_start_s=start_s,
+                        )
+                        runs.append(r)
+                        print(
+                            f"{args.pipeline} {r['variant']:>7} {n:>3} clients x {args.requests}: "
+                            f"{r['throughput_rps']:.1f} calls/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
+                            f"errors {r['errors']}, server CPU {r['server_cpu_ms_per_call']:.2f} ms/call, "
+                            f"client CPU {r['client_cpu_ms_per_call']:.2f} ms/call, load {load_before[0]:.2f}"
+                            + (" (TIMED OUT)" if r["timed_out"] else ""),
+                            file=sys.stderr,
+                        )
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
-            log.close()
+            for proc, log, _, _ in servers.values():
+                proc.terminate()
+                try:
+                    proc.wait(timeout=20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(timeout=20)
+                log.close()
     out = Path(args.out)
     previous = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
     result = {
         "date": time.strftime("%Y-%m-%d"),
         "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "transport": "streamable HTTP, 127.0.0.1, bearer token",
         "k": args.k,
         "runs": previous + runs,
     }
+    if any(r.get("variant") == "before" for r in result["runs"]):
+        result["ratios"] = ratios(result["runs"])
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(out)
     if any(r["errors"] for r in runs):
         sys.exit(1)
+
+
+def ratios(runs: list[dict]) -> list[dict]:
+    """after / before per pipeline and client count, over the mean of the rounds of each."""
+    out = []
+    keys = sorted({(r["pipeline"], r["clients"]) for r in runs if r.get("variant") in ("before", "after")})
+    for pipeline, n in keys:
+        sel = {
+            v: [r for r in runs if r["pipeline"] == pipeline and r["clients"] == n and r.get("variant") == v]
+            for v in ("before", "after")
+        }
+        if not sel["before"] or not sel["after"]:
+            continue
+        mean = lambda v, key: float(np.mean([r[key] for r in sel[v]]))
+        out.append(
+            {
+                "pipeline": pipeline,
+                "clients": n,
+                "ref": sel["before"][0]["ref"],
+                "throughput_before": round(mean("before", "throughput_rps"), 1),
+                "throughput_after": round(mean("after", "throughput_rps"), 1),
+                "throughput_ratio": round(mean("after", "throughput_rps") / mean("before", "throughput_rps"), 2),
+                "p99_ms_before": round(mean("before", "p99_ms"), 1),
+                "p99_ms_after": round(mean("after", "p99_ms"), 1),
+                "server_cpu_ms_per_call_before": round(mean("before", "server_cpu_ms_per_call"), 2),
+                "server_cpu_ms_per_call_after": round(mean("after", "server_cpu_ms_per_call"), 2),
+            }
+        )
+    return out
 
 
 if __name__ == "__main__":

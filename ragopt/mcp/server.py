@@ -92,7 +92,7 @@ def build_server(
     )
 
     @mcp.tool(annotations=ToolAnnotations(read_only_hint=True, open_world_hint=False))
-    def search_tools(
+    async def search_tools(
         query: Annotated[
             str,
             Field(
@@ -105,7 +105,7 @@ def build_server(
         """Find the tools that fit a task. Returns up to k tools, best first: id, description, input_schema, score
         (and name when it differs from id); truncated, query_chars and used_chars when the query was cut."""
         try:
-            return _text_result(service.search(query, k))
+            return _text_result(await service.search_async(query, k))
         except ToolServiceError as e:
             raise ToolError(str(e)) from None
 
@@ -136,9 +136,80 @@ def build_server(
     return mcp
 
 
-def http_app(mcp: Any, service: ToolService, host: str = "127.0.0.1") -> Any:
-    """The Starlette app serving streamable HTTP at ``/mcp`` with the service's request-size cap."""
-    return mcp.streamable_http_app(host=host, max_request_body_size=service.limits.max_request_bytes)
+def http_app(mcp: Any, service: ToolService, host: str = "127.0.0.1", token: str | None = None) -> Any:
+    """The ASGI app serving streamable HTTP at ``/mcp`` with the service's limits: request size, open sessions,
+    and time to send a request body (:class:`BodyDeadline`). Answers are JSON, not event streams: no tool here
+    sends anything before its result, and a JSON answer is cheaper to make and to read. ``token``: the bearer
+    token ``mcp`` was built with; requests without it go to the SDK's 401 without their body being read."""
+    limits = service.limits
+    app = mcp.streamable_http_app(
+        host=host,
+        max_request_body_size=limits.max_request_bytes,
+        max_sessions=limits.max_sessions,
+        json_response=True,
+    )
+    return BodyDeadline(app, limits.request_read_seconds, limits.max_request_bytes, token)
+
+
+class BodyDeadline:
+    """ASGI middleware: a POST's whole body must arrive within ``seconds`` (else 408 and the connection is closed)
+    and be at most ``max_bytes`` (else 413), before the app sees the request. A client that sends half a request
+    and goes silent (slowloris) holds a connection for ``seconds``, not forever. With a ``token``, only requests
+    that present it are read here (the others go on to the app's 401 unread: no buffering for strangers)."""
+
+    def __init__(self, app: Any, seconds: float, max_bytes: int, token: str | None = None):
+        self.app, self.seconds, self.max_bytes = app, seconds, max_bytes
+        self.authorization = f"Bearer {token}".encode() if token else None
+
+    def __getattr__(self, name: str) -> Any:  # the wrapped Starlette app's router, state, ...
+        return getattr(self.app, name)
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        import anyio
+        from starlette.responses import PlainTextResponse
+
+        headers = dict(scope.get("headers") or [])
+        if self.authorization is not None and not hmac.compare_digest(
+            headers.get(b"authorization", b""), self.authorization
+        ):
+            await self.app(scope, receive, send)
+            return
+        declared = headers.get(b"content-length", b"").strip()
+        if declared.isdigit() and int(declared) > self.max_bytes:
+            await PlainTextResponse("Request body too large", 413)(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.seconds) as timer:
+            while True:
+                message = await receive()
+                if message["type"] == "http.disconnect":
+                    return
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_bytes:
+                    await PlainTextResponse("Request body too large", 413)(scope, receive, send)
+                    return
+                chunks.append(chunk)
+                if not message.get("more_body"):
+                    break
+        if timer.cancelled_caught:
+            text = f"request body not received within {self.seconds:g} s"
+            await PlainTextResponse(text, 408, headers={"Connection": "close"})(scope, receive, send)
+            return
+        body, replayed = b"".join(chunks), False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def serve(
@@ -166,7 +237,12 @@ def serve(
             file=sys.stderr,
         )
     config = uvicorn.Config(
-        http_app(mcp, service, host), host=host, port=port, log_level=log_level, timeout_keep_alive=30, lifespan="on"
+        http_app(mcp, service, host, token),
+        host=host,
+        port=port,
+        log_level=log_level,
+        timeout_keep_alive=30,
+        lifespan="on",
     )
     server = uvicorn.Server(config)
 

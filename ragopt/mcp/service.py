@@ -22,7 +22,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -88,14 +88,19 @@ class Limits:
     max_arguments_bytes: int = 256 * 1024  # JSON size of call_tool's arguments
     max_request_bytes: int = 1024 * 1024  # HTTP request body (the transport enforces it; a query over it is refused)
     min_refresh_seconds: float = 2.0  # refresh_tools more often than this re-lists nothing
+    max_sessions: int = 1000  # open MCP sessions (HTTP, handshake protocols); one more is answered 503
+    request_read_seconds: float = 30.0  # HTTP: a request body not received within this is answered 408
 
     def __post_init__(self) -> None:
         if not 1 <= self.default_k <= self.max_k:
             raise ConfigError("limits.default_k", f"must be in [1, max_k={self.max_k}], got {self.default_k}")
-        for f in ("max_query_words", "max_arguments_bytes", "max_request_bytes"):
+        for f in ("max_query_words", "max_arguments_bytes", "max_request_bytes", "max_sessions"):
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ConfigError(f"limits.{f}", f"must be an integer >= 1, got {v!r}")
+        t = self.request_read_seconds
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < math.inf:
+            raise ConfigError("limits.request_read_seconds", f"must be a positive number of seconds, got {t!r}")
 
 
 def query_word_limit(pipeline: Component) -> int:
@@ -165,69 +170,163 @@ class _Index:
     pipeline: Stage | None  # None for an empty catalogue
 
 
-class _Slot:
-    __slots__ = ("pipeline", "query", "result", "error", "done")
+@dataclass(frozen=True)
+class _Search:
+    """One checked search request: what is searched (``used``), and how to turn the ranking into the result."""
 
-    def __init__(self, pipeline: Stage, query: str):
-        self.pipeline, self.query = pipeline, query
+    query: str
+    used: str
+    truncated: bool
+    k: int
+    index: _Index
+
+    def result(self, ranked: list[tuple[str, float]]) -> SearchResult:
+        catalog = self.index.catalog
+        out = SearchResult(tools=[tool_hit(catalog.get(i), s) for i, s in ranked[: self.k]], n_tools=len(catalog))
+        if self.truncated:
+            out.update(truncated=True, query_chars=len(self.query), used_chars=len(self.used))
+        return out
+
+
+class _Slot:
+    __slots__ = ("pipeline", "query", "result", "error", "deliver", "wanted", "t")
+
+    def __init__(
+        self, pipeline: Stage, query: str, deliver: Callable[[_Slot], None], wanted: Callable[[], bool] | None = None
+    ):
+        self.pipeline, self.query, self.deliver, self.wanted = pipeline, query, deliver, wanted
         self.result: list[tuple[str, float]] | None = None
         self.error: BaseException | None = None
-        self.done = threading.Event()
+        self.t = time.monotonic()
 
 
 class _Batcher:
-    """Runs concurrent searches as batches: one thread at a time (stages are not promised to be thread-safe:
-    stemmers, torch) calls the pipeline once for every query waiting on the same pipeline, so concurrent
-    requests share one encoder batch instead of queueing behind each other. ``calls`` counts pipeline calls."""
+    """Runs concurrent searches as micro-batches on one worker thread.
 
-    def __init__(self, max_batch: int = 64):
-        self.max_batch = max_batch
+    Stages are not promised to be thread-safe (stemmers, torch), so one thread calls the pipeline. Requests wait
+    in a queue; each round the worker takes every query waiting for the same pipeline, sorts them by length and
+    runs them in batches of at most ``max_batch`` queries, answering each batch's callers as soon as it is done.
+    Small length-sorted batches, not one big one: on CPU an encoder batch pads every query to its longest, and
+    per query a batch of 64 costs 2-3x a batch of 8 (measured with all-MiniLM-L6-v2 on toollens queries,
+    benchmarks/MCP.md). When fewer than ``max_batch`` queries wait, the worker waits up to ``max_wait`` seconds
+    from the first one's arrival for more. The thread starts on the first request and ends after ``idle``
+    seconds without any. ``calls`` counts pipeline calls."""
+
+    def __init__(self, max_batch: int = 8, max_wait: float = 0.002, idle: float = 60.0, max_round: int = 256):
+        self.max_batch, self.max_wait, self.idle, self.max_round = max_batch, max_wait, idle, max_round
         self._pending: list[_Slot] = []
-        self._pending_lock = threading.Lock()
-        self._run_lock = threading.Lock()
+        self._cv = threading.Condition()
+        self._thread: threading.Thread | None = None
         self.calls = 0
 
-    def search(self, pipeline: Stage, query: str) -> list[tuple[str, float]]:
-        slot = _Slot(pipeline, query)
-        with self._pending_lock:
+    def submit(
+        self,
+        pipeline: Stage,
+        query: str,
+        deliver: Callable[[_Slot], None],
+        wanted: Callable[[], bool] | None = None,
+    ) -> None:
+        """Queue ``query``; ``deliver(slot)`` is called on the worker thread once its result or error is set.
+        ``wanted()`` false when its batch comes: the caller has gone (cancelled), the query is dropped unrun."""
+        slot = _Slot(pipeline, query, deliver, wanted)
+        with self._cv:
             self._pending.append(slot)
-        while not slot.done.is_set():
-            if self._run_lock.acquire(timeout=0.005):
-                try:
-                    self._run_batch()
-                finally:
-                    self._run_lock.release()
-            else:
-                slot.done.wait(0.005)
-        if slot.error is not None:
-            raise slot.error
-        return slot.result or []
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="ragopt-mcp-search", daemon=True)
+                self._thread.start()
+            self._cv.notify()
 
-    def _run_batch(self) -> None:
-        with self._pending_lock:
-            if not self._pending:
-                return
+    def search(self, pipeline: Stage, query: str) -> list[tuple[str, float]]:
+        """The ranked ``(id, score)`` list for ``query``, from a thread (blocks until its batch ran)."""
+        done = threading.Event()
+        box: list[_Slot] = []
+
+        def deliver(slot: _Slot) -> None:
+            box.append(slot)
+            done.set()
+
+        self.submit(pipeline, query, deliver)
+        done.wait()
+        return _outcome(box[0])
+
+    async def search_async(self, pipeline: Stage, query: str) -> list[tuple[str, float]]:
+        """:meth:`search` for an asyncio event loop: waits without holding a thread."""
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[_Slot] = loop.create_future()
+
+        def resolve(slot: _Slot) -> None:
+            if not future.done():  # the caller may have been cancelled
+                future.set_result(slot)
+
+        self.submit(pipeline, query, lambda slot: loop.call_soon_threadsafe(resolve, slot), lambda: not future.done())
+        return _outcome(await future)
+
+    def _take(self) -> list[_Slot] | None:
+        """The next round (None: idle for ``idle`` seconds, the thread ends)."""
+        with self._cv:
+            while not self._pending:
+                if not self._cv.wait(self.idle) and not self._pending:
+                    self._thread = None
+                    return None
+            if len(self._pending) < self.max_batch and self.max_wait > 0:
+                until = self._pending[0].t + self.max_wait
+                while len(self._pending) < self.max_batch and (left := until - time.monotonic()) > 0:
+                    self._cv.wait(left)
             pipe = self._pending[0].pipeline
-            batch = [s for s in self._pending if s.pipeline is pipe][: self.max_batch]
+            batch = [s for s in self._pending if s.pipeline is pipe][: self.max_round]
             taken = set(map(id, batch))
             self._pending = [s for s in self._pending if id(s) not in taken]
+            return batch
+
+    def _work(self) -> None:
+        batch: list[_Slot] = []
+        try:
+            while (batch := self._take()) is not None:
+                batch.sort(key=lambda s: len(s.query))
+                for start in range(0, len(batch), self.max_batch):
+                    # an overloaded server skips the queries whose callers gave up, instead of falling behind
+                    chunk = [s for s in batch[start : start + self.max_batch] if s.wanted is None or s.wanted()]
+                    if chunk:
+                        self._run(chunk)
+        except BaseException as e:  # a bug here must fail the waiting requests, not leave them waiting forever
+            log.exception("tool search worker failed")
+            with self._cv:
+                self._thread, failed, self._pending = None, self._pending, []
+            for s in [s for s in batch or [] if s.result is None and s.error is None] + failed:
+                s.error = e
+                s.deliver(s)
+
+    def _run(self, batch: list[_Slot]) -> None:
         try:
             self.calls += 1
-            out = pipe.search([s.query for s in batch])
+            out = batch[0].pipeline.search([s.query for s in batch])
             for row, s in enumerate(batch):
                 s.result = out.ranked(row)
-        except BaseException as e:
+        except BaseException as e:  # the callers get it; the worker goes on
             for s in batch:
                 s.error = e
-        finally:
-            for s in batch:
-                s.done.set()
+        for s in batch:
+            try:
+                s.deliver(s)
+            except Exception:  # a closed event loop: its caller is gone
+                log.debug("search result not delivered", exc_info=True)
+
+
+def _outcome(slot: _Slot) -> list[tuple[str, float]]:
+    if slot.error is not None:
+        raise slot.error
+    return slot.result or []
 
 
 class ToolService:
     """Tool search over a catalogue (from ``tools``: a JSONL path, a dataset folder or a Catalog), or, in gateway
     mode, over the tools of the upstream servers in ``gateway``. ``pipeline`` is a template: it is cloned and
-    fitted for each catalogue version (indexes come from ``store``, keyed by the catalogue's corpus)."""
+    fitted for each catalogue version (indexes come from ``store``, keyed by the catalogue's corpus), then runs one
+    query so its models are loaded before the first request. Concurrent searches run as length-sorted batches of
+    at most ``batch_size`` queries on one worker thread, which waits up to ``batch_wait`` seconds for a batch to
+    fill (:class:`_Batcher`)."""
 
     def __init__(
         self,
@@ -238,6 +337,8 @@ class ToolService:
         template: TextTemplate | None = None,
         store: Any = None,
         limits: Limits | None = None,
+        batch_size: int = 8,
+        batch_wait: float = 0.002,
     ):
         if (tools is None) == (gateway is None):
             raise ConfigError(
@@ -253,7 +354,11 @@ class ToolService:
         self.store = store
         self.limits = limits or Limits()
         self.query_words = self.limits.max_query_words or query_word_limit(pipeline)
-        self._batcher = _Batcher(max_batch=64)  # one pipeline call at a time, for all queries waiting
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
+        if not isinstance(batch_wait, int | float) or not 0 <= batch_wait <= 1:
+            raise ConfigError("batch_wait", f"must be a number of seconds in [0, 1], got {batch_wait!r}")
+        self._batcher = _Batcher(max_batch=batch_size, max_wait=float(batch_wait))
         self._refresh_lock: Any = None
         self._last_refresh = -math.inf
         self._pool: UpstreamPool | None = None
@@ -279,6 +384,7 @@ class ToolService:
             return _Index(catalog, None)
         pipe = self.pipeline.clone()
         pipe.fit(catalog.corpus, self.store, progress=False)
+        pipe.search([next(iter(catalog)).name])  # warm: load the models now, not on the first request
         return _Index(catalog, pipe)
 
     def info(self) -> dict[str, Any]:
@@ -323,18 +429,28 @@ class ToolService:
         """The ``k`` best tools for ``query``, best first: id, description, score, and name, input schema and
         server where they tell something (see :class:`ToolHit`). A query longer than what the pipeline reads is
         cut to its first :attr:`query_words` words, and the result says so."""
-        original = query
-        query, k = self.check_query(query, k)
-        used, truncated = cut_query(query, self.query_words)
-        idx = self._index
-        hits: list[ToolHit] = []
-        if idx.pipeline is not None:
-            for tool_id, score in self._batcher.search(idx.pipeline, used)[:k]:
-                hits.append(tool_hit(idx.catalog.get(tool_id), score))
-        result = SearchResult(tools=hits, n_tools=len(idx.catalog))
-        if truncated:
-            result.update(truncated=True, query_chars=len(original), used_chars=len(used))
-        return result
+        req = self._request(query, k)
+        ranked = self._batcher.search(req.index.pipeline, req.used) if req.index.pipeline is not None else []
+        return req.result(ranked)
+
+    async def search_async(self, query: str, k: int | None = None) -> SearchResult:
+        """:meth:`search` for an event loop: the query waits for its batch without holding a thread (asyncio;
+        other event loops run :meth:`search` in a worker thread)."""
+        import sniffio
+
+        if sniffio.current_async_library() != "asyncio":
+            import anyio
+
+            return await anyio.to_thread.run_sync(self.search, query, k)
+        req = self._request(query, k)
+        pipe = req.index.pipeline
+        ranked = await self._batcher.search_async(pipe, req.used) if pipe is not None else []
+        return req.result(ranked)
+
+    def _request(self, query: Any, k: Any) -> _Search:
+        checked, k = self.check_query(query, k)
+        used, truncated = cut_query(checked, self.query_words)
+        return _Search(query, used, truncated, k, self._index)
 
     # -- gateway ---------------------------------------------------------------------------------
     @asynccontextmanager

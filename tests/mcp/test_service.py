@@ -492,3 +492,93 @@ def test_pool_over_streamable_http_upstream(tmp_path):
     assert set(errors) == {"down"} and "cannot connect" in errors["down"]
     assert res.content[0].text == "42"
     assert status["web"]["connected"] and not status["down"]["connected"]
+
+
+def test_batches_are_length_sorted_chunks_and_abandoned_queries_are_skipped():
+    """While the pipeline runs, queries queue; the next round runs them shortest first in chunks of at most
+    max_batch (an encoder pads each batch to its longest query), each caller gets its own row, and a query whose
+    caller has gone is not run at all."""
+    import asyncio
+    import threading
+
+    from ragopt.mcp.service import _Batcher
+
+    release = threading.Event()
+
+    class GatedPipe:
+        def __init__(self):
+            self.calls = []
+
+        def search(self, texts):
+            self.calls.append(list(texts))
+            if len(self.calls) == 1:
+                assert release.wait(30), "never released"
+
+            class Out:
+                def ranked(self, row):
+                    return [(texts[row], float(len(texts[row])))]
+
+            return Out()
+
+    pipe, batcher = GatedPipe(), _Batcher(max_batch=3, max_wait=0.0)
+    queries = ["first", "a much longer query here", "mid query", "x", "the longest query of them all, by far", "ab"]
+
+    async def go():
+        first = asyncio.ensure_future(batcher.search_async(pipe, queries[0]))
+        while not pipe.calls:  # the worker is inside the first call
+            await asyncio.sleep(0.01)
+        rest = [asyncio.ensure_future(batcher.search_async(pipe, q)) for q in queries[1:]]
+        gone = asyncio.ensure_future(batcher.search_async(pipe, "abandoned"))
+        while len(batcher._pending) < len(queries):  # every later query is queued, then one caller gives up
+            await asyncio.sleep(0.01)
+        gone.cancel()
+        release.set()
+        return await asyncio.gather(first, *rest)
+
+    results = asyncio.run(asyncio.wait_for(go(), 60))
+    assert [r[0][0] for r in results] == queries  # each caller its own row
+    later = sorted(queries[1:], key=len)
+    assert pipe.calls == [["first"], later[:3], later[3:]]  # shortest first, chunks of 3, "abandoned" never run
+    assert batcher.calls == 3
+
+
+def test_a_failing_worker_fails_the_waiting_queries_instead_of_hanging():
+    import threading
+
+    from ragopt.mcp.service import _Batcher
+
+    class Pipe:
+        def search(self, texts):
+            raise AssertionError("unreachable: the round fails before")
+
+    batcher = _Batcher(max_batch=4, max_wait=0.0)
+    batcher._take = lambda: (_ for _ in ()).throw(RuntimeError("bug in the worker"))  # the worker itself breaks
+    errors = []
+
+    def caller():
+        try:
+            batcher.search(Pipe(), "q")
+        except RuntimeError as e:
+            errors.append(str(e))
+
+    t = threading.Thread(target=caller, daemon=True)
+    t.start()
+    t.join(timeout=30)
+    assert not t.is_alive(), "the caller is still waiting"
+    assert errors == ["bug in the worker"] and batcher._thread is None and batcher._pending == []
+
+
+def test_new_limits_and_batching_options_are_checked(tools_file, store):
+    for kw, where in [
+        ({"max_sessions": 0}, "limits.max_sessions"),
+        ({"request_read_seconds": 0}, "limits.request_read_seconds"),
+        ({"request_read_seconds": float("inf")}, "limits.request_read_seconds"),
+    ]:
+        with pytest.raises(ConfigError, match=where):
+            Limits(**kw)
+    for kw, where in [({"batch_size": 0}, "batch_size"), ({"batch_wait": -1}, "batch_wait")]:
+        with pytest.raises(ConfigError, match=where):
+            _service(tools_file, store, **kw)
+    svc = _service(tools_file, store, batch_size=2, batch_wait=0)
+    assert svc._batcher.max_batch == 2 and svc._batcher.max_wait == 0.0
+    assert svc.search("weather in a city")["tools"][0]["id"] == "get_weather"
