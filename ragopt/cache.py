@@ -147,15 +147,18 @@ class StageCache:
             art = self.store.open(path, "stage-output", spec, FORMAT_VERSION)
         except ArtifactError:
             return None  # a damaged entry is recomputed (and replaced) rather than trusted
+        depth = art.manifest.get("depth")
+        if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
+            return None  # a damaged manifest: recompute
         fp = art.manifest.get("corpus")
         corpus = _find_corpus(fp, stage, batch)
         if corpus is None:
             return None
         doc_idx = np.load(path / "doc_idx.npy", allow_pickle=False)
         scores = np.load(path / "scores.npy", allow_pickle=False)
-        if doc_idx.shape[0] != len(batch.queries):
+        if doc_idx.ndim != 2 or doc_idx.shape != scores.shape or doc_idx.shape[0] != len(batch.queries):
             return None
-        entry = (int(art.manifest["depth"]), Batch(batch.queries, corpus, doc_idx, scores, None))
+        entry = (depth, Batch(batch.queries, corpus, doc_idx, scores, None))
         self._remember(key, entry)
         return entry
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ragopt._io import atomic_write_text
+from ragopt._io import atomic_write_text, write_error
 from ragopt.config import canonical_json, config_hash
 from ragopt.errors import ArtifactError
 
@@ -33,10 +33,16 @@ def keyed_file(root: str | os.PathLike, kind: str, doc: dict[str, Any], mismatch
     path) filled in."""
     key = config_hash(doc, length=24)
     folder = Path(root) / kind
-    folder.mkdir(parents=True, exist_ok=True)
     meta = folder / f"{key}.json"
     if not meta.is_file():
-        atomic_write_text(meta, json.dumps(doc, indent=1, sort_keys=True))
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(meta, json.dumps(doc, indent=1, sort_keys=True))
+        except OSError as e:
+            err = write_error(e, f"the {kind} cache {key}", root)
+            if err is None:
+                raise
+            raise err from e
     elif json.loads(meta.read_text("utf-8")) != json.loads(canonical_json(doc)):
         raise ArtifactError(mismatch.format(meta=meta))
     return folder / f"{key}.sqlite"
@@ -90,16 +96,26 @@ class SQLiteCache:
         return self._conn
 
     def _write(self, fill: Callable[[sqlite3.Connection], Any]) -> None:
-        """Run ``fill(connection)`` in one transaction (rolled back if it raises)."""
+        """Run ``fill(connection)`` in one transaction (rolled back if it raises). A write the storage refuses
+        (disk full, read-only, I/O error) is an ArtifactError naming the file; the rows committed before stay."""
         with self._lock:
-            db = self._db()
-            db.execute("BEGIN IMMEDIATE")
             try:
-                fill(db)
-                db.execute("COMMIT")
-            except BaseException:
-                db.execute("ROLLBACK")
-                raise
+                db = self._db()
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    fill(db)
+                    db.execute("COMMIT")
+                except BaseException:
+                    if db.in_transaction:  # a failed COMMIT (disk full) may have rolled back already
+                        db.execute("ROLLBACK")
+                    raise
+            except sqlite3.OperationalError as e:
+                if "locked" in str(e) or "busy" in str(e):  # another writer held the file past the timeout
+                    raise
+                raise ArtifactError(
+                    f"cannot write the cache {self.path or ':memory:'} ({e}); the rows written before are kept: "
+                    "free some space, or point --index-dir / RAGOPT_INDEX_DIR at a writable folder, then run again"
+                ) from e
 
     def __len__(self) -> int:
         if self._absent():

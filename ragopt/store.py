@@ -29,6 +29,7 @@ from typing import Any
 
 from ragopt import __version__
 from ragopt._hashing import sha256_file
+from ragopt._io import write_error
 from ragopt.config import canonical_json
 from ragopt.errors import ArtifactError
 
@@ -58,8 +59,23 @@ class Artifact:
         return self.path.name
 
     def verify(self, checksums: bool = True) -> None:
-        """Raise ArtifactError if a listed file is missing, resized or (with ``checksums``) altered."""
-        for name, info in self.manifest.get("files", {}).items():
+        """Raise ArtifactError if the manifest's file list is malformed, or a listed file is missing, resized or
+        (with ``checksums``) altered."""
+        files = self.manifest.get("files")
+        if not isinstance(files, dict):
+            raise ArtifactError(f"corrupt artifact {self.path}: {MANIFEST} has no file list (rebuild with --rebuild)")
+        for name, info in files.items():
+            if (
+                not isinstance(info, dict)
+                or not isinstance(info.get("size"), int)
+                or isinstance(info.get("size"), bool)
+                or not isinstance(info.get("sha256"), str)
+                or not _inside(name)
+            ):
+                raise ArtifactError(
+                    f"corrupt artifact {self.path}: {MANIFEST} lists {name!r} without a size and sha256 or outside "
+                    "the artifact (rebuild with --rebuild)"
+                )
             f = self.path / name
             if not f.is_file():
                 raise ArtifactError(
@@ -133,8 +149,10 @@ class ArtifactStore:
             )
         try:
             manifest = json.loads(mpath.read_text("utf-8"))
-        except (OSError, json.JSONDecodeError) as e:
+        except (OSError, ValueError) as e:  # ValueError: not UTF-8, not JSON
             raise ArtifactError(f"corrupt artifact {path}: unreadable {MANIFEST} ({e})") from e
+        if not isinstance(manifest, dict):
+            raise ArtifactError(f"corrupt artifact {path}: {MANIFEST} holds a {type(manifest).__name__}, not an object")
         if kind is not None and manifest.get("kind") != kind:
             raise ArtifactError(f"artifact {path} is a {manifest.get('kind')!r}, expected a {kind!r}")
         if format_version is not None and manifest.get("format") != format_version:
@@ -143,7 +161,8 @@ class ArtifactStore:
                 f"version {format_version}: rebuild it (ragopt index --rebuild)"
             )
         if spec is not None and canonical_json(manifest.get("spec")) != canonical_json(spec):
-            diff = _spec_diff(manifest.get("spec") or {}, spec)
+            have = manifest.get("spec")
+            diff = _spec_diff(have, spec) if isinstance(have, dict) and isinstance(spec, dict) else f"spec {have!r}"
             raise ArtifactError(
                 f"artifact {path} was built for another configuration or corpus ({diff}); it will not be reused"
             )
@@ -172,9 +191,16 @@ class ArtifactStore:
         final = self.path(kind, spec, format_version)
         if final.exists() and not rebuild:
             return self.open(final, kind, spec, format_version)
-        final.parent.mkdir(parents=True, exist_ok=True)
+        what = f"{kind} artifact {final.name}"
         tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir()
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp.mkdir()
+        except OSError as e:
+            err = write_error(e, what, self.root)
+            if err is None:
+                raise
+            raise err from e
         try:
             t0 = time.perf_counter()
             extra = build(tmp) or {}
@@ -205,9 +231,12 @@ class ArtifactStore:
                 # the content, so theirs is as good as ours
                 shutil.rmtree(tmp, ignore_errors=True)
                 return self.open(final, kind, spec, format_version)
-        except BaseException:
+        except BaseException as e:
             shutil.rmtree(tmp, ignore_errors=True)
-            raise
+            err = write_error(e, what, self.root)  # disk full, read-only: say so, naming the artifact and store
+            if err is None:
+                raise
+            raise err from e
         return Artifact(final, manifest, created=True)
 
     def list(self, kind: str | None = None) -> list[Artifact]:
@@ -223,10 +252,19 @@ class ArtifactStore:
                 if p.name.startswith(".") or not (p / MANIFEST).is_file():
                     continue
                 try:
-                    out.append(Artifact(p, json.loads((p / MANIFEST).read_text("utf-8"))))
-                except (OSError, json.JSONDecodeError):
+                    manifest = json.loads((p / MANIFEST).read_text("utf-8"))
+                except (OSError, ValueError):
                     continue
+                if isinstance(manifest, dict):
+                    out.append(Artifact(p, manifest))
         return out
+
+
+def _inside(name: Any) -> bool:
+    """Whether a manifest's file name is a plain relative path inside the artifact (no ``..``, not absolute)."""
+    if not isinstance(name, str) or not name or "\x00" in name:
+        return False
+    return not Path(name).is_absolute() and ".." not in Path(name).parts
 
 
 def _spec_diff(have: dict, want: dict, prefix: str = "") -> str:

@@ -117,17 +117,22 @@ class Param:
                 vals = d["values"]
                 if not isinstance(vals, list) or not vals:
                     raise ConfigError(f"{w}.values", "expected a non-empty list")
-                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and v == v for v in vals):
-                    raise ConfigError(f"{w}.values", f"expected numbers, got {vals!r}")
+                if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in vals):
+                    raise ConfigError(f"{w}.values", f"expected finite numbers, got {vals!r}")
                 p.values = vals
             if p.step is not None and (
-                isinstance(p.step, bool) or not isinstance(p.step, (int, float)) or not p.step > 0
+                isinstance(p.step, bool)
+                or not isinstance(p.step, (int, float))
+                or not math.isfinite(p.step)
+                or not p.step > 0
             ):
-                raise ConfigError(f"{w}.step", f"must be a number > 0, got {p.step!r}")
+                raise ConfigError(f"{w}.step", f"must be a finite number > 0, got {p.step!r}")
+            if kind == "int" and p.step is not None and p.step != int(p.step):
+                raise ConfigError(f"{w}.step", f"an int parameter needs a whole step, got {p.step!r}")
             for key in ("low", "high"):
                 v = d.get(key, p.values and (min(p.values) if key == "low" else max(p.values)))
-                if not isinstance(v, (int, float)) or isinstance(v, bool):
-                    raise ConfigError(f"{w}.{key}", f"a number is required, got {v!r}")
+                if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
+                    raise ConfigError(f"{w}.{key}", f"a finite number is required, got {v!r}")
                 setattr(p, key, int(v) if kind == "int" else float(v))
             if p.low > p.high:
                 raise ConfigError(w, f"low ({p.low}) > high ({p.high})")

@@ -1,0 +1,34 @@
+"""Metrics on runs and qrels whose values are not plain Python numbers (numpy scalars, numeric score strings, as
+from pandas or a hand-written file): the same figures as plain numbers; a value that is not a number is a DataError
+naming the query. Added for surviving mutants of ``_pytrec_evaluate``'s fallback path (benchmarks/MUTATION.md)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ragopt.errors import DataError
+from ragopt.evaluation import evaluate
+
+QRELS = {"q1": {"d1": 2, "d2": 1, "d3": 0}, "q2": {"e1": 1, "e2": 0}}
+RUN = {"q1": {"d3": 0.9, "d1": 0.8, "d2": 0.6}, "q2": {"e2": 0.5, "e1": 0.3}}
+METRICS = ["ndcg@3", "map", "recall@2", "mrr"]
+
+
+def test_numpy_and_string_values_give_the_plain_figures():
+    want = evaluate(RUN, QRELS, METRICS).per_query
+    assert want["mrr"] == {"q1": 0.5, "q2": 0.5} and want["recall@2"]["q1"] == 0.5  # not trivially equal
+    np_qrels = {q: {d: np.int64(g) for d, g in row.items()} for q, row in QRELS.items()}
+    np_run = {q: {d: np.float32(s) for d, s in row.items()} for q, row in RUN.items()}
+    str_run = {q: {d: str(s) for d, s in row.items()} for q, row in RUN.items()}
+    for run, qrels in ((np_run, np_qrels), (str_run, np_qrels), (np_run, QRELS), (RUN, np_qrels)):
+        got = evaluate(run, qrels, METRICS).per_query
+        for m in METRICS:
+            assert got[m] == pytest.approx(want[m], abs=1e-6), (m, run, qrels)
+
+
+def test_a_score_that_is_not_a_number_names_the_query():
+    run = {q: dict(row) for q, row in RUN.items()}
+    run["q2"]["e1"] = "high"
+    with pytest.raises(DataError, match=r"^run: query 'q2' has a value that is not a number"):
+        evaluate(run, QRELS, METRICS)
