@@ -8,6 +8,7 @@ are ignored. Rankings follow trec_eval: score descending, ties by document id de
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -152,6 +153,10 @@ def evaluate(
     if not parsed:
         raise ConfigError("metrics", "no metrics requested")
     level = int(relevance_level)
+    for q, rels in qrels.items():
+        for d, g in rels.items():
+            if isinstance(g, bool) or not isinstance(g, numbers.Integral):
+                raise DataError(f"qrels[{q!r}][{d!r}]: a relevance grade must be an integer, got {g!r}")
     qids = [q for q, rels in qrels.items() if not judged_only_queries or any(g >= level for g in rels.values())]
     if not qids:
         raise DataError(f"no qrels query has a document with relevance >= {level}: nothing to evaluate")

@@ -32,3 +32,12 @@ def test_a_score_that_is_not_a_number_names_the_query():
     run["q2"]["e1"] = "high"
     with pytest.raises(DataError, match=r"^run: query 'q2' has a value that is not a number"):
         evaluate(run, QRELS, METRICS)
+
+
+def test_a_grade_that_is_not_an_integer_is_named():
+    from ragopt.errors import DataError
+
+    for bad in ("1", 1.5, None, True):
+        qrels = {"q1": {"d1": 1, "d2": bad}}
+        with pytest.raises(DataError, match=r"qrels\['q1'\]\['d2'\]: a relevance grade must be an integer"):
+            evaluate({"q1": {"d1": 1.0}}, qrels, ["ndcg@10"])
