@@ -16,7 +16,9 @@ the seconds. Every prompt is kept in the store's LLM call cache, so a rerun (or 
 candidates) costs only what is new.
 
 ``speed``: comparisons per second judged in one batched call vs one at a time, in scoring and generation mode
-(cache off), on pairs of BM25 candidates.
+(cache off), on pairs of BM25 candidates (``--modes``; none: skip). With the transformers backend it also times
+score mode with the prompts' shared token heads read once (``share_prefix``, the default) against reading every
+prompt in full, both batched, alternating ``--repeats`` times (medians), and the forward tokens each way.
 
 Each merges its section into ``benchmarks/results/prp.json`` (quality and speed keyed by model); ``tables``
 prints the markdown tables of ``benchmarks/PRP.md``.
@@ -25,7 +27,7 @@ prints the markdown tables of ``benchmarks/PRP.md``.
     python benchmarks/prp.py quality [--model smollm2-135m-instruct] [--queries 5] [--depth 10] [--top-k 3]
                                      [--methods allpair heap bubble sliding] [--mode score] [--inconsistent tie]
                                      [--ce-model PATH]
-    python benchmarks/prp.py speed [--model smollm2-135m-instruct] [--pairs 8]
+    python benchmarks/prp.py speed [--model smollm2-135m-instruct] [--pairs 8] [--modes score generate] [--repeats 3]
     python benchmarks/prp.py tables
 """
 
@@ -278,7 +280,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
         "compared": "prefix KV reuse vs none" if args.backend == "llama_cpp" else "batched vs one at a time",
         "modes": {},
     }
-    for mode in ("score", "generate"):
+    for mode in args.modes:
         batched = PRPReranker(llm=llm, mode=mode, passage_max_tokens=args.passage_max_tokens, cache=False).fit(
             ds.corpus, store
         )
@@ -297,9 +299,66 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
             "max_abs_diff": round(max(abs(a - b) for a, b in zip(pb, ps)), 6),
         }
         print(f"{mode}: {res['modes'][mode]}", file=sys.stderr)
+    if args.backend == "transformers" and args.repeats > 0:
+        res["shared_prefix"] = _shared_prefix_speed(args, llm, store, ds, triples)
     res["load_after"] = load()
+    if not args.modes:  # keep the batched-vs-one figures already recorded for this model
+        old = (
+            json.loads(RESULTS.read_text("utf-8")).get("speed", {}).get(model_key(args)) if RESULTS.is_file() else None
+        )
+        if old:
+            res = {**old, "shared_prefix": res.get("shared_prefix")}
     _merge("speed", res, key=model_key(args))
     return res
+
+
+def _shared_prefix_speed(args: argparse.Namespace, llm: Any, store: Any, ds: Any, triples: list) -> dict[str, Any]:
+    """Score mode, batched both ways: shared heads read once vs every prompt read in full (medians of repeats)."""
+    from ragopt.rerankers.prp import PRPReranker
+
+    plain_llm = llm.clone(share_prefix=False).use_store(store)
+    shared_llm = llm.clone(share_prefix=True).use_store(store)
+    stages = {
+        name: PRPReranker(llm=m, mode="score", passage_max_tokens=args.passage_max_tokens, cache=False).fit(
+            ds.corpus, store
+        )
+        for name, m in (("shared", shared_llm), ("plain", plain_llm))
+    }
+    # forward tokens: the distinct rows score() reads (both labels share one row), and what sharing leaves of them
+    prompts = [stages["shared"].prompt(q, x, y) for q, a, b in triples for x, y in ((a, b), (b, a))]
+    rows = {tuple(shared_llm.encode(p)): 1 for p in prompts}
+    groups = shared_llm._prefix_groups(rows)
+    full = sum(len(r) for r in rows)
+    saved = sum(head * (len(g) - 1) for g, head in groups)
+    times: dict[str, list[float]] = {"shared": [], "plain": []}
+    probs: dict[str, list[float]] = {}
+    loads = [load()]
+    for _ in range(args.repeats):
+        for name in ("shared", "plain"):
+            t0 = time.perf_counter()
+            probs[name] = stages[name].judge(triples)
+            times[name].append(time.perf_counter() - t0)
+        loads.append(load())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    out = {
+        "compared": f"score mode, batch_size {llm.batch_size} both: shared heads read once vs every prompt in full",
+        "repeats": args.repeats,
+        "threads": args.threads or None,
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "prompts": len(prompts),
+        "forward_tokens_plain": full,
+        "forward_tokens_shared": full - saved,
+        "groups": [{"rows": len(g), "head_tokens": head} for g, head in groups],
+        "seconds_shared": [round(t, 2) for t in times["shared"]],
+        "seconds_plain": [round(t, 2) for t in times["plain"]],
+        "shared_per_s": round(len(triples) / med["shared"], 3),
+        "plain_per_s": round(len(triples) / med["plain"], 3),
+        "speedup": round(med["plain"] / med["shared"], 2),
+        "max_abs_diff": round(max(abs(a - b) for a, b in zip(probs["shared"], probs["plain"])), 6),
+        "load": loads,
+    }
+    print(f"shared prefix: {out}", file=sys.stderr)
+    return out
 
 
 # -- tables --------------------------------------------------------------------------------------------------
@@ -345,6 +404,17 @@ def tables(args: argparse.Namespace) -> None:
         )
         for mode, r in s["modes"].items():
             print(f"| {mode} | {r['batched_per_s']} | {r['one_at_a_time_per_s']} | {r['speedup']} |")
+        sp = s.get("shared_prefix")
+        if sp:
+            print(
+                f"\nshared prefix, {model}, {s['comparisons']} comparisons ({sp['prompts']} prompts), score mode, "
+                f"median of {sp['repeats']}\n\n| path | comparisons/s | forward tokens | seconds (runs) |\n|---|---|---|---|\n"
+                f"| plain (every prompt in full) | {sp['plain_per_s']} | {sp['forward_tokens_plain']} | "
+                f"{', '.join(map(str, sp['seconds_plain']))} |\n"
+                f"| shared heads read once | {sp['shared_per_s']} | {sp['forward_tokens_shared']} | "
+                f"{', '.join(map(str, sp['seconds_shared']))} |\n\nspeed-up {sp['speedup']}, largest difference "
+                f"{sp['max_abs_diff']}, load {sp['load'][0]} .. {sp['load'][-1]}"
+            )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -373,6 +443,10 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--inconsistent", default="tie", choices=["tie", "mean"], help="the stage's inconsistent parameter")
     q.add_argument("--ce-model", default=None, help="a trained cross-encoder artifact (ragopt train cross-encoder)")
     sub.choices["speed"].add_argument("--pairs", type=int, default=8, help="comparisons judged")
+    sub.choices["speed"].add_argument(
+        "--modes", nargs="*", default=["score", "generate"], choices=["score", "generate"], help="batched vs one"
+    )
+    sub.choices["speed"].add_argument("--repeats", type=int, default=3, help="shared-prefix timing repeats (0: skip)")
     sub.add_parser("tables")
     args = ap.parse_args(argv)
     {"exact": exact, "quality": quality, "speed": speed, "tables": tables}[args.cmd](args)

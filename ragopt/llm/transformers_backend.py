@@ -17,6 +17,13 @@
 * :meth:`score` tokenises each continuation on its own (no special tokens), appends it to the prompt tokens and
   reads its log-probabilities from one forward pass (left-padded batches, explicit position ids). Rows whose
   inputs coincide (one prompt, several one-token labels) share that pass.
+* With ``share_prefix`` (default), rows of one :meth:`score` call that start with the same tokens (PRP: the chat
+  template's system turn, the instruction and the query, common to every comparison of a query) read that head
+  once: its keys and values are computed in one pass of its own and each group's suffixes run on top of them,
+  right-padded, in batches of ``batch_size`` sorted by length. Groups are chosen on the sorted token sequences to
+  save the most head tokens; a head shorter than ``_MIN_SHARED`` tokens or shared by a single row is not worth
+  a pass of its own: those rows take the plain path. Log-probabilities equal the plain path's up to float
+  rounding (fp32: within 1e-4). Models with sliding-window layers always take the plain path.
 """
 
 from __future__ import annotations
@@ -50,6 +57,8 @@ CONVERTED_FORMAT = 1
 _MODELS: dict[tuple[str, str, str], tuple[Any, Any, dict]] = {}  # (identity, device, dtype) -> model, tok, info
 _LOCK = threading.Lock()
 _END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>", "<|endoftext|>")
+#: a common head shorter than this (tokens) is read with every row rather than in a pass of its own
+_MIN_SHARED = 16
 
 
 def unload_all() -> None:
@@ -79,6 +88,9 @@ class TransformersLLM(LLMBackend):
     )
     batch_size: int = param(8, doc="prompts per forward pass / generate call", ge=1)
     convert_gguf: bool = param(True, doc="keep the GGUF -> torch conversion as an artifact and reuse it")
+    share_prefix: bool = param(
+        True, doc="score: read the token head shared by several rows of a call once (KV cache) instead of per row"
+    )
 
     def validate(self, path: str = "") -> None:
         at = f"{path}." if path else ""
@@ -377,7 +389,126 @@ class TransformersLLM(LLMBackend):
         return out
 
     def _last_logprobs(self, seqs: dict[tuple[int, ...], int]) -> dict[tuple[int, ...], Any]:
-        """Log-softmax rows of the last ``k`` positions of each sequence (``seqs``: sequence -> k)."""
+        """Log-softmax rows of the last ``k`` positions of each sequence (``seqs``: sequence -> k): groups of
+        sequences with a long common head read it once (:meth:`_shared_logprobs`), the rest in plain batches."""
+        out: dict[tuple[int, ...], Any] = {}
+        rest = dict(seqs)
+        for group, shared in self._prefix_groups(seqs):
+            out.update(self._shared_logprobs({g: seqs[g] for g in group}, shared))
+            for g in group:
+                del rest[g]
+        if rest:
+            out.update(self._plain_logprobs(rest))
+        return out
+
+    def _can_share(self) -> bool:
+        if not self.share_prefix:
+            return False
+        model, _ = self.load()
+        types = getattr(model.config, "layer_types", None)
+        if types is None:  # no per-layer types: a configured sliding window may apply to every layer
+            return getattr(model.config, "sliding_window", None) is None
+        return all(t == "full_attention" for t in types)
+
+    def _prefix_groups(self, seqs: dict[tuple[int, ...], int]) -> list[tuple[list[tuple[int, ...]], int]]:
+        """``(sequences, head length)`` groups that save the most head tokens: on the sorted sequences a group is a
+        run of neighbours; its head is their common prefix, cut so that every row's last ``k`` positions stay in
+        its suffix. A run is split where neighbours share least when its parts together save more."""
+        if len(seqs) < 2 or not self._can_share():
+            return []
+        order = sorted(seqs)
+        lcp = []
+        for a, b in zip(order, order[1:]):
+            n, m = 0, min(len(a), len(b))
+            while n < m and a[n] == b[n]:
+                n += 1
+            lcp.append(n)
+        room = [len(s) - seqs[s] for s in order]  # the head may not reach a position whose logits are read
+
+        def plan(lo: int, hi: int, depth: int) -> tuple[int, list[tuple[int, int, int]]]:
+            if hi - lo < 2:
+                return 0, []
+            low = min(lcp[lo : hi - 1])
+            head = min(low, min(room[lo:hi]))
+            whole = (head * (hi - lo - 1), [(lo, hi, head)]) if head >= _MIN_SHARED else (0, [])
+            if depth >= 32:  # nested heads this deep: keep the outer one
+                return whole
+            cuts = [i + 1 for i in range(lo, hi - 1) if lcp[i] == low]
+            saved, parts = 0, []
+            for a, b in zip([lo, *cuts], [*cuts, hi]):
+                s, p = plan(a, b, depth + 1)
+                saved, parts = saved + s, parts + p
+            return (saved, parts) if saved > whole[0] else whole
+
+        return [(order[lo:hi], head) for lo, hi, head in plan(0, len(order), 0)[1]]
+
+    def _forward(self, model: Any, **kwargs: Any) -> Any:
+        import torch
+
+        try:
+            with torch.inference_mode():
+                return model(**kwargs)
+        except RuntimeError as e:
+            raise LLMError(f"{self.describe()}: forward pass failed: {e}") from e
+
+    def _shared_logprobs(self, seqs: dict[tuple[int, ...], int], shared: int) -> dict[tuple[int, ...], Any]:
+        """:meth:`_last_logprobs` for sequences that all start with the same ``shared`` tokens: the head runs once,
+        then the suffixes in right-padded batches on top of a copy of its keys and values expanded to the batch
+        (a fresh cache per batch: the forward pass appends to the cache it is given)."""
+        import inspect
+
+        import torch
+        from transformers import DynamicCache
+
+        model, tok = self.load()
+        device, _ = self._device_dtype()
+        cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        head = next(iter(seqs))[:shared]
+        pre = self._forward(
+            model,
+            input_ids=torch.tensor([head], dtype=torch.long, device=device),
+            attention_mask=torch.ones((1, shared), dtype=torch.long, device=device),
+            position_ids=torch.arange(shared, device=device)[None],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        kv = [(layer.keys, layer.values) for layer in getattr(pre, cache_kw).layers]
+        order = sorted(seqs, key=len, reverse=True)
+        out: dict[tuple[int, ...], Any] = {}
+        for s in range(0, len(order), self.batch_size):
+            group = order[s : s + self.batch_size]
+            n, width = len(group), len(group[0]) - shared
+            input_ids = torch.full((n, width), tok.pad_token_id, dtype=torch.long)
+            attn = torch.zeros((n, shared + width), dtype=torch.long)
+            attn[:, :shared] = 1
+            keep: set[int] = set()
+            for i, g in enumerate(group):  # right padding: a row's tokens never see the pads after them
+                m = len(g) - shared
+                input_ids[i, :m] = torch.tensor(g[shared:], dtype=torch.long)
+                attn[i, shared : shared + m] = 1
+                keep.update(range(m - seqs[g], m))
+            cols = sorted(keep)  # suffix positions whose logits some row reads
+            at = {c: j for j, c in enumerate(cols)}
+            cache = DynamicCache()
+            for layer, (k, v) in enumerate(kv):
+                cache.update(k.expand(n, *k.shape[1:]), v.expand(n, *v.shape[1:]), layer)
+            logits = self._forward(
+                model,
+                input_ids=input_ids.to(device),
+                attention_mask=attn.to(device),
+                position_ids=torch.arange(shared, shared + width, device=device)[None].expand(n, -1),
+                use_cache=True,
+                logits_to_keep=torch.tensor(cols, dtype=torch.long, device=device),
+                **{cache_kw: cache},
+            ).logits
+            logp = torch.log_softmax(logits.float(), dim=-1).cpu()
+            for i, g in enumerate(group):
+                m = len(g) - shared
+                out[g] = logp[i, [at[c] for c in range(m - seqs[g], m)]]
+        return out
+
+    def _plain_logprobs(self, seqs: dict[tuple[int, ...], int]) -> dict[tuple[int, ...], Any]:
+        """:meth:`_last_logprobs` in left-padded batches of similar lengths, each sequence read in full."""
         import torch
 
         model, tok = self.load()
