@@ -12,6 +12,8 @@ A servers config (YAML) lists the upstream servers, each a stdio command or a st
         headers: {Authorization: "Bearer ${SEARCH_TOKEN}"}
         prefix: "search."            # tool ids become search.<name> (needed when names collide)
     timeout: 30                      # seconds for connecting, listing and each forwarded call
+    # a server may also set connect_timeout: seconds to start and connect (default: its timeout), e.g. a slow
+    # starting stdio server whose calls should still time out quickly
     text: {params: descriptions}     # how tools are indexed (ragopt.mcp.catalog.TextTemplate)
     pipeline: tools                  # default retrieval pipeline (--pipeline overrides)
 
@@ -40,7 +42,7 @@ __all__ = ["ServerConfig", "GatewayConfig", "load_gateway_config", "UpstreamPool
 
 log = logging.getLogger("ragopt.mcp")
 _NAME = re.compile(r"^[A-Za-z0-9_.\-]{1,64}$")
-_SERVER_KEYS = ("command", "args", "env", "cwd", "url", "headers", "prefix", "timeout")
+_SERVER_KEYS = ("command", "args", "env", "cwd", "url", "headers", "prefix", "timeout", "connect_timeout")
 _TOP_KEYS = ("servers", "timeout", "text", "pipeline")
 _MAX_PAGES = 100
 
@@ -67,6 +69,12 @@ class ServerConfig:
     headers: Mapping[str, str] | None = None
     prefix: str = ""
     timeout: float = 30.0
+    connect_timeout: float | None = None  # None: ``timeout``
+
+    @property
+    def connect_seconds(self) -> float:
+        """Seconds allowed to start the server and finish the handshake."""
+        return self.timeout if self.connect_timeout is None else self.connect_timeout
 
     @property
     def transport(self) -> str:
@@ -140,6 +148,9 @@ def _server(name: str, d: Any, default_timeout: float, where: str) -> ServerConf
         headers=maps["headers"],
         prefix=prefix,
         timeout=_timeout(d.get("timeout", default_timeout), f"{where}.timeout"),
+        connect_timeout=(
+            _timeout(d["connect_timeout"], f"{where}.connect_timeout") if d.get("connect_timeout") is not None else None
+        ),
     )
 
 
@@ -219,7 +230,9 @@ class _Connection:
 
         try:
             async with AsyncExitStack() as stack:
-                client = Client(self._transport(stack), read_timeout_seconds=self.cfg.timeout, cache=None)
+                # calls are timed by UpstreamPool (cfg.timeout); the handshake may take up to connect_seconds
+                wait = max(self.cfg.timeout, self.cfg.connect_seconds)
+                client = Client(self._transport(stack), read_timeout_seconds=wait, cache=None)
                 await stack.enter_async_context(client)
                 self.client = client
                 self._ready.set()
@@ -291,11 +304,11 @@ class UpstreamPool:
                 conn = _Connection(cfg)
                 self._conns[server] = conn
                 self._tg.start_soon(conn.run)
-            with anyio.move_on_after(cfg.timeout) as scope:
+            with anyio.move_on_after(cfg.connect_seconds) as scope:
                 await conn._ready.wait()
             if scope.cancelled_caught:
                 self._drop(server, conn)
-                raise UpstreamError(f"upstream {cfg.describe()}: no connection within {cfg.timeout:g}s")
+                raise UpstreamError(f"upstream {cfg.describe()}: no connection within {cfg.connect_seconds:g}s")
             if conn.client is None:
                 raise UpstreamError(f"upstream {cfg.describe()}: cannot connect: {conn.error}")
             return conn.client

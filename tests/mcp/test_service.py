@@ -57,9 +57,9 @@ TOOLS = [
 ]
 
 
-def _run(fn, *args):
+def _run(fn, *args, timeout: float = TIMEOUT):
     async def main():
-        with anyio.fail_after(TIMEOUT):
+        with anyio.fail_after(timeout):
             return await fn(*args)
 
     return anyio.run(main)
@@ -85,8 +85,15 @@ def _gateway(*servers, timeout=5.0):
     return GatewayConfig(list(servers), timeout=timeout)
 
 
-def _calc(timeout=5.0, prefix=""):
-    return ServerConfig("calc", command=sys.executable, args=(UPSTREAM,), timeout=timeout, prefix=prefix)
+def _calc(timeout=5.0, prefix="", connect_timeout=None):
+    return ServerConfig(
+        "calc",
+        command=sys.executable,
+        args=(UPSTREAM,),
+        timeout=timeout,
+        prefix=prefix,
+        connect_timeout=connect_timeout,
+    )
 
 
 # -- search -------------------------------------------------------------------------------------
@@ -335,13 +342,14 @@ def test_gateway_config_file(tmp_path, monkeypatch):
         "servers:\n"
         "  calc: {command: python, args: [up.py, '${TEST_TOKEN}'], env: {KEY: '${TEST_TOKEN}'}}\n"
         "  web: {url: 'http://127.0.0.1:9/mcp', headers: {Authorization: 'Bearer ${TEST_TOKEN}'},"
-        " prefix: 'web.', timeout: 2}\n"
+        " prefix: 'web.', timeout: 2, connect_timeout: 20}\n"
         "timeout: 7\ntext: {params: names}\npipeline: bm25\n"
     )
     cfg = load_gateway_config(f)
     calc, web = cfg.servers
     assert calc.args == ("up.py", "s3cret") and calc.env == {"KEY": "s3cret"} and calc.timeout == 7.0
     assert web.headers == {"Authorization": "Bearer s3cret"} and web.prefix == "web." and web.timeout == 2.0
+    assert web.connect_seconds == 20.0 and calc.connect_timeout is None and calc.connect_seconds == 7.0
     assert cfg.text.params == "names" and cfg.pipeline == "bm25"
     assert "s3cret" not in web.describe() and web.transport == "http" and calc.transport == "stdio"
     for text, msg in [
@@ -351,6 +359,7 @@ def test_gateway_config_file(tmp_path, monkeypatch):
         ("servers: {a: {command: x, cmd: y}}\n", r"servers\.a\.cmd: unknown key"),
         ("servers: {a: {command: x}}\nextra: 1\n", "extra: unknown top-level key"),
         ("servers: {a: {command: x, timeout: -1}}\n", "positive number of seconds"),
+        ("servers: {a: {command: x, connect_timeout: 0}}\n", r"servers\.a\.connect_timeout: expected a positive"),
         ("servers: {'a b': {command: x}}\n", "server names are"),
         ("servers: {a: {command: '${NOPE_NOT_SET}'}}\n", "'NOPE_NOT_SET' is not set"),
     ]:
@@ -405,7 +414,10 @@ def test_gateway_against_an_upstream_server(store):
     from ragopt.mcp.server import build_server
 
     broken = ServerConfig("broken", command=sys.executable, args=("-c", "import sys; sys.exit(3)"), timeout=5.0)
-    svc = ToolService(BM25(top_k=20), gateway=_gateway(_calc(timeout=3.0, prefix="calc."), broken), store=store)
+    # calls time out after 3 s; starting the upstream (a Python process importing the MCP SDK) may take longer on a
+    # loaded machine, hence connect_timeout, and the whole exchange (three reconnects) gets more than the default
+    calc = _calc(timeout=3.0, prefix="calc.", connect_timeout=30.0)
+    svc = ToolService(BM25(top_k=20), gateway=_gateway(calc, broken), store=store)
 
     async def go():
         out = {}
@@ -431,7 +443,7 @@ def test_gateway_against_an_upstream_server(store):
             out["translate"] = await call("calc.translate_text", {"text": "hi", "target_language": "fr"})
         return out
 
-    out = _run(go)
+    out = _run(go, timeout=180)
     assert out["tools"] == {"search_tools", "call_tool", "refresh_tools"}
     info = out["info"]
     assert info["n_tools"] == 7 and info["servers"]["calc"]["connected"] is True
