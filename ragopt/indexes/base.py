@@ -72,8 +72,10 @@ class DenseIndex(Component):
         self._fit = None
         loaded = self._load(Path(directory))
         if dim is not None and loaded.dim != dim:
-            raise ArtifactError(f"{self.type_name} index {directory} holds {loaded.dim}-d vectors but "
-                                f"{dim}-d vectors were expected (built with another encoder?); rebuild it")
+            raise ArtifactError(
+                f"{self.type_name} index {directory} holds {loaded.dim}-d vectors but "
+                f"{dim}-d vectors were expected (built with another encoder?); rebuild it"
+            )
         loaded.path = str(directory)
         self._fit = loaded
 
@@ -105,8 +107,11 @@ class DenseIndex(Component):
             raise StageError(f"{self.type_name}: index not loaded (fit the retriever first)")
         q = np.ascontiguousarray(q, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.dim:
-            raise ConfigError("", f"{self.type_name}: query vectors have shape {q.shape} but the index holds "
-                                  f"{self.dim}-d vectors (encoder and index dimensions differ)")
+            raise ConfigError(
+                "",
+                f"{self.type_name}: query vectors have shape {q.shape} but the index holds "
+                f"{self.dim}-d vectors (encoder and index dimensions differ)",
+            )
         n = q.shape[0]
         kk = min(k, self.size)
         if n == 0 or kk <= 0:

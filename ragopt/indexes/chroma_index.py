@@ -89,9 +89,17 @@ class ChromaIndex(DenseIndex):
         client = chromadb.PersistentClient(path=str(Path(out_dir) / "chroma"), settings=settings)
         try:
             col = client.create_collection(
-                COLLECTION, embedding_function=None,
-                configuration={"hnsw": {"space": self.space, "max_neighbors": self.M,
-                                        "ef_construction": self.ef_construction, "ef_search": self.ef_search}})
+                COLLECTION,
+                embedding_function=None,
+                configuration={
+                    "hnsw": {
+                        "space": self.space,
+                        "max_neighbors": self.M,
+                        "ef_construction": self.ef_construction,
+                        "ef_search": self.ef_search,
+                    }
+                },
+            )
             step = max(1, min(self.batch_size, client.get_max_batch_size()))
             for start in range(0, vectors.shape[0], step):
                 stop = min(start + step, vectors.shape[0])
@@ -105,8 +113,11 @@ class ChromaIndex(DenseIndex):
         source = directory / "chroma"
         if not source.is_dir():
             raise ArtifactError(f"chroma index {directory} has no chroma/ folder")
-        manifest = json.loads((directory / "manifest.json").read_text("utf-8")) \
-            if (directory / "manifest.json").is_file() else {}
+        manifest = (
+            json.loads((directory / "manifest.json").read_text("utf-8"))
+            if (directory / "manifest.json").is_file()
+            else {}
+        )
         handle = _Handle(source, self.ef_search)
         with _quiet():
             count = handle.collection.count()
@@ -122,8 +133,9 @@ class ChromaIndex(DenseIndex):
         scores = np.full((n, k), -np.inf, np.float32)
         for start in range(0, n, self.query_batch):
             with _quiet():
-                res = col.query(query_embeddings=q[start:start + self.query_batch], n_results=k,
-                                include=["distances"])
+                res = col.query(
+                    query_embeddings=q[start : start + self.query_batch], n_results=k, include=["distances"]
+                )
             for r, (ids, dists) in enumerate(zip(res["ids"], res["distances"])):
                 m = len(ids)
                 idx[start + r, :m] = np.asarray(ids, dtype=np.int64)

@@ -32,8 +32,17 @@ from ragopt.errors import BackendUnavailableError, ConfigError
 from ragopt.indexes.base import DenseIndex, LoadedIndex
 from ragopt.registry import register
 
-__all__ = ["FaissFlatIndex", "FaissHNSWIndex", "FaissIVFIndex", "FaissIVFPQIndex", "auto_nlist",
-           "FaissFlat", "FaissHNSW", "FaissIVF", "FaissIVFPQ"]
+__all__ = [
+    "FaissFlatIndex",
+    "FaissHNSWIndex",
+    "FaissIVFIndex",
+    "FaissIVFPQIndex",
+    "auto_nlist",
+    "FaissFlat",
+    "FaissHNSW",
+    "FaissIVF",
+    "FaissIVFPQ",
+]
 
 INDEX_FILE = "index.faiss"
 GPU_MAX_K = 2048  # faiss GPU search limit
@@ -106,7 +115,8 @@ class _Faiss(DenseIndex):
         if want and n_gpus == 0:
             raise BackendUnavailableError(
                 f"{self.type_name}: use_gpu is true but this faiss has no GPU support (install faiss-gpu), "
-                "or use the torch_exact index with device: cuda")
+                "or use the torch_exact index with device: cuda"
+            )
         return bool(want)
 
     def _params(self, faiss: Any, k: int) -> Any:
@@ -116,8 +126,11 @@ class _Faiss(DenseIndex):
         index = self._fit.handle
         if self._fit.on_gpu:
             if k > GPU_MAX_K:
-                raise ConfigError("top_k", f"faiss GPU search returns at most {GPU_MAX_K} results, "
-                                           f"{k} were asked for; lower top_k or set use_gpu: false")
+                raise ConfigError(
+                    "top_k",
+                    f"faiss GPU search returns at most {GPU_MAX_K} results, "
+                    f"{k} were asked for; lower top_k or set use_gpu: false",
+                )
             scores, idx = index.search(q, k)
         else:
             params = self._params(_faiss(), k)
@@ -199,8 +212,11 @@ class _IVF(_Faiss):
         rng = np.random.default_rng(self.seed)
         n = vectors.shape[0]
         if min(n, n_train) < index.nlist:
-            raise ConfigError("train_size", f"{self.type_name}: a training sample of {min(n, n_train)} vectors cannot "
-                                            f"train {index.nlist} inverted lists; raise train_size or lower nlist")
+            raise ConfigError(
+                "train_size",
+                f"{self.type_name}: a training sample of {min(n, n_train)} vectors cannot "
+                f"train {index.nlist} inverted lists; raise train_size or lower nlist",
+            )
         sample = vectors if n <= n_train else vectors[np.sort(rng.choice(n, n_train, replace=False))]
         sample = np.ascontiguousarray(sample, dtype=np.float32)
         if not np.isfinite(sample).all():
@@ -251,13 +267,19 @@ class FaissIVFPQIndex(_IVF):
         n, d = vectors.shape
         if d % self.m:
             divisors = [x for x in range(1, d + 1) if d % x == 0]
-            raise ConfigError("m", f"faiss_ivfpq: m={self.m} sub-quantisers must divide the vector dimension "
-                                   f"{d} (divisors of {d}: {divisors})")
+            raise ConfigError(
+                "m",
+                f"faiss_ivfpq: m={self.m} sub-quantisers must divide the vector dimension "
+                f"{d} (divisors of {d}: {divisors})",
+            )
         n_fit = min(n, self.train_size or n)
         if n_fit < (1 << self.nbits):
             field = "train_size" if n_fit < n else "nbits"
-            raise ConfigError(field, f"faiss_ivfpq: nbits={self.nbits} needs at least {1 << self.nbits} vectors to "
-                                     f"train its codebooks, got {n_fit}" + (" (train_size)" if n_fit < n else ""))
+            raise ConfigError(
+                field,
+                f"faiss_ivfpq: nbits={self.nbits} needs at least {1 << self.nbits} vectors to "
+                f"train its codebooks, got {n_fit}" + (" (train_size)" if n_fit < n else ""),
+            )
         nlist = self._nlist(n)
         index = faiss.IndexIVFPQ(faiss.IndexFlatIP(d), d, nlist, self.m, self.nbits, faiss.METRIC_INNER_PRODUCT)
         index.pq.cp.seed = self.seed

@@ -52,7 +52,7 @@ class TorchExactIndex(DenseIndex):
         idx_parts, score_parts = [], []
         with torch.inference_mode():
             for start in range(0, q.shape[0], self.query_batch):
-                qt = torch.from_numpy(q[start:start + self.query_batch]).to(mat.device, mat.dtype)
+                qt = torch.from_numpy(q[start : start + self.query_batch]).to(mat.device, mat.dtype)
                 scores = (qt @ mat.T).float()
                 top = torch.topk(scores, k, dim=1, largest=True, sorted=True)
                 score_parts.append(top.values.cpu().numpy())

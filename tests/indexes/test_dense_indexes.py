@@ -64,8 +64,7 @@ def test_approximate_indexes_recall(make, data, tmp_path):
     idx, scores = index.search(q, 10)
     assert _recall(idx, truth) >= 0.9
     found = idx >= 0
-    np.testing.assert_allclose(scores[found], np.take_along_axis(exact, np.where(found, idx, 0), 1)[found],
-                               atol=1e-4)
+    np.testing.assert_allclose(scores[found], np.take_along_axis(exact, np.where(found, idx, 0), 1)[found], atol=1e-4)
 
 
 def test_ivfpq_runs_with_sensible_recall(data, tmp_path):
@@ -91,9 +90,11 @@ def test_ivf_nprobe_is_a_search_setting(data, tmp_path):
     assert auto_nlist(2000) == 51 and auto_nlist(1_000_000) == 4000 and auto_nlist(10) == 1
 
 
-@pytest.mark.parametrize("make", [FaissFlat, FaissHNSW, FaissIVF, lambda: FaissIVFPQ(m=8, nbits=5),
-                                  lambda: TorchExact(device="cpu"), ChromaIndex],
-                         ids=["flat", "hnsw", "ivf", "ivfpq", "torch", "chroma"])
+@pytest.mark.parametrize(
+    "make",
+    [FaissFlat, FaissHNSW, FaissIVF, lambda: FaissIVFPQ(m=8, nbits=5), lambda: TorchExact(device="cpu"), ChromaIndex],
+    ids=["flat", "hnsw", "ivf", "ivfpq", "torch", "chroma"],
+)
 def test_persistence_round_trip(make, data, tmp_path):
     """Built once into a store artifact, reloaded by a fresh object: identical results, untouched files."""
     x, q, _, _ = data
@@ -110,8 +111,11 @@ def test_persistence_round_trip(make, data, tmp_path):
     store.open(art.path, "test-index", first.build_spec(), 1)  # checksums still match after searching
 
 
-@pytest.mark.parametrize("make", [FaissFlat, FaissHNSW, lambda: TorchExact(device="cpu"), ChromaIndex],
-                         ids=["flat", "hnsw", "torch", "chroma"])
+@pytest.mark.parametrize(
+    "make",
+    [FaissFlat, FaissHNSW, lambda: TorchExact(device="cpu"), ChromaIndex],
+    ids=["flat", "hnsw", "torch", "chroma"],
+)
 def test_k_larger_than_index_is_padded(make, tmp_path):
     x = _norm(np.random.default_rng(3).normal(size=(5, 8)))
     index = make()
@@ -137,8 +141,11 @@ def test_dimension_mismatch_is_an_error(data, tmp_path):
 
 def test_bad_build_input(tmp_path):
     x = _norm(np.random.default_rng(4).normal(size=(300, 30)))
-    with pytest.raises(ConfigError, match=r"m=16 sub-quantisers must divide the vector dimension 30 "
-                                          r"\(divisors of 30: \[1, 2, 3, 5, 6, 10, 15, 30\]\)"):
+    with pytest.raises(
+        ConfigError,
+        match=r"m=16 sub-quantisers must divide the vector dimension 30 "
+        r"\(divisors of 30: \[1, 2, 3, 5, 6, 10, 15, 30\]\)",
+    ):
         FaissIVFPQ().build(x, tmp_path)
     with pytest.raises(ConfigError, match="nbits=10 needs at least 1024 vectors"):
         FaissIVFPQ(m=10, nbits=10).build(x, tmp_path)
@@ -166,10 +173,14 @@ def test_gpu_request_without_faiss_gpu(tmp_path):
 
 
 def test_index_configs_round_trip():
-    for cfg in ({"type": "faiss_flat", "use_gpu": False}, {"type": "faiss_hnsw", "M": 16, "ef_search": 64},
-                {"type": "faiss_ivf", "nlist": 100, "nprobe": 8, "seed": 3},
-                {"type": "faiss_ivfpq", "m": 8, "nbits": 4}, {"type": "torch_exact", "device": "cpu"},
-                {"type": "chroma", "space": "cosine", "ef_search": 50}):
+    for cfg in (
+        {"type": "faiss_flat", "use_gpu": False},
+        {"type": "faiss_hnsw", "M": 16, "ef_search": 64},
+        {"type": "faiss_ivf", "nlist": 100, "nprobe": 8, "seed": 3},
+        {"type": "faiss_ivfpq", "m": 8, "nbits": 4},
+        {"type": "torch_exact", "device": "cpu"},
+        {"type": "chroma", "space": "cosine", "ef_search": 50},
+    ):
         index = from_config(cfg)
         assert from_config(index.to_config()) == index
         assert {k: v for k, v in index.to_config().items() if k in cfg} == cfg
