@@ -364,20 +364,21 @@ def kappa(a: list[float], b: list[float]) -> float:
     return float("nan") if pe == 1 else (po - pe) / (1 - pe)
 
 
-def cmd_judge(args) -> None:
-    from ragopt.evaluation.judge import LLMJudge, evaluate_judged
+JUDGE_NAMES = {"correctness": "judge_correctness", "faithfulness": "faithfulness", "relevance": "answer_relevance"}
 
-    ds, st = dataset(), store()
+
+def judged_samples(args):
+    """``(queries, preds, questions, golds, contexts)`` of ``args.answer_model``'s ``args.config`` answers on the
+    seeded sample; the context of the ``gold`` config is the gold passage (what the answering model read)."""
+    ds = dataset()
     queries = sample_queries(ds.queries_for("test"), args.queries, seed=args.seed)
-    n = len(queries)
-    key = f"{n}q_seed{args.seed}"
     q_all = read_results().get("quality", {}).get(args.answer_model, {})
     # seeded samples are nested (the 40-sample is inside the 100-sample): take the answers from any run that
     # holds all these queries
     src = next(
         (
             runs[args.config]
-            for k, runs in sorted(q_all.items(), key=lambda kv: kv[0] != key)
+            for k, runs in sorted(q_all.items(), key=lambda kv: kv[0] != f"{len(queries)}q_seed{args.seed}")
             if k.endswith(f"_seed{args.seed}")
             and args.config in runs
             and set(queries.ids) <= set(runs[args.config]["answers"])
@@ -385,74 +386,122 @@ def cmd_judge(args) -> None:
         None,
     )
     if src is None:
-        raise SystemExit(f"run `quality --model {args.answer_model} --queries {n} --configs {args.config}` first")
+        raise SystemExit(
+            f"run `quality --model {args.answer_model} --queries {len(queries)} --configs {args.config}` first"
+        )
     preds = {q: src["answers"][q] for q in queries.ids}
-    jl = make_llm(args.judge_model)
+    questions = dict(zip(queries.ids, queries.texts))
+    golds = {q: list(ds.answers[q]) for q in queries.ids}
+    contexts = None
+    if args.config == "gold":
+        gb = gold_batch(ds, queries)
+        contexts = {
+            q: [(ds.corpus.ids[int(i)], ds.corpus.texts[int(i)]) for i in gb.doc_idx[r]]
+            for r, q in enumerate(queries.ids)
+        }
+    return queries, src, preds, questions, golds, contexts
+
+
+def cmd_judge(args) -> None:
+    from ragopt.evaluation.judge import LLMJudge, evaluate_judged
+    from ragopt.types import Stats
+
+    queries, src, preds, questions, golds, contexts = judged_samples(args)
+    n = len(queries)
+    metrics = [JUDGE_NAMES[m.strip()] for m in args.metrics.split(",")]
+    if contexts is None and "faithfulness" in metrics:
+        raise SystemExit("faithfulness is judged on the gold config only (its context is the gold passage)")
+    if args.export:
+        with open(args.export, "w") as f:
+            for q in queries.ids:
+                row = {"qid": q, "question": questions[q], "answer": preds[q], "golds": golds[q]}
+                row["contexts"] = [t for _, t in contexts[q]] if contexts else []
+                f.write(json.dumps(row) + "\n")
+        print(f"exported {n} samples to {args.export}")
+    jl = make_llm(args.judge_model, backend=args.backend, threads=args.threads)
     t0 = time.perf_counter()
     jl.load()
     load_s = time.perf_counter() - t0
-    judge = LLMJudge(jl, mode="score", store=st)
-    questions = dict(zip(queries.ids, queries.texts))
-    golds = {q: ds.answers[q] for q in queries.ids}
-    # Warm the judge's cache with one forward pass per prompt (Yes and No share a pass when asked together;
-    # LLMJudge asks them in two separate calls, two passes); then evaluate_judged reads the same
-    # (prompt, label) keys from the cache. Chunks of 8, so an interrupted run resumes.
-    prompts = [
-        judge.prompt(
-            "judge_correctness", question=questions[q], answer=preds[q] or "(no answer)", gold=" | ".join(golds[q])
-        )
-        for q in queries.ids
-    ]
-    from ragopt.types import Stats
-
+    judge = LLMJudge(jl, mode="score", store=store())
+    # chunks of 8 queries fill the call cache (an interrupted run resumes); the last pass reads it all back
     t = time.perf_counter()
     fresh = 0
     for s in range(0, n, 8):
-        ps = prompts[s : s + 8]
+        part = {q: preds[q] for q in queries.ids[s : s + 8]}
         stt = Stats()
-        judge.client.score([p for p in ps for _ in (0, 1)], ["Yes", "No"] * len(ps), stats=stt)
+        evaluate_judged(judge, metrics, part, questions, golds, contexts, stats=stt)
         fresh += stt.counts.get("llm_calls", 0)
         print(f"  judged {min(n, s + 8)}/{n} in {time.perf_counter() - t:.1f} s", flush=True)
     warm_s = time.perf_counter() - t
-    from ragopt.types import Stats
-
     after = Stats()
-    res = evaluate_judged(judge, ["judge_correctness"], preds, questions, golds, stats=after)
-    verdict = res.per_query["judge_correctness"]
-    qids = [q for q in queries.ids if q in verdict]
-    j = [verdict[q] for q in qids]
+    res = evaluate_judged(judge, metrics, preds, questions, golds, contexts, stats=after)
     out: dict[str, Any] = {
         "machine": {**machine_info(PACKAGES), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "load": load()},
         "answers_by": args.answer_model,
         "config": args.config,
         "judge": judge.describe(),
+        "backend": args.backend,
         "n_queries": n,
-        "n_judged": len(qids),
         "judge_load_seconds": round(load_s, 1),
         "judge_seconds": round(warm_s, 1),
-        "judge_fresh_scores": fresh,
+        "judge_fresh_calls": fresh,
         "evaluate_judged_fresh_calls": after.counts.get("llm_calls", 0),
         "evaluate_judged_cache_hits": after.counts.get("llm_cache_hits", 0),
-        "judge_correctness": round(res.metrics["judge_correctness"], 4),
-        "ci95": [round(x, 4) for x in res.ci["judge_correctness"]],
-        "p_yes": {q: round(p, 4) for q, p in res.confidence["judge_correctness"].items()},
-        "verdicts": {q: verdict[q] for q in qids},
-        "agreement": {},
     }
-    for m in ("em", "contains"):
-        ref = [float(src["per_query"][m][q]) for q in qids]
-        out[m] = round(sum(ref) / len(ref), 4)
-        both = sum(1 for a, b in zip(j, ref) if a == 1 and b == 1)
-        out["agreement"][m] = {
-            "percent": round(100 * sum(a == b for a, b in zip(j, ref)) / len(qids), 1),
-            "cohen_kappa": round(kappa(j, ref), 3),
-            "judge_yes_metric_yes": both,
-            "judge_yes_metric_no": sum(1 for a, b in zip(j, ref) if a == 1 and b == 0),
-            "judge_no_metric_yes": sum(1 for a, b in zip(j, ref) if a == 0 and b == 1),
-            "judge_no_metric_no": sum(1 for a, b in zip(j, ref) if a == 0 and b == 0),
+    for m in metrics:
+        verdict = res.per_query[m]
+        qids = [q for q in queries.ids if q in verdict]
+        out[m] = {
+            "mean": round(res.metrics[m], 4),
+            "ci95": [round(x, 4) for x in res.ci[m]],
+            "n_judged": len(qids),
+            "p_yes": {q: round(p, 4) for q, p in res.confidence[m].items()},
+            "verdicts": {q: verdict[q] for q in qids},
         }
-    print(json.dumps({k: v for k, v in out.items() if k not in ("machine", "p_yes", "verdicts")}, indent=1))
-    write_part(lambda data: data.__setitem__("judge", out))
+        if m == "judge_correctness":
+            j = [verdict[q] for q in qids]
+            out[m]["agreement"] = {}
+            for ref_m in ("em", "contains"):
+                ref = [float(src["per_query"][ref_m][q]) for q in qids]
+                out[m][ref_m] = round(sum(ref) / len(ref), 4)
+                out[m]["agreement"][ref_m] = agreement(j, ref)
+    brief = {k: v for k, v in out.items() if k != "machine"}
+    for m in metrics:
+        brief[m] = {k: v for k, v in out[m].items() if k not in ("p_yes", "verdicts")}
+    print(json.dumps(brief, indent=1))
+    write_part(lambda data: data.__setitem__(args.key, out))
+
+
+def agreement(a: list[float], b: list[float]) -> dict[str, Any]:
+    """Percent agreement, Cohen's kappa and the 2x2 table of two 0/1 verdict lists."""
+    return {
+        "percent": round(100 * sum(x == y for x, y in zip(a, b)) / len(a), 1),
+        "cohen_kappa": round(kappa(a, b), 3),
+        "yes_yes": sum(1 for x, y in zip(a, b) if x == 1 and y == 1),
+        "yes_no": sum(1 for x, y in zip(a, b) if x == 1 and y == 0),
+        "no_yes": sum(1 for x, y in zip(a, b) if x == 0 and y == 1),
+        "no_no": sum(1 for x, y in zip(a, b) if x == 0 and y == 0),
+    }
+
+
+def cmd_serve(args) -> None:
+    """Serve ``--model`` (through the call cache) on an OpenAI-compatible endpoint until interrupted, so an
+    outside tool (ragas) asks the same judge model; the base URL goes to ``--url-file``."""
+    from ragopt.llm.cache import CachedLLM
+    from ragopt.testing.openai_server import OpenAITestServer
+
+    llm = make_llm(args.model, backend=args.backend, threads=args.threads)
+    llm.load()
+    client = CachedLLM(llm, store=store())
+    with OpenAITestServer(client, model_name=args.model, default_max_tokens=args.max_tokens) as server:
+        Path(args.url_file).write_text(server.base_url + "\n")
+        print(f"serving {args.model} at {server.base_url}", flush=True)
+        try:
+            while True:
+                time.sleep(60)
+                print(f"  {len(server.requests)} requests", flush=True)
+        except KeyboardInterrupt:
+            pass
 
 
 def main(argv=None) -> None:
@@ -477,10 +526,21 @@ def main(argv=None) -> None:
     j.add_argument("--answer-model", default="smollm2-135m-instruct")
     j.add_argument("--judge-model", default="qwen2.5-coder-1.5b-instruct")
     j.add_argument("--config", default="gold")
+    j.add_argument("--metrics", default="correctness", help="comma-separated: correctness,faithfulness,relevance")
+    j.add_argument("--backend", choices=("transformers", "llama_cpp"), default="transformers")
+    j.add_argument("--threads", type=int, default=None)
+    j.add_argument("--export", default=None, help="also write the judged samples as JSON lines (for ragas)")
+    j.add_argument("--key", default="judge", help="results key")
     j.add_argument("--queries", type=int, default=100)
     j.add_argument("--seed", type=int, default=0)
+    v = subs.add_parser("serve")
+    v.add_argument("--model", default="qwen2.5-coder-1.5b-instruct")
+    v.add_argument("--backend", choices=("transformers", "llama_cpp"), default="llama_cpp")
+    v.add_argument("--threads", type=int, default=None)
+    v.add_argument("--max-tokens", type=int, default=512, help="completion limit when a request sets none")
+    v.add_argument("--url-file", default="/tmp/ragopt-serve-url")
     args = ap.parse_args(argv)
-    {"quality": cmd_quality, "throughput": cmd_throughput, "judge": cmd_judge}[args.cmd](args)
+    {"quality": cmd_quality, "throughput": cmd_throughput, "judge": cmd_judge, "serve": cmd_serve}[args.cmd](args)
 
 
 if __name__ == "__main__":

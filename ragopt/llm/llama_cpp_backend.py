@@ -54,7 +54,9 @@ class LlamaCppLLM(LLMBackend):
 
     model: str = param(doc="packaged alias (e.g. smollm2-135m-instruct) or a .gguf file")
     n_ctx: int = param(4096, doc="context window in tokens; part of the fingerprint", ge=16)
-    n_threads: int | None = param(None, doc="CPU threads (None: llama.cpp's default)", ge=1)
+    n_threads: int | None = param(
+        None, doc="CPU threads for generation and prompt processing (None: llama.cpp's defaults)", ge=1
+    )
     n_gpu_layers: int = param(0, doc="layers offloaded to the GPU (-1: all)", ge=-1)
     prefix_cache: bool = param(
         True,
@@ -106,6 +108,8 @@ class LlamaCppLLM(LLMBackend):
                         model_path=str(res.gguf_path),
                         n_ctx=self.n_ctx,
                         n_threads=self.n_threads,
+                        # prompt processing too: llama.cpp's default for it is every core, whatever n_threads says
+                        n_threads_batch=self.n_threads,
                         n_gpu_layers=self.n_gpu_layers,
                         use_mmap=self.mmap,
                         logits_all=False,

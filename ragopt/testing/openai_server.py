@@ -47,6 +47,7 @@ class OpenAITestServer:
         logprobs: bool = True,
         delay_s: float = 0.0,
         hang_s: float = 5.0,
+        default_max_tokens: int = 16,
     ):
         self.backend = backend
         self.api_key = api_key
@@ -54,10 +55,13 @@ class OpenAITestServer:
         self.logprobs = logprobs
         self.delay_s = delay_s
         self.hang_s = hang_s
+        self.default_max_tokens = default_max_tokens
         self.requests: list[dict[str, Any]] = []
         self.peak_concurrency = 0
         self._faults: deque[str] = deque()
         self._lock = threading.Lock()
+        # one model answers one request at a time, as a single-model server does (backends are not thread-safe)
+        self._backend_lock = threading.Lock()
         self._active = 0
         self._stopping = threading.Event()
         self._httpd: ThreadingHTTPServer | None = None
@@ -132,18 +136,20 @@ class OpenAITestServer:
                 prompt = prompt[0]
         stop = body.get("stop") or ()
         params = GenerationParams(
-            max_new_tokens=int(body.get("max_tokens") or 16),
+            max_new_tokens=int(body.get("max_completion_tokens") or body.get("max_tokens") or self.default_max_tokens),
             temperature=float(body.get("temperature") or 0.0),
             top_p=float(body.get("top_p") or 1.0),
             seed=body.get("seed"),
             stop=tuple([stop] if isinstance(stop, str) else stop),
         )
-        comp = self.backend.generate([prompt], params)[0]
+        with self._backend_lock:
+            comp = self.backend.generate([prompt], params)[0]
         want = body.get("logprobs")
         k = int(body.get("top_logprobs") or 0) if chat else int(want or 0)
         logprobs = None
         if self.logprobs and want and (k or chat):
-            top = self.backend.next_token_logprobs(prompt, max(k, 1))
+            with self._backend_lock:
+                top = self.backend.next_token_logprobs(prompt, max(k, 1))
             tok, lp = top[0] if top else (comp.text, 0.0)
             if chat:
                 logprobs = {

@@ -183,3 +183,25 @@ def test_connection_refused_names_the_endpoint(monkeypatch):
     b = OpenAIBackend(model="m", base_url=f"http://127.0.0.1:{port}/v1", api_key_env="", max_retries=1)
     with pytest.raises(LLMError, match=f"model 'm' at http://127.0.0.1:{port}/v1 .*connection.*after 2 attempts"):
         b.generate(["x"])
+
+
+def test_completion_limit_fields_and_server_default(scripted):
+    """A request without a limit gets the server's default; ``max_completion_tokens`` (the newer field) wins
+    over ``max_tokens``, as in the OpenAI API."""
+    import json
+    import urllib.request
+
+    def ask(srv, **limits):
+        body = {"model": "m", "messages": [{"role": "user", "content": "capital of Chile?"}], **limits}
+        req = urllib.request.Request(
+            srv.base_url + "/chat/completions", json.dumps(body).encode(), {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            choice = json.loads(r.read())["choices"][0]
+        return choice["message"]["content"], choice["finish_reason"]
+
+    with OpenAITestServer(scripted, default_max_tokens=2) as srv:
+        assert ask(srv) == ("The capital", "length")
+        assert ask(srv, max_tokens=3) == ("The capital of", "length")
+        assert ask(srv, max_tokens=1, max_completion_tokens=3) == ("The capital of", "length")
+        assert ask(srv, max_tokens=64)[1] == "stop"
