@@ -104,6 +104,19 @@ def timed_methods(targets: list[tuple[Any, str]], acc: dict[str, float]):
 med = _common.med
 
 
+def search_figures(samples: list[float], n_queries: int, loops: int) -> dict[str, Any]:
+    """Median seconds and queries per second (with their range over the samples) of searching ``n_queries``
+    queries, from wall-time ``samples`` of ``loops`` calls each."""
+    return {
+        "search_s": med(samples),
+        "qps": n_queries / med(samples),
+        "qps_range": [n_queries / max(samples), n_queries / min(samples)],
+        "n_queries": n_queries,
+        "loops_per_sample": loops,
+        "samples_s": samples,
+    }
+
+
 # ---------------------------------------------------------------------------------------------- systems
 def bm25s_system(texts: list[str]):
     """bm25s's documented usage; one PyStemmer object, made at index time, serves corpus and queries."""
@@ -290,12 +303,7 @@ def run_dataset(name: str, args: argparse.Namespace, tmp: Path) -> dict[str, Any
         t = interleaved(fns, args.repeats, loops, cpu)
         for s, xs in t.items():
             sys_out[s].setdefault("search", {})[str(k)] = {
-                "search_s": med(xs),
-                "qps": n_q / med(xs),
-                "qps_range": [n_q / max(xs), n_q / min(xs)],
-                "n_queries": n_q,
-                "loops_per_sample": loops,
-                "samples_s": xs,
+                **search_figures(xs, n_q, loops),
                 "cpu_s": med(cpu[s]),
                 "cpu_samples_s": cpu[s],
             }
@@ -407,14 +415,7 @@ def run_pyserini(
         loops = _loops_for(fns[PYSERINI], args.min_time)
         t = interleaved(fns, args.pyserini_repeats, loops)
         for s, xs in t.items():
-            sys_out[s]["search"][str(k)] = {
-                "search_s": med(xs),
-                "qps": n_q / med(xs),
-                "qps_range": [n_q / max(xs), n_q / min(xs)],
-                "n_queries": n_q,
-                "loops_per_sample": loops,
-                "samples_s": xs,
-            }
+            sys_out[s]["search"][str(k)] = search_figures(xs, n_q, loops)
     print("  pyserini done", file=sys.stderr)
 
 

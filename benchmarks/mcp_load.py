@@ -31,6 +31,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ragopt.testing.mcp_http import start_http_server, stop_server
+
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux /proc)."""
@@ -58,43 +60,25 @@ def start_server(
     extra: tuple[str, ...] = (),
 ) -> tuple:
     """Serve from the ragopt under ``src`` (``python -m`` puts the working folder first on sys.path)."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    ready = workdir / "ready.json"
-    log = open(workdir / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ragopt.cli",
-            "serve-mcp",
-            "--tools",
-            tools,
-            "--pipeline",
-            pipeline,
-            "--transport",
-            "http",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-            "--index-dir",
-            os.environ.get("RAGOPT_INDEX_DIR") or str(ROOT / "indexes"),
-            *extra,
-        ],
-        env={**os.environ, "RAGOPT_MCP_TOKEN": token},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=str(src),
-    )
-    deadline = time.monotonic() + start_timeout
-    while not ready.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            raise SystemExit(f"server did not start: {(workdir / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.1)
-    return proc, log, json.loads(ready.read_text())["url"]
+    args = ["--tools", tools, "--pipeline", pipeline, "--host", "127.0.0.1"]
+    args += ["--index-dir", os.environ.get("RAGOPT_INDEX_DIR") or str(ROOT / "indexes"), *extra]
+    try:
+        return start_http_server(args, workdir, {**os.environ, "RAGOPT_MCP_TOKEN": token}, start_timeout, cwd=src)
+    except RuntimeError as e:
+        raise SystemExit(str(e)) from None
+
+
+def results(out: Path, append: bool, runs: list[dict], **fields) -> dict:
+    """What a results file holds: the date, the CPU count, OMP_NUM_THREADS, ``fields``, then the ``runs`` (after
+    those already in ``out`` when ``append``)."""
+    previous = json.loads(out.read_text())["runs"] if append and out.is_file() else []
+    return {
+        "date": time.strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        **fields,
+        "runs": previous + runs,
+    }
 
 
 async def one_round(
@@ -251,23 +235,9 @@ def main() -> None:
                         )
         finally:
             for proc, log, _, _ in servers.values():
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(timeout=20)
-                log.close()
+                stop_server(proc, log)
     out = Path(args.out)
-    previous = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "cpus": os.cpu_count(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "transport": "streamable HTTP, 127.0.0.1, bearer token",
-        "k": args.k,
-        "runs": previous + runs,
-    }
+    result = results(out, args.append, runs, transport="streamable HTTP, 127.0.0.1, bearer token", k=args.k)
     if any(r.get("variant") == "before" for r in result["runs"]):
         result["ratios"] = ratios(result["runs"])
     out.parent.mkdir(parents=True, exist_ok=True)

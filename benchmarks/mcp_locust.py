@@ -32,7 +32,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.mcp_load import cpu_seconds, start_server
+from benchmarks.mcp_load import cpu_seconds, results, start_server
+from ragopt.testing.mcp_http import stop_server
 
 LOCUSTFILE = Path(__file__).with_name("mcp_locustfile.py")
 SEARCH = "tools/call search_tools"
@@ -226,25 +227,17 @@ def main() -> None:
                 )
         finally:
             all_samples = sampler.stop()
-            proc.terminate()
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=20)
-            log.close()
+            stop_server(proc, log)
     out = Path(args.out)
-    previous = json.loads(out.read_text())["runs"] if args.append and out.is_file() else []
-    result = {
-        "date": time.strftime("%Y-%m-%d"),
-        "cpus": os.cpu_count(),
-        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-        "transport": "streamable HTTP (protocol 2025-06-18 handshake, Mcp-Session-Id), 127.0.0.1, bearer token",
-        "tool": "locust (FastHttpUser), headless, one process on the same cores as the server",
-        "k": 5,
-        "runs": previous + runs,
-        "rss_mb_whole_run": memory_summary(all_samples) if all_samples else {},
-    }
+    result = results(
+        out,
+        args.append,
+        runs,
+        transport="streamable HTTP (protocol 2025-06-18 handshake, Mcp-Session-Id), 127.0.0.1, bearer token",
+        tool="locust (FastHttpUser), headless, one process on the same cores as the server",
+        k=5,
+    )
+    result["rss_mb_whole_run"] = memory_summary(all_samples) if all_samples else {}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(out)

@@ -161,6 +161,16 @@ def _raw_build(faiss, x: np.ndarray, args) -> object:
     return index
 
 
+def _build_figures(secs: float, mem: PeakMemory, out_dir: Path) -> dict:
+    """A build's seconds, peak memory (of the ``PeakMemory`` block around it) and the size of the index it wrote."""
+    return {
+        "seconds": round(secs, 2),
+        "peak_rss_mib": mem.peak_rss_mib,
+        "peak_anon_mib": mem.peak_anon_mib,
+        "disk_mib": round((out_dir / "index.faiss").stat().st_size / MIB, 1),
+    }
+
+
 def worker(args) -> dict:
     import faiss
 
@@ -175,13 +185,7 @@ def worker(args) -> dict:
             x = np.load(paths["vectors"], mmap_mode="r", allow_pickle=False)
             extra = index.build(x, out_dir)
             secs = time.perf_counter() - t0
-        return {
-            "seconds": round(secs, 2),
-            "peak_rss_mib": mem.peak_rss_mib,
-            "peak_anon_mib": mem.peak_anon_mib,
-            "disk_mib": round((out_dir / "index.faiss").stat().st_size / MIB, 1),
-            "manifest": extra,
-        }
+        return {**_build_figures(secs, mem, out_dir), "manifest": extra}
     if args.worker == "build-raw":
         with PeakMemory() as mem:
             t0 = time.perf_counter()
@@ -189,12 +193,7 @@ def worker(args) -> dict:
             index = _raw_build(faiss, x, args)
             faiss.write_index(index, str(out_dir / "index.faiss"))
             secs = time.perf_counter() - t0
-        return {
-            "seconds": round(secs, 2),
-            "peak_rss_mib": mem.peak_rss_mib,
-            "peak_anon_mib": mem.peak_anon_mib,
-            "disk_mib": round((out_dir / "index.faiss").stat().st_size / MIB, 1),
-        }
+        return _build_figures(secs, mem, out_dir)
     q = np.load(paths["queries"])
     with PeakMemory() as mem:
         t0 = time.perf_counter()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class RagoptError(Exception):
     """Base class of every error ragopt raises on purpose."""
@@ -46,3 +48,18 @@ class LLMError(RagoptError):
     cache may keep what was paid for."""
 
     partial: list | None = None
+
+
+def unknown_template_error(path: str, template: str, builtins: Iterable[str], fields: str) -> ConfigError:
+    """The :class:`ConfigError` (naming ``path``) for a ``template`` that is neither a built-in's name nor a text
+    with fields: the closest built-in name if one is close, the ``builtins``, and the ``fields`` a text needs."""
+    import difflib
+
+    names = list(builtins)
+    hint = difflib.get_close_matches(template, names, n=1)
+    return ConfigError(
+        path,
+        f"unknown template {template!r}"
+        + (f"; did you mean {hint[0]!r}?" if hint else "")
+        + f" (built-in: {', '.join(names)}; or a text with {fields})",
+    )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ragopt.data.chunking import split_sentences
-from ragopt.errors import ConfigError, StageError
+from ragopt.errors import ConfigError, StageError, unknown_template_error
 from ragopt.llm.stage import truncate_to_tokens
 
 __all__ = [
@@ -89,15 +89,7 @@ def resolve_template(template: str, system: str | None, path: str = "template") 
         t = TEMPLATES[template]
         return Template(system, t.user, t.shots) if system is not None else t
     if "{" not in template:
-        import difflib
-
-        hint = difflib.get_close_matches(template, list(TEMPLATES), n=1)
-        raise ConfigError(
-            path,
-            f"unknown template {template!r}"
-            + (f"; did you mean {hint[0]!r}?" if hint else "")
-            + f" (built-in: {', '.join(TEMPLATES)}; or a text with {{question}} and {{context}})",
-        )
+        raise unknown_template_error(path, template, TEMPLATES, "{question} and {context}")
     t = Template(system if system is not None else "", template)
     try:
         fields = t.fields()

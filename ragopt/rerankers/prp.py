@@ -51,7 +51,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ragopt.config import param
-from ragopt.errors import ConfigError, StageError
+from ragopt.errors import ConfigError, StageError, unknown_template_error
 from ragopt.kernels.prp import drive_many, make_ranker
 from ragopt.kernels.topk import splice_head
 from ragopt.llm.base import GenerationParams, Prompt
@@ -96,16 +96,7 @@ def resolve_template(template: str, path: str = "template") -> str:
     if template in TEMPLATES:
         return TEMPLATES[template]
     if "{" not in template:
-        import difflib
-
-        hint = difflib.get_close_matches(template, list(TEMPLATES), n=1)
-        raise ConfigError(
-            path,
-            f"unknown template {template!r}"
-            + (f"; did you mean {hint[0]!r}?" if hint else "")
-            + f" (built-in: {', '.join(TEMPLATES)}; or a text with {{query}}, {{passage_a}} and "
-            "{passage_b})",
-        )
+        raise unknown_template_error(path, template, TEMPLATES, "{query}, {passage_a} and {passage_b}")
     try:
         fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as e:

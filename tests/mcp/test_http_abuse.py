@@ -21,6 +21,12 @@ from ragopt.store import ArtifactStore
 TOKEN = "t0ken-for-tests"
 ACCEPT = "application/json, text/event-stream"
 PROTOCOL = "2025-06-18"
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
 TOOLS = [
     {"name": "get_weather", "description": "Current weather and forecast for a city."},
     {"name": "send_email", "description": "Send an email message to a recipient."},
@@ -60,13 +66,7 @@ def _headers(session: str | None = None, token: str = TOKEN) -> dict[str, str]:
 
 
 def _open_session(http, url: str) -> str:
-    init = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "initialize",
-        "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
-    }
-    r = http.post(url, json=init, headers=_headers())
+    r = http.post(url, json=INITIALIZE, headers=_headers())
     assert r.status_code == 200, r.text
     session = r.headers["mcp-session-id"]
     note = {"jsonrpc": "2.0", "method": "notifications/initialized"}
@@ -197,13 +197,7 @@ def test_sessions_are_capped_and_a_closed_one_frees_its_place(server):
     url, _ = server
     with httpx.Client(timeout=30) as http:
         sessions = [_open_session(http, url) for _ in range(4)]
-        init = {
-            "jsonrpc": "2.0",
-            "id": 1,
-            "method": "initialize",
-            "params": {"protocolVersion": PROTOCOL, "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
-        }
-        refused = http.post(url, json=init, headers=_headers())
+        refused = http.post(url, json=INITIALIZE, headers=_headers())
         assert refused.status_code == 503 and "Too many open sessions" in refused.text
         _search_ok(http, url, sessions[0])  # the open ones keep working
         assert http.delete(url, headers=_headers(sessions.pop())).status_code in (200, 204)

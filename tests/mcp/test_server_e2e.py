@@ -7,11 +7,12 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
 import pytest
+
+from ragopt.testing.mcp_http import start_http_server, stop_server
 
 UPSTREAM = str(Path(__file__).with_name("upstream_server.py"))
 TIMEOUT = 90
@@ -100,39 +101,10 @@ def test_http_gateway_subprocess_with_token(tmp_path):
         f"servers:\n  calc:\n    command: {json.dumps(sys.executable)}\n"
         f"    args: [{json.dumps(UPSTREAM)}]\n    timeout: 20\n"
     )
-    ready = tmp_path / "ready.json"
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "ragopt.cli",
-            "serve-mcp",
-            "--servers",
-            str(servers),
-            "--pipeline",
-            "bm25",
-            "--transport",
-            "http",
-            "--port",
-            "0",
-            "--ready-file",
-            str(ready),
-            "--max-request-bytes",
-            "20000",
-        ],
-        env={**os.environ, **_env(tmp_path), "RAGOPT_MCP_TOKEN": "t0ken"},
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        cwd=str(tmp_path),
-    )
+    args = ["--servers", str(servers), "--pipeline", "bm25", "--max-request-bytes", "20000"]
+    env = {**os.environ, **_env(tmp_path), "RAGOPT_MCP_TOKEN": "t0ken"}
+    proc, log, url = start_http_server(args, tmp_path, env, TIMEOUT)
     try:
-        deadline = time.monotonic() + TIMEOUT
-        while not ready.exists():
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
-        url = json.loads(ready.read_text())["url"]
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp")
 
         async def go():
@@ -169,13 +141,7 @@ def test_http_gateway_subprocess_with_token(tmp_path):
 
         out = _run(go)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=15)
-        log.close()
+        stop_server(proc, log, timeout=15)
     assert out["no_token"] == 401 and out["bad_token"] == 401
     assert out["too_big"] == 413
     assert out["names"] == {"search_tools", "call_tool", "refresh_tools"}

@@ -138,40 +138,14 @@ def test_online_needs_the_bandit():
 
 
 @pytest.fixture()
-def rag_config(data_dir, tmp_path):
-    if not (data_dir / "nq-open-oracle-dev" / "answers.jsonl").is_file():
-        pytest.skip("nq-open-oracle-dev not in the shared data")
-
+def rag_config(rag_study_dict, tmp_path):
     def make(**over):
-        d = {
-            "study": "online",
-            "dataset": str(data_dir / "nq-open-oracle-dev"),
-            "queries": {"limit": 20, "seed": 0},
-            "holdout": {"fraction": 0.3, "seed": 0},
-            "pipeline": [
-                {"type": "bm25", "top_k": 100},
-                {
-                    "type": "generate",
-                    # answers with the first two words of the third packed passage, else of the first
-                    "llm": {
-                        "type": "scripted",
-                        "rules": [
-                            {"match": r"\[3\] (\w+ \w+)", "output": r"\1"},
-                            {"match": r"\[1\] (\w+ \w+)", "output": r"\1"},
-                        ],
-                    },
-                    "context_k": 1,
-                    "template": "qa",
-                    "chat": True,
-                },
-            ],
-            "space": [
-                {"name": "k", "path": "stages.1.context_k", "choices": [1, 3]},
-                {"name": "order", "path": "stages.1.order", "choices": ["score", "reversed"]},
-            ],
-            "objective": {"metrics": ["f1"]},
-            "tuner": {"name": "tpe", "seed": 0},
-        }
+        d = rag_study_dict(
+            "online",
+            # answers with the first two words of the third packed passage, else of the first
+            [{"match": r"\[3\] (\w+ \w+)", "output": r"\1"}, {"match": r"\[1\] (\w+ \w+)", "output": r"\1"}],
+            tuner={"name": "tpe", "seed": 0},
+        )
         d.update(over)
         path = tmp_path / "study.yaml"
         path.write_text(yaml.safe_dump(d))

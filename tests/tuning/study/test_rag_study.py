@@ -13,37 +13,18 @@ from ragopt.tuning.study import StudyConfig, run_study
 
 
 @pytest.fixture()
-def rag_study(data_dir):
+def rag_study(rag_study_dict):
     def make(**over):
-        d = {
-            "study": "rag",
-            "dataset": str(data_dir / "nq-open-oracle-dev"),
-            "queries": {"limit": 20, "seed": 0},
-            "pipeline": [
-                {"type": "bm25", "top_k": 100},
-                {
-                    "type": "generate",
-                    # answers with the first two words of the first packed passage
-                    "llm": {"type": "scripted", "rules": [{"match": r"\[1\] (\w+ \w+)", "output": r"\1"}]},
-                    "context_k": 1,
-                    "template": "qa",
-                    "chat": True,
-                },
-            ],
-            "space": [
-                {"name": "k", "path": "stages.1.context_k", "choices": [1, 3]},
-                {"name": "order", "path": "stages.1.order", "choices": ["score", "reversed"]},
-            ],
-            "objective": {"metrics": ["f1"], "constraints": [{"metric": "cost.prompt_tokens", "max": 100000}]},
-            "tuner": {"name": "grid_native", "seed": 0},
-            "budget": {"trials": 4},
-            "holdout": {"fraction": 0.3, "seed": 0},
-        }
-        d.update(over)
-        return d
+        d = rag_study_dict(
+            "rag",
+            # answers with the first two words of the first packed passage
+            [{"match": r"\[1\] (\w+ \w+)", "output": r"\1"}],
+            objective={"metrics": ["f1"], "constraints": [{"metric": "cost.prompt_tokens", "max": 100000}]},
+            tuner={"name": "grid_native", "seed": 0},
+            budget={"trials": 4},
+        )
+        return {**d, **over}
 
-    if not (data_dir / "nq-open-oracle-dev" / "answers.jsonl").is_file():
-        pytest.skip("nq-open-oracle-dev not in the shared data")
     return make
 
 

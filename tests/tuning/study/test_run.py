@@ -118,11 +118,10 @@ def _write_config(path, study_dict, data_dir, trials, pipeline="bm25", dataset="
     return path
 
 
-@pytest.mark.slow
-def test_kill_9_mid_study_then_resume_loses_nothing(study_dict, data_dir, tmp_path):
-    cfg = _write_config(tmp_path / "study.yaml", study_dict, data_dir, trials=6)
-    storage = f"sqlite:///{tmp_path / 'studies.db'}"
-    cmd = [
+def _tune_cmd(cfg, storage: str, tmp_path, *options: str) -> list[str]:
+    """The command line of a `ragopt tune` worker: ``cfg`` on ``storage`` with ``options``, indexes under
+    ``tmp_path``, the result as JSON on stdout."""
+    return [
         sys.executable,
         "-m",
         "ragopt.cli",
@@ -130,13 +129,18 @@ def test_kill_9_mid_study_then_resume_loses_nothing(study_dict, data_dir, tmp_pa
         str(cfg),
         "--storage",
         storage,
-        "--no-reuse",
-        "--heartbeat",
-        "1",
+        *options,
         "--index-dir",
         str(tmp_path / "idx"),
         "--json",
     ]
+
+
+@pytest.mark.slow
+def test_kill_9_mid_study_then_resume_loses_nothing(study_dict, data_dir, tmp_path):
+    cfg = _write_config(tmp_path / "study.yaml", study_dict, data_dir, trials=6)
+    storage = f"sqlite:///{tmp_path / 'studies.db'}"
+    cmd = _tune_cmd(cfg, storage, tmp_path, "--no-reuse", "--heartbeat", "1")
     worker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
     killed_trial = None
@@ -200,20 +204,7 @@ def test_two_workers_share_a_postgres_study(study_dict, data_dir, tmp_path):
     url = postgres_url()
     cfg = _write_config(tmp_path / "study.yaml", study_dict, data_dir, trials=10, dataset="cranfield")
     name = f"shared-{os.getpid()}-{int(time.time())}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ragopt.cli",
-        "tune",
-        str(cfg),
-        "--storage",
-        url,
-        "--study",
-        name,
-        "--index-dir",
-        str(tmp_path / "idx"),
-        "--json",
-    ]
+    cmd = _tune_cmd(cfg, url, tmp_path, "--study", name)
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outs = [w.communicate(timeout=600) for w in workers]
     assert all(w.returncode == 0 for w in workers), [o[1][-2000:] for o in outs]
