@@ -16,6 +16,24 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def make_llm(model: str, store: Any, backend: str = "transformers", threads: int | None = None, batch_size: int = 8):
+    """The LLM backend of a benchmark run: the packaged GGUF as quantised through llama.cpp (``threads`` for
+    generation and prompt processing; ``mmap`` off, which this VM needs) or a float32 copy through transformers
+    on the CPU; its artifacts and call cache in ``store``."""
+    if backend == "llama_cpp":
+        from ragopt.llm.llama_cpp_backend import LlamaCppLLM
+
+        return LlamaCppLLM(model=model, n_threads=threads or None, mmap=False).use_store(store)
+    from ragopt.llm.transformers_backend import TransformersLLM
+
+    return TransformersLLM(model=model, device="cpu", batch_size=batch_size).use_store(store)
+
+
+def model_key(model: str, backend: str = "transformers") -> str:
+    """A model's name in the results: the alias, with ``@llama_cpp`` when llama.cpp ran it."""
+    return model + ("@llama_cpp" if backend == "llama_cpp" else "")
+
+
 def med(xs: Sequence[float]) -> float:
     return float(statistics.median(xs))
 

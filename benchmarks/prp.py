@@ -49,7 +49,7 @@ if str(ROOT) not in sys.path:  # benchmark this checkout, installed or not
 RESULTS = ROOT / "benchmarks" / "results" / "prp.json"
 DATA = ROOT.parent / "shared" / "data"
 
-from benchmarks._common import load, machine_info, merge_result
+from benchmarks._common import load, machine_info, make_llm, merge_result, model_key
 from ragopt.kernels.prp import comparison_bounds, rank
 
 # name on the command line -> (method, sort)
@@ -126,7 +126,6 @@ def exact(args: argparse.Namespace) -> dict[str, Any]:
 def _setup(args: argparse.Namespace):
     from ragopt.data import load_dataset
     from ragopt.evaluation.run import sample_queries
-    from ragopt.llm.transformers_backend import TransformersLLM
     from ragopt.pipeline_io import load_pipeline
     from ragopt.store import ArtifactStore
 
@@ -141,18 +140,8 @@ def _setup(args: argparse.Namespace):
     bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
     bm25.fit(ds.corpus, store)
     base = bm25.search(queries)
-    if args.backend == "llama_cpp":
-        from ragopt.llm.llama_cpp_backend import LlamaCppLLM
-
-        llm = LlamaCppLLM(model=args.model, n_threads=args.threads or None, mmap=False).use_store(store)
-    else:
-        llm = TransformersLLM(model=args.model, device="cpu", batch_size=args.batch_size).use_store(store)
+    llm = make_llm(args.model, store, args.backend, args.threads, args.batch_size)
     return ds, store, queries, base, llm
-
-
-def model_key(args: argparse.Namespace) -> str:
-    """The model's name in the results: the alias, with ``@llama_cpp`` when llama.cpp ran it."""
-    return args.model + ("@llama_cpp" if args.backend == "llama_cpp" else "")
 
 
 def quality(args: argparse.Namespace) -> dict[str, Any]:
@@ -177,7 +166,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": ds.name,
         "n_queries": nq,
         "seed": args.seed,
-        "model": model_key(args),
+        "model": model_key(args.model, args.backend),
         "settings": {
             "depth": args.depth,
             "top_k": args.top_k,
@@ -246,7 +235,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     _merge(
         "quality",
         res,
-        key=f"{model_key(args)} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}",
+        key=f"{model_key(args.model, args.backend)} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}",
     )
     return res
 
@@ -272,7 +261,7 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     res: dict[str, Any] = {
         "machine": machine_info(["torch", "transformers"]),
         "load_before": load(),
-        "model": model_key(args),
+        "model": model_key(args.model, args.backend),
         "comparisons": len(triples),
         "both_orders": True,
         "passage_max_tokens": args.passage_max_tokens,
@@ -304,11 +293,13 @@ def speed(args: argparse.Namespace) -> dict[str, Any]:
     res["load_after"] = load()
     if not args.modes:  # keep the batched-vs-one figures already recorded for this model
         old = (
-            json.loads(RESULTS.read_text("utf-8")).get("speed", {}).get(model_key(args)) if RESULTS.is_file() else None
+            json.loads(RESULTS.read_text("utf-8")).get("speed", {}).get(model_key(args.model, args.backend))
+            if RESULTS.is_file()
+            else None
         )
         if old:
             res = {**old, "shared_prefix": res.get("shared_prefix")}
-    _merge("speed", res, key=model_key(args))
+    _merge("speed", res, key=model_key(args.model, args.backend))
     return res
 
 
