@@ -16,6 +16,33 @@ budget pays for at the highest per-query rate seen so far, and the rest of that 
 ``reference`` (a configuration, evaluated on every batch outside the budget, or a known mean reward per query)
 gives each record its regret, ``n_queries x (reference reward - reward)``, and the cumulative regret.
 
+Constraints are enforced as an offline study's are (Optuna's convention, as
+:meth:`~ragopt.tuning.study.objective.PipelineObjective.constraint_values` gives them: a value ``<= 0`` is
+feasible). An evaluation reports them as ``BatchResult.info["constraints"]`` (:func:`study_evaluator` does when
+the study has any); a batch is infeasible if any value is ``> 0``, and its violation is the sum of the positive
+values (as Optuna's samplers rank infeasible trials; a NaN counts as an infinite violation).
+
+* The bandit is told a penalised reward for an infeasible pull: the worst per-query reward seen in any pull so far
+  (this one's included; the lowest for a maximised metric, the highest for a minimised one), with the pull's
+  weight, or ``infeasible_reward`` when given (the metric's floor, e.g. 0.0 for f1, if it is known). It is an
+  empirical estimate of the worst possible reward that needs no metric range (for f1, em or ndcg it soon reaches
+  0): a violating pull scores no better than the worst query seen, below the configurations seen to be feasible,
+  and its values and group share the penalty, as the bandit shares any reward. Early on, with little seen, the
+  penalty is mild (a first pull is told its own worst per-query reward); the configuration served is filtered
+  regardless.
+* A configuration is feasible when it was feasible on every pull that reported constraints (one violating batch
+  makes it infeasible for good). The configuration served (:attr:`OnlineTuner.best`) is the best by the bandit's
+  mean reward among the feasible ones; if none has been seen yet, the least-violating one (smallest worst-pull
+  violation; then the best mean reward), and serve records say so.
+* Records then carry ``feasible`` and ``violation`` of their own batch (served batches too, so a violation of the
+  served configuration on new data shows); pulls told a penalty ``penalised_reward``; served batches
+  ``incumbent_feasible`` (None: never pulled, so unknown), ``incumbent_violation`` and, for an infeasible one,
+  ``incumbent_note``. The summary adds ``infeasible_pulls``, ``infeasible_served`` (served batches that violated),
+  ``best_feasible`` and ``best_violation``.
+
+Without constraints (no record reports any) nothing of this applies: pulls, serving, records and summary are
+those of the unconstrained bandit.
+
 :func:`run_online_study` runs it on a :class:`~ragopt.tuning.study.StudyConfig`: the study's tuning queries,
 in a seeded order, are the stream; rewards are the per-query values of the study's (single) objective metric;
 ``online.json`` and ``best_pipeline.yaml`` are written like an offline study's summary.
@@ -37,6 +64,7 @@ from ragopt.config import canonical_json
 from ragopt.errors import ConfigError
 from ragopt.tuning.study.config import StudyConfig, is_cost_metric
 from ragopt.tuning.study.objective import PipelineObjective
+from ragopt.tuning.tuners.base import config_key
 from ragopt.tuning.tuners.hiermab import HierMABTuner
 from ragopt.tuning.tuners.registry import TUNERS, get_tuner, make_tuner
 
@@ -60,6 +88,18 @@ def _cut(batch: Any, n: int) -> tuple[Any, Any]:
     return batch[:n], batch[n:]
 
 
+def _constraints(res: BatchResult) -> list[float] | None:
+    """The constraint values an evaluation reported (``info["constraints"]``), or None."""
+    values = res.info.get("constraints")
+    return None if values is None else [float(v) for v in values]
+
+
+def _violation_of(values: Sequence[float]) -> float:
+    """How far constraint values (``<= 0`` feasible) are violated: the sum of the positive ones (0.0: feasible);
+    a NaN is an infinite violation."""
+    return sum(math.inf if math.isnan(v) else v for v in values if math.isnan(v) or v > 0) + 0.0
+
+
 def batches_of(items: Any, batch_size: int) -> list[Any]:
     """``items`` (anything sliceable: a list, :class:`~ragopt.types.Queries`) in consecutive batches."""
     if batch_size < 1:
@@ -72,7 +112,9 @@ class OnlineTuner:
 
     ``records``: one per evaluated (part of a) batch: ``batch`` (index), ``phase`` (``pull`` or ``serve``),
     ``params``, ``n`` (queries with a reward), ``reward`` (their mean; None if none), ``llm_calls``, ``spent``
-    (the budget's LLM calls so far), and with a reference ``reference_reward``, ``regret``, ``cum_regret``."""
+    (the budget's LLM calls so far), and with a reference ``reference_reward``, ``regret``, ``cum_regret``; with
+    constraints, the fields of the module docstring. ``infeasible_reward``: the reward told to the bandit for a pull
+    that violates a constraint (default: the worst per-query reward seen so far)."""
 
     def __init__(
         self,
@@ -81,6 +123,8 @@ class OnlineTuner:
         budget_llm_calls: int | None = None,
         reference: Mapping[str, Any] | float | None = None,
         cut: Callable[[Any, int], tuple[Any, Any]] = _cut,
+        *,
+        infeasible_reward: float | None = None,
     ):
         if not isinstance(tuner, HierMABTuner):
             raise ConfigError("tuner", f"online tuning needs the hierarchical bandit (hiermab), got {tuner.name!r}")
@@ -102,12 +146,37 @@ class OnlineTuner:
         self.n_batches = 0
         self.exploring = True
         self._rate = 0.0  # highest LLM calls per query seen in a pull
+        self.infeasible_reward = infeasible_reward
+        self.constrained = False  # an evaluation reported constraint values
+        self._worst: float | None = None  # the worst per-query reward seen in a pull (the default penalty)
+        self._violation: dict[tuple, float] = {}  # per configuration pulled with constraints: its worst violation
+        self._params: dict[tuple, dict[str, Any]] = {}
 
     # -- state -----------------------------------------------------------------------------------
     @property
     def best(self) -> dict[str, Any]:
-        """The configuration served now: the best so far by mean reward over its pulls."""
-        return self.tuner.incumbent()
+        """The configuration served now: the best so far by mean reward over its pulls; with constraints, among the
+        feasible configurations, or the least-violating one while none is (see the module docstring)."""
+        if not self._violation:
+            return self.tuner.incumbent()
+        stats = self.tuner.config_stats
+
+        def mean(key: tuple) -> float:  # the bandit's mean (oriented to maximise) over the configuration's pulls
+            st = stats.get(key)
+            return st.mean if st is not None and st.n > 0 else -math.inf
+
+        feasible = [k for k, v in self._violation.items() if v == 0.0]
+        if feasible:
+            key = max(feasible, key=lambda k: (mean(k), k))
+        else:
+            key = min(self._violation, key=lambda k: (self._violation[k], -mean(k), k))
+        return dict(self._params[key])
+
+    def incumbent_status(self) -> tuple[bool | None, float | None]:
+        """Whether :attr:`best` was feasible on all its pulls, and its worst violation (None, None: it was never
+        pulled with constraint values)."""
+        v = self._violation.get(config_key(self.best))
+        return (None, None) if v is None else (v == 0.0, v)
 
     @property
     def pulls(self) -> int:
@@ -165,21 +234,51 @@ class OnlineTuner:
         params = self.tuner.ask()
         res, error = self._evaluate(params, batch)
         reward = sum(res.rewards) / len(res.rewards) if res.rewards else None
+        if res.rewards:
+            worst = min(res.rewards) if self.sign > 0 else max(res.rewards)
+            self._worst = worst if self._worst is None else min(self._worst, worst, key=lambda r: self.sign * r)
+        extra: dict[str, Any] = {}
+        penalty = None
+        values = _constraints(res)
+        if values is not None:
+            self.constrained = True
+            violation = _violation_of(values)
+            key = config_key(params)
+            self._violation[key] = max(self._violation.get(key, 0.0), violation)
+            self._params[key] = dict(params)
+            extra = {"feasible": violation == 0.0, "violation": violation}
+            if violation > 0:
+                penalty = self.infeasible_reward if self.infeasible_reward is not None else self._worst
+                if penalty is not None:  # None: no reward seen yet, nothing to tell
+                    extra["penalised_reward"] = penalty
         if error is not None:
             self.tuner.tell(params, None, weight=1.0)
+        elif penalty is not None:
+            self.tuner.tell(params, penalty, weight=float(max(len(res.rewards), 1)))
         elif reward is not None:
             self.tuner.tell(params, reward, weight=float(len(res.rewards)))
         self.spent += int(res.llm_calls)
         if len(batch):
             self._rate = max(self._rate, res.llm_calls / len(batch))
-        return self._record(index, "pull", params, batch, res, reward, error)
+        return self._record(index, "pull", params, batch, res, reward, error, extra)
 
     def _serve(self, index: int, batch: Any) -> dict[str, Any]:
         params = self.best
         res, error = self._evaluate(params, batch)
         reward = sum(res.rewards) / len(res.rewards) if res.rewards else None
         self.serve_llm_calls += int(res.llm_calls)
-        return self._record(index, "serve", params, batch, res, reward, error)
+        extra: dict[str, Any] = {}
+        values = _constraints(res)
+        if values is not None:
+            self.constrained = True
+            violation = _violation_of(values)
+            extra = {"feasible": violation == 0.0, "violation": violation}
+        if self.constrained:
+            feasible, violation = self.incumbent_status()
+            extra.update(incumbent_feasible=feasible, incumbent_violation=violation)
+            if feasible is False:
+                extra["incumbent_note"] = "no feasible configuration pulled yet: serving the least-violating one"
+        return self._record(index, "serve", params, batch, res, reward, error, extra)
 
     def _record(
         self,
@@ -190,6 +289,7 @@ class OnlineTuner:
         res: BatchResult,
         reward: float | None,
         error: str | None,
+        extra: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
         rec: dict[str, Any] = {
             "batch": index,
@@ -204,6 +304,8 @@ class OnlineTuner:
             rec["error"] = error
         if res.info:
             rec.update(res.info)
+        if extra:
+            rec.update(extra)
         if self.reference is not None:
             if isinstance(self.reference, dict):
                 ref, _ = self._evaluate(self.reference, batch)
@@ -234,6 +336,14 @@ class OnlineTuner:
             "distinct_configs": len({canonical_json(r["params"]) for r in pulls}),
             "best_params": self.best,
         }
+        if self.constrained:
+            feasible, violation = self.incumbent_status()
+            out.update(
+                infeasible_pulls=sum(1 for r in pulls if r.get("feasible") is False),
+                infeasible_served=sum(1 for r in self.records if r["phase"] == "serve" and r.get("feasible") is False),
+                best_feasible=feasible,
+                best_violation=violation,
+            )
         if self.reference is not None:
             out.update(
                 reference=self.reference,
