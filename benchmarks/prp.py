@@ -174,7 +174,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             "both_orders": True,
             "inconsistent": args.inconsistent,
             "passage_max_tokens": args.passage_max_tokens,
-            "template": "pairwise",
+            "template": args.template,
             "first_stage": "bm25 (pipelines/bm25.yaml) top 100",
         },
         "rows": {"bm25": {"metrics": metrics(base)}},
@@ -191,6 +191,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             mode=args.mode,
             inconsistent=args.inconsistent,
             passage_max_tokens=args.passage_max_tokens,
+            template=BIAS_TEMPLATES[args.template],
         ).fit(ds.corpus, store)
         t0 = time.perf_counter()
         out = st.transform(fresh())
@@ -235,8 +236,84 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     _merge(
         "quality",
         res,
-        key=f"{model_key(args.model, args.backend)} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}",
+        key=f"{model_key(args.model, args.backend)} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}"
+        + ("" if args.template == "pairwise" else f" {args.template}"),
     )
+    return res
+
+
+# -- bias ----------------------------------------------------------------------------------------------------
+#: prompt variants tried against position bias (user templates of the stage; ``pairwise`` is the built-in one)
+BIAS_TEMPLATES: dict[str, str] = {
+    "pairwise": "pairwise",
+    # the query after both passages, next to the question the label answers
+    "query_last": (
+        'Passage A: "{passage_a}"\n\nPassage B: "{passage_b}"\n\nQuery: "{query}"\n\n'
+        "Which passage, A or B, is more relevant to the query? Answer with one letter, A or B:"
+    ),
+    # nq's queries are questions: ask which passage answers it, and say that the order means nothing
+    "answers": (
+        'Question: "{query}"\n\nPassage A: "{passage_a}"\n\nPassage B: "{passage_b}"\n\n'
+        "The passages are in random order. Which passage contains the answer to the question? "
+        "Answer with one letter, A or B:"
+    ),
+}
+
+
+def bias(args: argparse.Namespace) -> dict[str, Any]:
+    """Position bias and pairwise accuracy of prompt variants on hard pairs: for each seeded query, its gold
+    passage against BM25's best-ranked passage that is not gold, asked in both orders (one prompt per order,
+    score mode). Per variant: mean P(first wins), the consistency rate (both orders prefer the same passage),
+    and the share of pairs the gold passage wins under the paper's rule (consistent and right) and under
+    ``inconsistent: mean``."""
+    from ragopt.rerankers.prp import PRPReranker
+
+    ds, store, queries, base, llm = _setup(args)
+    qrels = ds.qrels("test")
+    pairs = []  # (query text, gold row, negative row)
+    for r, q in enumerate(queries.ids):
+        gold = {ds.corpus.index_of(d) for d, g in qrels[q].items() if g > 0}
+        neg = next(int(i) for i in base.doc_idx[r] if int(i) not in gold)
+        pairs.append((queries.texts[r], min(gold), neg))
+    res: dict[str, Any] = {
+        "machine": machine_info(["torch", "transformers", "llama-cpp-python"]),
+        "load_before": load(),
+        "model": model_key(args.model, args.backend),
+        "n_pairs": len(pairs),
+        "seed": args.seed,
+        "pairs": "gold passage vs BM25's best-ranked non-gold passage (top 100), nq-open-oracle-dev",
+        "templates": {},
+    }
+    for name in args.templates:
+        st = PRPReranker(
+            llm=llm, template=BIAS_TEMPLATES[name], both_orders=False, passage_max_tokens=args.passage_max_tokens
+        ).fit(ds.corpus, store)
+        texts = st.passage_texts(ds.corpus, {r for _, g, n in pairs for r in (g, n)})
+        from ragopt.types import Stats
+
+        stats = Stats()
+        t0 = time.perf_counter()
+        triples = [t for q, g, n in pairs for t in ((q, texts[g], texts[n]), (q, texts[n], texts[g]))]
+        p = st.judge(triples, stats)  # P(first passage wins), one order per triple
+        secs = time.perf_counter() - t0
+        gold_first, gold_second = p[0::2], [1 - x for x in p[1::2]]  # P(gold wins) in each order
+        consistent = [(a - 0.5) * (b - 0.5) > 0 for a, b in zip(gold_first, gold_second)]
+        row = {
+            "mean_p_first": round(statistics.mean(p), 4),
+            "share_first_preferred": round(sum(x > 0.5 for x in p) / len(p), 4),
+            "consistency_rate": round(sum(consistent) / len(pairs), 4),
+            "gold_wins_tie_rule": round(sum(c and a > 0.5 for c, a in zip(consistent, gold_first)) / len(pairs), 4),
+            "gold_wins_mean_rule": round(
+                sum((a + b) / 2 > 0.5 for a, b in zip(gold_first, gold_second)) / len(pairs), 4
+            ),
+            "prompts_run": stats.counts.get("llm_calls", 0) // 2,
+            "seconds": round(secs, 1),
+            "p_gold_wins": [[round(a, 4), round(b, 4)] for a, b in zip(gold_first, gold_second)],
+        }
+        res["templates"][name] = {"template": BIAS_TEMPLATES[name], **row}
+        print(f"{name}: { ({k: v for k, v in row.items() if k != 'p_gold_wins'}) }", file=sys.stderr, flush=True)
+    res["load_after"] = load()
+    _merge("bias", res, key=f"{model_key(args.model, args.backend)} n={len(pairs)}")
     return res
 
 
@@ -415,7 +492,7 @@ def main(argv: list[str] | None = None) -> None:
     e.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 50, 100])
     e.add_argument("--k", type=int, default=10, help="top k fixed by sorting / passes of sliding")
     e.add_argument("--orders", type=int, default=20, help="random initial orders (plus the best and the worst)")
-    for name in ("quality", "speed"):
+    for name in ("quality", "speed", "bias"):
         p = sub.add_parser(name)
         p.add_argument("--model", default="smollm2-135m-instruct", help="packaged alias, model folder or hub id")
         p.add_argument("--queries", type=int, default=5 if name == "quality" else 2)
@@ -438,9 +515,13 @@ def main(argv: list[str] | None = None) -> None:
         "--modes", nargs="*", default=["score", "generate"], choices=["score", "generate"], help="batched vs one"
     )
     sub.choices["speed"].add_argument("--repeats", type=int, default=3, help="shared-prefix timing repeats (0: skip)")
+    sub.choices["bias"].add_argument(
+        "--templates", nargs="+", default=list(BIAS_TEMPLATES), choices=list(BIAS_TEMPLATES)
+    )
+    q.add_argument("--template", default="pairwise", choices=list(BIAS_TEMPLATES), help="the stage's prompt")
     sub.add_parser("tables")
     args = ap.parse_args(argv)
-    {"exact": exact, "quality": quality, "speed": speed, "tables": tables}[args.cmd](args)
+    {"exact": exact, "quality": quality, "speed": speed, "bias": bias, "tables": tables}[args.cmd](args)
 
 
 if __name__ == "__main__":
