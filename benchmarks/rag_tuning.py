@@ -189,11 +189,14 @@ def grid_space():
 TEMPLATE = {"retriever": "bm25", "context_k": 3, "order": "score", "compression": 1.0}
 
 
-def replay_one(name: str, values: Mapping[str, float], n_queries: int, seed: int, budget: int) -> dict[str, Any]:
-    """One tuner run against the table: LLM calls spent (distinct configurations x questions) and best so far."""
+def replay_one(
+    name: str, values: Mapping[str, float], n_queries: int, seed: int, budget: int, **options: Any
+) -> dict[str, Any]:
+    """One tuner run against the table: LLM calls spent (distinct configurations x questions) and best so far;
+    for the ``llm`` tuner also its own proposal calls (``options``: its ``llm`` and ``store``)."""
     from ragopt.tuning.tuners import make_tuner
 
-    tuner = make_tuner(name, grid_space(), seed=seed, defaults=dict(TEMPLATE))
+    tuner = make_tuner(name, grid_space(), seed=seed, defaults=dict(TEMPLATE), **options)
     optimum = max(values.values())
     seen: set[str] = set()
     best, trace = -math.inf, []
@@ -210,7 +213,10 @@ def replay_one(name: str, values: Mapping[str, float], n_queries: int, seed: int
         except RuntimeError as e:  # optuna's GridSampler stops after its last point
             if "Study.stop" not in str(e):
                 raise
-    return {"tuner": name, "seed": seed, "trace": trace, "trials": len(trace)}
+    out = {"tuner": name, "seed": seed, "trace": trace, "trials": len(trace)}
+    if name == "llm":
+        out["proposer"] = {"counts": dict(tuner.counts), "rejections": dict(tuner.rejections), **tuner.llm_stats}
+    return out
 
 
 def replay_batched(
@@ -240,6 +246,15 @@ def replay_batched(
         tuner.tell(params, reward)
         trace.append((len(paid), values[key_of(tuner.incumbent())]))  # what an online study would serve
     return {"tuner": f"{name}@b{batch}", "seed": seed, "trace": trace, "trials": len(trace)}
+
+
+def llm_tuner_options(args) -> dict[str, Any]:
+    """The ``llm`` tuner's proposer: ``--tuner-llm`` on ``--tuner-backend`` (llama.cpp: one thread, no mmap),
+    its calls cached in the store."""
+    cfg: dict[str, Any] = {"type": args.tuner_backend, "model": args.tuner_llm}
+    if args.tuner_backend == "llama_cpp":
+        cfg.update(n_threads=1, mmap=False)
+    return {"llm": cfg, "store": args.store, "task": "maximise answer F1 of a RAG pipeline on nq questions"}
 
 
 def calls_to_stay(trace: list[tuple[int, float]], target: float) -> float:
@@ -285,8 +300,24 @@ def replay(args) -> dict[str, Any]:
                 for s in range(args.seeds)
             ]
         else:
-            runs = [replay_one(name, values, n_q, s, budget=10 * len(values)) for s in range(args.seeds)]
-        row: dict[str, Any] = {}
+            opts = llm_tuner_options(args) if name == "llm" else {}
+            runs = [replay_one(name, values, n_q, s, budget=10 * len(values), **opts) for s in range(args.seeds)]
+        row: dict[str, Any] = {"seeds": args.seeds}
+        if name == "llm":  # what proposing cost: the tuner's own LLM calls (answers' calls are counted below)
+            props = [r["proposer"] for r in runs]
+            row["proposer"] = {
+                "model": args.tuner_llm,
+                "backend": args.tuner_backend,
+                "asks": sum(r["trials"] for r in runs),
+                "llm_calls": sum(p.get("llm_calls", 0) for p in props),
+                "llm_cache_hits": sum(p.get("llm_cache_hits", 0) for p in props),
+                "prompt_tokens": sum(p.get("prompt_tokens", 0) for p in props),
+                **{k: sum(p["counts"][k] for p in props) for k in props[0]["counts"]},
+                "rejections": {
+                    k: sum(p["rejections"].get(k, 0) for p in props)
+                    for k in {k for p in props for k in p["rejections"]}
+                },
+            }
         for label, frac in (("to_1pct", 0.01), ("to_2pct", 0.02)):
             # reached = the trace gets there and stays there (a batched recommendation may move away again)
             calls = [calls_to_stay(r["trace"], (1 - frac) * optimum) for r in runs]
@@ -305,11 +336,19 @@ def replay(args) -> dict[str, Any]:
             f"({row['to_1pct']['median_pct_of_grid']}% of grid), to 2% {row['to_2pct']['median_llm_calls']}",
             flush=True,
         )
+    path = RESULTS / f"rag_tuning_replay_{args.model}.json"
+    if path.is_file():  # keep the other tuners' rows of a replay of the same table
+        old = json.loads(path.read_text())
+        if (old.get("grid_size"), old.get("optimum")) == (len(values), optimum):
+            for row in old["tuners"].values():
+                row.setdefault("seeds", old.get("seeds"))
+            out["tuners"] = {**{k: v for k, v in old["tuners"].items() if k not in out["tuners"]}, **out["tuners"]}
+            out["seeds"] = sorted({row["seeds"] for row in out["tuners"].values()})
     rnd = out["tuners"].get("random", {}).get("to_1pct", {}).get("median_llm_calls")
     for name, row in out["tuners"].items():
         row["fewer_calls_than_random"] = rnd is not None and row["to_1pct"]["median_llm_calls"] < rnd
     out["machine"] = _machine()
-    _save(RESULTS / f"rag_tuning_replay_{args.model}.json", out)
+    _save(path, out)
     return out
 
 
@@ -468,6 +507,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--trials", type=int, default=30)
     ap.add_argument("--stream", type=int, default=600, help="online: questions in the stream (drawn with replacement)")
     ap.add_argument("--store", default=str(ROOT / "indexes"))
+    ap.add_argument("--tuner-llm", default="smollm2-135m-instruct", help="replay: the llm tuner's proposer")
+    ap.add_argument("--tuner-backend", default="llama_cpp", choices=["llama_cpp", "transformers"])
     args = ap.parse_args(argv)
     {"grid": build_grid, "replay": replay, "online": online, "reuse": reuse}[args.what](args)
     return 0

@@ -14,6 +14,8 @@ from ragopt.tuning.online import BatchResult, OnlineTuner
 from ragopt.tuning.space import SearchSpace
 from ragopt.tuning.study import StudyConfig
 from ragopt.tuning.tuners.registry import make_tuner
+from tests.tuning.test_online import A_EFFECT, B_EFFECT, BEST
+from tests.tuning.test_online import SPACE as SPACE2
 
 # one parameter, 5 arms: k=4 has the best reward but its prompts are too long (300 tokens per k, limit 1000)
 SPACE = [{"name": "k", "path": "stages.0.k", "choices": [1, 2, 3, 4, 5]}]
@@ -151,13 +153,6 @@ def test_with_no_feasible_configuration_the_least_violating_one_is_served_and_sa
 # two parameter groups, 12 arms, Bernoulli rewards (as in test_online.py): the best arm (a=2, b=1, mean 0.70)
 # violates; after every batch, once a feasible configuration has been pulled, the one served is feasible and the
 # best of them by mean reward over its pulls
-A_EFFECT = [0.0, 0.10, 0.25, 0.05]
-B_EFFECT = [0.0, 0.15, 0.05]
-BEST = {"a": 2, "b": 1}
-SPACE2 = [
-    {"name": "a", "path": "stages.0.a", "choices": [0, 1, 2, 3], "group": "retrieval"},
-    {"name": "b", "path": "stages.1.b", "choices": [0, 1, 2], "group": "generation"},
-]
 
 
 @pytest.mark.parametrize("seed", range(5))
