@@ -30,7 +30,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load, machine_info, med
+from _common import load, machine_info, med, model_key
+from _common import make_llm as _make_llm
 
 from ragopt.data import load_dataset
 from ragopt.evaluation import evaluate_answers
@@ -99,21 +100,7 @@ def dataset():
 
 
 def make_llm(model: str, batch_size: int = 8, backend: str = "transformers", threads: int | None = None):
-    if backend == "llama_cpp":
-        from ragopt.llm.llama_cpp_backend import LlamaCppLLM
-
-        llm = LlamaCppLLM(model=model, n_threads=threads, mmap=False)
-    else:
-        from ragopt.llm.transformers_backend import TransformersLLM
-
-        llm = TransformersLLM(model=model, device="cpu", batch_size=batch_size)
-    llm.use_store(store())
-    return llm
-
-
-def model_key(args) -> str:
-    """Results key of a model run: the alias, with ``@llama_cpp`` when llama.cpp ran it."""
-    return args.model + ("@llama_cpp" if getattr(args, "backend", "transformers") == "llama_cpp" else "")
+    return _make_llm(model, store(), backend, threads, batch_size)
 
 
 def gold_batch(ds, queries) -> Batch:
@@ -165,7 +152,7 @@ def cmd_quality(args) -> None:
     t0 = time.perf_counter()
     llm.load()
     load_s = time.perf_counter() - t0
-    print(f"{model_key(args)}: loaded in {load_s:.1f} s", flush=True)
+    print(f"{model_key(args.model, args.backend)}: loaded in {load_s:.1f} s", flush=True)
     qrels = ds.qrels("test")
     qrels = {q: qrels[q] for q in queries.ids if q in qrels}
     retrieved: dict[str, Batch] = {}
@@ -241,7 +228,7 @@ def cmd_quality(args) -> None:
 
         def update(data, entry=entry, name=name):
             q = data.setdefault("quality", {})
-            m = q.setdefault(model_key(args), {})
+            m = q.setdefault(model_key(args.model, args.backend), {})
             m.setdefault("machine", {}).update(machine_info(PACKAGES))
             m["machine"]["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS")
             m["machine"]["llama_cpp_threads"] = args.threads
@@ -484,6 +471,59 @@ def agreement(a: list[float], b: list[float]) -> dict[str, Any]:
     }
 
 
+def auc(scores: list[float], labels: list[float]) -> float | None:
+    """Probability that a random positive outscores a random negative (ties count half); None without both."""
+    pos = [s for s, y in zip(scores, labels) if y == 1]
+    neg = [s for s, y in zip(scores, labels) if y == 0]
+    if not pos or not neg:
+        return None
+    return sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))
+
+
+def cmd_ragas_compare(args) -> None:
+    """ragas' scores (``rag_ragas.py``) beside ragopt's judgements of the same samples by the same judge model."""
+    ours = read_results().get(args.key)
+    theirs = json.loads(Path(args.ragas).read_text())
+    if not ours:
+        raise SystemExit(f"no {args.key!r} in {OUT}: run `rag.py judge ... --key {args.key}` first")
+    src = read_results()["quality"][ours["answers_by"]]
+    ref = next(runs[ours["config"]] for k, runs in src.items() if ours["config"] in runs)
+    pairs = {
+        "faithfulness": "faithfulness",
+        "answer_correctness": "judge_correctness",
+        "answer_relevancy": "answer_relevance",
+    }
+    out: dict[str, Any] = {"ragas_version": theirs.get("ragas_version"), "judge": theirs.get("model"), "metrics": {}}
+    for rm, om in pairs.items():
+        r = theirs.get("metrics", {}).get(rm)
+        if not r or om not in ours:
+            continue
+        qids = [q for q, v in r["per_query"].items() if v is not None and q in ours[om]["verdicts"]]
+        rs = [r["per_query"][q] for q in qids]
+        os_ = [float(ours[om]["verdicts"][q]) for q in qids]
+        row: dict[str, Any] = {
+            "ragopt_metric": om,
+            "n_samples": len(r["per_query"]),
+            "n_ragas_failed": r["n_failed"],
+            "n_compared": len(qids),
+            "ragas_mean": round(sum(rs) / len(rs), 4) if rs else None,
+            "ragopt_mean_same_samples": round(sum(os_) / len(os_), 4) if os_ else None,
+            "ragas_seconds": r["seconds"],
+        }
+        if qids:
+            row["agreement_ragas_at_0.5"] = agreement(os_, [float(x >= 0.5) for x in rs])
+            row["auc_ragas_score_for_ragopt_verdict"] = auc(rs, os_)
+            if rm == "answer_correctness":
+                for m in ("em", "contains"):
+                    lab = [float(ref["per_query"][m][q]) for q in qids]
+                    row[f"auc_ragas_for_{m}"] = auc(rs, lab)
+                    row[f"agreement_ragas_at_0.5_vs_{m}"] = agreement(lab, [float(x >= 0.5) for x in rs])
+                    row[f"agreement_ragopt_vs_{m}"] = agreement(os_, lab)
+        out["metrics"][rm] = row
+    print(json.dumps(out, indent=1))
+    write_part(lambda data: data.__setitem__("judge_vs_ragas", out))
+
+
 def cmd_serve(args) -> None:
     """Serve ``--model`` (through the call cache) on an OpenAI-compatible endpoint until interrupted, so an
     outside tool (ragas) asks the same judge model; the base URL goes to ``--url-file``."""
@@ -539,8 +579,13 @@ def main(argv=None) -> None:
     v.add_argument("--threads", type=int, default=None)
     v.add_argument("--max-tokens", type=int, default=512, help="completion limit when a request sets none")
     v.add_argument("--url-file", default="/tmp/ragopt-serve-url")
+    c = subs.add_parser("ragas-compare")
+    c.add_argument("--ragas", default=str(ROOT / "benchmarks" / "results" / "rag_ragas.json"))
+    c.add_argument("--key", default="judge_llama_cpp", help="results key of the ragopt judge run")
     args = ap.parse_args(argv)
-    {"quality": cmd_quality, "throughput": cmd_throughput, "judge": cmd_judge, "serve": cmd_serve}[args.cmd](args)
+    cmds = {"quality": cmd_quality, "throughput": cmd_throughput, "judge": cmd_judge, "serve": cmd_serve}
+    cmds["ragas-compare"] = cmd_ragas_compare
+    cmds[args.cmd](args)
 
 
 if __name__ == "__main__":
