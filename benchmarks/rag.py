@@ -487,7 +487,12 @@ def cmd_ragas_compare(args) -> None:
     if not ours:
         raise SystemExit(f"no {args.key!r} in {OUT}: run `rag.py judge ... --key {args.key}` first")
     src = read_results()["quality"][ours["answers_by"]]
-    ref = next(runs[ours["config"]] for k, runs in src.items() if ours["config"] in runs)
+    judged = set(ours["judge_correctness"]["verdicts"]) if "judge_correctness" in ours else set()
+    ref = next(  # the answer-metric run that holds every judged query
+        runs[ours["config"]]
+        for runs in src.values()
+        if ours["config"] in runs and judged <= set(runs[ours["config"]]["per_query"]["em"])
+    )
     pairs = {
         "faithfulness": "faithfulness",
         "answer_correctness": "judge_correctness",

@@ -70,13 +70,14 @@ def main(argv=None) -> None:
     class MiniLM(BaseRagasEmbeddings):
         def __init__(self, path: str):
             super().__init__()
-            self.model = SentenceTransformer(path, device="cpu")
+            self.model = "all-MiniLM-L6-v2"  # ragas' usage events read a model name here
+            self._encoder = SentenceTransformer(path, device="cpu")
 
         def embed_query(self, text):
             return self.embed_documents([text])[0]
 
         def embed_documents(self, texts):
-            return self.model.encode(list(texts), normalize_embeddings=True).tolist()
+            return self._encoder.encode(list(texts), normalize_embeddings=True).tolist()
 
         async def aembed_query(self, text):
             return self.embed_query(text)
