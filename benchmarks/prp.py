@@ -267,6 +267,7 @@ def bias(args: argparse.Namespace) -> dict[str, Any]:
     and the share of pairs the gold passage wins under the paper's rule (consistent and right) and under
     ``inconsistent: mean``."""
     from ragopt.rerankers.prp import PRPReranker
+    from ragopt.types import Stats
 
     ds, store, queries, base, llm = _setup(args)
     qrels = ds.qrels("test")
@@ -284,13 +285,12 @@ def bias(args: argparse.Namespace) -> dict[str, Any]:
         "pairs": "gold passage vs BM25's best-ranked non-gold passage (top 100), nq-open-oracle-dev",
         "templates": {},
     }
+    texts: dict[int, str] = {}  # the cut passages: the same for every template (same tokenizer and length)
     for name in args.templates:
         st = PRPReranker(
             llm=llm, template=BIAS_TEMPLATES[name], both_orders=False, passage_max_tokens=args.passage_max_tokens
         ).fit(ds.corpus, store)
-        texts = st.passage_texts(ds.corpus, {r for _, g, n in pairs for r in (g, n)})
-        from ragopt.types import Stats
-
+        texts = texts or st.passage_texts(ds.corpus, {r for _, g, n in pairs for r in (g, n)})
         stats = Stats()
         t0 = time.perf_counter()
         triples = [t for q, g, n in pairs for t in ((q, texts[g], texts[n]), (q, texts[n], texts[g]))]

@@ -237,16 +237,13 @@ class OnlineTuner:
         if res.rewards:
             worst = min(res.rewards) if self.sign > 0 else max(res.rewards)
             self._worst = worst if self._worst is None else min(self._worst, worst, key=lambda r: self.sign * r)
-        extra: dict[str, Any] = {}
+        extra = self._feasibility(res)
         penalty = None
-        values = _constraints(res)
-        if values is not None:
-            self.constrained = True
-            violation = _violation_of(values)
+        if extra:
+            violation = extra["violation"]
             key = config_key(params)
             self._violation[key] = max(self._violation.get(key, 0.0), violation)
             self._params[key] = dict(params)
-            extra = {"feasible": violation == 0.0, "violation": violation}
             if violation > 0:
                 penalty = self.infeasible_reward if self.infeasible_reward is not None else self._worst
                 if penalty is not None:  # None: no reward seen yet, nothing to tell
@@ -262,17 +259,22 @@ class OnlineTuner:
             self._rate = max(self._rate, res.llm_calls / len(batch))
         return self._record(index, "pull", params, batch, res, reward, error, extra)
 
+    def _feasibility(self, res: BatchResult) -> dict[str, Any]:
+        """``feasible`` and ``violation`` of an evaluated batch that reported constraint values (and notes that the
+        tuner is constrained); empty when it reported none."""
+        values = _constraints(res)
+        if values is None:
+            return {}
+        self.constrained = True
+        violation = _violation_of(values)
+        return {"feasible": violation == 0.0, "violation": violation}
+
     def _serve(self, index: int, batch: Any) -> dict[str, Any]:
         params = self.best
         res, error = self._evaluate(params, batch)
         reward = sum(res.rewards) / len(res.rewards) if res.rewards else None
         self.serve_llm_calls += int(res.llm_calls)
-        extra: dict[str, Any] = {}
-        values = _constraints(res)
-        if values is not None:
-            self.constrained = True
-            violation = _violation_of(values)
-            extra = {"feasible": violation == 0.0, "violation": violation}
+        extra = self._feasibility(res)
         if self.constrained:
             feasible, violation = self.incumbent_status()
             extra.update(incumbent_feasible=feasible, incumbent_violation=violation)
