@@ -191,7 +191,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             mode=args.mode,
             inconsistent=args.inconsistent,
             passage_max_tokens=args.passage_max_tokens,
-            template=BIAS_TEMPLATES[args.template],
+            template=BIAS_TEMPLATES[args.template][0],
+            labels=BIAS_TEMPLATES[args.template][1],
         ).fit(ds.corpus, store)
         t0 = time.perf_counter()
         out = st.transform(fresh())
@@ -243,21 +244,29 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- bias ----------------------------------------------------------------------------------------------------
-#: prompt variants tried against position bias (user templates of the stage; ``pairwise`` is the built-in one)
-BIAS_TEMPLATES: dict[str, str] = {
-    "pairwise": "pairwise",
+#: prompt variants tried against position bias: (template, labels) of the stage (``pairwise`` is the built-in
+#: template). The label fields render as the text the A/B variants always had, so their cached prompts stay valid.
+BIAS_TEMPLATES: dict[str, tuple[str, str]] = {
+    "pairwise": ("pairwise", "A/B"),
     # the query after both passages, next to the question the label answers
     "query_last": (
-        'Passage A: "{passage_a}"\n\nPassage B: "{passage_b}"\n\nQuery: "{query}"\n\n'
-        "Which passage, A or B, is more relevant to the query? Answer with one letter, A or B:"
+        'Passage {label_a}: "{passage_a}"\n\nPassage {label_b}: "{passage_b}"\n\nQuery: "{query}"\n\n'
+        "Which passage, {label_a} or {label_b}, is more relevant to the query? "
+        "Answer with one {label_kind}, {label_a} or {label_b}:",
+        "A/B",
     ),
     # nq's queries are questions: ask which passage answers it, and say that the order means nothing
     "answers": (
-        'Question: "{query}"\n\nPassage A: "{passage_a}"\n\nPassage B: "{passage_b}"\n\n'
+        'Question: "{query}"\n\nPassage {label_a}: "{passage_a}"\n\nPassage {label_b}: "{passage_b}"\n\n'
         "The passages are in random order. Which passage contains the answer to the question? "
-        "Answer with one letter, A or B:"
+        "Answer with one {label_kind}, {label_a} or {label_b}:",
+        "A/B",
     ),
 }
+# the same prompts with other labels: numbers, and two letters with no order between them
+for _name, (_tpl, _) in list(BIAS_TEMPLATES.items()):
+    BIAS_TEMPLATES[f"{_name}_12"] = (_tpl, "1/2")
+    BIAS_TEMPLATES[f"{_name}_xz"] = (_tpl, "X/Z")
 
 
 def bias(args: argparse.Namespace) -> dict[str, Any]:
@@ -287,8 +296,13 @@ def bias(args: argparse.Namespace) -> dict[str, Any]:
     }
     texts: dict[int, str] = {}  # the cut passages: the same for every template (same tokenizer and length)
     for name in args.templates:
+        template, labels = BIAS_TEMPLATES[name]
         st = PRPReranker(
-            llm=llm, template=BIAS_TEMPLATES[name], both_orders=False, passage_max_tokens=args.passage_max_tokens
+            llm=llm,
+            template=template,
+            labels=labels,
+            both_orders=False,
+            passage_max_tokens=args.passage_max_tokens,
         ).fit(ds.corpus, store)
         texts = texts or st.passage_texts(ds.corpus, {r for _, g, n in pairs for r in (g, n)})
         stats = Stats()
@@ -310,10 +324,16 @@ def bias(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": round(secs, 1),
             "p_gold_wins": [[round(a, 4), round(b, 4)] for a, b in zip(gold_first, gold_second)],
         }
-        res["templates"][name] = {"template": BIAS_TEMPLATES[name], **row}
+        res["templates"][name] = {"template": template, "labels": labels, **row}
         print(f"{name}: { ({k: v for k, v in row.items() if k != 'p_gold_wins'}) }", file=sys.stderr, flush=True)
     res["load_after"] = load()
-    _merge("bias", res, key=f"{model_key(args.model, args.backend)} n={len(pairs)}")
+    key = f"{model_key(args.model, args.backend)} n={len(pairs)}"
+    earlier = json.loads(RESULTS.read_text("utf-8")).get("bias", {}).get(key, {}) if RESULTS.is_file() else {}
+    for name, row in earlier.get("templates", {}).items():  # keep variants not rerun, and real timings
+        now = res["templates"].get(name)
+        if now is None or (now["prompts_run"] == 0 and row.get("prompts_run")):
+            res["templates"][name] = row
+    _merge("bias", res, key=key)
     return res
 
 
@@ -516,7 +536,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     sub.choices["speed"].add_argument("--repeats", type=int, default=3, help="shared-prefix timing repeats (0: skip)")
     sub.choices["bias"].add_argument(
-        "--templates", nargs="+", default=list(BIAS_TEMPLATES), choices=list(BIAS_TEMPLATES)
+        "--templates", nargs="+", default=["pairwise", "query_last", "answers"], choices=list(BIAS_TEMPLATES)
     )
     q.add_argument("--template", default="pairwise", choices=list(BIAS_TEMPLATES), help="the stage's prompt")
     sub.add_parser("tables")

@@ -158,6 +158,7 @@ def cmd_quality(args) -> None:
     retrieved: dict[str, Batch] = {}
     key = f"{n}q_seed{args.seed}"
 
+    state: dict[str, dict[str, Any]] = {}
     for name in configs:
         source, k, order = parse_config(name)
         if source in RETRIEVERS and source not in retrieved:
@@ -168,25 +169,39 @@ def cmd_quality(args) -> None:
             Batch(queries) if source == "closed" else gold_batch(ds, queries) if source == "gold" else retrieved[source]
         )
         gen = generator(llm, k, order).fit(ds.corpus, st)
-        answers: list[str] = []
-        rows_all: list[list[int]] = []
-        calls = hits = ptoks_fresh = ctoks = 0
+        state[name] = {"base": base, "gen": gen, "answers": [], "rows": [], "seconds": 0.0}
+        state[name].update(calls=0, hits=0, ctoks=0)
+
+    def step(name: str, s: int) -> None:
+        """Generate the answers of queries s .. s+chunk for one config, accumulating its counts and time."""
+        c_state = state[name]
         t = time.perf_counter()
+        out = c_state["gen"].transform(sub(c_state["base"], list(range(s, min(n, s + args.chunk)))))
+        c_state["seconds"] += time.perf_counter() - t
+        c_state["answers"] += out.answers
+        c_state["rows"] += out.contexts
+        c = out.stats.counts
+        c_state["calls"] += c.get("llm_calls", 0)
+        c_state["hits"] += c.get("llm_cache_hits", 0)
+        c_state["ctoks"] += c.get("completion_tokens", 0)
+        print(
+            f"  {name}: {len(c_state['answers'])}/{n} in {c_state['seconds']:.1f} s "
+            f"(calls {c_state['calls']}, hits {c_state['hits']})",
+            flush=True,
+        )
+
+    if args.interleave:  # query by query through every config: consecutive prompts share a prefix (llama.cpp's KV)
         for s in range(0, n, args.chunk):
-            part = sub(base, list(range(s, min(n, s + args.chunk))))
-            out = gen.transform(part)
-            answers += out.answers
-            rows_all += out.contexts
-            c = out.stats.counts
-            calls += c.get("llm_calls", 0)
-            hits += c.get("llm_cache_hits", 0)
-            ptoks_fresh += c.get("prompt_tokens", 0)
-            ctoks += c.get("completion_tokens", 0)
-            print(
-                f"  {name}: {len(answers)}/{n} in {time.perf_counter() - t:.1f} s (calls {calls}, hits {hits})",
-                flush=True,
-            )
-        seconds = time.perf_counter() - t
+            for name in configs:
+                step(name, s)
+    for name in configs:
+        if not args.interleave:
+            for s in range(0, n, args.chunk):
+                step(name, s)
+        source, k, order = parse_config(name)
+        c_state = state[name]
+        base, gen, answers, rows_all = c_state["base"], c_state["gen"], c_state["answers"], c_state["rows"]
+        calls, hits, ctoks, seconds = c_state["calls"], c_state["hits"], c_state["ctoks"], c_state["seconds"]
         # prompt tokens per query: the tokens the model reads (chat-free plain prompts + special tokens)
         prompts, _, dropped = gen.prompts(base)
         ptok = [len(llm.encode(p)) for p in prompts]
@@ -219,6 +234,7 @@ def cmd_quality(args) -> None:
             "seconds": round(seconds, 2),
             "seconds_per_fresh_call": round(seconds / calls, 3) if calls else None,
             "load": load(),
+            "interleaved_with": [c for c in configs if c != name] if args.interleave else None,
             "answers": preds,
             "per_query": {
                 m: {q: v for q, v in res.per_query[m].items()} for m in ("em", "contains") if m in res.per_query
@@ -560,6 +576,12 @@ def main(argv=None) -> None:
     q.add_argument("--seed", type=int, default=0)
     q.add_argument("--backend", choices=("transformers", "llama_cpp"), default="transformers")
     q.add_argument("--threads", type=int, default=None, help="llama.cpp threads (default: its own)")
+    q.add_argument(
+        "--interleave",
+        action="store_true",
+        help="run the configs chunk by chunk in turn (with --chunk 1, consecutive llama.cpp prompts share their "
+        "prefix, e.g. bm25@5 then bm25@10, and the shared part is read once)",
+    )
     t = subs.add_parser("throughput")
     t.add_argument("--model", default="smollm2-135m-instruct")
     t.add_argument("--prompts", type=int, default=16)

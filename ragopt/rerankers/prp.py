@@ -7,8 +7,8 @@ the top ``top_k`` are fixed) or ``sliding`` (``top_k`` backward passes of a wind
 queries of a batch run in lockstep: each round's comparisons go to the LLM in one call.
 
 A comparison of passages ``a`` and ``b`` for query ``q`` renders the template with ``(q, a, b)`` (and, with
-``both_orders``, with ``(q, b, a)`` too) and reads the LLM's preference for label ``A`` (the first passage) or
-``B``:
+``both_orders``, with ``(q, b, a)`` too) and reads the LLM's preference for the first label (``labels``, default ``A/B``: ``A`` names
+the first passage) or the second:
 
 * ``mode: score``: the log-probabilities of the labels ``A`` and ``B`` as the first reply token (``" A"``/``" B"``
   after a plain-text prompt); ``P(first wins) = exp(lA) / (exp(lA) + exp(lB))``. Needs a backend with logprobs.
@@ -59,22 +59,31 @@ from ragopt.llm.stage import LLMStage, default_llm, truncate_to_tokens
 from ragopt.registry import register
 from ragopt.types import Batch, Corpus, Stats
 
-__all__ = ["PRPReranker", "TEMPLATES", "TEMPLATE_VERSION", "resolve_template", "parse_label", "default_llm"]
+__all__ = [
+    "PRPReranker",
+    "TEMPLATES",
+    "TEMPLATE_VERSION",
+    "resolve_template",
+    "parse_label",
+    "parse_labels",
+    "default_llm",
+]
 
 SLOTS = ("query", "passage_a", "passage_b")
+#: optional fields: the two labels (the stage's ``labels``) and what they are ("letter", "number" or "label")
+LABEL_SLOTS = ("label_a", "label_b", "label_kind")
 #: bumped when a built-in template's wording changes (part of the stage's output key)
 TEMPLATE_VERSION = 1
 TEMPLATES: dict[str, str] = {
     # the paper's prompt, with one-letter labels so the first reply token decides
     "pairwise": (
         'Given a query "{query}", which of the following two passages is more relevant to the query?\n\n'
-        'Passage A: "{passage_a}"\n\nPassage B: "{passage_b}"\n\n'
-        "Answer with one letter, A or B:"
+        'Passage {label_a}: "{passage_a}"\n\nPassage {label_b}: "{passage_b}"\n\n'
+        "Answer with one {label_kind}, {label_a} or {label_b}:"
     ),
 }
 _GENERATE_TOKENS = 8
-_FIRST = re.compile(r"""^[\s"'*(\[]*(?:[Pp]assage\s+)?([AB])(?![A-Za-z0-9])""")
-_ANY = re.compile(r"\b[Pp]assage\s+([AB])\b")
+_LABEL = re.compile(r"[A-Za-z0-9]+")  # a label: one word of letters and digits
 _COUNTERS = (
     "prp_comparisons",
     "prp_inconsistent",
@@ -92,7 +101,8 @@ _COUNTERS = (
 
 def resolve_template(template: str, path: str = "template") -> str:
     """A built-in template by name, or a user template that holds ``{query}``, ``{passage_a}`` and
-    ``{passage_b}`` and no other field; otherwise a :class:`ConfigError` naming ``path``."""
+    ``{passage_b}``, optionally ``{label_a}``, ``{label_b}`` and ``{label_kind}``, and no other field; otherwise a
+    :class:`ConfigError` naming ``path``."""
     if template in TEMPLATES:
         return TEMPLATES[template]
     if "{" not in template:
@@ -101,12 +111,12 @@ def resolve_template(template: str, path: str = "template") -> str:
         fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
     except ValueError as e:
         raise ConfigError(path, f"malformed template ({e}); write literal braces as {{{{ and }}}}") from None
-    unknown = sorted({f for f in fields if f not in SLOTS})
+    unknown = sorted({f for f in fields if f not in SLOTS + LABEL_SLOTS})
     if unknown:
         raise ConfigError(
             path,
             f"unknown field(s) {', '.join('{' + f + '}' for f in unknown)} in the template; "
-            f"it may use only {{query}}, {{passage_a}} and {{passage_b}}",
+            f"it may use only {{query}}, {{passage_a}}, {{passage_b}}, {{label_a}}, {{label_b}} and {{label_kind}}",
         )
     missing = [f for f in SLOTS if f not in fields]
     if missing:
@@ -118,14 +128,38 @@ def resolve_template(template: str, path: str = "template") -> str:
     return template
 
 
-def parse_label(text: str) -> str | None:
-    """``"A"``, ``"B"`` or None (unparseable) from a generated answer: a leading label (``A``, ``B.``,
-    ``Passage B``, ``**A**``), else the one of ``Passage A`` / ``Passage B`` the text names; a text that names
-    both is unparseable."""
-    named = set(_ANY.findall(text))
+def parse_labels(labels: str, path: str = "labels") -> tuple[str, str]:
+    """The two labels of ``"first/second"`` (e.g. ``"A/B"``, ``"1/2"``): each one word of letters and digits,
+    different from each other (case-insensitively); otherwise a :class:`ConfigError` naming ``path``."""
+    parts = [p.strip() for p in str(labels).split("/")]
+    if len(parts) != 2 or not all(_LABEL.fullmatch(p) for p in parts):
+        raise ConfigError(
+            path, f"{labels!r} is not two labels: write them as first/second, each a word of letters or digits (A/B)"
+        )
+    if parts[0].lower() == parts[1].lower():
+        raise ConfigError(path, f"{labels!r}: the two labels must differ")
+    return parts[0], parts[1]
+
+
+def label_kind(labels: tuple[str, str]) -> str:
+    """What the labels are, for a template's ``{label_kind}``: "letter", "number" or "label"."""
+    if all(len(x) == 1 and x.isalpha() for x in labels):
+        return "letter"
+    if all(x.isdigit() for x in labels):
+        return "number"
+    return "label"
+
+
+def parse_label(text: str, labels: tuple[str, str] = ("A", "B")) -> str | None:
+    """The label (one of ``labels``) a generated answer gives, or None (unparseable): a leading label (``A``,
+    ``B.``, ``Passage B``, ``**A**``), else the one of ``Passage A`` / ``Passage B`` the text names; a text that
+    names both is unparseable. Labels of letters match as written (``a`` is not ``A``); the word "passage" matches
+    in any case."""
+    alts = "|".join(re.escape(x) for x in labels)
+    named = set(re.findall(rf"\b[Pp]assage\s+({alts})\b", text))
     if len(named) > 1:  # names both passages: ambiguous
         return None
-    m = _FIRST.match(text)
+    m = re.match(rf"""^[\s"'*(\[]*(?:[Pp]assage\s+)?({alts})(?![A-Za-z0-9])""", text)
     if m:
         return m.group(1)
     return named.pop() if named else None
@@ -168,7 +202,16 @@ class PRPReranker(LLMStage):
         doc="both orders disagreeing: tie (the paper's rule) or mean (keep the mean of the two orders' "
         "probabilities: a debiased soft preference, for models that favour one position whatever the passages)",
     )
-    template: str = param("pairwise", doc="built-in (pairwise) or a text with {query}, {passage_a} and {passage_b}")
+    template: str = param(
+        "pairwise",
+        doc="built-in (pairwise) or a text with {query}, {passage_a} and {passage_b} (and optionally {label_a}, "
+        "{label_b}, {label_kind})",
+    )
+    labels: str = param(
+        "A/B",
+        doc="the labels of the first and second passage, first/second (A/B, 1/2, X/Y ...): what the prompt "
+        "names and the LLM answers with; each label one word of letters or digits",
+    )
     chat: bool = param(
         True,
         doc="send the prompt as a user chat message (the model's chat template); false: plain "
@@ -180,6 +223,7 @@ class PRPReranker(LLMStage):
     def validate(self, path: str = "") -> None:
         at = f"{path}." if path else ""
         resolve_template(self.template, f"{at}template")
+        parse_labels(self.labels, f"{at}labels")
         if self.mode == "score" and not self.llm.supports_logprobs:
             raise ConfigError(
                 f"{at}mode",
@@ -197,13 +241,24 @@ class PRPReranker(LLMStage):
 
     # -- prompts -------------------------------------------------------------------------------
     def prompt(self, query: str, passage_a: str, passage_b: str) -> Prompt:
-        """The prompt comparing ``passage_a`` (label A) with ``passage_b`` (label B) for ``query``."""
-        text = resolve_template(self.template).format(query=query, passage_a=passage_a, passage_b=passage_b)
+        """The prompt comparing ``passage_a`` (the first label) with ``passage_b`` (the second) for ``query``."""
+        la, lb = parse_labels(self.labels)
+        text = resolve_template(self.template).format(
+            query=query,
+            passage_a=passage_a,
+            passage_b=passage_b,
+            label_a=la,
+            label_b=lb,
+            label_kind=label_kind((la, lb)),
+        )
         return [{"role": "user", "content": text}] if self.chat else text
 
     @property
-    def labels(self) -> tuple[str, str]:
-        return ("A", "B") if self.chat else (" A", " B")
+    def continuations(self) -> tuple[str, str]:
+        """The two labels as scored continuations: as they are after a chat prompt, after a space after plain
+        text."""
+        la, lb = parse_labels(self.labels)
+        return (la, lb) if self.chat else (" " + la, " " + lb)
 
     def passage_texts(self, corpus: Corpus, rows: Iterable[int]) -> dict[int, str]:
         """The text of each corpus row, cut to ``passage_max_tokens`` tokens of the backend's tokenizer."""
@@ -256,7 +311,7 @@ class PRPReranker(LLMStage):
     def _first_wins(self, prompts: list[Prompt], stats: Stats) -> list[float | None]:
         client = self.client()
         if self.mode == "score":
-            la, lb = self.labels
+            la, lb = self.continuations
             scores = client.score([p for p in prompts for _ in (0, 1)], [la, lb] * len(prompts), stats=stats)
             self._count_prompts(scores[0::2], stats)
             out: list[float | None] = []
@@ -267,8 +322,9 @@ class PRPReranker(LLMStage):
         params = GenerationParams(max_new_tokens=_GENERATE_TOKENS, stop=("\n",))
         answers = client.generate(prompts, params, stats=stats)
         self._count_prompts(answers, stats)
-        labels = [parse_label(c.text) for c in answers]
-        return [None if lab is None else (1.0 if lab == "A" else 0.0) for lab in labels]
+        labels = parse_labels(self.labels)
+        got = [parse_label(c.text, labels) for c in answers]
+        return [None if lab is None else (1.0 if lab == labels[0] else 0.0) for lab in got]
 
     @staticmethod
     def _count_prompts(responses: Sequence[Any], stats: Stats) -> None:

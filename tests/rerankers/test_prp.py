@@ -17,7 +17,7 @@ from ragopt.kernels.prp import comparison_bounds
 from ragopt.llm.openai_backend import OpenAIBackend
 from ragopt.llm.scripted import ScriptedLLM
 from ragopt.pipeline_io import load_pipeline
-from ragopt.rerankers.prp import TEMPLATES, PRPReranker, parse_label
+from ragopt.rerankers.prp import TEMPLATES, PRPReranker, parse_label, parse_labels
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Queries
 
@@ -34,17 +34,18 @@ def corpus():
     )
 
 
-def oracle_llm(labels=("A", "B")) -> ScriptedLLM:
-    """Prefers the passage of lower TRUE_RANK whichever slot it is in (a consistent total order)."""
+def oracle_llm(labels=("A", "B"), names=("A", "B")) -> ScriptedLLM:
+    """Prefers the passage of lower TRUE_RANK whichever slot it is in (a consistent total order); ``names`` are
+    the labels the prompt gives the passages, ``labels`` the continuations scored."""
     score_rules, rules = [], []
     for a, b in itertools.permutations(range(N), 2):
-        match = rf'Passage A: "doc{a} [\s\S]*Passage B: "doc{b} '
+        match = rf'Passage {names[0]}: "doc{a} [\s\S]*Passage {names[1]}: "doc{b} '
         first = TRUE_RANK[a] < TRUE_RANK[b]
         score_rules += [
             {"match": match, "continuation": labels[0], "logprob": -0.05 if first else -3.0},
             {"match": match, "continuation": labels[1], "logprob": -3.0 if first else -0.05},
         ]
-        rules.append({"match": match, "output": "A" if first else "Passage B is more relevant."})
+        rules.append({"match": match, "output": names[0] if first else f"Passage {names[1]} is more relevant."})
     return ScriptedLLM(name="oracle", rules=rules, score_rules=score_rules)
 
 
@@ -190,6 +191,40 @@ def test_parse_label():
         assert parse_label(text) == label, text
 
 
+def test_parse_label_with_other_labels():
+    assert parse_labels("1/2") == ("1", "2") and parse_labels(" X / Y ") == ("X", "Y")
+    for text, label in [
+        ("1", "1"),
+        (" 2.", "2"),
+        ("Passage 2", "2"),
+        ("**1**", "1"),
+        ("I prefer passage 1", "1"),
+        ("12", None),  # not a label followed by a non-word
+        ("Passage 1 and Passage 2", None),
+        ("A", None),
+    ]:
+        assert parse_label(text, ("1", "2")) == label, text
+    assert parse_label("first, clearly", ("first", "second")) == "first"
+    assert parse_label("Passage A", ("1", "2")) is None
+
+
+@pytest.mark.parametrize("mode", ["score", "generate"])
+@pytest.mark.parametrize("chat", [True, False])
+def test_other_labels_rank_like_a_b(corpus, tmp_path, mode, chat):
+    """Labels 1/2 in the built-in prompt (which then says "one number, 1 or 2") give the oracle's order, in both
+    modes. The scripted model scores only the new labels (spaced after plain text), so scoring "A"/"B" would tie
+    every pair and keep the shuffled order."""
+    cont = ("1", "2") if chat else (" 1", " 2")
+    llm = oracle_llm(labels=cont, names=("1", "2"))
+    st = stage(llm, ArtifactStore(tmp_path), corpus, method="allpair", depth=N, labels="1/2", mode=mode, chat=chat)
+    out = st.transform(batch_for(corpus, [SHUFFLED]))
+    assert out.doc_idx[0].tolist() == IDEAL
+    c = out.stats.counts
+    assert c["prp_inconsistent"] == 0 and c["prp_unparseable"] == 0
+    text = llm.calls[0][1][0]["content"] if chat else llm.calls[0][1]
+    assert 'Passage 1: "doc' in text and "Answer with one number, 1 or 2:" in text and "Passage A" not in text
+
+
 def test_cache_second_run_and_another_method_are_free(corpus, tmp_path):
     store = ArtifactStore(tmp_path)
     first = stage(oracle_llm(), store, corpus, method="allpair", depth=N)
@@ -265,6 +300,11 @@ def test_bad_input_errors_before_any_call(corpus, tmp_path):
         PRPReranker(llm=always_a(), template="pairwse")
     with pytest.raises(ConfigError, match="malformed template"):
         PRPReranker(llm=always_a(), template="{query} {passage_a} {passage_b")
+    for bad in ("A", "A/B/C", "A/a", "A/", "Passage A/Passage B", "A/B?"):
+        with pytest.raises(ConfigError, match=r"labels: .*(two labels|must differ)"):
+            PRPReranker(llm=always_a(), labels=bad)
+    # a user template may name the labels
+    PRPReranker(llm=always_a(), labels="X/Y", template="{query}\n{label_a}: {passage_a}\n{label_b}: {passage_b}")
     st = stage(always_a(), ArtifactStore(tmp_path), corpus, depth=50)
     with pytest.raises(StageError, match="no candidates"):
         st.transform(Batch(Queries(["q"], ["x"])))
