@@ -34,7 +34,7 @@ def test_a_valid_proposal_is_used_verbatim(tmp_path):
     llm = scripted(("No trials yet", f"Sure! Here it is:\n```json\n{json.dumps(VALID)}\n```"))
     t = tuner_with(llm, tmp_path)
     assert t.ask() == VALID
-    assert t.counts == {"proposals": 1, "valid": 1, "repaired": 0, "rejected": 0, "fallbacks": 0}
+    assert t.counts == {"proposals": 1, "valid": 1, "repaired": 0, "rejected": 0, "retried": 0, "fallbacks": 0}
     assert t.last["status"] == "valid" and t.llm_stats["llm_calls"] == 1
 
 
@@ -61,13 +61,17 @@ def test_an_out_of_range_proposal_is_repaired(tmp_path):
     ],
 )
 def test_garbage_is_rejected_counted_and_replaced_by_a_random_configuration(tmp_path, reply, reason):
+    # the model says the same thing again when told what was wrong: both answers rejected, then a fallback
     t = tuner_with(scripted(("No trials yet", reply)), tmp_path, seed=3)
     got = t.ask()
-    assert t.counts == {"proposals": 1, "valid": 0, "repaired": 0, "rejected": 1, "fallbacks": 1}
-    assert t.rejections == {reason: 1} and t.last["reason"] == reason
+    assert t.counts == {"proposals": 2, "valid": 0, "repaired": 0, "rejected": 2, "retried": 1, "fallbacks": 1}
+    assert t.rejections == {reason: 2} and t.last["reason"] == reason
     assert set(got) == {p.name for p in mixed_space().params}
     # the fallback is seeded: the same seed gives the same configuration
     assert tuner_with(scripted(("No trials yet", reply)), tmp_path / "again", seed=3).ask() == got
+    # retries: 0 falls back at once
+    t0 = tuner_with(scripted(("No trials yet", reply)), tmp_path / "none", seed=3, retries=0)
+    assert t0.ask() == got and t0.counts["proposals"] == 1 and t0.counts["retried"] == 0
 
 
 def test_a_failed_llm_call_falls_back_and_the_tuner_goes_on(tmp_path):
@@ -80,12 +84,37 @@ def test_a_failed_llm_call_falls_back_and_the_tuner_goes_on(tmp_path):
 
 def test_a_proposal_already_tried_is_rejected_as_duplicate(tmp_path):
     llm = scripted((r"Best so far: (\{[^\n]*\})", r"\1"), ("No trials yet", json.dumps(VALID)))
-    t = tuner_with(llm, tmp_path)
+    t = tuner_with(llm, tmp_path, retries=0)
     first = t.ask()
     t.tell(first, 0.5)
     second = t.ask()
     assert first == VALID and second != VALID
     assert t.rejections == {"duplicate": 1} and t.counts["proposals"] == 2 and t.counts["fallbacks"] == 1
+
+
+def test_a_rejected_answer_is_answered_and_the_model_asked_again(tmp_path):
+    """After a duplicate the tuner tells the model which trial it repeats and asks again in the same chat; a
+    model that then proposes something new is used, with no fallback."""
+    other = dict(VALID, k1=1.5, depth=20)
+    llm = scripted(
+        (r"already tried \(trial 1, score 0\.5\)", json.dumps(other)),  # the follow-up names the trial
+        (r"Best so far: (\{[^\n]*\})", r"\1"),
+        ("No trials yet", json.dumps(VALID)),
+    )
+    t = tuner_with(llm, tmp_path, retries=2)
+    first = t.ask()
+    t.tell(first, 0.5)
+    second = t.ask()
+    assert second == other
+    assert t.counts == {"proposals": 3, "valid": 2, "repaired": 0, "rejected": 1, "retried": 1, "fallbacks": 0}
+    assert t.rejections == {"duplicate": 1} and t.last["attempts"] == 2 and t.ask_info["attempts"] == 2
+    chat = llm.calls[-1][1]  # system, user, the rejected answer, the feedback
+    assert [m["role"] for m in chat] == ["system", "user", "assistant", "user"]
+    assert json.loads(chat[2]["content"]) == VALID and "not in the list of trials" in chat[3]["content"]
+    # an unparseable first answer gets its own feedback
+    llm2 = scripted(("has no JSON object", json.dumps(VALID)), ("No trials yet", "I would raise k1."))
+    t2 = tuner_with(llm2, tmp_path / "two")
+    assert t2.ask() == VALID and t2.rejections == {"unparseable": 1} and t2.counts["fallbacks"] == 0
 
 
 def test_the_prompt_holds_the_space_and_the_trials_so_far(tmp_path):
@@ -125,10 +154,11 @@ def test_calls_go_through_the_cache_so_a_repeated_run_is_free(tmp_path):
 
     rule = ("No trials yet", '{"model": "m2", "stemmer": "porter", "title": true}')
     first, t1 = run(scripted(rule, (r"Best so far: (\{[^\n]*\})", r"\1")))
-    assert t1.llm_stats["llm_calls"] == 6
+    # 6 asks; the last 5 repeat the best so far, are told so and repeat it again: one follow-up each
+    assert t1.llm_stats["llm_calls"] == 6 + 5 and t1.counts["retried"] == 5
     llm = scripted(rule, (r"Best so far: (\{[^\n]*\})", r"\1"))
     again, t2 = run(llm)
-    assert again == first and t2.llm_stats.get("llm_calls", 0) == 0 and t2.llm_stats["llm_cache_hits"] == 6
+    assert again == first and t2.llm_stats.get("llm_calls", 0) == 0 and t2.llm_stats["llm_cache_hits"] == 11
     assert llm.calls == []  # the model was never asked
 
 
@@ -151,6 +181,8 @@ def test_options_are_checked(tmp_path):
         make_tuner("llm", mixed_space(), 0, llm={"type": "scripted", "bogus": 1})
     with pytest.raises(ConfigError, match="tuner.max_history"):
         make_tuner("llm", mixed_space(), 0, llm={"type": "scripted"}, max_history=-1)
+    with pytest.raises(ConfigError, match="tuner.retries: must be an integer >= 0"):
+        make_tuner("llm", mixed_space(), 0, llm={"type": "scripted"}, retries=-1)
     with pytest.raises(ConfigError, match="tuner 'llm' takes no option 'temperature'"):
         make_tuner("llm", mixed_space(), 0, temperature=0.7)
     assert isinstance(make_tuner("llm", mixed_space(), 0).backend, object)  # the default builds without loading
@@ -180,12 +212,16 @@ def test_a_study_runs_the_llm_tuner_and_records_each_proposal(study_dict_llm, tm
     assert trials[0].params == {"k1": 1.5, "b": 0.6} and infos[0]["status"] == "valid"
     assert [i["status"] for i in infos[1:]] == ["rejected"] * 3 and all(i["reason"] == "duplicate" for i in infos[1:])
     assert len({config_key(t.params) for t in trials}) == 4
-    assert all(i["llm"] == {"llm_calls": 1, "llm_cache_hits": 0} for i in infos)
+    # one call for the first; the duplicates were answered once each (retries: 1), the model repeated itself
+    assert [i["llm"] for i in infos] == [{"llm_calls": 1, "llm_cache_hits": 0}] + [
+        {"llm_calls": 2, "llm_cache_hits": 0}
+    ] * 3
     # the same study again (another name): every proposal comes from the call cache in the study's store
     again = run_study(cfg, storage=f"sqlite:///{tmp_path / 's.db'}", study_name="t2", store=store, progress=False)
     trials2 = optuna.load_study(study_name="t2", storage=again.storage).trials
     assert [t.params for t in trials2] == [t.params for t in trials]
-    assert all(t.user_attrs["tuner"]["llm"] == {"llm_calls": 0, "llm_cache_hits": 1} for t in trials2)
+    assert [t.user_attrs["tuner"]["llm"]["llm_calls"] for t in trials2] == [0] * 4
+    assert [t.user_attrs["tuner"]["llm"]["llm_cache_hits"] for t in trials2] == [1, 2, 2, 2]
 
 
 @pytest.fixture()

@@ -11,8 +11,10 @@ object. The reply is parsed (the first JSON object in it) and checked against th
   numeric choices, snapped to the nearest one; keys the space does not know dropped, active parameters left out
   filled from the best configuration so far;
 * anything else is *rejected* (``rejected``, with the reason in ``rejections``: ``unparseable``, ``invalid``,
-  ``duplicate`` (already tried)), and a seeded random configuration is asked instead (``fallbacks``), so a
-  study always progresses. A failed LLM call (after the backend's own retries) is no proposal: it counts in
+  ``duplicate`` (already tried)). The tuner then answers the model in the same chat, saying what was wrong (no
+  JSON object; which value is not allowed; which trial it repeats, with its score) and asks again, up to
+  ``retries`` times (``retried`` counts these follow-ups); when every answer is rejected, a seeded random
+  configuration is asked instead (``fallbacks``), so a study always progresses. A failed LLM call (after the backend's own retries) is no proposal: it counts in
   ``rejections`` as ``llm_error`` and falls back the same way.
 
 ``proposals`` counts the LLM's answers (``valid + repaired + rejected``); ``last`` holds the latest one's
@@ -23,7 +25,7 @@ seed and tells (the study bridge rebuilds it at every trial, which asks the mode
 
 Options (``tuner: {name: llm, llm: {...}, seed: 0}``): ``llm`` (a backend config mapping, a model name on the
 transformers backend, or an :class:`~ragopt.llm.LLMBackend`; default the packaged SmolLM2-135M-Instruct),
-``max_history``, ``max_new_tokens``, ``task`` (one line on what is tuned, added to the prompt), ``cache``,
+``max_history``, ``max_new_tokens``, ``retries`` (follow-ups after a rejected answer, default 1), ``task`` (one line on what is tuned, added to the prompt), ``cache``,
 ``store`` (artifact store or its root; a study passes its own).
 """
 
@@ -264,6 +266,7 @@ class LLMTuner(Tuner):
         llm: Any = None,
         max_history: int = 30,
         max_new_tokens: int = 160,
+        retries: int = 1,
         task: str = "",
         cache: bool = True,
         store: Any = None,
@@ -272,6 +275,9 @@ class LLMTuner(Tuner):
             raise ConfigError("tuner.max_history", f"must be an integer >= 0, got {max_history!r}")
         if not isinstance(max_new_tokens, int) or max_new_tokens < 8:
             raise ConfigError("tuner.max_new_tokens", f"must be an integer >= 8, got {max_new_tokens!r}")
+        if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+            raise ConfigError("tuner.retries", f"must be an integer >= 0, got {retries!r}")
+        self.retries = retries
         self.backend = _backend(llm)
         self.max_history = max_history
         self.max_new_tokens = max_new_tokens
@@ -279,7 +285,7 @@ class LLMTuner(Tuner):
         self.cache = bool(cache)
         self.store = store
         self._client: Any = None
-        self.counts = {"proposals": 0, "valid": 0, "repaired": 0, "rejected": 0, "fallbacks": 0}
+        self.counts = {"proposals": 0, "valid": 0, "repaired": 0, "rejected": 0, "retried": 0, "fallbacks": 0}
         self.rejections: dict[str, int] = {}
         self.last: dict[str, Any] = {}
 
@@ -303,13 +309,14 @@ class LLMTuner(Tuner):
         return dict(self._client.stats.counts) if self._client is not None else {}
 
     def prompt(self) -> list[dict[str, str]]:
+        """The first message of an ask (follow-ups after a rejected answer extend it)."""
         return build_prompt(self.space, self.history, self.directions, self.best, self.max_history, self.task)
 
-    def _ask_llm(self) -> str:
+    def _ask_llm(self, chat: list[dict[str, str]]) -> str:
         from ragopt.llm.base import GenerationParams
 
         params = GenerationParams(max_new_tokens=self.max_new_tokens, temperature=0.0)
-        return self.client.generate([self.prompt()], params)[0].text
+        return self.client.generate([chat], params)[0].text
 
     # -- proposing -------------------------------------------------------------------------------
     def _fill(self, p: Param) -> Any:
@@ -319,28 +326,72 @@ class LLMTuner(Tuner):
         return self._default_for(p)
 
     def _propose(self) -> dict[str, Any]:
-        try:
-            text = self._ask_llm()
-        except LLMError as e:
-            return self._reject("llm_error", "", [str(e)[:300]])
-        self.counts["proposals"] += 1
+        chat = self.prompt()
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.counts["retried"] += 1
+            try:
+                text = self._ask_llm(chat)
+            except LLMError as e:
+                return self._reject("llm_error", "", [str(e)[:300]])
+            self.counts["proposals"] += 1
+            params, status, reason, notes = self._check(text)
+            if params is not None:
+                self.counts[status] += 1
+                self.last = {"status": status, "reply": text[:500], "notes": notes, "attempts": attempt + 1}
+                return params
+            self._count_rejection(reason)
+            chat = [
+                *chat,
+                {"role": "assistant", "content": text},
+                {"role": "user", "content": self._feedback(reason, notes)},
+            ]
+        return self._fall_back(reason, text, notes)
+
+    def _check(self, text: str) -> tuple[dict[str, Any] | None, str, str, list[str]]:
+        """``(params, status, reason, notes)`` of one reply: params None when it is rejected (``reason``)."""
         proposal = parse_proposal(text)
         if proposal is None:
-            return self._reject("unparseable", text, ["no JSON object in the reply"])
+            return None, "rejected", "unparseable", ["no JSON object in the reply"]
         params, status, notes = repair_proposal(self.space, proposal, self._fill)
         if params is None:
-            return self._reject("invalid", text, notes)
+            return None, "rejected", "invalid", notes
         params = self.space.complete(params, self._fill)
-        if config_key(params) in self.asked:
-            return self._reject("duplicate", text, [f"already tried: {params}"])
-        self.counts[status] += 1
-        self.last = {"status": status, "reply": text[:500], "notes": notes, "proposal": proposal}
-        return params
+        key = config_key(params)
+        if key in self.asked:
+            tried = [(i, v) for i, (p, v) in enumerate(self.history, 1) if config_key(p) == key]
+            where = f" (trial {tried[0][0]}, score {_fmt_value(tried[0][1])})" if tried else ""
+            return (
+                None,
+                "rejected",
+                "duplicate",
+                [f"already tried{where}: {json.dumps(params, sort_keys=True, default=str)}"],
+            )
+        return params, status, "", notes
+
+    @staticmethod
+    def _feedback(reason: str, notes: list[str]) -> str:
+        """The follow-up message after a rejected answer: what was wrong, and the request again."""
+        again = "Reply with one JSON object only, no explanation."
+        if reason == "unparseable":
+            return f"Your reply has no JSON object. {again}"
+        if reason == "duplicate":
+            return (
+                f"That configuration was {notes[0]}. Propose a configuration that is not in the list of trials. "
+                + again
+            )
+        return f"That configuration is not valid: {'; '.join(notes)[:400]}. Use only the values the search space allows. {again}"
+
+    def _count_rejection(self, reason: str) -> None:
+        self.counts["rejected"] += 1
+        self.rejections[reason] = self.rejections.get(reason, 0) + 1
 
     def _reject(self, reason: str, text: str, notes: list[str]) -> dict[str, Any]:
-        if reason != "llm_error":
-            self.counts["rejected"] += 1
+        """A failed LLM call: no proposal, counted in ``rejections``; fall back."""
         self.rejections[reason] = self.rejections.get(reason, 0) + 1
+        return self._fall_back(reason, text, notes)
+
+    def _fall_back(self, reason: str, text: str, notes: list[str]) -> dict[str, Any]:
         self.counts["fallbacks"] += 1
         self.last = {"status": "rejected", "reason": reason, "reply": text[:500], "notes": notes}
         for _ in range(20):  # a seeded random configuration not tried yet, else an untried grid point
@@ -352,7 +403,7 @@ class LLMTuner(Tuner):
     @property
     def ask_info(self) -> dict[str, Any]:
         """What the last ask was (recorded on a study's trial): status, reason, notes, counters."""
-        info = {k: v for k, v in self.last.items() if k in ("status", "reason", "notes")}
+        info = {k: v for k, v in self.last.items() if k in ("status", "reason", "notes", "attempts")}
         if self.last.get("reply"):
             info["reply"] = self.last["reply"][:200]
         stats = self.llm_stats
