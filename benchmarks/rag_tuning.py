@@ -22,6 +22,7 @@
    trial.
 
     python benchmarks/rag_tuning.py grid [--limit 20]          # build / resume the table (SmolLM2, CPU)
+    python benchmarks/rag_tuning.py grid --grid small --model qwen2.5-coder-1.5b-instruct --backend llama_cpp
     python benchmarks/rag_tuning.py replay [--seeds 10]        # seconds, from the table
     python benchmarks/rag_tuning.py online [--batch-size 4]
     python benchmarks/rag_tuning.py reuse [--trials 30 --limit 10]
@@ -62,6 +63,28 @@ GRID = {
     "order": ["score", "edges"],
     "compression": [1.0, 0.75, 0.5, 0.25],
 }
+#: a smaller grid for models that are slow on the CPU (Qwen2.5-Coder-1.5B): 3 x 2 x 2 x 2 = 24 configurations
+GRIDS = {
+    "full": dict(GRID),
+    "small": {
+        "retriever": ["bm25", "dense", "hybrid"],
+        "context_k": [1, 3],
+        "order": ["score", "edges"],
+        "compression": [1.0, 0.5],
+    },
+}
+GRID_NAME = "full"
+
+
+def set_grid(name: str) -> None:
+    """Use the grid ``name`` (``--grid``) for the table, its space and its file names."""
+    global GRID, GRID_NAME
+    GRID, GRID_NAME = dict(GRIDS[name]), name
+
+
+def tag(model: str) -> str:
+    """The results files' suffix: the model, and the grid when it is not the full one."""
+    return model if GRID_NAME == "full" else f"{model}_{GRID_NAME}"
 
 
 def _machine() -> dict[str, Any]:
@@ -74,8 +97,9 @@ def _machine() -> dict[str, Any]:
     }
 
 
-def study_config(limit: int, seed: int, model: str):
-    """The quickstart's RAG pipeline and space, with compression on three levels, every question tuned on."""
+def study_config(limit: int, seed: int, model: str, backend: str = "transformers"):
+    """The quickstart's RAG pipeline and space with the grid's choices, every question tuned on; ``backend``
+    llama_cpp runs the generator's GGUF through llama.cpp (one thread, no mmap)."""
     import yaml
 
     from ragopt.tuning.study import StudyConfig
@@ -84,12 +108,16 @@ def study_config(limit: int, seed: int, model: str):
     d["queries"] = {"limit": limit, "seed": seed}
     d["holdout"] = {"fraction": 0.0}
     d["pipeline"][1]["llm"]["model"] = model
+    if backend == "llama_cpp":
+        d["pipeline"][1]["llm"] = {"type": "llama_cpp", "model": model, "n_threads": 1, "mmap": False}
     d["pipeline"][1]["passage_max_tokens"] = 128  # nq passages are about 100 words: this trims only the longest
     for p in d["space"]:
         if p["name"] == "compression":
             p["choices"] = GRID["compression"]
         if p["name"] == "context_k":
             p["choices"] = GRID["context_k"]
+        if p["name"] == "order":
+            p["choices"] = GRID["order"]
     d["study"] = "rag-grid"
     return StudyConfig.from_dict(d, source=str(CONFIG), base_dir=CONFIG.parent)
 
@@ -107,18 +135,19 @@ def build_grid(args) -> dict[str, Any]:
     from ragopt.store import ArtifactStore
     from ragopt.tuning.study import PipelineObjective
 
-    path = RESULTS / f"rag_grid_{args.model}.json"
+    path = RESULTS / f"rag_grid_{tag(args.model)}.json"
     table = json.loads(path.read_text()) if path.exists() else {}
     if table.get("limit") not in (None, args.limit) or table.get("seed") not in (None, args.seed):
         raise SystemExit(f"{path} was built with another sample (limit {table.get('limit')}); move it away first")
     cells = table.setdefault("cells", {})
-    cfg = study_config(args.limit, args.seed, args.model)
+    cfg = study_config(args.limit, args.seed, args.model, args.backend)
     store = ArtifactStore(Path(args.store))
     obj = PipelineObjective(cfg, store=store)
     table.update(
         {
             "dataset": cfg.dataset,
             "model": args.model,
+            "backend": args.backend,
             "metric": METRIC,
             "limit": args.limit,
             "seed": args.seed,
@@ -162,7 +191,7 @@ def _save(path: Path, table: Mapping[str, Any]) -> None:
 
 
 def load_grid(model: str) -> dict[str, Any]:
-    path = RESULTS / f"rag_grid_{model}.json"
+    path = RESULTS / f"rag_grid_{tag(model)}.json"
     if not path.exists():
         raise SystemExit(f"no table at {path}: run `python benchmarks/rag_tuning.py grid` first")
     table = json.loads(path.read_text())
@@ -216,6 +245,7 @@ def replay_one(
     out = {"tuner": name, "seed": seed, "trace": trace, "trials": len(trace)}
     if name == "llm":
         out["proposer"] = {"counts": dict(tuner.counts), "rejections": dict(tuner.rejections), **tuner.llm_stats}
+        print(f"[replay] llm seed {seed}: {len(trace)} asks, {tuner.counts}, best {best:.4f}", flush=True)
     return out
 
 
@@ -254,7 +284,12 @@ def llm_tuner_options(args) -> dict[str, Any]:
     cfg: dict[str, Any] = {"type": args.tuner_backend, "model": args.tuner_llm}
     if args.tuner_backend == "llama_cpp":
         cfg.update(n_threads=1, mmap=False)
-    return {"llm": cfg, "store": args.store, "task": "maximise answer F1 of a RAG pipeline on nq questions"}
+    return {
+        "llm": cfg,
+        "store": args.store,
+        "task": "maximise answer F1 of a RAG pipeline on nq questions",
+        "retries": args.tuner_retries,
+    }
 
 
 def calls_to_stay(trace: list[tuple[int, float]], target: float) -> float:
@@ -308,6 +343,7 @@ def replay(args) -> dict[str, Any]:
             row["proposer"] = {
                 "model": args.tuner_llm,
                 "backend": args.tuner_backend,
+                "retries": args.tuner_retries,
                 "asks": sum(r["trials"] for r in runs),
                 "llm_calls": sum(p.get("llm_calls", 0) for p in props),
                 "llm_cache_hits": sum(p.get("llm_cache_hits", 0) for p in props),
@@ -336,7 +372,7 @@ def replay(args) -> dict[str, Any]:
             f"({row['to_1pct']['median_pct_of_grid']}% of grid), to 2% {row['to_2pct']['median_llm_calls']}",
             flush=True,
         )
-    path = RESULTS / f"rag_tuning_replay_{args.model}.json"
+    path = RESULTS / f"rag_tuning_replay_{tag(args.model)}.json"
     if path.is_file():  # keep the other tuners' rows of a replay of the same table
         old = json.loads(path.read_text())
         if (old.get("grid_size"), old.get("optimum")) == (len(values), optimum):
@@ -433,7 +469,7 @@ def online(args) -> dict[str, Any]:
     results["grid_optimum"] = max(c["value"] for c in cells.values())
     results["n_questions"] = len(qids)
     results["machine"] = _machine()
-    _save(RESULTS / f"rag_tuning_online_{args.model}.json", results)
+    _save(RESULTS / f"rag_tuning_online_{tag(args.model)}.json", results)
     return results
 
 
@@ -500,6 +536,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("what", choices=["grid", "replay", "online", "reuse"])
     ap.add_argument("--model", default="smollm2-135m-instruct")
     ap.add_argument("--limit", type=int, default=20, help="questions sampled from the dataset")
+    ap.add_argument("--grid", default="full", choices=list(GRIDS), help="full: 72 configurations; small: 24")
+    ap.add_argument(
+        "--backend", default="transformers", choices=["transformers", "llama_cpp"], help="grid: the generator's"
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--tuners", nargs="+", default=list(TUNERS))
@@ -509,7 +549,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--store", default=str(ROOT / "indexes"))
     ap.add_argument("--tuner-llm", default="smollm2-135m-instruct", help="replay: the llm tuner's proposer")
     ap.add_argument("--tuner-backend", default="llama_cpp", choices=["llama_cpp", "transformers"])
+    ap.add_argument(
+        "--tuner-retries", type=int, default=1, help="replay: the llm tuner's follow-ups after a rejected answer"
+    )
     args = ap.parse_args(argv)
+    set_grid(args.grid)
     {"grid": build_grid, "replay": replay, "online": online, "reuse": reuse}[args.what](args)
     return 0
 
