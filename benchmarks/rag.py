@@ -370,24 +370,30 @@ def kappa(a: list[float], b: list[float]) -> float:
 JUDGE_NAMES = {"correctness": "judge_correctness", "faithfulness": "faithfulness", "relevance": "answer_relevance"}
 
 
+def run_holding(model_runs: dict, config: str, qids, prefer: str | None = None, field: str = "answers"):
+    """The ``config`` entry of the first quality run of a model (``prefer``'s key first) whose ``field`` (answers,
+    or per-query EM) covers every query of ``qids``, or None. Seeded samples are nested (the 40-sample is inside
+    the 100-sample), so a larger run holds a smaller sample's answers."""
+    need = set(qids)
+    for _, runs in sorted(model_runs.items(), key=lambda kv: kv[0] != prefer):
+        entry = runs.get(config) if isinstance(runs, dict) else None
+        if not entry:
+            continue
+        have = entry["answers"] if field == "answers" else entry["per_query"]["em"]
+        if need <= set(have):
+            return entry
+    return None
+
+
 def judged_samples(args):
-    """``(queries, preds, questions, golds, contexts)`` of ``args.answer_model``'s ``args.config`` answers on the
-    seeded sample; the context of the ``gold`` config is the gold passage (what the answering model read)."""
+    """``(queries, src, preds, questions, golds, contexts)`` of ``args.answer_model``'s ``args.config`` answers on
+    the seeded sample (``src``: the quality run they come from); the context of the ``gold`` config is the gold
+    passage (what the answering model read)."""
     ds = dataset()
     queries = sample_queries(ds.queries_for("test"), args.queries, seed=args.seed)
     q_all = read_results().get("quality", {}).get(args.answer_model, {})
-    # seeded samples are nested (the 40-sample is inside the 100-sample): take the answers from any run that
-    # holds all these queries
-    src = next(
-        (
-            runs[args.config]
-            for k, runs in sorted(q_all.items(), key=lambda kv: kv[0] != f"{len(queries)}q_seed{args.seed}")
-            if k.endswith(f"_seed{args.seed}")
-            and args.config in runs
-            and set(queries.ids) <= set(runs[args.config]["answers"])
-        ),
-        None,
-    )
+    seeded = {k: v for k, v in q_all.items() if k.endswith(f"_seed{args.seed}")}
+    src = run_holding(seeded, args.config, queries.ids, prefer=f"{len(queries)}q_seed{args.seed}")
     if src is None:
         raise SystemExit(
             f"run `quality --model {args.answer_model} --queries {len(queries)} --configs {args.config}` first"
@@ -504,11 +510,9 @@ def cmd_ragas_compare(args) -> None:
         raise SystemExit(f"no {args.key!r} in {OUT}: run `rag.py judge ... --key {args.key}` first")
     src = read_results()["quality"][ours["answers_by"]]
     judged = set(ours["judge_correctness"]["verdicts"]) if "judge_correctness" in ours else set()
-    ref = next(  # the answer-metric run that holds every judged query
-        runs[ours["config"]]
-        for runs in src.values()
-        if ours["config"] in runs and judged <= set(runs[ours["config"]]["per_query"]["em"])
-    )
+    ref = run_holding(src, ours["config"], judged, field="per_query")  # the answer metrics of every judged query
+    if ref is None:
+        raise SystemExit(f"no quality run of {ours['answers_by']} {ours['config']} holds the judged queries")
     pairs = {
         "faithfulness": "faithfulness",
         "answer_correctness": "judge_correctness",
