@@ -56,6 +56,7 @@ _BUILTIN: dict[str, str] = {
     "scripted": "ragopt.llm.scripted:ScriptedLLM",
     # generators
     "generate": "ragopt.generators.generate:Generator",
+    "rewrite": "ragopt.rewriters.llm_rewrite:QueryRewriter",  # LLM query rewriting, before the retriever
 }
 
 _REGISTERED: dict[str, type] = {}
