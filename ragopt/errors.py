@@ -63,3 +63,30 @@ def unknown_template_error(path: str, template: str, builtins: Iterable[str], fi
         + (f"; did you mean {hint[0]!r}?" if hint else "")
         + f" (built-in: {', '.join(names)}; or a text with {fields})",
     )
+
+
+def check_template_fields(path: str, template: str, required: Iterable[str], optional: Iterable[str] = ()) -> list[str]:
+    """The fields of a user ``template`` (``str.format`` syntax), checked: well formed, every ``required`` field
+    present, nothing outside ``required`` and ``optional``; otherwise a :class:`ConfigError` naming ``path``."""
+    import string
+
+    req, allowed = list(required), [*required, *optional]
+    try:
+        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
+    except ValueError as err:
+        raise ConfigError(path, f"malformed template ({err}); write literal braces as {{{{ and }}}}") from None
+
+    def braced(names: Iterable[str]) -> str:
+        names = ["{" + n + "}" for n in names]
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+    unknown = sorted({f for f in fields if f not in allowed})
+    if unknown:
+        shown = ", ".join("{" + f + "}" for f in unknown)
+        raise ConfigError(path, f"unknown field(s) {shown} in the template; it may use only {braced(allowed)}")
+    missing = [f for f in req if f not in fields]
+    if missing:
+        raise ConfigError(
+            path, f"the template has no {', '.join('{' + f + '}' for f in missing)}: it needs {braced(req)}"
+        )
+    return fields

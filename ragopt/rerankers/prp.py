@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import math
 import re
-import string
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -51,7 +50,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ragopt.config import param
-from ragopt.errors import ConfigError, StageError, unknown_template_error
+from ragopt.errors import ConfigError, StageError, check_template_fields, unknown_template_error
 from ragopt.kernels.prp import drive_many, make_ranker
 from ragopt.kernels.topk import splice_head
 from ragopt.llm.base import GenerationParams, Prompt
@@ -107,24 +106,7 @@ def resolve_template(template: str, path: str = "template") -> str:
         return TEMPLATES[template]
     if "{" not in template:
         raise unknown_template_error(path, template, TEMPLATES, "{query}, {passage_a} and {passage_b}")
-    try:
-        fields = [f for _, f, spec, conv in string.Formatter().parse(template) if f is not None]
-    except ValueError as e:
-        raise ConfigError(path, f"malformed template ({e}); write literal braces as {{{{ and }}}}") from None
-    unknown = sorted({f for f in fields if f not in SLOTS + LABEL_SLOTS})
-    if unknown:
-        raise ConfigError(
-            path,
-            f"unknown field(s) {', '.join('{' + f + '}' for f in unknown)} in the template; "
-            f"it may use only {{query}}, {{passage_a}}, {{passage_b}}, {{label_a}}, {{label_b}} and {{label_kind}}",
-        )
-    missing = [f for f in SLOTS if f not in fields]
-    if missing:
-        raise ConfigError(
-            path,
-            f"the template has no {', '.join('{' + f + '}' for f in missing)}: it needs "
-            "{query}, {passage_a} and {passage_b}",
-        )
+    check_template_fields(path, template, SLOTS, LABEL_SLOTS)
     return template
 
 

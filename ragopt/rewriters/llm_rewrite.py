@@ -24,12 +24,11 @@ seconds under ``rewrite``.
 from __future__ import annotations
 
 import re
-import string
 from dataclasses import dataclass
 from typing import ClassVar, Literal
 
 from ragopt.config import param
-from ragopt.errors import ConfigError, StageError, unknown_template_error
+from ragopt.errors import StageError, check_template_fields, unknown_template_error
 from ragopt.llm.base import GenerationParams, Prompt
 from ragopt.llm.stage import LLMStage, default_llm
 from ragopt.registry import register
@@ -90,16 +89,7 @@ def resolve_template(template: str, system: str | None = None, path: str = "temp
         return RewriteTemplate(system, t.user) if system is not None else t
     if "{" not in template:
         raise unknown_template_error(path, template, TEMPLATES, "{query}")
-    try:
-        fields = [f for _, f, _, _ in string.Formatter().parse(template) if f is not None]
-    except ValueError as e:
-        raise ConfigError(path, f"malformed template ({e}); write literal braces as {{{{ and }}}}") from None
-    unknown = sorted({f for f in fields if f not in FIELDS})
-    if unknown:
-        shown = ", ".join("{" + f + "}" for f in unknown)
-        raise ConfigError(path, f"unknown field(s) {shown} in the template; it may use only {{query}}")
-    if "query" not in fields:
-        raise ConfigError(path, "the template has no {query}: it needs one")
+    check_template_fields(path, template, FIELDS)
     return RewriteTemplate(system or "", template)
 
 
