@@ -192,9 +192,17 @@ def _save(path: Path, table: Mapping[str, Any]) -> None:
 
 def load_grid(model: str) -> dict[str, Any]:
     path = RESULTS / f"rag_grid_{tag(model)}.json"
-    if not path.exists():
+    full = RESULTS / f"rag_grid_{model}.json"
+    if not path.exists() and GRID_NAME != "full" and full.exists():
+        # a smaller grid is a subset of the full one: read its cells from the full table (same questions)
+        table = json.loads(full.read_text())
+        keys = {key_of(p) for p in grid_points()}
+        table["cells"] = {k: c for k, c in table["cells"].items() if k in keys}
+        table["derived_from"] = full.name
+    elif not path.exists():
         raise SystemExit(f"no table at {path}: run `python benchmarks/rag_tuning.py grid` first")
-    table = json.loads(path.read_text())
+    else:
+        table = json.loads(path.read_text())
     missing = [p for p in grid_points() if key_of(p) not in table["cells"]]
     if missing:
         raise SystemExit(f"{path} lacks {len(missing)} cells: finish it with `grid`")
@@ -315,6 +323,8 @@ def replay(args) -> dict[str, Any]:
         "model": table["model"],
         "metric": METRIC,
         "n_queries": n_q,
+        "grid": GRID_NAME,
+        "table": table.get("derived_from") or f"rag_grid_{tag(args.model)}.json",
         "grid_size": len(values),
         "grid_llm_calls": grid_calls,
         "grid_llm_calls_made": sum(c["llm_calls"] for c in table["cells"].values()),
