@@ -1,0 +1,228 @@
+"""The tool service with the new stages (issue 13 part 7): a cross-encoder fine-tuned on the tool sets' training
+queries, and an LLM query rewrite, on top of ``pipelines/tools.yaml``; selection recall on held-out queries with
+the p50 latency of one call.
+
+    OMP_NUM_THREADS=1 RAGOPT_INDEX_DIR=/work/ragbench-store python benchmarks/tools_tune.py train -d toollens
+    python benchmarks/tools_tune.py rerank -d toollens --depths 10,20,50
+    python benchmarks/tools_tune.py rewrite -d toollens --queries 200
+
+``train`` fine-tunes all-MiniLM-L6-v2 as a cross-encoder (``ragopt.training.train_cross_encoder``) on a seeded 60%
+of the set's judged queries, hard negatives from the ``tools`` pipeline's top 30; the other 40% are held out (their
+ids are stored in the artifact). ``rerank`` scores ``tools`` alone and ``tools >> cross-encoder`` (top ``depth``) on
+(a seeded sample of) those held-out queries, and times single-query calls of both pipelines (the service's unit of
+work; the cross-encoder's pair cache off, so every call computes). ``rewrite`` does the same for
+``pipelines/tools_rewrite.yaml`` (SmolLM2 names the capability a task needs; rewrites cached, so latency is
+measured on queries not rewritten before). Figures go to ``benchmarks/results/tools_tune.json`` under the dataset,
+then the arm.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks._common import load, machine_info, merge_result
+
+RESULTS = Path(__file__).resolve().parent / "results" / "tools_tune.json"
+METRICS = ("recall@1", "recall@3", "recall@5", "ndcg@5", "mrr@10")
+PACKAGES = ("ragopt", "torch", "sentence-transformers", "transformers", "faiss-cpu", "bm25s")
+
+
+def store():
+    from ragopt.store import ArtifactStore
+
+    return ArtifactStore(os.environ.get("RAGOPT_INDEX_DIR") or "/work/ragbench-store")
+
+
+def train(args) -> Any:
+    from ragopt.training.cross_encoder import train_cross_encoder
+
+    t = time.perf_counter()
+    art = train_cross_encoder(
+        "all-MiniLM-L6-v2",
+        args.dataset,
+        train_fraction=0.6,
+        seed=0,
+        negatives_pipeline="tools",
+        negatives_per_query=4,
+        negatives_depth=30,
+        epochs=args.epochs,
+        max_length=args.max_length,
+        max_queries=args.max_queries,
+        store=store(),
+        progress=True,
+    )
+    m = art.manifest
+    print(f"{'trained' if art.created else 'reused'} {art.path} in {time.perf_counter() - t:.0f} s", flush=True)
+    entry = {
+        "artifact": art.path.name,
+        "base": "all-MiniLM-L6-v2",
+        "negatives": "tools pipeline top 30, 4 per query",
+        **{k: m.get(k) for k in ("n_train_queries", "n_heldout_queries", "n_pairs", "train_seconds", "device")},
+        "epochs": args.epochs,
+        "max_length": args.max_length,
+        "max_queries": args.max_queries,
+        "load": load(),
+    }
+    _write(args.dataset, "cross_encoder_training", entry)
+    return art
+
+
+def _write(dataset: str, arm: str, entry: dict[str, Any]) -> None:
+    machine = {**machine_info(PACKAGES), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
+    merge_result(RESULTS, dataset, {**entry, "machine": machine}, key=arm)
+
+
+def heldout(args, art) -> list[str]:
+    from ragopt.training.cross_encoder import heldout_query_ids
+
+    ids = sorted(heldout_query_ids(art.path))
+    if args.queries and args.queries < len(ids):
+        rng = np.random.default_rng(0)
+        ids = sorted(rng.choice(ids, size=args.queries, replace=False).tolist())
+    return ids
+
+
+def tools_with(*stages: dict[str, Any]):
+    """``pipelines/tools.yaml`` with ``stages`` appended (or, for a ``rewrite`` stage, put first)."""
+    from ragopt.pipeline_io import pipeline_from_dict, read_yaml, resolve_pipeline_path
+
+    data = read_yaml(resolve_pipeline_path("tools"))
+    steps = list(data["pipeline"])
+    for s in stages:
+        steps = [s, *steps] if s["type"] == "rewrite" else [*steps, s]
+    return pipeline_from_dict({"pipeline": steps}, source="tools_tune")
+
+
+def ce_stage(path: Path, depth: int, cache: bool = True) -> dict[str, Any]:
+    return {
+        "type": "cross_encoder",
+        "model": str(path),
+        "depth": depth,
+        "batch_size": 64,
+        "max_length": 128,
+        "device": "cpu",
+        "with_title": True,
+        "cache": cache,
+    }
+
+
+def quality(pipe, ds, ids: list[str], st) -> tuple[dict[str, float], dict[str, dict[str, float]], float]:
+    from ragopt.evaluation.metrics import evaluate
+    from ragopt.pipeline import run_batched
+    from ragopt.types import Batch
+
+    queries = ds.queries_for("test")
+    keep = set(ids)
+    queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
+    qrels = ds.qrels("test")
+    qrels = {q: qrels[q] for q in queries.ids}
+    pipe.fit(ds.corpus, st, progress=True)
+    t = time.perf_counter()
+    out = run_batched(pipe, Batch(queries), batch_size=256, progress=True)
+    seconds = time.perf_counter() - t
+    res = evaluate(out.to_run(), qrels, METRICS)
+    return res.metrics, res.per_query, seconds
+
+
+def latency(pipe, ds, ids: list[str], n: int) -> dict[str, float]:
+    """Milliseconds per single-query call of a fitted pipeline, over ``n`` held-out queries after two warm-up calls."""
+    from ragopt.types import Batch
+
+    queries = ds.queries_for("test")
+    pos = {q: i for i, q in enumerate(queries.ids)}
+    rows = [pos[q] for q in ids[: n + 2]]
+    ms = []
+    for j, r in enumerate(rows):
+        t = time.perf_counter()
+        pipe.transform(Batch(queries[[r]]))
+        if j >= 2:
+            ms.append(1000 * (time.perf_counter() - t))
+    return {
+        "p50_ms": round(float(np.median(ms)), 2),
+        "p95_ms": round(float(np.percentile(ms, 95)), 2),
+        "calls": len(ms),
+    }
+
+
+def rerank(args) -> None:
+    from ragopt.data import load_dataset
+
+    art = train(args)
+    ds, st = load_dataset(args.dataset), store()
+    ids = heldout(args, art)
+    print(f"{args.dataset}: {len(ids)} held-out queries", flush=True)
+    arms = {"tools": tools_with()}
+    for d in args.depths:
+        arms[f"tools >> ce@{d}"] = tools_with(ce_stage(art.path, d))
+    for name, pipe in arms.items():
+        m, _, s = quality(pipe, ds, ids, st)
+        timing_pipe = pipe if name == "tools" else tools_with(ce_stage(art.path, int(name.split("@")[1]), cache=False))
+        timing_pipe.fit(ds.corpus, st)
+        lat = latency(timing_pipe, ds, ids, args.latency_calls)
+        entry = {"n_queries": len(ids), "metrics": {k: round(v, 4) for k, v in m.items()}, "batch_seconds": round(s, 2)}
+        entry.update(latency=lat, load=load())
+        print(f"  {name}: {entry['metrics']} p50 {lat['p50_ms']} ms", flush=True)
+        _write(args.dataset, name, entry)
+
+
+def rewrite(args) -> None:
+    from ragopt.data import load_dataset
+
+    art = train(args)
+    ds, st = load_dataset(args.dataset), store()
+    ids = heldout(args, art)
+    stage = {
+        "type": "rewrite",
+        "llm": {"type": "transformers", "model": "smollm2-135m-instruct", "device": "cpu"},
+        "template": "capability",
+        "mode": "append",
+        "max_new_tokens": 32,
+        "chat": True,
+    }
+    arms = {"tools (rewrite sample)": tools_with(), "rewrite >> tools": tools_with(stage)}
+    if args.depths:
+        d = args.depths[0]
+        arms[f"rewrite >> tools >> ce@{d}"] = tools_with(stage, ce_stage(art.path, d))
+    for name, pipe in arms.items():
+        m, _, s = quality(pipe, ds, ids, st)
+        entry = {"n_queries": len(ids), "metrics": {k: round(v, 4) for k, v in m.items()}, "batch_seconds": round(s, 2)}
+        if name == "rewrite >> tools":  # per call, on held-out queries outside the sample (not in the LLM cache)
+            rest = sorted(set(heldout_all(art)) - set(ids))
+            pipe.fit(ds.corpus, st)
+            entry["latency"] = latency(pipe, ds, rest, args.latency_calls)
+        entry["load"] = load()
+        print(f"  {name}: {entry['metrics']} {entry.get('latency', '')}", flush=True)
+        _write(args.dataset, name, entry)
+
+
+def heldout_all(art) -> list[str]:
+    from ragopt.training.cross_encoder import heldout_query_ids
+
+    return list(heldout_query_ids(art.path))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("command", choices=("train", "rerank", "rewrite"))
+    ap.add_argument("--dataset", "-d", default="toollens")
+    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--max-length", type=int, default=128)
+    ap.add_argument("--max-queries", type=int, default=None, help="train on at most N of the training queries")
+    ap.add_argument("--queries", type=int, default=None, help="a seeded sample of the held-out queries")
+    ap.add_argument("--depths", type=lambda s: [int(x) for x in s.split(",") if x], default=[10, 20, 50])
+    ap.add_argument("--latency-calls", type=int, default=50)
+    args = ap.parse_args()
+    {"train": train, "rerank": rerank, "rewrite": rewrite}[args.command](args)
+
+
+if __name__ == "__main__":
+    main()
