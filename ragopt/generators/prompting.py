@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from ragopt.data.chunking import split_sentences
-from ragopt.errors import ConfigError, StageError, unknown_template_error
+from ragopt.errors import ConfigError, StageError, check_template_fields, unknown_template_error
 from ragopt.llm.stage import truncate_to_tokens
 
 __all__ = [
@@ -90,19 +90,8 @@ def resolve_template(template: str, system: str | None, path: str = "template") 
         return Template(system, t.user, t.shots) if system is not None else t
     if "{" not in template:
         raise unknown_template_error(path, template, TEMPLATES, "{question} and {context}")
-    t = Template(system if system is not None else "", template)
-    try:
-        fields = t.fields()
-    except ValueError as e:
-        raise ConfigError(path, f"malformed template ({e}); write literal braces as {{{{ and }}}}") from None
-    if any(re.search(r"[.\[!:]", f or "") for f in fields):
-        raise ConfigError(path, "template fields are plain names, no attribute or index access")
-    unknown = fields - FIELDS
-    if unknown:
-        raise ConfigError(path, f"unknown template field(s) {sorted(unknown)}; fields: {sorted(FIELDS)}")
-    if "question" not in fields:
-        raise ConfigError(path, "the template needs a {question} field")
-    return t
+    check_template_fields(path, template, required=["question"], optional=sorted(FIELDS - {"question"}))
+    return Template(system if system is not None else "", template)
 
 
 def order_passages(n: int, order: str) -> list[int]:

@@ -132,7 +132,7 @@ def test_pipeline_config_round_trip_and_errors(corpus):
     }
     pipe = from_config(cfg)
     assert from_config(pipe.to_config()) == pipe
-    with pytest.raises(ConfigError, match=r"stages\[1\]\.template: unknown template field") as e:
+    with pytest.raises(ConfigError, match=r"stages\[1\]\.template: unknown field\(s\) \{answer\}") as e:
         from_config({**cfg, "stages": [cfg["stages"][0], {**cfg["stages"][1], "template": "{question} {answer}"}]})
     assert e.value.path == "stages[1].template"
     with pytest.raises(ConfigError, match="compression"):
