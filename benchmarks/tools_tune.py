@@ -174,6 +174,45 @@ def rerank(args) -> None:
         _write(args.dataset, name, entry)
 
 
+def fused(depth: int, ce_path: Path, fusion: str, cache: bool = True):
+    """The tools pipeline's list fused with its own cross-encoder reranking (``rrf``: k=60; ``weighted``: z-scores,
+    equal weights), so the first stage's order still counts where the cross-encoder is unsure."""
+    from ragopt.pipeline_io import pipeline_from_dict, read_yaml, resolve_pipeline_path
+
+    base = list(read_yaml(resolve_pipeline_path("tools"))["pipeline"])
+    both = [
+        {"type": "pipeline", "stages": base},
+        {"type": "pipeline", "stages": [*base, ce_stage(ce_path, depth, cache)]},
+    ]
+    spec = {"type": fusion, "inputs": both, "top_k": 50}
+    spec.update({"k": 60} if fusion == "rrf" else {"normalize": "zscore"})
+    return pipeline_from_dict({"pipeline": [spec]}, source="tools_tune")
+
+
+def fuse(args) -> None:
+    """``tools`` fused with ``tools >> cross-encoder`` at each depth (the pair scores come from the cache)."""
+    from ragopt.data import load_dataset
+
+    art = train(args)
+    ds, st = load_dataset(args.dataset), store()
+    ids = heldout(args, art)
+    for d in args.depths:
+        for fusion in ("rrf", "weighted"):
+            name = f"{fusion}(tools, tools >> ce@{d})"
+            m, _, s = quality(fused(d, art.path, fusion), ds, ids, st)
+            timing = fused(d, art.path, fusion, cache=False)
+            timing.fit(ds.corpus, st)
+            lat = latency(timing, ds, ids, args.latency_calls)
+            entry = {
+                "n_queries": len(ids),
+                "metrics": {k: round(v, 4) for k, v in m.items()},
+                "batch_seconds": round(s, 2),
+            }
+            entry.update(latency=lat, load=load())
+            print(f"  {name}: {entry['metrics']} p50 {lat['p50_ms']} ms", flush=True)
+            _write(args.dataset, name, entry)
+
+
 def rewrite(args) -> None:
     from ragopt.data import load_dataset
 
@@ -212,7 +251,7 @@ def heldout_all(art) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("train", "rerank", "rewrite"))
+    ap.add_argument("command", choices=("train", "rerank", "rewrite", "fuse"))
     ap.add_argument("--dataset", "-d", default="toollens")
     ap.add_argument("--epochs", type=int, default=2)
     ap.add_argument("--max-length", type=int, default=128)
@@ -221,7 +260,7 @@ def main() -> None:
     ap.add_argument("--depths", type=lambda s: [int(x) for x in s.split(",") if x], default=[10, 20, 50])
     ap.add_argument("--latency-calls", type=int, default=50)
     args = ap.parse_args()
-    {"train": train, "rerank": rerank, "rewrite": rewrite}[args.command](args)
+    {"train": train, "rerank": rerank, "rewrite": rewrite, "fuse": fuse}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -64,3 +64,20 @@ def test_unknown_keys_name_file_and_path(tmp_path):
     f.write_text("name: x\nowner: me\npipeline:\n  - type: bm25\n")
     with pytest.raises(ConfigError, match="typo.yaml:owner: unknown top-level key"):
         load_pipeline(f)
+
+
+def test_tools_ce_is_the_tools_pipeline_fused_with_its_own_reranking():
+    from ragopt.tuning.space import set_path
+
+    tools, p = load_pipeline("tools"), load_pipeline("tools_ce")
+    fusion = p.stages[0] if hasattr(p, "stages") else p
+    assert fusion.type_name == "weighted" and fusion.normalize == "zscore" and fusion.weights is None
+    first, reranked = fusion.inputs
+    assert first.stages == tools.stages  # the same first stage as the service's default, on both sides
+    assert reranked.stages[:-1] == tools.stages
+    ce = reranked.stages[-1]
+    assert ce.type_name == "cross_encoder" and ce.depth == 10 and ce.max_length == 128
+    # the path the description tells users to override reaches that model
+    cfg = p.to_config()
+    set_path(cfg, "stages.0.inputs.1.stages.2.model", "/trained/ce")
+    assert cfg["stages"][0]["inputs"][1]["stages"][2]["model"] == "/trained/ce"
