@@ -29,6 +29,14 @@ def make_llm(model: str, store: Any, backend: str = "transformers", threads: int
     return TransformersLLM(model=model, device="cpu", batch_size=batch_size).use_store(store)
 
 
+def store() -> Any:
+    """The artifact store of the LLM benchmarks (indexes, converted models and the LLM call cache):
+    ``$RAGOPT_INDEX_DIR``, else /work/ragbench-store, so reruns reuse every answer already generated."""
+    from ragopt.store import ArtifactStore
+
+    return ArtifactStore(os.environ.get("RAGOPT_INDEX_DIR") or "/work/ragbench-store")
+
+
 def model_key(model: str, backend: str = "transformers") -> str:
     """A model's name in the results: the alias, with ``@llama_cpp`` when llama.cpp ran it."""
     return model + ("@llama_cpp" if backend == "llama_cpp" else "")

@@ -30,7 +30,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import load, machine_info, med, model_key
+from _common import load, machine_info, med, model_key, store
 from _common import make_llm as _make_llm
 
 from ragopt.data import load_dataset
@@ -91,10 +91,6 @@ def write_part(update) -> None:
 
 
 # -- shared pieces -----------------------------------------------------------------------------
-def store() -> ArtifactStore:
-    return ArtifactStore(os.environ.get("RAGOPT_INDEX_DIR") or "/work/ragbench-store")
-
-
 def dataset():
     return load_dataset(str(DATA))
 

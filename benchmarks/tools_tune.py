@@ -4,7 +4,8 @@ the p50 latency of one call.
 
     OMP_NUM_THREADS=1 RAGOPT_INDEX_DIR=/work/ragbench-store python benchmarks/tools_tune.py train -d toollens
     python benchmarks/tools_tune.py rerank -d toollens --depths 10,20,50
-    python benchmarks/tools_tune.py rewrite -d toollens --queries 200
+    python benchmarks/tools_tune.py fuse -d toollens --depths 10,20
+    python benchmarks/tools_tune.py rewrite -d toollens --queries 200 --depths 20
 
 ``train`` fine-tunes all-MiniLM-L6-v2 as a cross-encoder (``ragopt.training.train_cross_encoder``) on a seeded 60%
 of the set's judged queries, hard negatives from the ``tools`` pipeline's top 30; the other 40% are held out (their
@@ -12,7 +13,8 @@ ids are stored in the artifact). ``rerank`` scores ``tools`` alone and ``tools >
 (a seeded sample of) those held-out queries, and times single-query calls of both pipelines (the service's unit of
 work; the cross-encoder's pair cache off, so every call computes). ``rewrite`` does the same for
 ``pipelines/tools_rewrite.yaml`` (SmolLM2 names the capability a task needs; rewrites cached, so latency is
-measured on queries not rewritten before). Figures go to ``benchmarks/results/tools_tune.json`` under the dataset,
+measured on queries not rewritten before). ``fuse`` scores ``tools`` fused with its own cross-encoder reranking
+(RRF k=60, and a sum of per-query z-scores: ``pipelines/tools_ce.yaml``). Figures go to ``benchmarks/results/tools_tune.json`` under the dataset,
 then the arm.
 """
 
@@ -29,17 +31,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks._common import load, machine_info, merge_result
+from benchmarks._common import load, machine_info, merge_result, store
 
 RESULTS = Path(__file__).resolve().parent / "results" / "tools_tune.json"
 METRICS = ("recall@1", "recall@3", "recall@5", "ndcg@5", "mrr@10")
 PACKAGES = ("ragopt", "torch", "sentence-transformers", "transformers", "faiss-cpu", "bm25s")
-
-
-def store():
-    from ragopt.store import ArtifactStore
-
-    return ArtifactStore(os.environ.get("RAGOPT_INDEX_DIR") or "/work/ragbench-store")
 
 
 def train(args) -> Any:
@@ -81,22 +77,33 @@ def _write(dataset: str, arm: str, entry: dict[str, Any]) -> None:
     merge_result(RESULTS, dataset, {**entry, "machine": machine}, key=arm)
 
 
-def heldout(args, art) -> list[str]:
+def heldout_all(art) -> list[str]:
     from ragopt.training.cross_encoder import heldout_query_ids
 
-    ids = sorted(heldout_query_ids(art.path))
+    return sorted(heldout_query_ids(art.path))
+
+
+def heldout(args, art) -> list[str]:
+    """The held-out query ids, or a seeded sample of ``--queries`` of them."""
+    ids = heldout_all(art)
     if args.queries and args.queries < len(ids):
         rng = np.random.default_rng(0)
         ids = sorted(rng.choice(ids, size=args.queries, replace=False).tolist())
     return ids
 
 
+def tools_stages() -> list[dict[str, Any]]:
+    """The stage configs of ``pipelines/tools.yaml``."""
+    from ragopt.pipeline_io import read_yaml, resolve_pipeline_path
+
+    return list(read_yaml(resolve_pipeline_path("tools"))["pipeline"])
+
+
 def tools_with(*stages: dict[str, Any]):
     """``pipelines/tools.yaml`` with ``stages`` appended (or, for a ``rewrite`` stage, put first)."""
-    from ragopt.pipeline_io import pipeline_from_dict, read_yaml, resolve_pipeline_path
+    from ragopt.pipeline_io import pipeline_from_dict
 
-    data = read_yaml(resolve_pipeline_path("tools"))
-    steps = list(data["pipeline"])
+    steps = tools_stages()
     for s in stages:
         steps = [s, *steps] if s["type"] == "rewrite" else [*steps, s]
     return pipeline_from_dict({"pipeline": steps}, source="tools_tune")
@@ -153,6 +160,12 @@ def latency(pipe, ds, ids: list[str], n: int) -> dict[str, float]:
     }
 
 
+def entry_of(ids: list[str], metrics: dict[str, float], seconds: float, **extra: Any) -> dict[str, Any]:
+    """One arm's figures as written to the results."""
+    out = {"n_queries": len(ids), "metrics": {k: round(v, 4) for k, v in metrics.items()}}
+    return {**out, "batch_seconds": round(seconds, 2), **extra, "load": load()}
+
+
 def rerank(args) -> None:
     from ragopt.data import load_dataset
 
@@ -160,26 +173,24 @@ def rerank(args) -> None:
     ds, st = load_dataset(args.dataset), store()
     ids = heldout(args, art)
     print(f"{args.dataset}: {len(ids)} held-out queries", flush=True)
-    arms = {"tools": tools_with()}
-    for d in args.depths:
-        arms[f"tools >> ce@{d}"] = tools_with(ce_stage(art.path, d))
-    for name, pipe in arms.items():
-        m, _, s = quality(pipe, ds, ids, st)
-        timing_pipe = pipe if name == "tools" else tools_with(ce_stage(art.path, int(name.split("@")[1]), cache=False))
-        timing_pipe.fit(ds.corpus, st)
-        lat = latency(timing_pipe, ds, ids, args.latency_calls)
-        entry = {"n_queries": len(ids), "metrics": {k: round(v, 4) for k, v in m.items()}, "batch_seconds": round(s, 2)}
-        entry.update(latency=lat, load=load())
-        print(f"  {name}: {entry['metrics']} p50 {lat['p50_ms']} ms", flush=True)
+    arms: dict[str, int | None] = {"tools": None, **{f"tools >> ce@{d}": d for d in args.depths}}
+    for name, depth in arms.items():
+        extra = () if depth is None else (ce_stage(art.path, depth),)
+        m, _, s = quality(tools_with(*extra), ds, ids, st)
+        # timed without the pair cache, so every call computes its scores
+        timing = tools_with(*(() if depth is None else (ce_stage(art.path, depth, cache=False),)))
+        timing.fit(ds.corpus, st)
+        entry = entry_of(ids, m, s, latency=latency(timing, ds, ids, args.latency_calls))
+        print(f"  {name}: {entry['metrics']} p50 {entry['latency']['p50_ms']} ms", flush=True)
         _write(args.dataset, name, entry)
 
 
 def fused(depth: int, ce_path: Path, fusion: str, cache: bool = True):
     """The tools pipeline's list fused with its own cross-encoder reranking (``rrf``: k=60; ``weighted``: z-scores,
     equal weights), so the first stage's order still counts where the cross-encoder is unsure."""
-    from ragopt.pipeline_io import pipeline_from_dict, read_yaml, resolve_pipeline_path
+    from ragopt.pipeline_io import pipeline_from_dict
 
-    base = list(read_yaml(resolve_pipeline_path("tools"))["pipeline"])
+    base = tools_stages()
     both = [
         {"type": "pipeline", "stages": base},
         {"type": "pipeline", "stages": [*base, ce_stage(ce_path, depth, cache)]},
@@ -202,14 +213,8 @@ def fuse(args) -> None:
             m, _, s = quality(fused(d, art.path, fusion), ds, ids, st)
             timing = fused(d, art.path, fusion, cache=False)
             timing.fit(ds.corpus, st)
-            lat = latency(timing, ds, ids, args.latency_calls)
-            entry = {
-                "n_queries": len(ids),
-                "metrics": {k: round(v, 4) for k, v in m.items()},
-                "batch_seconds": round(s, 2),
-            }
-            entry.update(latency=lat, load=load())
-            print(f"  {name}: {entry['metrics']} p50 {lat['p50_ms']} ms", flush=True)
+            entry = entry_of(ids, m, s, latency=latency(timing, ds, ids, args.latency_calls))
+            print(f"  {name}: {entry['metrics']} p50 {entry['latency']['p50_ms']} ms", flush=True)
             _write(args.dataset, name, entry)
 
 
@@ -233,27 +238,21 @@ def rewrite(args) -> None:
         arms[f"rewrite >> tools >> ce@{d}"] = tools_with(stage, ce_stage(art.path, d))
     for name, pipe in arms.items():
         m, _, s = quality(pipe, ds, ids, st)
-        entry = {"n_queries": len(ids), "metrics": {k: round(v, 4) for k, v in m.items()}, "batch_seconds": round(s, 2)}
+        extra = {}
         if name == "rewrite >> tools":  # per call, on held-out queries outside the sample (not in the LLM cache)
             rest = sorted(set(heldout_all(art)) - set(ids))
             pipe.fit(ds.corpus, st)
-            entry["latency"] = latency(pipe, ds, rest, args.latency_calls)
-        entry["load"] = load()
+            extra["latency"] = latency(pipe, ds, rest, args.latency_calls)
+        entry = entry_of(ids, m, s, **extra)
         print(f"  {name}: {entry['metrics']} {entry.get('latency', '')}", flush=True)
         _write(args.dataset, name, entry)
-
-
-def heldout_all(art) -> list[str]:
-    from ragopt.training.cross_encoder import heldout_query_ids
-
-    return list(heldout_query_ids(art.path))
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("command", choices=("train", "rerank", "rewrite", "fuse"))
     ap.add_argument("--dataset", "-d", default="toollens")
-    ap.add_argument("--epochs", type=int, default=2)
+    ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--max-queries", type=int, default=None, help="train on at most N of the training queries")
     ap.add_argument("--queries", type=int, default=None, help="a seeded sample of the held-out queries")

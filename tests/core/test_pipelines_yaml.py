@@ -70,7 +70,7 @@ def test_tools_ce_is_the_tools_pipeline_fused_with_its_own_reranking():
     from ragopt.tuning.space import set_path
 
     tools, p = load_pipeline("tools"), load_pipeline("tools_ce")
-    fusion = p.stages[0] if hasattr(p, "stages") else p
+    fusion = p.stages[0]
     assert fusion.type_name == "weighted" and fusion.normalize == "zscore" and fusion.weights is None
     first, reranked = fusion.inputs
     assert first.stages == tools.stages  # the same first stage as the service's default, on both sides
