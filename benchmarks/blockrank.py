@@ -329,6 +329,20 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         res[name] = evaluate(out.cut(args.depth).to_run(), qrels, metrics).metrics
         res[name]["seconds_per_query"] = round((time.perf_counter() - t0) / len(queries), 2)
         print(f"{name}: {res[name]}", file=sys.stderr)
+    if args.ce_model:  # the trained cross-encoder on the same candidates; it must not have seen these queries
+        from ragopt.errors import ConfigError
+        from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+        from ragopt.training import heldout_query_ids as ce_heldout
+
+        seen = sorted(set(queries.ids) - set(ce_heldout(args.ce_model)))
+        if seen:
+            raise ConfigError("--ce-model", f"trained on {len(seen)} of the scored queries (e.g. {seen[0]})")
+        ce = CrossEncoderReranker(model=args.ce_model, depth=args.depth, device="cpu").fit(base.corpus, store)
+        t0 = time.perf_counter()
+        out = ce.transform(Batch(base.queries, base.corpus, base.doc_idx, base.scores))
+        res["cross_encoder"] = evaluate(out.cut(args.depth).to_run(), qrels, metrics).metrics
+        res["cross_encoder"]["seconds_per_query"] = round((time.perf_counter() - t0) / len(queries), 2)
+        print(f"cross_encoder: {res['cross_encoder']}", file=sys.stderr)
     out_res = {
         "machine": machine_info(["torch", "transformers"]),
         "load_before": load(),
@@ -338,6 +352,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "n_docs": args.n_docs,
         "doc_tokens": args.doc_tokens,
         "aux_weight": args.aux_weight,
+        "ce_model": args.ce_model,
         "query_tokens": args.query_tokens,
         "depth": args.depth,
         "heldout_queries_scored": len(queries),
@@ -423,6 +438,11 @@ def main() -> None:
     f.add_argument("--depth", type=int, default=10)
     f.add_argument("--query-tokens", type=int, default=1)
     f.add_argument("--variants", nargs="+", default=["aux", "lm_only"], help="aux: with the InfoNCE loss; lm_only")
+    f.add_argument(
+        "--ce-model",
+        default=None,
+        help="also score a trained cross-encoder artifact (one that never saw these queries)",
+    )
     sub.add_parser("tables")
     args = p.parse_args()
     if args.cmd == "_cost_one":

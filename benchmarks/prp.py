@@ -136,7 +136,13 @@ def _setup(args: argparse.Namespace):
     path = DATA / args.dataset
     ds = load_dataset(str(path) if path.is_dir() else args.dataset)
     store = ArtifactStore(args.store)
-    queries = sample_queries(ds.queries_for("test"), args.queries, seed=args.seed)
+    queries = ds.queries_for("test")
+    if getattr(args, "heldout_of", None):  # only queries a trained model never saw (its heldout_queries.txt)
+        from ragopt.training import heldout_query_ids
+
+        pos = {q: i for i, q in enumerate(queries.ids)}  # in the file's order, as blockrank.py finetune samples
+        queries = queries[[pos[q] for q in heldout_query_ids(args.heldout_of) if q in pos]]
+    queries = sample_queries(queries, args.queries, seed=args.seed)
     bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
     bm25.fit(ds.corpus, store)
     base = bm25.search(queries)
@@ -166,6 +172,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "dataset": ds.name,
         "n_queries": nq,
         "seed": args.seed,
+        "queries_from": f"held-out queries of {args.heldout_of}" if args.heldout_of else "all judged queries",
         "model": model_key(args.model, args.backend),
         "settings": {
             "depth": args.depth,
@@ -218,19 +225,25 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         }
         res["rows"][f"prp-{name}"] = row
         print(f"prp-{name}: {row}", file=sys.stderr)
-    if args.ce_model:
+    if args.ce_model:  # the same candidates as PRP (BM25's top depth), and BM25's top 100
         from ragopt.rerankers.cross_encoder import CrossEncoderReranker
+        from ragopt.training import heldout_query_ids
 
-        ce = CrossEncoderReranker(model=args.ce_model, depth=100, device="cpu").fit(ds.corpus, store)
-        t0 = time.perf_counter()
-        out = ce.transform(fresh())
-        res["rows"]["cross-encoder"] = {
-            "metrics": metrics(out),
-            "model": args.ce_model,
-            "depth": 100,
-            "pairs_per_query": out.stats.counts["ce_pairs"] / nq,
-            "seconds": round(time.perf_counter() - t0, 2),
-        }
+        held = set(heldout_query_ids(args.ce_model))
+        for depth in dict.fromkeys((args.depth, 100)):
+            ce = CrossEncoderReranker(model=args.ce_model, depth=depth, device="cpu").fit(ds.corpus, store)
+            t0 = time.perf_counter()
+            out = ce.transform(fresh())
+            res["rows"][f"cross-encoder@{depth}"] = {
+                "metrics": metrics(out),
+                "model": args.ce_model,
+                "depth": depth,
+                "queries_outside_its_heldout": sum(q not in held for q in queries.ids),
+                "pairs_per_query": out.stats.counts["ce_pairs"] / nq,
+                "seconds": round(time.perf_counter() - t0, 2),
+                "changed_top1": int((out.doc_idx[:, 0] != base.doc_idx[:, 0]).sum()),
+            }
+            print(f"cross-encoder@{depth}: {res['rows'][f'cross-encoder@{depth}']}", file=sys.stderr)
     else:
         res["rows"]["cross-encoder"] = {"skipped": "no --ce-model (train one: benchmarks/rerank.py quality)"}
     res["load_after"] = load()
@@ -238,7 +251,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "quality",
         res,
         key=f"{model_key(args.model, args.backend)} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}"
-        + ("" if args.template == "pairwise" else f" {args.template}"),
+        + ("" if args.template == "pairwise" else f" {args.template}")
+        + (" heldout" if args.heldout_of else ""),
     )
     return res
 
@@ -526,10 +540,17 @@ def main(argv: list[str] | None = None) -> None:
     q = sub.choices["quality"]
     q.add_argument("--depth", type=int, default=10)
     q.add_argument("--top-k", type=int, default=3, help="sorting: the top fixed; sliding: the passes")
-    q.add_argument("--methods", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    q.add_argument("--methods", nargs="*", default=list(VARIANTS), choices=list(VARIANTS), help="none: BM25 and CE")
     q.add_argument("--mode", default="score", choices=["score", "generate"])
     q.add_argument("--inconsistent", default="tie", choices=["tie", "mean"], help="the stage's inconsistent parameter")
     q.add_argument("--ce-model", default=None, help="a trained cross-encoder artifact (ragopt train cross-encoder)")
+    q.add_argument(
+        "--heldout-of",
+        default=None,
+        metavar="ARTIFACT",
+        help="sample only queries this trained artifact never saw (e.g. the --ce-model, so that PRP and the "
+        "cross-encoder are compared on unseen queries)",
+    )
     sub.choices["speed"].add_argument("--pairs", type=int, default=8, help="comparisons judged")
     sub.choices["speed"].add_argument(
         "--modes", nargs="*", default=["score", "generate"], choices=["score", "generate"], help="batched vs one"
