@@ -146,7 +146,12 @@ def _setup(args: argparse.Namespace):
     bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
     bm25.fit(ds.corpus, store)
     base = bm25.search(queries)
-    llm = make_llm(args.model, store, args.backend, args.threads, args.batch_size)
+    # quality without --methods scores only BM25 and the cross-encoder: no LLM to load
+    llm = (
+        make_llm(args.model, store, args.backend, args.threads, args.batch_size)
+        if getattr(args, "methods", 1)
+        else None
+    )
     return ds, store, queries, base, llm
 
 
@@ -173,7 +178,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "n_queries": nq,
         "seed": args.seed,
         "queries_from": f"held-out queries of {args.heldout_of}" if args.heldout_of else "all judged queries",
-        "model": model_key(args.model, args.backend),
+        "model": model_key(args.model, args.backend) if args.methods else None,
         "settings": {
             "depth": args.depth,
             "top_k": args.top_k,
@@ -239,7 +244,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
                 "model": args.ce_model,
                 "depth": depth,
                 "queries_outside_its_heldout": sum(q not in held for q in queries.ids),
-                "pairs_per_query": out.stats.counts["ce_pairs"] / nq,
+                "pairs_per_query": (out.stats.counts["ce_pairs"] + out.stats.counts["ce_cache_hits"]) / nq,
+                "pairs_scored": out.stats.counts["ce_pairs"],  # the rest came from the pair cache
                 "seconds": round(time.perf_counter() - t0, 2),
                 "changed_top1": int((out.doc_idx[:, 0] != base.doc_idx[:, 0]).sum()),
             }
@@ -250,7 +256,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     _merge(
         "quality",
         res,
-        key=f"{model_key(args.model, args.backend)} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}"
+        key=f"{model_key(args.model, args.backend) if args.methods else 'no-llm'} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}"
         + ("" if args.template == "pairwise" else f" {args.template}")
         + (" heldout" if args.heldout_of else ""),
     )
