@@ -362,7 +362,13 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         },
         "results": res,
     }
-    _merge("finetune", out_res, key=f"layer{layer}_query_tokens{args.query_tokens}")
+    key = f"layer{layer}_query_tokens{args.query_tokens}"
+    old = json.loads(RESULTS.read_text("utf-8")).get("finetune", {}).get(key) if RESULTS.is_file() else None
+    if old and (old["steps"], old["n_docs"], old["doc_tokens"]) == (args.steps, args.n_docs, args.doc_tokens):
+        # one variant run now keeps the other variant's earlier figures (same settings)
+        for field in ("results", "train_seconds", "train_attention_p1"):
+            out_res[field] = {**old.get(field, {}), **out_res[field]}
+    _merge("finetune", out_res, key=key)
     return out_res
 
 
