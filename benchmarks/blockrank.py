@@ -364,8 +364,9 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     }
     key = f"layer{layer}_query_tokens{args.query_tokens}"
     old = json.loads(RESULTS.read_text("utf-8")).get("finetune", {}).get(key) if RESULTS.is_file() else None
-    if old and (old["steps"], old["n_docs"], old["doc_tokens"]) == (args.steps, args.n_docs, args.doc_tokens):
-        # one variant run now keeps the other variant's earlier figures (same settings)
+    settings = ("steps", "n_docs", "doc_tokens", "aux_weight", "depth", "heldout_queries_scored")
+    if old and all(old.get(k) == out_res[k] for k in settings):
+        # one variant run now keeps the other variant's earlier figures (same settings, same scored queries)
         for field in ("results", "train_seconds", "train_attention_p1"):
             out_res[field] = {**old.get(field, {}), **out_res[field]}
     _merge("finetune", out_res, key=key)

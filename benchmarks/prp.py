@@ -123,7 +123,8 @@ def exact(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- quality -------------------------------------------------------------------------------------------------
-def _setup(args: argparse.Namespace):
+def _setup(args: argparse.Namespace, with_llm: bool = True):
+    """Dataset, store, the sampled queries, BM25's top 100 for them, and the LLM (None without ``with_llm``)."""
     from ragopt.data import load_dataset
     from ragopt.evaluation.run import sample_queries
     from ragopt.pipeline_io import load_pipeline
@@ -146,12 +147,7 @@ def _setup(args: argparse.Namespace):
     bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
     bm25.fit(ds.corpus, store)
     base = bm25.search(queries)
-    # quality without --methods scores only BM25 and the cross-encoder: no LLM to load
-    llm = (
-        make_llm(args.model, store, args.backend, args.threads, args.batch_size)
-        if getattr(args, "methods", 1)
-        else None
-    )
+    llm = make_llm(args.model, store, args.backend, args.threads, args.batch_size) if with_llm else None
     return ds, store, queries, base, llm
 
 
@@ -160,7 +156,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     from ragopt.rerankers.prp import PRPReranker
     from ragopt.types import Batch
 
-    ds, store, queries, base, llm = _setup(args)
+    # without --methods only BM25 and the cross-encoder are scored: no LLM to load
+    ds, store, queries, base, llm = _setup(args, with_llm=bool(args.methods))
     all_qrels = ds.qrels("test")
     qrels = {q: all_qrels[q] for q in queries.ids}
     nq = len(queries)
