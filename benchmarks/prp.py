@@ -142,7 +142,14 @@ def _setup(args: argparse.Namespace, with_llm: bool = True):
         from ragopt.training import heldout_query_ids
 
         pos = {q: i for i, q in enumerate(queries.ids)}  # in the file's order, as blockrank.py finetune samples
-        queries = queries[[pos[q] for q in heldout_query_ids(args.heldout_of) if q in pos]]
+        held = heldout_query_ids(args.heldout_of)
+        keep = [pos[q] for q in held if q in pos]
+        if not keep:
+            raise SystemExit(
+                f"--heldout-of {args.heldout_of}: none of its {len(held)} held-out query ids is a judged test query "
+                f"of {args.dataset} (was it trained on another dataset?)"
+            )
+        queries = queries[keep]
     queries = sample_queries(queries, args.queries, seed=args.seed)
     bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
     bm25.fit(ds.corpus, store)
