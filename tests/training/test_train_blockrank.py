@@ -123,3 +123,70 @@ def test_training_forward_matches_the_stage_scores(tiny_model, tmp_path):
     logits, scores = st.forward_with_answer(model, prompt, tok("2]", add_special_tokens=False)["input_ids"], 1)
     assert scores.requires_grad and logits.shape[0] == len(tok("2]", add_special_tokens=False)["input_ids"])
     np.testing.assert_allclose(scores.detach().numpy(), st.scores(prompt), rtol=1e-5, atol=1e-7)
+
+
+def test_lora_trains_adapters_and_saves_merged_weights(tiny_model, tiny_dataset, tmp_path):
+    """``lora=True``: only low-rank adapters on the attention projections train, and they are merged into the saved
+    weights: the artifact has the base model's parameter names and shapes (the stage loads it like a full
+    fine-tune), the attention projections moved and every other weight (embeddings, MLPs, norms) is the base's."""
+    pytest.importorskip("peft")
+    import torch
+    from safetensors.torch import load_file
+
+    store = ArtifactStore(tmp_path / "s")
+    art = _train(tiny_model, tiny_dataset, store, lora=True, lr=1e-2, steps=8)
+    base = load_file(str(next(Path(tiny_model).glob("*.safetensors"))))
+    tuned = load_file(str(next((art.path / "model").glob("*.safetensors"))))
+    assert set(tuned) == set(base) and all(tuned[k].shape == base[k].shape for k in base)
+    moved = {k for k in base if not torch.equal(base[k], tuned[k])}
+    projections = {k for k in base if any(p in k for p in ("q_proj", "k_proj", "v_proj", "o_proj"))}
+    assert moved and moved <= projections
+    assert json.loads((art.path / "training.json").read_text())["lm_loss"]
+    llm = TransformersLLM(model=str(art.path / "model"), device="cpu").use_store(store)
+    from ragopt.data import load_dataset
+
+    assert BlockRankReranker(llm=llm, layer=1, chat=False).fit(load_dataset(str(tiny_dataset)).corpus, store).is_fitted
+
+
+@pytest.mark.slow
+def test_lora_on_smollm2_and_nq_open(smollm2, session_store):
+    """The packaged SmolLM2 fine-tuned with LoRA for a few steps on real queries (BM25-mined negatives): the
+    merged artifact changes only the attention projections, holds out the seeded 40% of the sampled queries and
+    scores real candidates in the stage, its layer recorded in the layout."""
+    import numpy as np
+    import torch
+    from safetensors.torch import load_file
+
+    from ragopt.data import load_dataset
+    from ragopt.types import Batch
+    from tests.conftest import shared_dataset
+
+    path = shared_dataset("nq-open-oracle-dev")
+    store = session_store  # the GGUF -> transformers conversion is shared with the other SmolLM2 tests
+    art = train_blockrank(
+        "smollm2-135m-instruct", str(path), max_queries=10, n_docs=4, steps=4, layer=15, lora=True,
+        lr=1e-3, max_doc_tokens=24, store=store, progress=False,
+    )  # fmt: skip
+    info = json.loads((art.path / "training.json").read_text())
+    assert len(info["lm_loss"]) == 4 and all(np.isfinite(info["lm_loss"])) and info["layer"] == 15
+    held = set(heldout_query_ids(art.path))
+    train = set((art.path / "train_queries.txt").read_text().split())
+    assert len(train) == 10 and not held & train
+    base = dict(smollm2.load()[0].state_dict())
+    tuned = load_file(str(next((art.path / "model").glob("*.safetensors"))))
+    moved = {k for k in tuned if not torch.equal(tuned[k], base[k].to(tuned[k].dtype))}
+    assert moved and all(any(p in k for p in ("q_proj", "k_proj", "v_proj", "o_proj")) for k in moved)
+    ds = load_dataset(str(path))
+    queries = ds.queries_for("test")
+    queries = queries[[i for i, q in enumerate(queries.ids) if q in held][:2]]
+    from ragopt.pipeline_io import load_pipeline
+
+    bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 10})
+    bm25.fit(ds.corpus, store)
+    first = bm25.search(queries)
+    llm = TransformersLLM(model=str(art.path / "model"), device="cpu").use_store(store)
+    st = BlockRankReranker(llm=llm, depth=5, layer=15, max_doc_tokens=24).fit(first.corpus, store)
+    out = st.transform(Batch(first.queries, first.corpus, first.doc_idx, first.scores))
+    for r in range(2):
+        assert sorted(out.doc_idx[r, :5].tolist()) == sorted(first.doc_idx[r, :5].tolist())
+        assert out.scores[r, :5].sum() == pytest.approx(1.0, abs=1e-4)
