@@ -1,4 +1,4 @@
-"""``ragopt train MODEL``: train a model that a pipeline stage loads (``cross-encoder``, ``blockrank``)."""
+"""``ragopt train MODEL``: train a model that a pipeline stage loads (``cross-encoder``, ``bi-encoder``, ``blockrank``)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ _TRAIN_ARGS = [
 def register(commands: argparse._SubParsersAction) -> None:
     p = commands.add_parser(
         "train",
-        help="train a model a pipeline stage loads (a cross-encoder reranker, a blockrank LLM)",
+        help="train a model a pipeline stage loads (a cross-encoder reranker, a dense encoder, a blockrank LLM)",
         description="Train models for pipeline stages. `ragopt train cross-encoder` fine-tunes "
         "a cross-encoder for the cross_encoder reranker.",
     )
@@ -108,7 +108,85 @@ def register(commands: argparse._SubParsersAction) -> None:
     opts.add_progress(t)
     opts.add_json(t)
     t.set_defaults(handler=run_cross_encoder)
+    _register_bi_encoder(models)
     _register_blockrank(models)
+
+
+def _register_bi_encoder(models: argparse._SubParsersAction) -> None:
+    b = models.add_parser(
+        "bi-encoder",
+        help="fine-tune the dense retriever's encoder on a dataset's training queries",
+        description="Fine-tune a sentence-transformers encoder (hub id, folder, or the packaged all-MiniLM-L6-v2) "
+        "with in-batch and mined hard negatives (contrastive loss; passages judged relevant to a query are left "
+        "out of its softmax) on a seeded share of a dataset's judged queries. Prints the artifact; use "
+        "`encoder: {type: sentence_transformer, model: <artifact>/model}` in a dense stage.",
+        epilog=f"{opts.EPILOG_DATASET} {opts.EPILOG_PIPELINE}",
+    )
+    b.add_argument("--base", default="all-MiniLM-L6-v2", metavar="MODEL", help="encoder to start from")
+    opts.add_dataset(b, help="dataset folder (BEIR layout) or name")
+    opts.add_split(b, help="qrels split whose judged queries are used (default: test)")
+    for flag, typ, default, text in (
+        ("--train-fraction", float, 0.6, "share of judged queries trained on; the rest are held out"),
+        ("--max-queries", int, None, "train on at most N of the training queries"),
+        ("--negatives-pipeline", str, "bm25", "pipeline whose top candidates give hard negatives"),
+        ("--negatives-per-query", int, 1, "mined hard negatives per positive (0: in-batch negatives only)"),
+        ("--negatives-depth", int, 30, "negatives are drawn from this many top candidates"),
+        ("--epochs", int, 1, "training epochs"),
+        ("--batch-size", int, 32, "queries per step (each with its positive and negatives)"),
+        ("--lr", float, 2e-5, "peak learning rate"),
+        ("--scale", float, 20.0, "inverse temperature of the cosine similarities"),
+        ("--max-length", int, 128, "max tokens of a query or passage"),
+        ("--seed", int, 0, "seed of the split, negatives and training"),
+    ):
+        b.add_argument(flag, type=typ, default=default, help=f"{text} (default: {default})")
+    b.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto", help="training device")
+    b.add_argument(
+        "--evaluate",
+        action="store_true",
+        help="then compare dense retrieval with the base and the trained encoder on the held-out queries "
+        "(nDCG@10, recall@100)",
+    )
+    opts.add_index_dir(b)
+    opts.add_rebuild(b, help="train again even if a matching artifact exists")
+    opts.add_progress(b)
+    opts.add_json(b)
+    b.set_defaults(handler=run_bi_encoder)
+
+
+def run_bi_encoder(args: argparse.Namespace) -> Output:
+    from ragopt.training.bi_encoder import compare_encoders, heldout_query_ids, train_bi_encoder
+
+    store = opts.store(args)
+    names = ("split", "train_fraction", "max_queries", "negatives_pipeline", "negatives_per_query")
+    names += ("negatives_depth", "epochs", "batch_size", "lr", "scale", "max_length", "seed", "device", "rebuild")
+    art = train_bi_encoder(
+        args.base, args.dataset, store=store, progress=opts.progress(args), **{k: getattr(args, k) for k in names}
+    )
+    m = art.manifest
+    obj = {"artifact": str(art.path), "model": str(art.path / "model"), "created": art.created}
+    obj.update({k: m.get(k) for k in ("steps", "n_train_queries", "n_heldout_queries", "n_pairs", "train_seconds")})
+    lines = [
+        f"{'trained' if art.created else 'reused'} bi-encoder: {art.path / 'model'}",
+        f"  {m.get('n_train_queries')} training queries, {m.get('steps')} steps, {m.get('train_seconds')}s",
+        f"  held-out query ids ({m.get('n_heldout_queries')}): {art.path / 'heldout_queries.txt'}",
+    ]
+    if args.evaluate:
+        res = compare_encoders(
+            args.base,
+            art.path,
+            args.dataset,
+            split=args.split,
+            query_ids=heldout_query_ids(art.path),
+            store=store,
+            progress=opts.progress(args),
+        )
+        res.pop("per_query")
+        obj["evaluation"] = res
+        lines.append(f"  held-out ({res['n_queries']} queries), dense with the base vs the trained encoder:")
+        lines += [
+            f"    {k:<12} {res['base'][k]:.4f} -> {res['trained'][k]:.4f} ({res['gain'][k]:+.4f})" for k in res["base"]
+        ]
+    return Output("\n".join(lines), obj)
 
 
 def _register_blockrank(models: argparse._SubParsersAction) -> None:

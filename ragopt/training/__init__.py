@@ -1,4 +1,6 @@
-"""Training of models ragopt stages load (cross-encoders for the ``cross_encoder`` reranker)."""
+"""Training of models ragopt stages load: cross-encoders for the ``cross_encoder`` reranker, bi-encoders for the
+``dense`` retriever's encoder (:mod:`ragopt.training.bi_encoder`) and causal LMs for the ``blockrank`` reranker
+(:mod:`ragopt.training.blockrank`)."""
 
 from ragopt.training.cross_encoder import compare_reranking, heldout_query_ids, train_cross_encoder
 

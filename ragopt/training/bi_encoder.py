@@ -1,0 +1,294 @@
+"""Fine-tune the dense retriever's encoder (a sentence-transformers bi-encoder) on a BEIR-layout dataset's queries.
+
+:func:`train_bi_encoder` uses the seeded query split and the hard-negative mining of ``ragopt train cross-encoder``
+(:func:`ragopt.training.cross_encoder.training_split`, :func:`~ragopt.training.cross_encoder.mine_groups`) and
+trains with the contrastive loss of dense-retriever fine-tuning (sentence-transformers'
+``MultipleNegativesRankingLoss``, DPR's in-batch negatives): each step encodes ``batch_size`` queries, their
+positives and their mined hard negatives; a query's logits are the scaled cosine similarities to every passage of
+the step, and the loss is the cross-entropy of its own positive. Passages of the step that are judged relevant to
+the query (another positive of the same query, or a tool that serves two queries of the step: small corpora repeat
+documents often) are masked out of its softmax instead of being pushed away. AdamW, linear warm-up then decay,
+gradient clipping at 1.0; seeded throughout (initialisation, dropout, data order, negatives).
+
+The result is a ``bi-encoder`` artifact keyed by everything that shapes it: ``model/`` (a SentenceTransformer
+folder: ``encoder: {type: sentence_transformer, model: <artifact>/model}`` in a ``dense`` stage),
+``heldout_queries.txt`` (the query ids it never saw: evaluate on these), ``train_queries.txt`` and
+``training.json`` (loss curve, counts, time). Written atomically: Ctrl-C leaves nothing half-written.
+:func:`compare_encoders` evaluates a dense stage with the base encoder against one with the trained encoder on a
+query subset (e.g. the held-out queries).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ragopt._imports import require
+from ragopt._progress import progress_enabled
+from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model
+from ragopt.errors import ConfigError, DataError
+from ragopt.store import ArtifactStore
+from ragopt.training.cross_encoder import _dataset, _pipeline, mine_groups, read_heldout_ids, training_split
+
+__all__ = ["train_bi_encoder", "compare_encoders", "heldout_query_ids", "FORMAT_VERSION"]
+
+FORMAT_VERSION = 1
+KIND = "bi-encoder"
+
+
+def heldout_query_ids(artifact: str | Path) -> list[str]:
+    """The query ids a trained bi-encoder never saw (its ``heldout_queries.txt``)."""
+    return read_heldout_ids(artifact, "bi-encoder")
+
+
+def contrastive_loss(q: Any, p: Any, scale: float, masked: Any) -> Any:
+    """In-batch contrastive loss: ``q`` (B, d) and ``p`` (P, d) L2-normalised, query ``i``'s positive is passage
+    ``i``; ``masked`` (B, P) bool marks passages left out of a query's softmax (judged relevant to it, not its
+    own positive)."""
+    import torch
+
+    logits = scale * q @ p.T
+    logits = logits.masked_fill(masked, float("-inf"))
+    return torch.nn.functional.cross_entropy(logits, torch.arange(q.shape[0], device=q.device))
+
+
+def _fit(model: Any, groups: list[tuple[str, str, list[str]]], recipe: dict[str, Any], progress: bool | None):
+    """Fine-tune ``model`` (a SentenceTransformer) on ``groups``; returns the loss history."""
+    import torch
+    from transformers import get_linear_schedule_with_warmup
+
+    relevant: dict[str, set[str]] = {}
+    for q, p, _ in groups:
+        relevant.setdefault(q, set()).add(p)
+    device = model.device
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+    params = list(model.named_parameters())
+    opt = torch.optim.AdamW(
+        [
+            {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
+            {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        ],
+        lr=recipe["lr"],
+    )
+    per_step = recipe["batch_size"]
+    steps_per_epoch = (len(groups) + per_step - 1) // per_step
+    total = steps_per_epoch * recipe["epochs"]
+    sched = get_linear_schedule_with_warmup(opt, int(round(recipe["warmup_ratio"] * total)), total)
+    rng = np.random.default_rng([recipe["seed"], 13])
+
+    prepare = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers >= 6 / before
+
+    def embed(texts: list[str]) -> Any:
+        feats = {k: v.to(device) if hasattr(v, "to") else v for k, v in prepare(texts).items()}
+        return torch.nn.functional.normalize(model(feats)["sentence_embedding"], dim=-1)
+
+    bar = None
+    if progress_enabled(progress):
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, desc="train bi-encoder", unit="step", file=sys.stderr)
+    losses: list[float] = []
+    n_masked = 0
+    model.train()
+    try:
+        for _ in range(recipe["epochs"]):
+            order = rng.permutation(len(groups))
+            for start in range(0, len(order), per_step):
+                step = [groups[i] for i in order[start : start + per_step]]
+                queries = [q for q, _, _ in step]
+                passages = [p for _, p, _ in step] + [n for _, _, negs in step for n in negs]
+                masked = torch.tensor(
+                    [
+                        [j != i and passages[j] in relevant[q] for j in range(len(passages))]
+                        for i, q in enumerate(queries)
+                    ],
+                    device=device,
+                )
+                n_masked += int(masked.sum())
+                value = contrastive_loss(embed(queries), embed(passages), recipe["scale"], masked)
+                value.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                opt.step()
+                sched.step()
+                opt.zero_grad()
+                losses.append(float(value.detach()))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+    finally:
+        model.eval()
+        if bar is not None:
+            bar.close()
+    return {"steps": len(losses), "masked_in_batch_positives": n_masked, "loss": [round(x, 5) for x in losses]}
+
+
+def train_bi_encoder(
+    base_model: str,
+    dataset: Any,
+    split: str = "test",
+    train_fraction: float = 0.6,
+    seed: int = 0,
+    negatives_pipeline: Any = "bm25",
+    negatives_per_query: int = 1,
+    negatives_depth: int = 30,
+    epochs: int = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    scale: float = 20.0,
+    max_length: int = 128,
+    max_queries: int | None = None,
+    warmup_ratio: float = 0.1,
+    with_title: bool = True,
+    device: str = "auto",
+    store: Any = None,
+    progress: bool | None = None,
+    rebuild: bool = False,
+):
+    """Fine-tune a bi-encoder from ``base_model`` (a sentence-transformers model: hub id, folder, or the packaged
+    alias all-MiniLM-L6-v2) on the training share of ``dataset``'s ``split`` queries; return the ``bi-encoder``
+    Artifact (reused when one with the same spec exists). ``max_queries`` caps the training queries (a seeded
+    sample); the held-out queries stay the complement of the ``train_fraction`` split either way."""
+    if not 0.0 < train_fraction < 1.0:
+        raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
+    for name, value, low in (
+        ("epochs", epochs, 1),
+        ("batch_size", batch_size, 2),
+        ("max_length", max_length, 8),
+        ("negatives_per_query", negatives_per_query, 0),
+        ("negatives_depth", negatives_depth, 1),
+    ):
+        if value < low:
+            raise ConfigError(name, f"must be >= {low}, got {value}")
+    if max_queries is not None and max_queries < 1:
+        raise ConfigError("max_queries", f"must be >= 1, got {max_queries}")
+    if lr <= 0 or scale <= 0:
+        raise ConfigError("lr" if lr <= 0 else "scale", f"must be > 0, got {lr if lr <= 0 else scale}")
+    identity, local = resolve_model(base_model, "base_model")
+    store = store if store is not None else ArtifactStore()
+    ts = training_split(dataset, split, train_fraction, seed, max_queries)
+    ds, train_ids, held_ids = ts.dataset, ts.train_ids, ts.held_ids
+    neg_pipe = _pipeline(negatives_pipeline)
+    recipe = {
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "lr": lr,
+        "scale": scale,
+        "max_length": max_length,
+        "warmup_ratio": warmup_ratio,
+        "with_title": with_title,
+        "seed": seed,
+    }
+    spec = {
+        "base_model": identity if local is None else None,
+        "base_fingerprint": model_fingerprint(local) if local is not None else None,
+        "corpus": ds.corpus.fingerprint,
+        "train_queries": ts.judgments,
+        "split": split,
+        "train_fraction": train_fraction,
+        "max_queries": max_queries,
+        "seed": seed,
+        "negatives": {"pipeline": neg_pipe.to_config(), "per_query": negatives_per_query, "depth": negatives_depth},
+        "train": {k: v for k, v in recipe.items() if k != "seed"},
+    }
+
+    def build(out: Path) -> dict[str, Any]:
+        import torch
+        from transformers import set_seed
+
+        SentenceTransformer = require("sentence_transformers", "dense", "training a bi-encoder").SentenceTransformer
+        t0 = time.perf_counter()
+        groups, counts = mine_groups(  # negatives_per_query=0: in-batch negatives only
+            ds, train_ids, split, neg_pipe, negatives_per_query, negatives_depth, seed, with_title, store, progress
+        )
+        if not groups:
+            raise DataError(
+                f"no training pairs: none of the {len(train_ids)} training queries of {ds.name} "
+                f"[{split}] has a judged-relevant document"
+            )
+        t_mine = time.perf_counter()
+        set_seed(seed)
+        torch.manual_seed(seed)
+        dev = resolve_device(device)
+        source = str(local) if local is not None else identity
+        try:
+            model = SentenceTransformer(source, device=dev)
+        except Exception as e:
+            raise load_error(base_model, e, path="base_model") from e
+        model.max_seq_length = max_length
+        history = _fit(model, groups, recipe, progress)
+        t_train = time.perf_counter()
+        model.save(str(out / "model"))
+        (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
+        (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
+        info = {
+            "dataset": ds.name,
+            "base_model": base_model,
+            "device": dev,
+            **counts,
+            "mine_seconds": round(t_mine - t0, 2),
+            "train_seconds": round(t_train - t_mine, 2),
+            "n_train_queries": len(train_ids),
+            "n_heldout_queries": len(held_ids),
+            **history,
+        }
+        (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
+        return {k: v for k, v in info.items() if k != "loss"}
+
+    return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
+
+
+def dense_pipeline(model: str, top_k: int = 100, with_title: bool = True) -> Any:
+    """``pipelines/dense.yaml`` with ``model`` as its encoder and ``top_k`` candidates."""
+    from ragopt.pipeline_io import load_pipeline
+
+    return load_pipeline("dense").set_params(
+        **{"stages.0.encoder.model": str(model), "stages.0.top_k": top_k, "stages.0.with_title": with_title}
+    )
+
+
+def compare_encoders(
+    base_model: str,
+    trained: str | Path,
+    dataset: Any,
+    split: str = "test",
+    query_ids: Sequence[str] | None = None,
+    metrics: Sequence[str] = ("ndcg@10", "recall@100"),
+    store: Any = None,
+    progress: bool | None = None,
+) -> dict[str, Any]:
+    """Dense retrieval with ``base_model`` vs with ``trained`` (a ``bi-encoder`` artifact or a model folder) on the
+    judged queries of ``split`` (only ``query_ids`` if given)."""
+    from ragopt.evaluation import evaluate
+    from ragopt.pipeline import run_batched
+    from ragopt.types import Batch
+
+    ds = _dataset(dataset)
+    queries = ds.queries_for(split)
+    qrels = ds.qrels(split)
+    if query_ids is not None:
+        keep = set(query_ids)
+        unknown = keep - set(queries.ids)
+        if unknown:
+            raise DataError(
+                f"{len(unknown)} query ids are not judged in {ds.name} [{split}] (e.g. {sorted(unknown)[:3]})"
+            )
+        queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
+        qrels = {q: qrels[q] for q in queries.ids}
+    trained = Path(trained)
+    model_dir = trained / "model" if (trained / "model").is_dir() else trained
+    out: dict[str, Any] = {"dataset": ds.name, "split": split, "n_queries": len(queries)}
+    for name, model in (("base", base_model), ("trained", str(model_dir))):
+        pipe = dense_pipeline(model)
+        pipe.fit(ds.corpus, store, progress=progress)
+        run = run_batched(pipe, Batch(queries), batch_size=1000, progress=progress).to_run()
+        res = evaluate(run, qrels, metrics)
+        out[name] = res.metrics
+        out.setdefault("per_query", {})[name] = res.per_query
+    out["gain"] = {m: out["trained"][m] - out["base"][m] for m in out["base"]}
+    return out
