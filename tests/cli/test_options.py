@@ -43,6 +43,7 @@ def test_every_command_is_listed_once():
         "report",
         "search",
         "serve-mcp",
+        "train bi-encoder",
         "train blockrank",
         "train cross-encoder",
         "tune",
