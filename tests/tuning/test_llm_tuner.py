@@ -128,7 +128,13 @@ def test_the_prompt_holds_the_space_and_the_trials_so_far(tmp_path):
     assert '- family: one of ["bm25", "dense"]' in prompt
     assert '- k1: number from 0.5 to 2.0 (only when family is "bm25")' in prompt
     assert "- depth: integer from 10 to 40 in steps of 10" in prompt
-    assert "Trials so far (3):" in prompt
+    assert "Trials so far:\n1. " in prompt and "\n(3 trials)" in prompt
+    # each prompt repeats the previous one up to its last trial (a KV cache of the shared head serves it)
+    prompts = [c[1][1]["content"] for c in llm.calls if "Trials so far:" in c[1][1]["content"]]
+    assert len(prompts) >= 2
+    for before, after in zip(prompts, prompts[1:]):
+        head = before[: before.index("\n(")]
+        assert after.startswith(head) and len(head) > len(after) // 2
     for i, (params, value) in enumerate(t.history, 1):
         score = "failed" if value is None else f"{value:.4g}"
         assert f"{i}. {json.dumps(params, sort_keys=True)} -> score {score}" in prompt

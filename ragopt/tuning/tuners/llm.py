@@ -107,9 +107,12 @@ def build_prompt(
     ]
     shown = list(enumerate(history, 1))[-max_history:] if max_history > 0 else []
     if shown:
+        # the count comes after the list, so that the next prompt repeats this one up to the last trial: a backend
+        # that keeps the KV cache of a shared head (llama.cpp) reads only the new trial and what follows it
         first = shown[0][0]
-        lines.append(f"Trials so far ({len(history)}" + (f", the last {len(shown)} shown" if first > 1 else "") + "):")
+        lines.append("Trials so far:")
         lines += [f"{i}. {json.dumps(p, sort_keys=True, default=str)} -> score {_fmt_value(v)}" for i, (p, v) in shown]
+        lines.append(f"({len(history)} trials" + (f"; the last {len(shown)} shown" if first > 1 else "") + ")")
         if best is not None:
             lines.append(
                 f"Best so far: {json.dumps(best[0], sort_keys=True, default=str)} -> score {_fmt_value(best[1])}"
