@@ -154,8 +154,6 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- quality -------------------------------------------------------------------------------------------------
 def quality(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
-
     from ragopt.data.splits import split_queries
     from ragopt.evaluation import evaluate
     from ragopt.evaluation.run import sample_queries
@@ -221,8 +219,9 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         f"nDCG@10 {b['ndcg@10']:.3f}",
         file=sys.stderr,
     )
-    _ = np
-    _merge("quality", res, key=args.model)
+    # nq-open-oracle-dev rows stay keyed by the model alone, as before; other sets by model and set
+    key = args.model if args.dataset == "nq-open-oracle-dev" else f"{args.model} on {args.dataset}"
+    _merge("quality", res, key=key)
     return res
 
 
@@ -392,7 +391,10 @@ def tables(args: argparse.Namespace) -> None:
                 f"{g('blocked_peak_mb')} | {'-' if diff is None else f'{diff:.1e}'} |"
             )
     for model, q in data.get("quality", {}).items():
-        print(f"\n{model}: {q['heldout_queries']} held-out queries, depth {q['depth']}, layer {q['chosen_layer']}")
+        print(
+            f"\n{model} ({q.get('dataset', 'nq-open-oracle-dev')}): {q['heldout_queries']} held-out queries, "
+            f"depth {q['depth']}, layer {q['chosen_layer']}"
+        )
         print("| | P@1 | nDCG@10 |\n|---|---|---|")
         print(f"| BM25 | {q['bm25']['p@1']:.3f} | {q['bm25']['ndcg@10']:.3f} |")
         print(f"| BM25 >> blockrank | {q['blockrank']['p@1']:.3f} | {q['blockrank']['ndcg@10']:.3f} |")
