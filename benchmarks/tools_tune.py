@@ -6,6 +6,7 @@ the p50 latency of one call.
     python benchmarks/tools_tune.py rerank -d toollens --depths 10,20,50
     python benchmarks/tools_tune.py fuse -d toollens --depths 10,20
     python benchmarks/tools_tune.py rewrite -d toollens --queries 200 --depths 20
+    python benchmarks/tools_tune.py dense -d toollens --depths 10,20
 
 ``train`` fine-tunes all-MiniLM-L6-v2 as a cross-encoder (``ragopt.training.train_cross_encoder``) on a seeded 60%
 of the set's judged queries, hard negatives from the ``tools`` pipeline's top 30; the other 40% are held out (their
@@ -14,7 +15,9 @@ ids are stored in the artifact). ``rerank`` scores ``tools`` alone and ``tools >
 work; the cross-encoder's pair cache off, so every call computes). ``rewrite`` does the same for
 ``pipelines/tools_rewrite.yaml`` (SmolLM2 names the capability a task needs; rewrites cached, so latency is
 measured on queries not rewritten before). ``fuse`` scores ``tools`` fused with its own cross-encoder reranking
-(RRF k=60, and a sum of per-query z-scores: ``pipelines/tools_ce.yaml``). Figures go to ``benchmarks/results/tools_tune.json`` under the dataset,
+(RRF k=60, and a sum of per-query z-scores: ``pipelines/tools_ce.yaml``). ``dense`` fine-tunes the pipeline's dense
+encoder on the same training queries (``ragopt train bi-encoder``) and scores ``tools`` with it, alone and fused
+with the cross-encoder's reranking. Figures go to ``benchmarks/results/tools_tune.json`` under the dataset,
 then the arm.
 """
 
@@ -68,13 +71,15 @@ def train(args) -> Any:
         "max_queries": args.max_queries,
         "load": load(),
     }
-    _write(args.dataset, "cross_encoder_training", entry)
+    _write(args, "cross_encoder_training", entry)
     return art
 
 
-def _write(dataset: str, arm: str, entry: dict[str, Any]) -> None:
+def _write(args, arm: str, entry: dict[str, Any]) -> None:
+    """One arm's figures under the dataset; a ``--tag`` (another training recipe) keeps them beside the default's."""
     machine = {**machine_info(PACKAGES), "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
-    merge_result(RESULTS, dataset, {**entry, "machine": machine}, key=arm)
+    key = f"{arm} [{args.tag}]" if args.tag else arm
+    merge_result(RESULTS, args.dataset, {**entry, "machine": machine}, key=key)
 
 
 def heldout_all(art) -> list[str]:
@@ -92,18 +97,25 @@ def heldout(args, art) -> list[str]:
     return ids
 
 
-def tools_stages() -> list[dict[str, Any]]:
-    """The stage configs of ``pipelines/tools.yaml``."""
+def tools_stages(encoder: str | None = None) -> list[dict[str, Any]]:
+    """The stage configs of ``pipelines/tools.yaml`` (with ``encoder`` as its dense stage's model if given)."""
+    import copy
+
     from ragopt.pipeline_io import read_yaml, resolve_pipeline_path
 
-    return list(read_yaml(resolve_pipeline_path("tools"))["pipeline"])
+    steps = copy.deepcopy(list(read_yaml(resolve_pipeline_path("tools"))["pipeline"]))
+    if encoder is not None:
+        dense = [s for s in steps[0]["inputs"] if s["type"] == "dense"]
+        assert len(dense) == 1, "pipelines/tools.yaml: expected one dense input to its fusion"
+        dense[0]["encoder"]["model"] = encoder
+    return steps
 
 
-def tools_with(*stages: dict[str, Any]):
+def tools_with(*stages: dict[str, Any], encoder: str | None = None):
     """``pipelines/tools.yaml`` with ``stages`` appended (or, for a ``rewrite`` stage, put first)."""
     from ragopt.pipeline_io import pipeline_from_dict
 
-    steps = tools_stages()
+    steps = tools_stages(encoder)
     for s in stages:
         steps = [s, *steps] if s["type"] == "rewrite" else [*steps, s]
     return pipeline_from_dict({"pipeline": steps}, source="tools_tune")
@@ -182,15 +194,15 @@ def rerank(args) -> None:
         timing.fit(ds.corpus, st)
         entry = entry_of(ids, m, s, latency=latency(timing, ds, ids, args.latency_calls))
         print(f"  {name}: {entry['metrics']} p50 {entry['latency']['p50_ms']} ms", flush=True)
-        _write(args.dataset, name, entry)
+        _write(args, name, entry)
 
 
-def fused(depth: int, ce_path: Path, fusion: str, cache: bool = True):
+def fused(depth: int, ce_path: Path, fusion: str, cache: bool = True, encoder: str | None = None):
     """The tools pipeline's list fused with its own cross-encoder reranking (``rrf``: k=60; ``weighted``: z-scores,
     equal weights), so the first stage's order still counts where the cross-encoder is unsure."""
     from ragopt.pipeline_io import pipeline_from_dict
 
-    base = tools_stages()
+    base = tools_stages(encoder)
     both = [
         {"type": "pipeline", "stages": base},
         {"type": "pipeline", "stages": [*base, ce_stage(ce_path, depth, cache)]},
@@ -215,7 +227,71 @@ def fuse(args) -> None:
             timing.fit(ds.corpus, st)
             entry = entry_of(ids, m, s, latency=latency(timing, ds, ids, args.latency_calls))
             print(f"  {name}: {entry['metrics']} p50 {entry['latency']['p50_ms']} ms", flush=True)
-            _write(args.dataset, name, entry)
+            _write(args, name, entry)
+
+
+def train_dense(args) -> Any:
+    """The tools pipeline's dense encoder fine-tuned on the same training queries (``ragopt train bi-encoder``:
+    in-batch and one mined hard negative per positive from the ``tools`` pipeline's top 30, 1 epoch)."""
+    from ragopt.training.bi_encoder import train_bi_encoder
+
+    t = time.perf_counter()
+    art = train_bi_encoder(
+        "all-MiniLM-L6-v2",
+        args.dataset,
+        train_fraction=0.6,
+        seed=0,
+        negatives_pipeline="tools",
+        negatives_per_query=1,
+        negatives_depth=30,
+        epochs=args.dense_epochs,
+        max_queries=args.dense_max_queries,
+        device="cpu",
+        store=store(),
+        progress=True,
+    )
+    m = art.manifest
+    print(f"{'trained' if art.created else 'reused'} {art.path} in {time.perf_counter() - t:.0f} s", flush=True)
+    keys = ("n_train_queries", "n_heldout_queries", "n_pairs", "steps", "train_seconds", "masked_in_batch_positives")
+    entry = {
+        "artifact": art.path.name,
+        "base": "all-MiniLM-L6-v2",
+        "negatives": "tools pipeline top 30, 1 per positive, plus in-batch",
+        **{k: m.get(k) for k in keys},
+        "epochs": args.dense_epochs,
+        "max_queries": args.dense_max_queries,
+        "load": load(),
+    }
+    _write(args, "bi_encoder_training", entry)
+    return art
+
+
+def dense(args) -> None:
+    """``tools`` with its dense encoder fine-tuned, alone and fused with the cross-encoder's reranking (the same
+    held-out queries: both recipes split the judged queries with seed 0 and a 60% training share)."""
+    from ragopt.data import load_dataset
+    from ragopt.training.bi_encoder import heldout_query_ids as dense_heldout
+
+    ce = train(args)
+    bi = train_dense(args)
+    assert sorted(dense_heldout(bi.path)) == heldout_all(ce), "the two recipes must hold out the same queries"
+    enc = str(bi.path / "model")
+    ds, st = load_dataset(args.dataset), store()
+    ids = heldout(args, ce)
+    arms = {"tools (fine-tuned dense)": tools_with(encoder=enc)}
+    for d in args.depths:
+        arms[f"weighted(tools, tools >> ce@{d}) (fine-tuned dense)"] = fused(d, ce.path, "weighted", encoder=enc)
+    for name, pipe in arms.items():
+        m, _, s = quality(pipe, ds, ids, st)
+        if "ce@" in name:
+            d = int(name.split("ce@")[1].split(")")[0])
+            timing = fused(d, ce.path, "weighted", cache=False, encoder=enc)
+        else:
+            timing = tools_with(encoder=enc)
+        timing.fit(ds.corpus, st)
+        entry = entry_of(ids, m, s, latency=latency(timing, ds, ids, args.latency_calls))
+        print(f"  {name}: {entry['metrics']} p50 {entry['latency']['p50_ms']} ms", flush=True)
+        _write(args, name, entry)
 
 
 def rewrite(args) -> None:
@@ -245,12 +321,12 @@ def rewrite(args) -> None:
             extra["latency"] = latency(pipe, ds, rest, args.latency_calls)
         entry = entry_of(ids, m, s, **extra)
         print(f"  {name}: {entry['metrics']} {entry.get('latency', '')}", flush=True)
-        _write(args.dataset, name, entry)
+        _write(args, name, entry)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("command", choices=("train", "rerank", "rewrite", "fuse"))
+    ap.add_argument("command", choices=("train", "rerank", "rewrite", "fuse", "dense"))
     ap.add_argument("--dataset", "-d", default="toollens")
     ap.add_argument("--epochs", type=int, default=1)
     ap.add_argument("--max-length", type=int, default=128)
@@ -258,8 +334,15 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=None, help="a seeded sample of the held-out queries")
     ap.add_argument("--depths", type=lambda s: [int(x) for x in s.split(",") if x], default=[10, 20, 50])
     ap.add_argument("--latency-calls", type=int, default=50)
+    ap.add_argument("--dense-epochs", type=int, default=1, help="dense: epochs of the bi-encoder fine-tune")
+    ap.add_argument("--dense-max-queries", type=int, default=None, help="dense: cap on its training queries")
+    ap.add_argument(
+        "--tag",
+        default="",
+        help="suffix for the result keys, e.g. '4000q' when --max-queries/--epochs differ from the default run's",
+    )
     args = ap.parse_args()
-    {"train": train, "rerank": rerank, "rewrite": rewrite, "fuse": fuse}[args.command](args)
+    {"train": train, "rerank": rerank, "rewrite": rewrite, "fuse": fuse, "dense": dense}[args.command](args)
 
 
 if __name__ == "__main__":
