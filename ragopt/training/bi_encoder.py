@@ -34,7 +34,15 @@ from ragopt._progress import progress_enabled
 from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model
 from ragopt.errors import ConfigError, DataError
 from ragopt.store import ArtifactStore
-from ragopt.training.cross_encoder import _dataset, _pipeline, mine_groups, read_heldout_ids, training_split
+from ragopt.training.cross_encoder import (
+    _dataset,
+    _pipeline,
+    adamw,
+    judged_queries,
+    mine_groups,
+    read_heldout_ids,
+    training_split,
+)
 
 __all__ = ["train_bi_encoder", "compare_encoders", "heldout_query_ids", "FORMAT_VERSION"]
 
@@ -67,15 +75,7 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], recipe: dict[str,
     for q, p, _ in groups:
         relevant.setdefault(q, set()).add(p)
     device = model.device
-    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
-    params = list(model.named_parameters())
-    opt = torch.optim.AdamW(
-        [
-            {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
-            {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
-        ],
-        lr=recipe["lr"],
-    )
+    opt = adamw(model.named_parameters(), recipe["lr"])
     per_step = recipe["batch_size"]
     steps_per_epoch = (len(groups) + per_step - 1) // per_step
     total = steps_per_epoch * recipe["epochs"]
@@ -269,17 +269,7 @@ def compare_encoders(
     from ragopt.types import Batch
 
     ds = _dataset(dataset)
-    queries = ds.queries_for(split)
-    qrels = ds.qrels(split)
-    if query_ids is not None:
-        keep = set(query_ids)
-        unknown = keep - set(queries.ids)
-        if unknown:
-            raise DataError(
-                f"{len(unknown)} query ids are not judged in {ds.name} [{split}] (e.g. {sorted(unknown)[:3]})"
-            )
-        queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
-        qrels = {q: qrels[q] for q in queries.ids}
+    queries, qrels = judged_queries(ds, split, query_ids)
     trained = Path(trained)
     model_dir = trained / "model" if (trained / "model").is_dir() else trained
     out: dict[str, Any] = {"dataset": ds.name, "split": split, "n_queries": len(queries)}

@@ -99,6 +99,38 @@ def training_split(dataset: Any, split: str, train_fraction: float, seed: int, m
     return TrainingSplit(ds, list(train_ids), list(held_ids), judgments)
 
 
+def judged_queries(ds: Any, split: str, query_ids: Sequence[str] | None = None) -> tuple[Queries, dict]:
+    """The judged queries of ``ds``'s ``split`` (only ``query_ids``, in the dataset's order, if given: an id that
+    is not judged there is refused) and their qrels."""
+    queries = ds.queries_for(split)
+    qrels = ds.qrels(split)
+    if query_ids is not None:
+        keep = set(query_ids)
+        unknown = keep - set(queries.ids)
+        if unknown:
+            raise DataError(
+                f"{len(unknown)} query ids are not judged in {ds.name} [{split}] (e.g. {sorted(unknown)[:3]})"
+            )
+        queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
+        qrels = {q: qrels[q] for q in queries.ids}
+    return queries, qrels
+
+
+def adamw(named_parameters: Any, lr: float) -> Any:
+    """AdamW with weight decay 0.01, none on biases and LayerNorm weights (the usual BERT fine-tuning groups)."""
+    import torch
+
+    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
+    params = list(named_parameters)
+    return torch.optim.AdamW(
+        [
+            {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
+            {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+
+
 def read_heldout_ids(artifact: str | Path, recipe: str) -> list[str]:
     """The query ids a model trained by ``ragopt train <recipe>`` never saw (its ``heldout_queries.txt``)."""
     path = Path(artifact) / "heldout_queries.txt"
@@ -196,15 +228,7 @@ def _fit(
 
     net, tok = model.model, model.tokenizer
     device = next(net.parameters()).device
-    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
-    params = list(net.named_parameters())
-    opt = torch.optim.AdamW(
-        [
-            {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
-            {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
-        ],
-        lr=recipe.lr,
-    )
+    opt = adamw(net.named_parameters(), recipe.lr)
     if recipe.loss == "bce":
         units = [[(q, p, 1.0)] + [(q, n, 0.0) for n in negs] for q, p, negs in groups]
         units = [[pair] for unit in units for pair in unit]  # single pairs, shuffled freely
@@ -484,17 +508,7 @@ def compare_reranking(
 
     ``reranker`` is a Stage or a cross-encoder model / artifact path (a ``cross_encoder`` stage is made)."""
     ds = _dataset(dataset)
-    queries = ds.queries_for(split)
-    qrels = ds.qrels(split)
-    if query_ids is not None:
-        keep = set(query_ids)
-        unknown = keep - set(queries.ids)
-        if unknown:
-            raise DataError(
-                f"{len(unknown)} query ids are not judged in {ds.name} [{split}] (e.g. {sorted(unknown)[:3]})"
-            )
-        queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
-        qrels = {q: qrels[q] for q in queries.ids}
+    queries, qrels = judged_queries(ds, split, query_ids)
     if not isinstance(reranker, Stage):
         reranker = CrossEncoderReranker(model=str(reranker), depth=depth)
     first = _pipeline(first_stage)

@@ -24,44 +24,15 @@ from ragopt.training.bi_encoder import (
     heldout_query_ids,
     train_bi_encoder,
 )
-
-TOPICS = [
-    "paris france capital",
-    "berlin germany city",
-    "river long mountain",
-    "music history science",
-    "cat dog tall",
-    "population city history",
-    "mountain tall river",
-    "science music dog",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    """A 1-layer, 16-d BERT encoder with a 40-word vocabulary (stands in for MiniLM; mean pooling)."""
-    from ragopt.testing.models import tiny_bert
-
-    words = sorted({w for t in TOPICS for w in t.split()} | {"the", "a", "of", "what", "is", "where"})
-    return tiny_bert(tmp_path_factory.mktemp("tiny-bi"), words, head="encoder", max_positions=64)
+from tests.training.conftest import topical_dataset
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     """16 documents, 12 queries; q0..q11 -> d(i % 8), so q0 and q8 share their relevant document, and q0 has a
     second one (d8)."""
-    d = tmp_path_factory.mktemp("tinyds-bi")
-    docs = [
-        {"_id": f"d{i}", "title": "", "text": f"{TOPICS[i % 8]} {'the' if i < 8 else 'a'} {TOPICS[(i + 3) % 8]}"}
-        for i in range(16)
-    ]
-    queries = [{"_id": f"q{i}", "text": f"what is {TOPICS[i % 8]}"} for i in range(12)]
-    (d / "corpus.jsonl").write_text("".join(json.dumps(x) + "\n" for x in docs))
-    (d / "queries.jsonl").write_text("".join(json.dumps(x) + "\n" for x in queries))
-    (d / "qrels").mkdir()
     rows = [f"q{i}\td{i % 8}\t1" for i in range(12)] + ["q0\td8\t1"]
-    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return d
+    return topical_dataset(tmp_path_factory.mktemp("tinyds-bi"), rows)
 
 
 def _train(base, ds, store, **kw):

@@ -17,43 +17,14 @@ from ragopt.rerankers.cross_encoder import CrossEncoderReranker
 from ragopt.store import ArtifactStore
 from ragopt.training import cross_encoder as tce
 from ragopt.training.cross_encoder import compare_reranking, heldout_query_ids, mine_groups, train_cross_encoder
-
-TOPICS = [
-    "paris france capital",
-    "berlin germany city",
-    "river long mountain",
-    "music history science",
-    "cat dog tall",
-    "population city history",
-    "mountain tall river",
-    "science music dog",
-]
-
-
-@pytest.fixture(scope="module")
-def tiny_base(tmp_path_factory) -> Path:
-    """A 1-layer, 16-d BERT encoder with a 40-word vocabulary (stands in for MiniLM)."""
-    from ragopt.testing.models import tiny_bert
-
-    words = sorted({w for t in TOPICS for w in t.split()} | {"the", "a", "of", "what", "is", "where"})
-    return tiny_bert(tmp_path_factory.mktemp("tiny-base"), words, head="encoder", max_positions=64)
+from tests.training.conftest import topical_dataset
 
 
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory) -> Path:
     """16 documents, 12 queries, one relevant document each (BEIR layout)."""
-    d = tmp_path_factory.mktemp("tinyds")
-    docs = [
-        {"_id": f"d{i}", "title": "", "text": f"{TOPICS[i % 8]} {'the' if i < 8 else 'a'} {TOPICS[(i + 3) % 8]}"}
-        for i in range(16)
-    ]
-    queries = [{"_id": f"q{i}", "text": f"what is {TOPICS[i % 8]}"} for i in range(12)]
-    (d / "corpus.jsonl").write_text("".join(json.dumps(x) + "\n" for x in docs))
-    (d / "queries.jsonl").write_text("".join(json.dumps(x) + "\n" for x in queries))
-    (d / "qrels").mkdir()
     rows = [f"q{i}\td{i % 16}\t1" for i in range(12)] + ["q0\td8\t0"]  # a judged non-relevant document
-    (d / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(rows) + "\n")
-    return d
+    return topical_dataset(tmp_path_factory.mktemp("tinyds"), rows)
 
 
 def _train(base, ds, store, **kw):
