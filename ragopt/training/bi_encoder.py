@@ -20,7 +20,6 @@ query subset (e.g. the held-out queries).
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -42,6 +41,7 @@ from ragopt.training.cross_encoder import (
     mine_groups,
     read_heldout_ids,
     training_split,
+    write_training_record,
 )
 
 __all__ = ["train_bi_encoder", "compare_encoders", "heldout_query_ids", "FORMAT_VERSION"]
@@ -224,8 +224,6 @@ def train_bi_encoder(
         history = _fit(model, groups, recipe, progress)
         t_train = time.perf_counter()
         model.save(str(out / "model"))
-        (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
-        (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
         info = {
             "dataset": ds.name,
             "base_model": base_model,
@@ -237,8 +235,7 @@ def train_bi_encoder(
             "n_heldout_queries": len(held_ids),
             **history,
         }
-        (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
-        return {k: v for k, v in info.items() if k != "loss"}
+        return write_training_record(out, held_ids, train_ids, info, ("loss",))
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
 

@@ -37,7 +37,13 @@ from ragopt.errors import ConfigError, DataError
 from ragopt.llm.transformers_backend import TransformersLLM
 from ragopt.rerankers.blockrank import LAYOUT_FILE, BlockRankReranker
 from ragopt.store import ArtifactStore
-from ragopt.training.cross_encoder import _pipeline, mine_groups, read_heldout_ids, training_split
+from ragopt.training.cross_encoder import (
+    _pipeline,
+    mine_groups,
+    read_heldout_ids,
+    training_split,
+    write_training_record,
+)
 
 __all__ = ["train_blockrank", "heldout_query_ids", "FORMAT_VERSION", "KIND"]
 
@@ -189,8 +195,6 @@ def train_blockrank(
             "template": stage.template_version,
         }
         (out / "model" / LAYOUT_FILE).write_text(json.dumps(layout, indent=1), "utf-8")
-        (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
-        (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
         info = {
             "dataset": ds.name,
             "base_model": base_model,
@@ -206,7 +210,6 @@ def train_blockrank(
             "lm_loss": [round(x, 4) for x in lm_losses],
             "aux_loss": [round(x, 4) for x in aux_losses],
         }
-        (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
-        return {k: v for k, v in info.items() if k not in ("lm_loss", "aux_loss")}
+        return write_training_record(out, held_ids, train_ids, info, ("lm_loss", "aux_loss"))
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)

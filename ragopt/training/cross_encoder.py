@@ -131,6 +131,17 @@ def adamw(named_parameters: Any, lr: float) -> Any:
     )
 
 
+def write_training_record(
+    out: Path, held_ids: Sequence[str], train_ids: Sequence[str], info: dict[str, Any], curves: Sequence[str]
+) -> dict[str, Any]:
+    """Every recipe's record beside its model: ``heldout_queries.txt``, ``train_queries.txt`` and
+    ``training.json`` (``info``); returns ``info`` without its ``curves`` (per-step lists) for the manifest."""
+    (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
+    (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
+    (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
+    return {k: v for k, v in info.items() if k not in curves}
+
+
 def read_heldout_ids(artifact: str | Path, recipe: str) -> list[str]:
     """The query ids a model trained by ``ragopt train <recipe>`` never saw (its ``heldout_queries.txt``)."""
     path = Path(artifact) / "heldout_queries.txt"
@@ -472,8 +483,6 @@ def train_cross_encoder(
             history = _fit(model, groups, recipe, progress)
         t_train = time.perf_counter()
         model.save(str(out / "model"))
-        (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
-        (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
         info = {
             "dataset": ds.name,
             "base_model": base_model,
@@ -486,8 +495,7 @@ def train_cross_encoder(
             "n_heldout_queries": len(held_ids),
             **history,
         }
-        (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
-        return {k: v for k, v in info.items() if k != "loss"}
+        return write_training_record(out, held_ids, train_ids, info, ("loss",))
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
 
