@@ -1,7 +1,7 @@
 """Fine-tune the dense retriever's encoder (a sentence-transformers bi-encoder) on a BEIR-layout dataset's queries.
 
-:func:`train_bi_encoder` uses the seeded query split and the hard-negative mining of ``ragopt train cross-encoder``
-(:func:`ragopt.training.cross_encoder.training_split`, :func:`~ragopt.training.cross_encoder.mine_groups`) and
+:func:`train_bi_encoder` uses the seeded query split and the hard-negative mining every recipe shares
+(:func:`ragopt.training.common.training_split`, :func:`~ragopt.training.common.mine_groups`) and
 trains with the contrastive loss of dense-retriever fine-tuning (sentence-transformers'
 ``MultipleNegativesRankingLoss``, DPR's in-batch negatives): each step encodes ``batch_size`` queries, their
 positives and their mined hard negatives; a query's logits are the scaled cosine similarities to every passage of
@@ -30,16 +30,18 @@ import numpy as np
 
 from ragopt._imports import require
 from ragopt._progress import progress_enabled
-from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model
-from ragopt.errors import ConfigError, DataError
+from ragopt.encoders.models import model_fingerprint, resolve_model
 from ragopt.store import ArtifactStore
-from ragopt.training.cross_encoder import (
-    _dataset,
-    _pipeline,
+from ragopt.training.common import (
     adamw,
+    as_dataset,
+    as_pipeline,
+    check_recipe_args,
     judged_queries,
-    mine_groups,
+    load_base,
+    mine_or_fail,
     read_heldout_ids,
+    run_info,
     training_split,
     write_training_record,
 )
@@ -154,26 +156,22 @@ def train_bi_encoder(
     alias all-MiniLM-L6-v2) on the training share of ``dataset``'s ``split`` queries; return the ``bi-encoder``
     Artifact (reused when one with the same spec exists). ``max_queries`` caps the training queries (a seeded
     sample); the held-out queries stay the complement of the ``train_fraction`` split either way."""
-    if not 0.0 < train_fraction < 1.0:
-        raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
-    for name, value, low in (
-        ("epochs", epochs, 1),
-        ("batch_size", batch_size, 2),
-        ("max_length", max_length, 8),
-        ("negatives_per_query", negatives_per_query, 0),
-        ("negatives_depth", negatives_depth, 1),
-    ):
-        if value < low:
-            raise ConfigError(name, f"must be >= {low}, got {value}")
-    if max_queries is not None and max_queries < 1:
-        raise ConfigError("max_queries", f"must be >= 1, got {max_queries}")
-    if lr <= 0 or scale <= 0:
-        raise ConfigError("lr" if lr <= 0 else "scale", f"must be > 0, got {lr if lr <= 0 else scale}")
+    check_recipe_args(
+        train_fraction,
+        max_queries,
+        at_least={
+            "epochs": (epochs, 1),
+            "batch_size": (batch_size, 2),
+            "max_length": (max_length, 8),
+            "negatives_per_query": (negatives_per_query, 0),
+            "negatives_depth": (negatives_depth, 1),
+        },
+        positive={"lr": lr, "scale": scale},
+    )
     identity, local = resolve_model(base_model, "base_model")
     store = store if store is not None else ArtifactStore()
     ts = training_split(dataset, split, train_fraction, seed, max_queries)
-    ds, train_ids, held_ids = ts.dataset, ts.train_ids, ts.held_ids
-    neg_pipe = _pipeline(negatives_pipeline)
+    neg_pipe = as_pipeline(negatives_pipeline)
     recipe = {
         "epochs": epochs,
         "batch_size": batch_size,
@@ -187,55 +185,25 @@ def train_bi_encoder(
     spec = {
         "base_model": identity if local is None else None,
         "base_fingerprint": model_fingerprint(local) if local is not None else None,
-        "corpus": ds.corpus.fingerprint,
-        "train_queries": ts.judgments,
-        "split": split,
-        "train_fraction": train_fraction,
-        "max_queries": max_queries,
-        "seed": seed,
+        **ts.spec(split, train_fraction, max_queries, seed),
         "negatives": {"pipeline": neg_pipe.to_config(), "per_query": negatives_per_query, "depth": negatives_depth},
         "train": {k: v for k, v in recipe.items() if k != "seed"},
     }
 
     def build(out: Path) -> dict[str, Any]:
-        import torch
-        from transformers import set_seed
-
         SentenceTransformer = require("sentence_transformers", "dense", "training a bi-encoder").SentenceTransformer
         t0 = time.perf_counter()
-        groups, counts = mine_groups(  # negatives_per_query=0: in-batch negatives only
-            ds, train_ids, split, neg_pipe, negatives_per_query, negatives_depth, seed, with_title, store, progress
+        groups, counts = mine_or_fail(  # negatives_per_query=0: in-batch negatives only
+            ts, split, neg_pipe, negatives_per_query, negatives_depth, seed, with_title, store, progress
         )
-        if not groups:
-            raise DataError(
-                f"no training pairs: none of the {len(train_ids)} training queries of {ds.name} "
-                f"[{split}] has a judged-relevant document"
-            )
         t_mine = time.perf_counter()
-        set_seed(seed)
-        torch.manual_seed(seed)
-        dev = resolve_device(device)
-        source = str(local) if local is not None else identity
-        try:
-            model = SentenceTransformer(source, device=dev)
-        except Exception as e:
-            raise load_error(base_model, e, path="base_model") from e
+        model, dev = load_base(SentenceTransformer, base_model, identity, local, device, seed)
         model.max_seq_length = max_length
         history = _fit(model, groups, recipe, progress)
         t_train = time.perf_counter()
         model.save(str(out / "model"))
-        info = {
-            "dataset": ds.name,
-            "base_model": base_model,
-            "device": dev,
-            **counts,
-            "mine_seconds": round(t_mine - t0, 2),
-            "train_seconds": round(t_train - t_mine, 2),
-            "n_train_queries": len(train_ids),
-            "n_heldout_queries": len(held_ids),
-            **history,
-        }
-        return write_training_record(out, held_ids, train_ids, info, ("loss",))
+        info = run_info(ts, base_model, counts, (t0, t_mine, t_train), device=dev, **history)
+        return write_training_record(out, ts.held_ids, ts.train_ids, info, ("loss",))
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
 
@@ -265,7 +233,7 @@ def compare_encoders(
     from ragopt.pipeline import run_batched
     from ragopt.types import Batch
 
-    ds = _dataset(dataset)
+    ds = as_dataset(dataset)
     queries, qrels = judged_queries(ds, split, query_ids)
     trained = Path(trained)
     model_dir = trained / "model" if (trained / "model").is_dir() else trained

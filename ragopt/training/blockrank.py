@@ -4,7 +4,7 @@ Models", 2025).
 
 :func:`train_blockrank` splits the judged queries of a split into training and held-out queries (seeded,
 :func:`ragopt.data.splits.split_queries`), mines hard negatives for each training query from a pipeline's top
-``negatives_depth`` candidates (:func:`ragopt.training.cross_encoder.mine_groups`: judged-relevant documents
+``negatives_depth`` candidates (:func:`ragopt.training.common.mine_groups`: judged-relevant documents
 excluded, drawn seeded), and trains for ``steps`` steps, one prompt a step: the relevant document and
 ``n_docs - 1`` negatives in a seeded random order, laid out in blocks exactly as the stage lays them out
 (block-sparse mask, position ids), followed by the answer ``<id>]``. The loss is
@@ -33,14 +33,15 @@ import numpy as np
 
 from ragopt._imports import require
 from ragopt._progress import progress_enabled
-from ragopt.errors import ConfigError, DataError
 from ragopt.llm.transformers_backend import TransformersLLM
 from ragopt.rerankers.blockrank import LAYOUT_FILE, BlockRankReranker
 from ragopt.store import ArtifactStore
-from ragopt.training.cross_encoder import (
-    _pipeline,
-    mine_groups,
+from ragopt.training.common import (
+    as_pipeline,
+    check_recipe_args,
+    mine_or_fail,
     read_heldout_ids,
+    run_info,
     training_split,
     write_training_record,
 )
@@ -83,15 +84,17 @@ def train_blockrank(
     blockrank stage; return the ``blockrank-llm`` Artifact (reused when one with the same spec exists).
     ``stage_params`` set the block layout (``sparse``, ``query_position``, ``chat``, ``query_tokens``, ...):
     the stage that loads the model must use the same layout (checked)."""
-    if not 0.0 < train_fraction < 1.0:
-        raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
-    for name, value, low in (("steps", steps, 1), ("n_docs", n_docs, 2), ("negatives_depth", negatives_depth, 1)):
-        if value < low:
-            raise ConfigError(name, f"must be >= {low}, got {value}")
-    if lr <= 0 or temperature <= 0 or aux_weight < 0:
-        raise ConfigError(
-            "lr", f"lr and temperature must be > 0 and aux_weight >= 0, got {lr}, {temperature}, {aux_weight}"
-        )
+    check_recipe_args(
+        train_fraction,
+        max_queries,
+        at_least={
+            "steps": (steps, 1),
+            "n_docs": (n_docs, 2),
+            "negatives_depth": (negatives_depth, 1),
+            "aux_weight": (aux_weight, 0),
+        },
+        positive={"lr": lr, "temperature": temperature},
+    )
     if lora:
         require("peft", "llm", "LoRA fine-tuning (lora=True)")
     store = store if store is not None else ArtifactStore()
@@ -99,16 +102,10 @@ def train_blockrank(
     stage = BlockRankReranker(llm=llm, layer=layer, max_doc_tokens=max_doc_tokens, **stage_params)
     stage.validate()
     ts = training_split(dataset, split, train_fraction, seed, max_queries)
-    ds, train_ids, held_ids = ts.dataset, ts.train_ids, ts.held_ids
-    neg_pipe = _pipeline(negatives_pipeline)
+    neg_pipe = as_pipeline(negatives_pipeline)
     spec = {
         "base_model": llm.fingerprint(),
-        "corpus": ds.corpus.fingerprint,
-        "train_queries": ts.judgments,
-        "split": split,
-        "train_fraction": train_fraction,
-        "max_queries": max_queries,
-        "seed": seed,
+        **ts.spec(split, train_fraction, max_queries, seed),
         "negatives": {"pipeline": neg_pipe.to_config(), "n_docs": n_docs, "depth": negatives_depth},
         "stage": {k: v for k, v in stage.to_config().items() if k not in ("llm", "type")},
         "train": {
@@ -126,12 +123,18 @@ def train_blockrank(
         from transformers import get_linear_schedule_with_warmup, set_seed
 
         t0 = time.perf_counter()
-        groups, counts = mine_groups(
-            ds, train_ids, split, neg_pipe, n_docs - 1, negatives_depth, seed, stage.with_title, store, progress
+        groups, counts = mine_or_fail(
+            ts,
+            split,
+            neg_pipe,
+            n_docs - 1,
+            negatives_depth,
+            seed,
+            stage.with_title,
+            store,
+            progress,
+            need_negatives=True,
         )
-        groups = [g for g in groups if g[2]]
-        if not groups:
-            raise DataError(f"no training prompts: no training query of {ds.name} [{split}] has a relevant document")
         t_mine = time.perf_counter()
         base, tok = stage.model()
         set_seed(seed)
@@ -195,21 +198,18 @@ def train_blockrank(
             "template": stage.template_version,
         }
         (out / "model" / LAYOUT_FILE).write_text(json.dumps(layout, indent=1), "utf-8")
-        info = {
-            "dataset": ds.name,
-            "base_model": base_model,
-            "layer": n_layer,
-            **counts,
-            "mine_seconds": round(t_mine - t0, 2),
-            "train_seconds": round(t_train - t_mine, 2),
-            "steps": steps,
-            "n_train_queries": len(train_ids),
-            "n_heldout_queries": len(held_ids),
-            "train_attention_p1_first_20": round(float(np.mean(hits[:20])), 3),
-            "train_attention_p1_last_20": round(float(np.mean(hits[-20:])), 3),
-            "lm_loss": [round(x, 4) for x in lm_losses],
-            "aux_loss": [round(x, 4) for x in aux_losses],
-        }
-        return write_training_record(out, held_ids, train_ids, info, ("lm_loss", "aux_loss"))
+        info = run_info(
+            ts,
+            base_model,
+            counts,
+            (t0, t_mine, t_train),
+            layer=n_layer,
+            steps=steps,
+            train_attention_p1_first_20=round(float(np.mean(hits[:20])), 3),
+            train_attention_p1_last_20=round(float(np.mean(hits[-20:])), 3),
+            lm_loss=[round(x, 4) for x in lm_losses],
+            aux_loss=[round(x, 4) for x in aux_losses],
+        )
+        return write_training_record(out, ts.held_ids, ts.train_ids, info, ("lm_loss", "aux_loss"))
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)

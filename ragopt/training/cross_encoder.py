@@ -24,8 +24,6 @@ a query subset (e.g. the held-out queries).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sys
 import time
 from collections.abc import Sequence
@@ -37,16 +35,27 @@ import numpy as np
 
 from ragopt._imports import require
 from ragopt._progress import progress_enabled
-from ragopt.data import load_dataset
-from ragopt.data.splits import split_queries
-from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model
-from ragopt.errors import ConfigError, DataError
+from ragopt.encoders.models import model_fingerprint, resolve_model
+from ragopt.errors import ConfigError
 from ragopt.evaluation import evaluate
 from ragopt.pipeline import Stage, run_batched
-from ragopt.pipeline_io import load_pipeline
 from ragopt.rerankers.cross_encoder import CrossEncoderReranker
 from ragopt.store import ArtifactStore
-from ragopt.types import Batch, Queries
+from ragopt.training.common import (
+    adamw,
+    as_dataset,
+    as_pipeline,
+    check_recipe_args,
+    judged_queries,
+    load_base,
+    mine_groups,
+    mine_or_fail,
+    read_heldout_ids,
+    run_info,
+    training_split,
+    write_training_record,
+)
+from ragopt.types import Batch
 
 __all__ = ["train_cross_encoder", "compare_reranking", "heldout_query_ids", "mine_groups", "FORMAT_VERSION"]
 
@@ -54,162 +63,9 @@ FORMAT_VERSION = 1
 KIND = "cross-encoder"
 
 
-def _dataset(dataset: Any):
-    return load_dataset(dataset) if isinstance(dataset, (str, Path)) else dataset
-
-
-def _pipeline(pipeline: Any):
-    if isinstance(pipeline, Stage):
-        return pipeline.clone()
-    return load_pipeline(pipeline)
-
-
-def _judgments_hash(ids: Sequence[str], texts: Sequence[str], qrels: dict) -> str:
-    h = hashlib.sha256()
-    for q, t in zip(ids, texts):
-        h.update(json.dumps([q, t, sorted(qrels.get(q, {}).items())], ensure_ascii=False).encode("utf-8"))
-    return h.hexdigest()[:24]
-
-
-@dataclass
-class TrainingSplit:
-    """The judged queries of a dataset's split, cut into training and held-out ids (seeded), with the hash
-    of the training judgments that an artifact's key names."""
-
-    dataset: Any
-    train_ids: list[str]
-    held_ids: list[str]
-    judgments: str
-
-
-def training_split(dataset: Any, split: str, train_fraction: float, seed: int, max_queries: int | None):
-    """The seeded split every training recipe uses (:func:`ragopt.data.splits.split_queries`): the held-out
-    queries are the complement of ``train_fraction``; ``max_queries`` caps the training queries (a seeded sample)."""
-    ds = _dataset(dataset)
-    queries = ds.queries_for(split)
-    qrels = ds.qrels(split)
-    if len(queries) < 2:
-        raise DataError(f"{ds.name} [{split}] has {len(queries)} judged queries; need at least 2 to train and hold out")
-    train_ids, held_ids = split_queries(queries.ids, 1.0 - train_fraction, seed)
-    if max_queries is not None and max_queries < len(train_ids):
-        keep = set(np.random.default_rng([seed, 3]).permutation(sorted(train_ids))[:max_queries].tolist())
-        train_ids = [q for q in train_ids if q in keep]
-    pos = {q: i for i, q in enumerate(queries.ids)}
-    judgments = _judgments_hash(train_ids, [queries.texts[pos[q]] for q in train_ids], qrels)
-    return TrainingSplit(ds, list(train_ids), list(held_ids), judgments)
-
-
-def judged_queries(ds: Any, split: str, query_ids: Sequence[str] | None = None) -> tuple[Queries, dict]:
-    """The judged queries of ``ds``'s ``split`` (only ``query_ids``, in the dataset's order, if given: an id that
-    is not judged there is refused) and their qrels."""
-    queries = ds.queries_for(split)
-    qrels = ds.qrels(split)
-    if query_ids is not None:
-        keep = set(query_ids)
-        unknown = keep - set(queries.ids)
-        if unknown:
-            raise DataError(
-                f"{len(unknown)} query ids are not judged in {ds.name} [{split}] (e.g. {sorted(unknown)[:3]})"
-            )
-        queries = queries[[i for i, q in enumerate(queries.ids) if q in keep]]
-        qrels = {q: qrels[q] for q in queries.ids}
-    return queries, qrels
-
-
-def adamw(named_parameters: Any, lr: float) -> Any:
-    """AdamW with weight decay 0.01, none on biases and LayerNorm weights (the usual BERT fine-tuning groups)."""
-    import torch
-
-    no_decay = ("bias", "LayerNorm.weight", "LayerNorm.bias")
-    params = list(named_parameters)
-    return torch.optim.AdamW(
-        [
-            {"params": [p for n, p in params if not any(k in n for k in no_decay)], "weight_decay": 0.01},
-            {"params": [p for n, p in params if any(k in n for k in no_decay)], "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
-
-
-def write_training_record(
-    out: Path, held_ids: Sequence[str], train_ids: Sequence[str], info: dict[str, Any], curves: Sequence[str]
-) -> dict[str, Any]:
-    """Every recipe's record beside its model: ``heldout_queries.txt``, ``train_queries.txt`` and
-    ``training.json`` (``info``); returns ``info`` without its ``curves`` (per-step lists) for the manifest."""
-    (out / "heldout_queries.txt").write_text("".join(f"{q}\n" for q in held_ids), "utf-8")
-    (out / "train_queries.txt").write_text("".join(f"{q}\n" for q in train_ids), "utf-8")
-    (out / "training.json").write_text(json.dumps(info, indent=1), "utf-8")
-    return {k: v for k, v in info.items() if k not in curves}
-
-
-def read_heldout_ids(artifact: str | Path, recipe: str) -> list[str]:
-    """The query ids a model trained by ``ragopt train <recipe>`` never saw (its ``heldout_queries.txt``)."""
-    path = Path(artifact) / "heldout_queries.txt"
-    if not path.is_file():
-        raise DataError(f"{path}: missing; {artifact} is not a `ragopt train {recipe}` artifact")
-    return [line for line in path.read_text("utf-8").splitlines() if line]
-
-
 def heldout_query_ids(artifact: str | Path) -> list[str]:
     """The query ids a trained cross-encoder never saw (its ``heldout_queries.txt``)."""
     return read_heldout_ids(artifact, "cross-encoder")
-
-
-def mine_groups(
-    dataset: Any,
-    query_ids: Sequence[str],
-    split: str = "test",
-    pipeline: Any = "bm25",
-    negatives_per_query: int = 4,
-    negatives_depth: int = 30,
-    seed: int = 0,
-    with_title: bool = True,
-    store: Any = None,
-    progress: bool | None = None,
-) -> tuple[list[tuple[str, str, list[str]]], dict]:
-    """Training groups ``(query, positive passage, [negative passages])``: one per judged-relevant document of
-    each query, with negatives drawn (seeded, without replacement) from the pipeline's top
-    ``negatives_depth`` candidates that are not judged relevant. Returns the groups and counts."""
-    ds = _dataset(dataset)
-    qrels = ds.qrels(split)
-    all_q = ds.queries_for(split)
-    pos = {q: i for i, q in enumerate(all_q.ids)}
-    missing = [q for q in query_ids if q not in pos]
-    if missing:
-        raise DataError(f"{len(missing)} training query ids are not judged in {ds.name} [{split}] (e.g. {missing[:3]})")
-    queries = Queries(list(query_ids), [all_q.texts[pos[q]] for q in query_ids])
-    pipe = _pipeline(pipeline)
-    pipe.fit(ds.corpus, store, progress=progress)
-    batch = run_batched(pipe, Batch(queries), batch_size=1000, progress=progress)
-    batch = batch.cut(negatives_depth)
-    corpus, doc_ids = ds.corpus, batch.corpus.doc_ids
-    rng = np.random.default_rng([seed, 7])
-    groups: list[tuple[str, str, list[str]]] = []
-    n_neg = n_skipped = 0
-    for r, (qid, text) in enumerate(zip(queries.ids, queries.texts)):
-        rel = {d for d, g in qrels[qid].items() if g > 0 and d in corpus}
-        if not rel:
-            n_skipped += 1
-            continue
-        seen: set[str] = set()
-        cands = []
-        for i in batch.doc_idx[r]:
-            if i < 0 or doc_ids[i] in rel or doc_ids[i] in seen:
-                continue
-            seen.add(doc_ids[i])
-            cands.append(int(i))
-        take = sorted(rng.choice(len(cands), size=min(negatives_per_query, len(cands)), replace=False).tolist())
-        negatives = [batch.corpus.text(cands[j], with_title) for j in take]
-        for d in sorted(rel):
-            groups.append((text, corpus.text(corpus.index_of(d), with_title), negatives))
-            n_neg += len(negatives)
-    return groups, {
-        "n_queries": len(queries) - n_skipped,
-        "n_skipped_queries": n_skipped,
-        "n_positives": len(groups),
-        "n_negatives": n_neg,
-        "n_pairs": len(groups) + n_neg,
-    }
 
 
 @dataclass(frozen=True)
@@ -403,21 +259,18 @@ def train_cross_encoder(
     the training share of ``dataset``'s ``split`` queries; return the ``cross-encoder`` Artifact (reused when
     one with the same spec exists). ``max_queries`` caps the training queries (a seeded sample); the
     held-out queries stay the complement of the ``train_fraction`` split either way."""
-    if not 0.0 < train_fraction < 1.0:
-        raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
-    for name, value, low in (
-        ("epochs", epochs, 1),
-        ("batch_size", batch_size, 1),
-        ("max_length", max_length, 8),
-        ("negatives_per_query", negatives_per_query, 1),
-        ("negatives_depth", negatives_depth, 1),
-    ):
-        if value < low:
-            raise ConfigError(name, f"must be >= {low}, got {value}")
-    if max_queries is not None and max_queries < 1:
-        raise ConfigError("max_queries", f"must be >= 1, got {max_queries}")
-    if lr <= 0:
-        raise ConfigError("lr", f"must be > 0, got {lr}")
+    check_recipe_args(
+        train_fraction,
+        max_queries,
+        at_least={
+            "epochs": (epochs, 1),
+            "batch_size": (batch_size, 1),
+            "max_length": (max_length, 8),
+            "negatives_per_query": (negatives_per_query, 1),
+            "negatives_depth": (negatives_depth, 1),
+        },
+        positive={"lr": lr},
+    )
     if loss not in ("listwise", "bce"):
         raise ConfigError("loss", f"must be 'listwise' or 'bce', got {loss!r}")
     if trainer not in ("ragopt", "sentence-transformers"):
@@ -425,17 +278,11 @@ def train_cross_encoder(
     identity, local = resolve_model(base_model, "base_model")
     store = store if store is not None else ArtifactStore()
     ts = training_split(dataset, split, train_fraction, seed, max_queries)
-    ds, train_ids, held_ids = ts.dataset, ts.train_ids, ts.held_ids
-    neg_pipe = _pipeline(negatives_pipeline)
+    neg_pipe = as_pipeline(negatives_pipeline)
     spec = {
         "base_model": identity if local is None else None,
         "base_fingerprint": model_fingerprint(local) if local is not None else None,
-        "corpus": ds.corpus.fingerprint,
-        "train_queries": ts.judgments,
-        "split": split,
-        "train_fraction": train_fraction,
-        "max_queries": max_queries,
-        "seed": seed,
+        **ts.spec(split, train_fraction, max_queries, seed),
         "negatives": {"pipeline": neg_pipe.to_config(), "per_query": negatives_per_query, "depth": negatives_depth},
         "train": {
             "epochs": epochs,
@@ -451,28 +298,15 @@ def train_cross_encoder(
         spec["train"]["trainer"] = trainer
 
     def build(out: Path) -> dict[str, Any]:
-        import torch
-        from transformers import set_seed
-
         CrossEncoder = require("sentence_transformers", "rerank", "training a cross-encoder").CrossEncoder
         t0 = time.perf_counter()
-        groups, counts = mine_groups(
-            ds, train_ids, split, neg_pipe, negatives_per_query, negatives_depth, seed, with_title, store, progress
+        groups, counts = mine_or_fail(
+            ts, split, neg_pipe, negatives_per_query, negatives_depth, seed, with_title, store, progress
         )
-        if not groups:
-            raise DataError(
-                f"no training pairs: none of the {len(train_ids)} training queries of {ds.name} "
-                f"[{split}] has a judged-relevant document"
-            )
         t_mine = time.perf_counter()
-        set_seed(seed)
-        torch.manual_seed(seed)
-        dev = resolve_device(device)
-        source = str(local) if local is not None else identity
-        try:
-            model = CrossEncoder(source, num_labels=1, max_length=max_length, device=dev)
-        except Exception as e:
-            raise load_error(base_model, e, path="base_model") from e
+        model, dev = load_base(
+            CrossEncoder, base_model, identity, local, device, seed, num_labels=1, max_length=max_length
+        )
         recipe = _Recipe(loss, epochs, batch_size, lr, warmup_ratio, seed, max_length)
         if trainer == "sentence-transformers":
             history = _fit_sentence_transformers(model, groups, recipe, progress, out / ".trainer")
@@ -483,19 +317,8 @@ def train_cross_encoder(
             history = _fit(model, groups, recipe, progress)
         t_train = time.perf_counter()
         model.save(str(out / "model"))
-        info = {
-            "dataset": ds.name,
-            "base_model": base_model,
-            "device": dev,
-            "trainer": trainer,
-            **counts,
-            "mine_seconds": round(t_mine - t0, 2),
-            "train_seconds": round(t_train - t_mine, 2),
-            "n_train_queries": len(train_ids),
-            "n_heldout_queries": len(held_ids),
-            **history,
-        }
-        return write_training_record(out, held_ids, train_ids, info, ("loss",))
+        info = run_info(ts, base_model, counts, (t0, t_mine, t_train), device=dev, trainer=trainer, **history)
+        return write_training_record(out, ts.held_ids, ts.train_ids, info, ("loss",))
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)
 
@@ -515,11 +338,11 @@ def compare_reranking(
     the judged queries of ``split`` (only ``query_ids`` if given), computed from one first-stage run.
 
     ``reranker`` is a Stage or a cross-encoder model / artifact path (a ``cross_encoder`` stage is made)."""
-    ds = _dataset(dataset)
+    ds = as_dataset(dataset)
     queries, qrels = judged_queries(ds, split, query_ids)
     if not isinstance(reranker, Stage):
         reranker = CrossEncoderReranker(model=str(reranker), depth=depth)
-    first = _pipeline(first_stage)
+    first = as_pipeline(first_stage)
     first.fit(ds.corpus, store, progress=progress)
     reranker.fit(first.prepare_corpus(ds.corpus), store, progress=progress)
     t0 = time.perf_counter()

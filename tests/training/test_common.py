@@ -1,0 +1,81 @@
+"""What the training recipes share (ragopt.training.common): the argument checks, the mining that refuses to train
+on nothing, and the `ragopt train` command lines, which must pass each recipe exactly its own keyword arguments with
+the Python API's defaults."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+import ragopt.cli as cli
+from ragopt.errors import ConfigError, DataError
+from ragopt.training.common import check_recipe_args, mine_or_fail, training_split
+
+from .conftest import topical_dataset
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"train_fraction": 1.0}, "train_fraction"),
+        ({"train_fraction": 0.0}, "train_fraction"),
+        ({"max_queries": 0}, "max_queries"),
+        ({"at_least": {"epochs": (0, 1)}}, "epochs"),
+        ({"at_least": {"aux_weight": (-0.1, 0)}}, "aux_weight"),
+        ({"positive": {"lr": 0.0}}, "lr"),
+        ({"positive": {"temperature": -1.0}}, "temperature"),
+    ],
+)
+def test_check_recipe_args_names_the_bad_parameter(kwargs, name):
+    args = {"train_fraction": 0.6, "max_queries": None, **kwargs}
+    with pytest.raises(ConfigError, match=rf"^{name}: must be"):
+        check_recipe_args(**args)
+
+
+def test_check_recipe_args_accepts_the_bounds():
+    check_recipe_args(0.5, 1, at_least={"epochs": (1, 1), "negatives_per_query": (0, 0)}, positive={"lr": 1e-9})
+
+
+def test_mining_refuses_a_split_with_nothing_to_train_on(tmp_path):
+    # every judgment has grade 0: the queries are judged, none has a relevant document
+    ds = topical_dataset(tmp_path, [f"q{i}\td{i}\t0" for i in range(12)])
+    ts = training_split(str(ds), "test", 0.5, 0, None)
+    with pytest.raises(DataError, match=r"no training pairs: none of the 6 training queries"):
+        mine_or_fail(ts, "test", "bm25", 1, 5, 0, True, None, False)
+
+
+def test_mining_refuses_prompts_without_negatives(tmp_path):
+    # a training prompt needs a relevant document and a negative: with no negatives drawn there is none
+    ds = topical_dataset(tmp_path, [f"q{i}\td{i}\t1" for i in range(12)])
+    ts = training_split(str(ds), "test", 0.5, 0, None)
+    groups, counts = mine_or_fail(ts, "test", "bm25", 0, 5, 0, True, None, False)
+    assert counts["n_positives"] == 6 and all(not g[2] for g in groups)
+    with pytest.raises(DataError, match=r"no training prompts: .* and a mined negative"):
+        mine_or_fail(ts, "test", "bm25", 0, 5, 0, True, None, False, need_negatives=True)
+
+
+def _recipe(kind):
+    if kind == "cross-encoder":
+        from ragopt.training.cross_encoder import train_cross_encoder as fn
+    elif kind == "bi-encoder":
+        from ragopt.training.bi_encoder import train_bi_encoder as fn
+    else:
+        from ragopt.training.blockrank import train_blockrank as fn
+    return fn
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder", "blockrank"])
+def test_train_command_passes_the_recipe_its_own_arguments_with_the_api_defaults(kind):
+    args = cli.build_parser().parse_args(["train", kind, "-d", "scifact"])
+    params = inspect.signature(_recipe(kind)).parameters
+    passed = set(args.recipe_args)
+    assert passed <= set(params), passed - set(params)
+    # every training setting the recipe has is reachable from the command line (store/progress are set apart)
+    settings = {k for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    missing = settings - passed - {"store", "progress", "split", "with_title", "warmup_ratio", "base_model", "dataset"}
+    assert not missing, f"ragopt train {kind} has no option for {sorted(missing)}"
+    for k in passed:
+        assert getattr(args, k) == params[k].default, f"--{k.replace('_', '-')} defaults to {getattr(args, k)!r}"
+    if params["base_model"].default is not inspect.Parameter.empty:
+        assert args.base == params["base_model"].default
