@@ -10,12 +10,17 @@ evaluation of a configuration; the reuse arm's whole-trial time (the tuner's sam
 storage included) is reported beside it.
 
     .venv/bin/python benchmarks/tuning.py [--dataset cranfield] [--trials 40] [--out benchmarks/results/tuning.json]
+    .venv/bin/python benchmarks/tuning.py --resume --out ...    # continue an interrupted no-reuse replay
+
+The results file is rewritten (atomically) after every replayed trial, with the ratio over the trials replayed so far,
+so a run that is stopped can be resumed later from the configurations it recorded.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -40,17 +45,16 @@ def study_config(dataset: str, trials: int) -> StudyConfig:
     return cfg
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="cranfield")
-    ap.add_argument("--trials", type=int, default=40)
-    ap.add_argument("--stage-outputs", choices=["auto", "always", "never"], default="auto")
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tuning.json"))
-    args = ap.parse_args()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = study_config(args.dataset, args.trials)
-    cfg.stage_outputs = args.stage_outputs
+def write_json(path: Path, data: dict) -> None:
+    """Atomic write: an interrupted run never leaves a half-written results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.replace(tmp, path)
 
+
+def reuse_arm(cfg: StudyConfig, dataset: str) -> dict:
+    """Arm 1: the study with stage reuse from an empty store; every trial's configuration and timings."""
     # time the reuse arm's evaluations exactly as the no-reuse arm's are timed (held-out report excluded)
     eval_seconds: list[float] = []
     evaluate = PipelineObjective.evaluate
@@ -63,93 +67,157 @@ def main() -> None:
         return out
 
     PipelineObjective.evaluate = timed
-    with tempfile.TemporaryDirectory(prefix="ragopt-bench-tuning-") as tmp:
-        store = ArtifactStore(Path(tmp) / "store")
-        t0 = time.perf_counter()
-        res = run_study(
-            cfg,
-            storage=f"sqlite:///{tmp}/studies.db",
-            store=store,
-            progress=False,
-            heartbeat=None,
-            out_dir=Path(tmp) / "out",
-        )
-        # the study's wall time includes its held-out report; time the trials alone from the storage
-        study = optuna.load_study(study_name="tuning-bench", storage=f"sqlite:///{tmp}/studies.db")
-        trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-        reuse_trial_s = sum((t.datetime_complete - t.datetime_start).total_seconds() for t in trials)
-        reuse_eval_s = sum(eval_seconds)
-        reuse_wall = time.perf_counter() - t0
-        print(
-            f"reuse: {len(trials)} trials, {reuse_eval_s:.1f}s evaluating, {reuse_trial_s:.1f}s in trials "
-            f"({reuse_wall:.1f}s with the report)",
-            flush=True,
-        )
-
-        fresh = PipelineObjective(cfg, reuse=False)
-        rows, no_reuse_s, mismatches = [], 0.0, 0
-        for i, t in enumerate(trials):
-            pipeline_cfg = json.loads(t.user_attrs["pipeline"])
-            s = time.perf_counter()
-            ev = fresh.evaluate(pipeline_cfg)
-            dt = time.perf_counter() - s
-            no_reuse_s += dt
-            same = abs(ev["metrics"]["ndcg@10"] - t.values[0]) < 1e-12
-            mismatches += not same
-            rows.append(
-                {
-                    "trial": t.number,
-                    "params": t.params,
-                    "ndcg@10_reuse": t.values[0],
-                    "ndcg@10_no_reuse": ev["metrics"]["ndcg@10"],
-                    "identical": same,
-                    "seconds_reuse": round(eval_seconds[i], 4),
-                    "seconds_reuse_trial": (t.datetime_complete - t.datetime_start).total_seconds(),
-                    "seconds_no_reuse": round(dt, 3),
-                    "cache": t.user_attrs.get("cache"),
-                    "costs_reuse": t.user_attrs.get("costs"),
-                    "costs_no_reuse": ev["costs"],
-                }
+    try:
+        with tempfile.TemporaryDirectory(prefix="ragopt-bench-tuning-") as tmp:
+            store = ArtifactStore(Path(tmp) / "store")
+            t0 = time.perf_counter()
+            res = run_study(
+                cfg,
+                storage=f"sqlite:///{tmp}/studies.db",
+                store=store,
+                progress=False,
+                heartbeat=None,
+                out_dir=Path(tmp) / "out",
             )
-            print(
-                f"  trial {t.number:>2} {t.params.get('retriever'):>6}  reuse {rows[-1]['seconds_reuse']:6.2f}s  "
-                f"no-reuse {dt:6.2f}s  ndcg@10 {t.values[0]:.4f} {'==' if same else '!='} "
-                f"{ev['metrics']['ndcg@10']:.4f}",
-                flush=True,
-            )
-
-    ratio = no_reuse_s / reuse_eval_s if reuse_eval_s else float("inf")
-    ratio_trials = no_reuse_s / reuse_trial_s if reuse_trial_s else float("inf")
-    out = {
-        "dataset": args.dataset,
+            # the study's wall time includes its held-out report; time the trials alone from the storage
+            study = optuna.load_study(study_name="tuning-bench", storage=f"sqlite:///{tmp}/studies.db")
+            trials = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+            reuse_wall = time.perf_counter() - t0
+    finally:
+        PipelineObjective.evaluate = evaluate
+    rows = [
+        {
+            "trial": t.number,
+            "params": t.params,
+            "pipeline": json.loads(t.user_attrs["pipeline"]),
+            "ndcg@10_reuse": t.values[0],
+            "seconds_reuse": round(eval_seconds[i], 4),
+            "seconds_reuse_trial": (t.datetime_complete - t.datetime_start).total_seconds(),
+            "cache": t.user_attrs.get("cache"),
+            "costs_reuse": t.user_attrs.get("costs"),
+        }
+        for i, t in enumerate(trials)
+    ]
+    print(
+        f"reuse: {len(rows)} trials, {sum(eval_seconds):.1f}s evaluating, "
+        f"{sum(r['seconds_reuse_trial'] for r in rows):.1f}s in trials ({reuse_wall:.1f}s with the report)",
+        flush=True,
+    )
+    return {
+        "dataset": dataset,
         "trials": len(rows),
         "tuner": "tpe",
         "seed": 0,
-        "reuse_seconds": round(reuse_eval_s, 2),
-        "reuse_trial_seconds": round(reuse_trial_s, 2),
-        "no_reuse_seconds": round(no_reuse_s, 2),
-        "ratio": round(ratio, 2),
-        "ratio_whole_trials": round(ratio_trials, 2),
         "stage_outputs": cfg.stage_outputs,
-        "identical_values": mismatches == 0,
-        "mismatches": mismatches,
         "best_value": res.best_value,
         "best_params": res.best_params,
         "heldout": res.heldout,
         "machine": {
             "python": platform.python_version(),
-            "cpus": __import__("os").cpu_count(),
+            "cpus": os.cpu_count(),
             "date": time.strftime("%Y-%m-%d"),
+            "torch_threads": _torch_threads(),
         },
         "per_trial": rows,
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=1))
+
+
+def _torch_threads() -> int | None:
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the dense arm needs torch anyway
+        return None
+    return torch.get_num_threads()
+
+
+def summarise(out: dict) -> None:
+    """Totals and ratios over the trials both arms have run (all of them once the replay is complete)."""
+    done = [r for r in out["per_trial"] if "seconds_no_reuse" in r]
+    reuse_s = sum(r["seconds_reuse"] for r in done)
+    reuse_trial_s = sum(r["seconds_reuse_trial"] for r in done)
+    no_reuse_s = sum(r["seconds_no_reuse"] for r in done)
+    mismatches = sum(not r["identical"] for r in done)
+    out.update(
+        {
+            "replayed": len(done),
+            "complete": len(done) == len(out["per_trial"]),
+            "reuse_seconds": round(reuse_s, 2),
+            "reuse_trial_seconds": round(reuse_trial_s, 2),
+            "no_reuse_seconds": round(no_reuse_s, 2),
+            "ratio": round(no_reuse_s / reuse_s, 2) if reuse_s else None,
+            "ratio_whole_trials": round(no_reuse_s / reuse_trial_s, 2) if reuse_trial_s else None,
+            "identical_values": mismatches == 0,
+            "mismatches": mismatches,
+        }
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="cranfield")
+    ap.add_argument("--trials", type=int, default=40)
+    ap.add_argument("--stage-outputs", choices=["auto", "always", "never"], default="auto")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tuning.json"))
+    ap.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the no-reuse replay recorded in --out (written after every trial) instead of starting over",
+    )
+    args = ap.parse_args()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    out_path = Path(args.out)
+    cfg = study_config(args.dataset, args.trials)
+    cfg.stage_outputs = args.stage_outputs
+
+    # a one-off process cost (importing torch and sentence-transformers, several seconds) is not stage work: pay it
+    # before either arm's clock starts, or the first trial timed (of either arm, or after a resume) would carry it
+    import sentence_transformers  # noqa: F401
+
+    if args.resume:
+        if not out_path.is_file():
+            sys.exit(f"--resume: no results file at {out_path}; run without --resume first")
+        out = json.loads(out_path.read_text())
+        if out.get("dataset") != args.dataset or "pipeline" not in (out.get("per_trial") or [{}])[0]:
+            sys.exit(f"--resume: {out_path} is not a resumable run on {args.dataset}")
+        print(f"resuming: {sum('seconds_no_reuse' in r for r in out['per_trial'])}/{len(out['per_trial'])} replayed")
+    else:
+        out = reuse_arm(cfg, args.dataset)
+        summarise(out)
+        write_json(out_path, out)
+
+    fresh = PipelineObjective(cfg, reuse=False)
+    for row in out["per_trial"]:
+        if "seconds_no_reuse" in row:
+            continue
+        s = time.perf_counter()
+        ev = fresh.evaluate(row["pipeline"])
+        dt = time.perf_counter() - s
+        same = abs(ev["metrics"]["ndcg@10"] - row["ndcg@10_reuse"]) < 1e-12
+        row.update(
+            {
+                "ndcg@10_no_reuse": ev["metrics"]["ndcg@10"],
+                "identical": same,
+                "seconds_no_reuse": round(dt, 3),
+                "costs_no_reuse": ev["costs"],
+                "no_reuse_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "load_avg": [round(x, 2) for x in os.getloadavg()],
+            }
+        )
+        summarise(out)
+        write_json(out_path, out)
+        print(
+            f"  trial {row['trial']:>2} {row['params'].get('retriever'):>6}  reuse {row['seconds_reuse']:6.2f}s  "
+            f"no-reuse {dt:6.2f}s  ndcg@10 {row['ndcg@10_reuse']:.4f} {'==' if same else '!='} "
+            f"{ev['metrics']['ndcg@10']:.4f}  [{out['replayed']}/{out['trials']} replayed, ratio so far "
+            f"{out['ratio']}x]",
+            flush=True,
+        )
+
     print(
-        f"\n| arm | evaluating (s) |\n|---|---|\n| reuse | {reuse_eval_s:.1f} |\n"
-        f"| no reuse | {no_reuse_s:.1f} |\n\nratio (no reuse / reuse): {ratio:.1f}x "
-        f"({ratio_trials:.1f}x against whole reuse trials, tuner and storage included); identical metric values "
-        f"per trial: {mismatches == 0} ({mismatches} mismatches)"
+        f"\n| arm | evaluating (s) |\n|---|---|\n| reuse | {out['reuse_seconds']:.1f} |\n"
+        f"| no reuse | {out['no_reuse_seconds']:.1f} |\n\nratio (no reuse / reuse): {out['ratio']}x "
+        f"({out['ratio_whole_trials']}x against whole reuse trials, tuner and storage included); identical metric "
+        f"values per trial: {out['identical_values']} ({out['mismatches']} mismatches)"
     )
 
 
