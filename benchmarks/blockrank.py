@@ -308,7 +308,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
             str(DATA / args.dataset),
             aux_weight=weight,
             lora=lora,
-            lr=args.lora_lr if lora else 2e-5,
+            **({"lr": args.lora_lr} if lora else {}),  # the others keep the recipe's default
             store=store,
             progress=True,
             **common,

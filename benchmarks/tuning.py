@@ -32,6 +32,7 @@ import optuna
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ragopt._io import atomic_write_text
 from ragopt.store import ArtifactStore
 from ragopt.tuning.study import PipelineObjective, StudyConfig, run_study
 
@@ -43,14 +44,6 @@ def study_config(dataset: str, trials: int) -> StudyConfig:
     cfg = StudyConfig.load(CONFIG)
     cfg.dataset, cfg.trials, cfg.name = dataset, trials, "tuning-bench"
     return cfg
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Atomic write: an interrupted run never leaves a half-written results file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.replace(tmp, path)
 
 
 def reuse_arm(cfg: StudyConfig, dataset: str) -> dict:
@@ -183,7 +176,7 @@ def main() -> None:
     else:
         out = reuse_arm(cfg, args.dataset)
         summarise(out)
-        write_json(out_path, out)
+        atomic_write_text(out_path, json.dumps(out, indent=1))  # never half-written
 
     fresh = PipelineObjective(cfg, reuse=False)
     for row in out["per_trial"]:
@@ -204,7 +197,7 @@ def main() -> None:
             }
         )
         summarise(out)
-        write_json(out_path, out)
+        atomic_write_text(out_path, json.dumps(out, indent=1))  # never half-written
         print(
             f"  trial {row['trial']:>2} {row['params'].get('retriever'):>6}  reuse {row['seconds_reuse']:6.2f}s  "
             f"no-reuse {dt:6.2f}s  ndcg@10 {row['ndcg@10_reuse']:.4f} {'==' if same else '!='} "

@@ -69,9 +69,11 @@ def _add_recipe(
     base: tuple[str, str],
     options: tuple = (),
     choices: tuple = (),
+    switches: tuple = (),
 ) -> argparse.ArgumentParser:
     """The parser of ``ragopt train NAME``: --base, dataset and split, the options every recipe takes, its own
-    ``options`` and ``choices``; records the recipe's keyword arguments (``recipe_args``) for :func:`_recipe_kwargs`."""
+    ``options``, ``choices`` and on/off ``switches``; records the recipe's keyword arguments (``recipe_args``) for
+    :func:`_recipe_kwargs`."""
     p = models.add_parser(
         name, help=help, description=description, epilog=f"{opts.EPILOG_DATASET} {opts.EPILOG_PIPELINE}"
     )
@@ -86,6 +88,9 @@ def _add_recipe(
         names.append(_dest(flag))
     for flag, values, text in choices:
         p.add_argument(flag, choices=values, default=values[0], help=f"{text} (default: {values[0]})")
+        names.append(_dest(flag))
+    for flag, text in switches:  # on/off settings: (flag, help)
+        p.add_argument(flag, action="store_true", help=text)
         names.append(_dest(flag))
     p.set_defaults(recipe_args=(*names, "rebuild"))
     return p
@@ -164,9 +169,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "`llm: {type: transformers, model: <artifact>/model}` in the blockrank stage.",
         base=("smollm2-135m-instruct", "model to start from"),
         options=_BLOCKRANK,
+        switches=(("--lora", "train LoRA adapters (needs peft), merged when saved"),),
     )
-    r.add_argument("--lora", action="store_true", help="train LoRA adapters (needs peft), merged when saved")
-    r.set_defaults(recipe_args=(*r.get_default("recipe_args"), "lora"))
     _finish(r, run_blockrank)
 
 

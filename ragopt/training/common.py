@@ -301,12 +301,13 @@ def run_info(
     """The ``training.json`` record every recipe writes: dataset, base model, recipe ``fields``, mining counts,
     mining and training seconds (``times`` = start, end of mining, end of training), query counts."""
     t0, t_mine, t_train = times
-    head = {"dataset": ts.dataset.name, "base_model": base_model}
-    tail = {
+    return {
+        "dataset": ts.dataset.name,
+        "base_model": base_model,
         **counts,
         "mine_seconds": round(t_mine - t0, 2),
         "train_seconds": round(t_train - t_mine, 2),
         "n_train_queries": len(ts.train_ids),
         "n_heldout_queries": len(ts.held_ids),
+        **fields,
     }
-    return {**head, **tail, **fields}
