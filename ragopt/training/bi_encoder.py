@@ -20,7 +20,6 @@ query subset (e.g. the held-out queries).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from ragopt._imports import require
-from ragopt._progress import progress_enabled
 from ragopt.encoders.models import model_fingerprint, resolve_model
 from ragopt.store import ArtifactStore
 from ragopt.training.common import (
+    TrainSteps,
     adamw,
     as_dataset,
     as_pipeline,
@@ -71,7 +70,6 @@ def contrastive_loss(q: Any, p: Any, scale: float, masked: Any) -> Any:
 def _fit(model: Any, groups: list[tuple[str, str, list[str]]], recipe: dict[str, Any], progress: bool | None):
     """Fine-tune ``model`` (a SentenceTransformer) on ``groups``; returns the loss history."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     relevant: dict[str, set[str]] = {}
     for q, p, _ in groups:
@@ -81,7 +79,6 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], recipe: dict[str,
     per_step = recipe["batch_size"]
     steps_per_epoch = (len(groups) + per_step - 1) // per_step
     total = steps_per_epoch * recipe["epochs"]
-    sched = get_linear_schedule_with_warmup(opt, int(round(recipe["warmup_ratio"] * total)), total)
     rng = np.random.default_rng([recipe["seed"], 13])
 
     prepare = getattr(model, "preprocess", None) or model.tokenize  # sentence-transformers >= 6 / before
@@ -90,15 +87,8 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], recipe: dict[str,
         feats = {k: v.to(device) if hasattr(v, "to") else v for k, v in prepare(texts).items()}
         return torch.nn.functional.normalize(model(feats)["sentence_embedding"], dim=-1)
 
-    bar = None
-    if progress_enabled(progress):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="train bi-encoder", unit="step", file=sys.stderr)
-    losses: list[float] = []
     n_masked = 0
-    model.train()
-    try:
+    with TrainSteps(model, opt, total, recipe["warmup_ratio"], "train bi-encoder", progress) as steps:
         for _ in range(recipe["epochs"]):
             order = rng.permutation(len(groups))
             for start in range(0, len(order), per_step):
@@ -114,19 +104,8 @@ def _fit(model: Any, groups: list[tuple[str, str, list[str]]], recipe: dict[str,
                 )
                 n_masked += int(masked.sum())
                 value = contrastive_loss(embed(queries), embed(passages), recipe["scale"], masked)
-                value.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                losses.append(float(value.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    finally:
-        model.eval()
-        if bar is not None:
-            bar.close()
+                steps.step(value, loss=float(value.detach()))
+    losses = steps.curves.get("loss", [])
     return {"steps": len(losses), "masked_in_batch_positives": n_masked, "loss": [round(x, 5) for x in losses]}
 
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,11 @@ from typing import Any
 import numpy as np
 
 from ragopt._imports import require
-from ragopt._progress import progress_enabled
 from ragopt.llm.transformers_backend import TransformersLLM
 from ragopt.rerankers.blockrank import LAYOUT_FILE, BlockRankReranker
 from ragopt.store import ArtifactStore
 from ragopt.training.common import (
+    TrainSteps,
     as_pipeline,
     check_recipe_args,
     mine_or_fail,
@@ -120,7 +119,7 @@ def train_blockrank(
 
     def build(out: Path) -> dict[str, Any]:
         import torch
-        from transformers import get_linear_schedule_with_warmup, set_seed
+        from transformers import set_seed
 
         t0 = time.perf_counter()
         groups, counts = mine_or_fail(
@@ -140,25 +139,15 @@ def train_blockrank(
         set_seed(seed)
         torch.manual_seed(seed)
         model = copy.deepcopy(base)  # the loaded model is shared within the process: train a copy
-        model.train()
         if lora:
             peft = require("peft", "llm", "LoRA fine-tuning (lora=True)")
             cfg = peft.LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
             model = peft.get_peft_model(model, cfg)
         n_layer = stage.chosen_layer(base)
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
-        sched = get_linear_schedule_with_warmup(opt, int(round(warmup_ratio * steps)), steps)
         rng = np.random.default_rng([seed, 17])
         order = rng.permutation(len(groups))
-        bar = None
-        if progress_enabled(progress):
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=steps, desc="train blockrank", unit="step", file=sys.stderr)
-        lm_losses: list[float] = []
-        aux_losses: list[float] = []
-        hits: list[float] = []
-        try:
+        with TrainSteps(model, opt, steps, warmup_ratio, "train blockrank", progress, shown=("lm", "aux")) as loop:
             for step in range(steps):
                 q, positive, negatives = groups[order[step % len(groups)]]
                 texts = [positive, *negatives[: n_docs - 1]]
@@ -170,22 +159,9 @@ def train_blockrank(
                 lm = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(answer, device=logits.device))
                 target = torch.tensor([gold], device=scores.device)
                 aux = torch.nn.functional.cross_entropy((scores / temperature)[None], target)
-                loss = lm + aux_weight * aux
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                lm_losses.append(float(lm.detach()))
-                aux_losses.append(float(aux.detach()))
-                hits.append(float(int(torch.argmax(scores.detach())) == gold))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(lm=f"{np.mean(lm_losses[-20:]):.3f}", aux=f"{np.mean(aux_losses[-20:]):.3f}")
-        finally:
-            if bar is not None:
-                bar.close()
-        model.eval()
+                hit = float(int(torch.argmax(scores.detach())) == gold)
+                loop.step(lm + aux_weight * aux, lm=float(lm.detach()), aux=float(aux.detach()), hit=hit)
+        lm_losses, aux_losses, hits = (loop.curves.get(k, []) for k in ("lm", "aux", "hit"))
         if lora:
             model = model.merge_and_unload()
         t_train = time.perf_counter()

@@ -4,7 +4,8 @@
   training judgments its key names;
 - hard negatives mined by a ragopt pipeline (:func:`mine_groups`, :func:`mine_or_fail`);
 - argument checks (:func:`check_recipe_args`), the artifact spec's split fields (:meth:`TrainingSplit.spec`);
-- the AdamW parameter groups (:func:`adamw`), loading the base model with a clear error (:func:`load_base`);
+- the AdamW parameter groups (:func:`adamw`) and the update side of the loop (:class:`TrainSteps`: warm-up schedule,
+  clipped steps, per-step curves, progress bar); loading the base model with a clear error (:func:`load_base`);
 - the record written beside the model (:func:`write_training_record`, :func:`run_info`) and read back
   (:func:`read_heldout_ids`); the judged queries of a split (:func:`judged_queries`) that evaluations use.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from ragopt._progress import progress_enabled
 from ragopt.data import load_dataset
 from ragopt.data.splits import split_queries
 from ragopt.encoders.models import load_error, resolve_device
@@ -36,6 +39,7 @@ __all__ = [
     "mine_or_fail",
     "check_recipe_args",
     "adamw",
+    "TrainSteps",
     "load_base",
     "run_info",
     "write_training_record",
@@ -131,6 +135,60 @@ def adamw(named_parameters: Any, lr: float) -> Any:
         ],
         lr=lr,
     )
+
+
+class TrainSteps:
+    """The update side of every recipe's training loop, as a context manager around it.
+
+    On entry ``module`` goes to training mode; each :meth:`step` backpropagates the objective, clips the gradients to
+    norm 1, steps the optimiser and the linear warm-up/decay schedule (``warmup_ratio`` of ``total`` steps), clears
+    the gradients, and appends the step's named values to :attr:`curves`; the progress bar (when ``progress`` is on)
+    shows the running mean over the last 20 steps of the curves named in ``shown``. On exit, normally or not, the
+    bar closes and ``module`` goes back to evaluation mode."""
+
+    def __init__(
+        self,
+        module: Any,
+        opt: Any,
+        total: int,
+        warmup_ratio: float,
+        desc: str,
+        progress: bool | None,
+        shown: Sequence[str] = ("loss",),
+    ) -> None:
+        from transformers import get_linear_schedule_with_warmup
+
+        self.module, self.opt, self.shown = module, opt, tuple(shown)
+        self.sched = get_linear_schedule_with_warmup(opt, int(round(warmup_ratio * total)), total)
+        self.curves: dict[str, list[float]] = {}
+        self.bar = None
+        if progress_enabled(progress):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc=desc, unit="step", file=sys.stderr)
+
+    def __enter__(self) -> TrainSteps:
+        self.module.train()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        self.module.eval()
+
+    def step(self, objective: Any, /, **values: float) -> None:
+        import torch
+
+        objective.backward()
+        torch.nn.utils.clip_grad_norm_(self.module.parameters(), 1.0)
+        self.opt.step()
+        self.sched.step()
+        self.opt.zero_grad()
+        for name, value in values.items():
+            self.curves.setdefault(name, []).append(value)
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix({k: f"{np.mean(self.curves[k][-20:]):.3f}" for k in self.shown})
 
 
 def write_training_record(

@@ -24,7 +24,6 @@ a query subset (e.g. the held-out queries).
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,6 +41,7 @@ from ragopt.pipeline import Stage, run_batched
 from ragopt.rerankers.cross_encoder import CrossEncoderReranker
 from ragopt.store import ArtifactStore
 from ragopt.training.common import (
+    TrainSteps,
     adamw,
     as_dataset,
     as_pipeline,
@@ -91,7 +91,6 @@ def _fit(
     on hard negatives). ``bce``: the groups' (query, passage, 0/1) pairs shuffled into steps of ``batch_size``
     pairs, binary cross-entropy on the logits."""
     import torch
-    from transformers import get_linear_schedule_with_warmup
 
     net, tok = model.model, model.tokenizer
     device = next(net.parameters()).device
@@ -105,16 +104,8 @@ def _fit(
         per_step = max(1, recipe.batch_size // max(len(u) for u in units))
     steps_per_epoch = (len(units) + per_step - 1) // per_step
     total = steps_per_epoch * recipe.epochs
-    sched = get_linear_schedule_with_warmup(opt, int(round(recipe.warmup_ratio * total)), total)
     rng = np.random.default_rng([recipe.seed, 11])
-    bar = None
-    if progress_enabled(progress):
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total, desc="train cross-encoder", unit="step", file=sys.stderr)
-    losses: list[float] = []
-    net.train()
-    try:
+    with TrainSteps(net, opt, total, recipe.warmup_ratio, "train cross-encoder", progress) as steps:
         for _ in range(recipe.epochs):
             order = rng.permutation(len(units))
             for start in range(0, len(order), per_step):
@@ -138,19 +129,8 @@ def _fit(
                         parts.append(-torch.log_softmax(logits[at : at + len(unit)], dim=0)[0])
                         at += len(unit)
                     value = torch.stack(parts).mean()
-                value.backward()
-                torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
-                opt.step()
-                sched.step()
-                opt.zero_grad()
-                losses.append(float(value.detach()))
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
-    finally:
-        net.eval()
-        if bar is not None:
-            bar.close()
+                steps.step(value, loss=float(value.detach()))
+    losses = steps.curves.get("loss", [])
     return {"steps": len(losses), "loss": [round(x, 5) for x in losses]}
 
 

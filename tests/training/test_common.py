@@ -79,3 +79,37 @@ def test_train_command_passes_the_recipe_its_own_arguments_with_the_api_defaults
         assert getattr(args, k) == params[k].default, f"--{k.replace('_', '-')} defaults to {getattr(args, k)!r}"
     if params["base_model"].default is not inspect.Parameter.empty:
         assert args.base == params["base_model"].default
+
+
+def test_train_steps_schedule_clipping_curves_and_modes():
+    """Linear warm-up then decay (warmup_ratio .5 of 4 steps: lr x .5, 1, .5, 0 after each step), gradients clipped
+    to norm 1 (with SGD one step moves the weights by at most lr), curves kept, and the module back in eval mode
+    even when the loop fails."""
+    torch = pytest.importorskip("torch")
+    from ragopt.training.common import TrainSteps
+
+    net = torch.nn.Linear(3, 1, bias=False)
+    torch.nn.init.zeros_(net.weight)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    lrs, moves = [], []
+    x = torch.ones(1, 3)
+    with TrainSteps(net, opt, 4, 0.5, "test", progress=False) as steps:
+        assert net.training
+        for i in range(4):
+            before = net.weight.detach().clone()
+            loss = 1000.0 * net(x).sum() + 1000.0  # gradient norm 1000 * sqrt(3)
+            steps.step(loss, loss=float(loss.detach()), i=float(i))
+            lrs.append(opt.param_groups[0]["lr"])
+            moves.append(float((net.weight.detach() - before).norm()))
+    assert not net.training
+    assert lrs == pytest.approx([0.05, 0.1, 0.05, 0.0])
+    # the step uses the lr before the scheduler moves it: 0 (warm-up starts at 0), .05, .1, .05; clipped to norm 1
+    assert moves == pytest.approx([0.0, 0.05, 0.1, 0.05], abs=1e-6)
+    assert steps.curves["i"] == [0.0, 1.0, 2.0, 3.0] and len(steps.curves["loss"]) == 4
+
+    net.eval()
+    with pytest.raises(RuntimeError, match="boom"):
+        with TrainSteps(net, opt, 4, 0.0, "test", progress=False):
+            assert net.training
+            raise RuntimeError("boom")
+    assert not net.training
