@@ -262,7 +262,8 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         res,
         key=f"{model_key(args.model, args.backend) if args.methods else 'no-llm'} n={nq} depth={args.depth} k={args.top_k} {args.mode} {args.inconsistent}"
         + ("" if args.template == "pairwise" else f" {args.template}")
-        + (" heldout" if args.heldout_of else ""),
+        + (" heldout" if args.heldout_of else "")
+        + ("" if ds.name == "nq-open-oracle-dev" else f" {ds.name}"),
     )
     return res
 
@@ -530,7 +531,9 @@ def tables(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
+    global RESULTS
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=RESULTS, help="the JSON results file each command merges into")
     sub = ap.add_subparsers(dest="cmd", required=True)
     e = sub.add_parser("exact")
     e.add_argument("--sizes", type=int, nargs="+", default=[10, 20, 50, 100])
@@ -572,6 +575,7 @@ def main(argv: list[str] | None = None) -> None:
     q.add_argument("--template", default="pairwise", choices=list(BIAS_TEMPLATES), help="the stage's prompt")
     sub.add_parser("tables")
     args = ap.parse_args(argv)
+    RESULTS = args.out
     {"exact": exact, "quality": quality, "speed": speed, "bias": bias, "tables": tables}[args.cmd](args)
 
 
