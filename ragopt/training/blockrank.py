@@ -183,9 +183,14 @@ def train_blockrank(
             steps=steps,
             train_attention_p1_first_20=round(float(np.mean(hits[:20])), 3),
             train_attention_p1_last_20=round(float(np.mean(hits[-20:])), 3),
+            # 1 where the layer's attention ranked the gold block first, measured before that step's update on a
+            # query the model had not trained on yet (while steps <= training queries): a progressive validation
+            train_attention_hit=[int(h) for h in hits],
             lm_loss=[round(x, 4) for x in lm_losses],
             aux_loss=[round(x, 4) for x in aux_losses],
         )
-        return write_training_record(out, ts.held_ids, ts.train_ids, info, ("lm_loss", "aux_loss"))
+        return write_training_record(
+            out, ts.held_ids, ts.train_ids, info, ("lm_loss", "aux_loss", "train_attention_hit")
+        )
 
     return store.get_or_create(KIND, spec, FORMAT_VERSION, build, rebuild=rebuild)

@@ -56,6 +56,9 @@ def test_artifact_loads_in_the_stage_with_its_layout(tiny_model, tiny_dataset, t
     assert len(held) == 6 and len(train) == 6 and not set(held) & set(train)
     info = json.loads((art.path / "training.json").read_text())
     assert len(info["lm_loss"]) == 6 and len(info["aux_loss"]) == 6 and info["layer"] == 1
+    hits = info["train_attention_hit"]  # one 0/1 per step, the figures of the record read from it
+    assert len(hits) == 6 and set(hits) <= {0, 1}
+    assert info["train_attention_p1_first_20"] == pytest.approx(sum(hits) / 6, abs=1e-3)
     assert json.loads((art.path / "model" / LAYOUT_FILE).read_text())["layout"]["sparse"] is True
     assert not _train(tiny_model, tiny_dataset, store).created  # same spec: reused
     llm = TransformersLLM(model=str(art.path / "model"), device="cpu").use_store(store)
