@@ -278,6 +278,7 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
     """Train (or reuse) SmolLM2 with the auxiliary loss (``--aux-weight``) and without it (0), then score the
     artifact's held-out queries (a seeded sample of ``--queries``) with the zero-shot model and both fine-tuned
     ones at the trained layer, BM25 top ``--depth`` candidates, the training layout."""
+    import numpy as np
     import torch
 
     from ragopt.evaluation import evaluate
@@ -372,6 +373,12 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         "train_attention_p1": {
             k: [v["train_attention_p1_first_20"], v["train_attention_p1_last_20"]] for k, v in info.items()
         },
+        # progressive validation: attention P@1 on each step's (not yet trained on) query, mean per 50 steps
+        "train_attention_p1_per_50_steps": {
+            k: [round(float(np.mean(h[i : i + 50])), 3) for i in range(0, len(h), 50)]
+            for k, v in info.items()
+            if (h := v.get("train_attention_hit"))
+        },
         "results": res,
     }
     key = f"layer{layer}_query_tokens{args.query_tokens}"
@@ -379,6 +386,8 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         key = f"{args.dataset} {key}"
     if args.model != "smollm2-135m-instruct":
         key = f"{args.model} {key}"
+    if args.steps != 100 and args.dataset == "nq-open-oracle-dev":  # longer runs beside the 100-step rows
+        key = f"{key} steps{args.steps}"
     old = json.loads(RESULTS.read_text("utf-8")).get("finetune", {}).get(key) if RESULTS.is_file() else None
     settings = ("steps", "n_docs", "doc_tokens", "aux_weight", "depth", "heldout_queries_scored")
     if old and all(old.get(k) == out_res[k] for k in settings):
