@@ -37,6 +37,8 @@ PERSIST_POLICIES = ("auto", "always", "never")
 #: first guess of the cost of writing an output: fixed part (files, manifest, fsync) and bytes per second
 _WRITE_OVERHEAD_S = 0.004
 _WRITE_BYTES_PER_S = 300e6
+#: a cached output: its depth, the batch, the stage's work counters when it was computed
+_Entry = tuple[int, Any, dict[str, int]]
 _ACTIVE: contextvars.ContextVar[StageCache | None] = contextvars.ContextVar("ragopt_stage_cache", default=None)
 
 
@@ -63,7 +65,7 @@ class StageCache:
         self.policy = persist if store is not None else "never"
         self.persist = self.policy != "never"  # disk lookups
         self.max_items = max_items
-        self._mem: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._mem: OrderedDict[str, _Entry] = OrderedDict()
         self.hits = 0
         self.misses = 0
         self.seconds_computing = 0.0
@@ -114,26 +116,31 @@ class StageCache:
             out = stage.transform(batch)
             out.key = key
             return out
-        entry = self._lookup(key, stage, batch)
+        work = tuple(getattr(stage, "work_counters", ()))
+        entry = self._lookup(key, stage, batch, work)
         if entry is not None and (want is None or entry[0] >= want):
             self.hits += 1
             batch.stats.add(f"cache_hits:{stage.type_name}")
+            for name, n in entry[2].items():  # what the configuration asks for, as when it was computed
+                batch.stats.add(name, n)
             out = entry[1]
             out = type(out)(batch.queries, out.corpus, out.doc_idx, out.scores, out.answers, batch.stats)
             if want is not None and out.depth > want:
                 out = out.cut(want)
         else:
             self.misses += 1
+            before = {name: batch.stats.counts.get(name, 0) for name in work}
             t0 = time.perf_counter()
             out = stage.transform(batch)
             dt = time.perf_counter() - t0
             self.seconds_computing += dt
-            self._save(key, want if want is not None else out.depth, out, stage, dt)
+            counters = {name: int(out.stats.counts.get(name, 0) - before[name]) for name in work}
+            self._save(key, want if want is not None else out.depth, out, stage, counters, dt)
         out.key = f"{key}@{want}" if want is not None else key
         return out
 
     # ------------------------------------------------------------------------------------------
-    def _lookup(self, key: str, stage: Any, batch: Any) -> tuple[int, Any] | None:
+    def _lookup(self, key: str, stage: Any, batch: Any, work: tuple[str, ...] = ()) -> _Entry | None:
         if key in self._mem:
             self._mem.move_to_end(key)
             return self._mem[key]
@@ -158,13 +165,18 @@ class StageCache:
         scores = np.load(path / "scores.npy", allow_pickle=False)
         if doc_idx.ndim != 2 or doc_idx.shape != scores.shape or doc_idx.shape[0] != len(batch.queries):
             return None
-        entry = (depth, Batch(batch.queries, corpus, doc_idx, scores, None))
+        counters = art.manifest.get("counters", {})
+        if not isinstance(counters, dict) or any(not isinstance(counters.get(name), int) for name in work):
+            return None  # written without the stage's work counters (an older entry): recompute
+        entry = (depth, Batch(batch.queries, corpus, doc_idx, scores, None), {n: counters[n] for n in work})
         self._remember(key, entry)
         return entry
 
-    def _save(self, key: str, depth: int, out: Any, stage: Any, compute_s: float = float("inf")) -> None:
+    def _save(
+        self, key: str, depth: int, out: Any, stage: Any, counters: dict[str, int], compute_s: float = float("inf")
+    ) -> None:
         snapshot = Batch(out.queries, out.corpus, out.doc_idx, out.scores, out.answers)
-        self._remember(key, (depth, snapshot))
+        self._remember(key, (depth, snapshot, counters))
         if self.policy == "never" or out.doc_idx is None or out.answers is not None:
             return
         nbytes = int(out.doc_idx.nbytes) + int(np.asarray(out.scores).nbytes)
@@ -176,7 +188,7 @@ class StageCache:
         def build(d):
             np.save(d / "doc_idx.npy", out.doc_idx, allow_pickle=False)
             np.save(d / "scores.npy", out.scores, allow_pickle=False)
-            return {"depth": depth, "corpus": out.corpus.fingerprint, "stage": stage.type_name}
+            return {"depth": depth, "corpus": out.corpus.fingerprint, "stage": stage.type_name, "counters": counters}
 
         t0 = time.perf_counter()
         self.store.get_or_create("stage-output", {"key": key}, FORMAT_VERSION, build, rebuild=True)
@@ -186,7 +198,7 @@ class StageCache:
         # follow the measured cost: a moving average of measured / modelled, kept within a sane range
         self._write_scale = min(max(0.7 * self._write_scale + 0.3 * took / modelled, 0.1), 100.0)
 
-    def _remember(self, key: str, entry: tuple[int, Any]) -> None:
+    def _remember(self, key: str, entry: _Entry) -> None:
         self._mem[key] = entry
         self._mem.move_to_end(key)
         while len(self._mem) > self.max_items:

@@ -100,8 +100,13 @@ class Stage(Component):
     cache_depth_field: ClassVar[str | None] = None
     #: ... parameters that do not change the output (threads, batch sizes, devices) ...
     cache_ignore: ClassVar[tuple[str, ...]] = ()
-    #: ... and whether outputs are worth storing (False for cheap stages such as cutoffs).
+    #: ... whether outputs are worth storing (False for cheap stages such as cutoffs) ...
     cache_outputs: ClassVar[bool] = True
+    #: ... and the counters that measure what the configuration asks for, whoever pays for it (PRP comparisons,
+    #: tokens of every prompt, cached or not; CUR's cross-encoder budget): the cache keeps them with an output and
+    #: adds them again when it serves that output, so a cost objective reads the same for a reused output as for a
+    #: computed one. Counters of paid work (``llm_calls``, ``bm25_queries``) are not replayed: a reuse paid nothing.
+    work_counters: ClassVar[tuple[str, ...]] = ()
 
     # -- protocol ----------------------------------------------------------------------------
     def prepare_corpus(self, corpus: Corpus) -> Corpus:

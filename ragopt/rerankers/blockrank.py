@@ -289,6 +289,15 @@ class BlockRankReranker(LLMStage):
     requires: ClassVar[frozenset[str]] = frozenset({"queries", "candidates"})
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
     cache_ignore: ClassVar[tuple[str, ...]] = ("cache", "doc_batch_size", "kv_cache_mb", "prefill")
+    #: what a configuration asks for (replayed when the stage cache serves the output); the KV-cache counters
+    #: (documents encoded, reused) are paid work and are not
+    work_counters: ClassVar[tuple[str, ...]] = (
+        "blockrank_queries",
+        "blockrank_reranked",
+        "blockrank_prompt_tokens",
+        "blockrank_attention_pairs",
+        "blockrank_unparseable",
+    )
 
     mode: Literal["attention", "decode"] = param(
         "attention", doc="attention: query-to-block attention at `layer` (no decoding); decode: generate the best id"

@@ -96,6 +96,8 @@ class CURReranker(Stage):
 
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
     cache_depth_field: ClassVar[str | None] = "top_k"
+    #: the budget spent (replayed when the stage cache serves the output; it does not depend on top_k)
+    work_counters: ClassVar[tuple[str, ...]] = ("cur_queries", "cur_ce_calls")
 
     scorer: Stage = param(doc="the cross-encoder: a stage with score_pairs and score_matrix (cross_encoder)")
     method: Literal["anncur", "adacur"] = param(

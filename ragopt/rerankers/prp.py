@@ -163,6 +163,17 @@ class PRPReranker(LLMStage):
     requires: ClassVar[frozenset[str]] = frozenset({"queries", "candidates"})
     provides: ClassVar[frozenset[str]] = frozenset({"candidates"})
     cache_ignore: ClassVar[tuple[str, ...]] = ("cache",)
+    #: what a configuration asks for, cached or not (replayed when the stage cache serves the output)
+    work_counters: ClassVar[tuple[str, ...]] = (
+        "prp_comparisons",
+        "prp_inconsistent",
+        "prp_unparseable",
+        "prp_prompts",
+        "prp_prompt_tokens",
+        "prp_rounds",
+        "prp_reranked",
+        "prp_short_lists",
+    )
 
     method: Literal["allpair", "sorting", "sliding"] = param(
         "sliding",

@@ -81,3 +81,39 @@ def test_write_estimate_follows_measured_writes(tmp_path):
 def test_unknown_policy_is_refused():
     with pytest.raises(ValueError, match="persist must be one of auto, always, never"):
         StageCache(None, persist="sometimes")
+
+
+@register("test_counted_lookup")
+class CountedLookup(SlowLookup):
+    """``lookups_asked`` measures what the configuration asks for; ``lookups`` (the parent's) the work paid."""
+
+    work_counters = ("lookups_asked",)
+
+    def transform(self, batch):
+        batch.stats.add("lookups_asked", 10 * len(batch))
+        return super().transform(batch)
+
+
+def test_work_counters_are_replayed_on_hits_paid_counters_are_not(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    stage = CountedLookup().fit(CORPUS)
+    first = _run(stage, StageCache(store, persist="always")).stats.counts
+    assert first["lookups_asked"] == 20 and first["lookups"] == 2
+    cache = StageCache(store, persist="always")
+    for source in ("disk", "memory"):  # a new cache reads the stored entry, then serves it from memory
+        c = _run(stage, cache).stats.counts
+        assert c["cache_hits:test_counted_lookup"] == 1, source
+        assert c["lookups_asked"] == 20 and c.get("lookups", 0) == 0, source
+    assert cache.hits == 2 and cache.misses == 0
+
+
+def test_an_entry_stored_without_the_work_counters_is_recomputed(tmp_path, monkeypatch):
+    store = ArtifactStore(tmp_path)
+    stage = CountedLookup().fit(CORPUS)
+    with monkeypatch.context() as m:  # as an older version stored it: no counters kept
+        m.setattr(CountedLookup, "work_counters", ())
+        _run(stage, StageCache(store, persist="always"))
+    assert _on_disk(store) == 1
+    cache = StageCache(store, persist="always")
+    c = _run(stage, cache).stats.counts
+    assert cache.misses == 1 and c["lookups"] == 2 and c["lookups_asked"] == 20

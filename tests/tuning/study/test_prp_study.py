@@ -87,7 +87,8 @@ def test_prp_study_on_real_candidates(prp_study, tmp_path):
     assert len(by) == 4
 
     # BM25's own ranking of the tuned queries: is the gold passage within the top 5 / 20?
-    tune = PipelineObjective(cfg, store=store).tune_queries
+    obj = PipelineObjective(cfg, store=store)
+    tune = obj.tune_queries
     n = len(tune)
     bm25 = cfg.pipeline["stages"][0]
     from ragopt.config import from_config
@@ -115,6 +116,14 @@ def test_prp_study_on_real_candidates(prp_study, tmp_path):
     assert all(by[k].user_attrs["costs"].get("llm_calls", 0) == 0 for k in after)
     # over the study every ordered pair of the top 20 is paid exactly once (two label scores a prompt)
     assert sum(t.user_attrs["costs"].get("llm_calls", 0) for t in trials) == 2 * n * 20 * 19
+
+    # the same configuration again (its output now served by the stage cache) reads the same costs, paying nothing
+    t = by[("sliding", 20)]
+    for _ in range(2):
+        ev = obj.evaluate(obj.config_for(t.params))
+        assert obj.metric_value(ev, "cost.prp_prompt_tokens_per_query") == pytest.approx(t.values[1])
+        assert ev["costs"]["prp_comparisons"] == n * 19 and ev["costs"].get("llm_calls", 0) == 0
+    assert obj.cache.hits >= 2  # BM25 and PRP at least once
 
     # Pareto front: sliding is the cheaper method at each depth, with the same P@1, so allpair is dominated
     front = {(p["params"]["method"], p["params"]["depth"]) for p in res.pareto}
