@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from ragopt.config import from_config
 from ragopt.store import ArtifactStore
 from ragopt.tuning.study import PipelineObjective, StudyConfig, run_study
 
@@ -91,8 +92,6 @@ def test_prp_study_on_real_candidates(prp_study, tmp_path):
     tune = obj.tune_queries
     n = len(tune)
     bm25 = cfg.pipeline["stages"][0]
-    from ragopt.config import from_config
-
     base = from_config(dict(bm25)).fit(ds.corpus, store).search(tune)
     qrels = ds.qrels("test")
     gold_rank = []
