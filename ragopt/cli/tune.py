@@ -104,8 +104,9 @@ def run(args: argparse.Namespace) -> Output:
         heartbeat=args.heartbeat or None,
     )
     lines = [
-        f"study {res.study_name}: {res.n_complete} complete, {res.n_failed} failed trials "
-        f"({res.seconds:.1f}s); storage {res.storage}"
+        f"study {res.study_name}: {res.n_complete} complete"
+        + (f" ({res.n_repeats} repeated an earlier configuration)" if res.n_repeats else "")
+        + f", {res.n_failed} failed trials ({res.seconds:.1f}s); storage {res.storage}"
     ]
     if res.best_params:
         lines.append(f"best {cfg.objective.metrics}: {res.best_value}")

@@ -294,8 +294,11 @@ def write_report(study_name: str, storage: str, out: str | Path) -> Path:
         lat = t.user_attrs.get("latency_ms")
         err = t.user_attrs.get("error", "") if t.state != states.COMPLETE else ""
         cls = ' class="best"' if t.number in best_numbers else ""
+        state = t.state.name
+        if "repeat_of" in t.user_attrs:  # took an earlier trial's result (``repeats: reuse``)
+            state += f" (repeat of {t.user_attrs['repeat_of']})"
         rows.append(
-            f"<tr{cls}><td>{t.number}</td><td>{_esc(t.state.name)}</td>"
+            f"<tr{cls}><td>{t.number}</td><td>{_esc(state)}</td>"
             f"<td>{_esc(_fmt(list(t.values)) if t.values else '')}</td><td>{_params_str(t.params)}</td>"
             f'<td>{_esc(_fmt(lat))}</td><td class="err">{_esc(err)}</td></tr>'
         )

@@ -40,8 +40,10 @@ _STUDY_KEYS = (
     "queries",
     "stage_outputs",
     "selection",
+    "repeats",
 )
 SELECTION_RULES = ("best", "lcb")
+REPEATS = ("reuse", "evaluate")
 
 
 def metric_name(name: str) -> str:
@@ -153,6 +155,10 @@ class StudyConfig:
     #: when a stage output is written to the store: ``auto`` (when computing it cost more than writing it),
     #: ``always``, ``never`` (memory only); see :mod:`ragopt.cache`
     stage_outputs: str = "auto"
+    #: a configuration the tuner proposes again: ``reuse`` (the trial takes its first evaluation's values, metrics,
+    #: costs and timings, records ``repeat_of`` and costs nothing; it still counts towards ``budget.trials``), or
+    #: ``evaluate`` (run it again: to measure a noisy objective such as ``latency_ms`` more than once)
+    repeats: str = "reuse"
     #: how the reported configuration is picked among the complete trials: ``best`` (highest tuning score), or
     #: ``lcb`` (among the ``top`` best, the highest lower confidence bound mean - z * standard error over the
     #: tuning queries: a correction for the selection's optimism)
@@ -231,6 +237,9 @@ class StudyConfig:
         stage_outputs = d.get("stage_outputs", "auto")
         if stage_outputs not in ("auto", "always", "never"):
             raise ConfigError(f"{source}:stage_outputs", f"expected auto, always or never, got {stage_outputs!r}")
+        repeats = d.get("repeats", "reuse")
+        if repeats not in REPEATS:
+            raise ConfigError(f"{source}:repeats", f"expected {' or '.join(REPEATS)}, got {repeats!r}")
         selection = _selection(d.get("selection"), f"{source}:selection")
         trials = _int(budget.get("trials", 30), f"{source}:budget.trials")
         timeout = budget.get("timeout")
@@ -257,6 +266,7 @@ class StudyConfig:
             query_seed=_int(sample.get("seed", 0), f"{source}:queries.seed"),
             batch_size=_int(d.get("batch_size", 1000), f"{source}:batch_size"),
             stage_outputs=stage_outputs,
+            repeats=repeats,
             selection=selection,
             description=str(d.get("description", "")),
             source=source,

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Mapping
 from typing import Any
 
+from ragopt._imports import require
 from ragopt.cache import StageCache
 from ragopt.config import canonical_json, config_hash, from_config
 from ragopt.data import load_dataset
@@ -180,8 +181,13 @@ class PipelineObjective:
     def __call__(self, trial: Any) -> float | list[float]:
         params = suggest_all(trial, self.config.space)
         cfg = self.config_for(params)
-        trial.set_user_attr("pipeline", canonical_json(cfg))
+        cfg_json = canonical_json(cfg)
+        trial.set_user_attr("pipeline", cfg_json)
         trial.set_user_attr("worker", worker_id())
+        if self.config.repeats == "reuse":
+            first = first_evaluation(trial.study, cfg_json)
+            if first is not None:
+                return self._repeat(trial, first)
         try:
             ev = self.evaluate(cfg)
         except KeyboardInterrupt:
@@ -202,6 +208,35 @@ class PipelineObjective:
             trial.set_constraint(f"c{i}", v)
         vals = self.values(ev)
         return vals[0] if len(vals) == 1 else vals
+
+    @staticmethod
+    def _repeat(trial: Any, first: Any) -> float | list[float]:
+        """A configuration evaluated before: take that trial's values and records instead of evaluating again.
+        Evaluating it again would read the stage and LLM caches, so its timings (``latency_ms``) would be those
+        of cache hits, not of the configuration."""
+        trial.set_user_attr("repeat_of", first.number)
+        for k in _RECORDS:
+            if k in first.user_attrs:
+                trial.set_user_attr(k, first.user_attrs[k])
+        c = first.constraints or {}
+        for name, v in c.items() if isinstance(c, dict) else ((f"c{i}", v) for i, v in enumerate(c)):
+            trial.set_constraint(name, v)
+        vals = list(first.values)
+        return vals[0] if len(vals) == 1 else vals
+
+
+#: what a trial records of its evaluation (``PipelineObjective.__call__``), which a repeat copies
+_RECORDS = ("metrics", "costs", "stage_seconds", "latency_ms", "fit_s", "search_s")
+
+
+def first_evaluation(study: Any, cfg_json: str) -> Any | None:
+    """The complete trial of ``study`` that evaluated the pipeline config ``cfg_json`` (canonical JSON) itself,
+    not as a repeat; None if there is none."""
+    states = require("optuna", "tune", "tuning studies").trial.TrialState
+    for t in study.get_trials(deepcopy=False, states=(states.COMPLETE,)):
+        if t.user_attrs.get("pipeline") == cfg_json and "repeat_of" not in t.user_attrs:
+            return t
+    return None
 
 
 def worker_id() -> str:

@@ -29,6 +29,8 @@ class StudyResult:
     n_trials: int
     n_complete: int
     n_failed: int
+    #: complete trials that repeated an evaluated configuration and took its result (``repeats: reuse``)
+    n_repeats: int
     heldout: dict[str, Any]
     tune: dict[str, Any]
     pareto: list[dict[str, Any]]
@@ -69,6 +71,7 @@ def summarise(
             best_value = best_trial.values[0]
         else:
             front = [t for t in study.best_trials if t in feasible] or study.best_trials
+            front = [t for t in front if "repeat_of" not in t.user_attrs]  # a repeat is its first trial's point
             pareto = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
             sign = 1 if config.objective.directions[0] == "maximize" else -1
             best_trial = max(front, key=lambda t: sign * t.values[0])
@@ -134,6 +137,7 @@ def summarise(
         best_pipeline=best_path,
         n_trials=len(trials),
         n_complete=len(complete),
+        n_repeats=sum("repeat_of" in t.user_attrs for t in complete),
         n_failed=len(failed),
         heldout=heldout,
         tune=tune,
@@ -153,7 +157,8 @@ def select(feasible: list[Any], objective: PipelineObjective, config: StudyConfi
     if rule == "best":
         return {"rule": "best"}
     metric = config.objective.metrics[0]
-    ranked = sorted(feasible, key=lambda t: -sign * t.values[0])[: int(config.selection.get("top", 5))]
+    distinct = [t for t in feasible if "repeat_of" not in t.user_attrs]
+    ranked = sorted(distinct, key=lambda t: -sign * t.values[0])[: int(config.selection.get("top", 5))]
     z = float(config.selection.get("z", 1.0))
     rows = []
     for t in ranked:
