@@ -92,14 +92,18 @@ def machine_info(packages: Sequence[str]) -> dict[str, Any]:
 
 def merge_result(path: Path, section: str, value: Any, key: str | None = None) -> None:
     """Set ``section`` (or ``section[key]``) of the JSON results file ``path``, keeping the other sections."""
+    import fcntl
     import json
 
     from ragopt._io import atomic_write_text
 
-    data = json.loads(path.read_text("utf-8")) if path.is_file() else {}
-    if key is None:
-        data[section] = value
-    else:
-        data.setdefault(section, {})[key] = value
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+    # runs side by side (one per core) merge into one file: read-modify-write under a lock, or one loses its rows
+    with open(path.with_name(f".{path.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = json.loads(path.read_text("utf-8")) if path.is_file() else {}
+        if key is None:
+            data[section] = value
+        else:
+            data.setdefault(section, {})[key] = value
+        atomic_write_text(path, json.dumps(data, indent=1) + "\n")

@@ -13,6 +13,11 @@ Writing an output costs time too (two arrays, a manifest, fsync). With ``persist
 output goes to disk only when computing it took longer than writing it is expected to take, an estimate
 that starts from a fixed guess and follows the writes actually measured; cheaper outputs stay in memory
 and another process recomputes them. ``"always"`` and ``"never"`` force either way.
+
+A hit replays what the output cost when it was computed: the stage's ``work_counters`` (what the configuration
+asks for: PRP comparisons, prompt tokens) and its seconds (``Stats.cached_seconds``: the transform's time plus
+the time of the LLM calls the LLM cache served inside it), so that a trial's costs and ``latency_ms`` are its
+configuration's, whoever computed them first. Paid counters (``llm_calls``, ``bm25_queries``) stay zero.
 """
 
 from __future__ import annotations
@@ -37,8 +42,8 @@ PERSIST_POLICIES = ("auto", "always", "never")
 #: first guess of the cost of writing an output: fixed part (files, manifest, fsync) and bytes per second
 _WRITE_OVERHEAD_S = 0.004
 _WRITE_BYTES_PER_S = 300e6
-#: a cached output: its depth, the batch, the stage's work counters when it was computed
-_Entry = tuple[int, Any, dict[str, int]]
+#: a cached output: its depth, the batch, the stage's work counters and the seconds it took when it was computed
+_Entry = tuple[int, Any, dict[str, int], float]
 _ACTIVE: contextvars.ContextVar[StageCache | None] = contextvars.ContextVar("ragopt_stage_cache", default=None)
 
 
@@ -123,6 +128,7 @@ class StageCache:
             batch.stats.add(f"cache_hits:{stage.type_name}")
             for name, n in entry[2].items():  # what the configuration asks for, as when it was computed
                 batch.stats.add(name, n)
+            batch.stats.cached_seconds += entry[3]  # and what it took: latency without the cache
             out = entry[1]
             out = type(out)(batch.queries, out.corpus, out.doc_idx, out.scores, out.answers, batch.stats)
             if want is not None and out.depth > want:
@@ -130,12 +136,15 @@ class StageCache:
         else:
             self.misses += 1
             before = {name: batch.stats.counts.get(name, 0) for name in work}
+            replayed = batch.stats.cached_seconds
             t0 = time.perf_counter()
             out = stage.transform(batch)
             dt = time.perf_counter() - t0
             self.seconds_computing += dt
             counters = {name: int(out.stats.counts.get(name, 0) - before[name]) for name in work}
-            self._save(key, want if want is not None else out.depth, out, stage, counters, dt)
+            # its time without caches: what it took, plus what the LLM calls a cache served had taken
+            seconds = dt + out.stats.cached_seconds - replayed
+            self._save(key, want if want is not None else out.depth, out, stage, counters, dt, seconds)
         out.key = f"{key}@{want}" if want is not None else key
         return out
 
@@ -168,15 +177,28 @@ class StageCache:
         counters = art.manifest.get("counters", {})
         if not isinstance(counters, dict) or any(not isinstance(counters.get(name), int) for name in work):
             return None  # written without the stage's work counters (an older entry): recompute
-        entry = (depth, Batch(batch.queries, corpus, doc_idx, scores, None), {n: counters[n] for n in work})
+        seconds = art.manifest.get("seconds")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 <= seconds < float("inf"):
+            return None  # written without the time it took (an older entry): recompute
+        batch_out = Batch(batch.queries, corpus, doc_idx, scores, None)
+        entry = (depth, batch_out, {n: counters[n] for n in work}, float(seconds))
         self._remember(key, entry)
         return entry
 
     def _save(
-        self, key: str, depth: int, out: Any, stage: Any, counters: dict[str, int], compute_s: float = float("inf")
+        self,
+        key: str,
+        depth: int,
+        out: Any,
+        stage: Any,
+        counters: dict[str, int],
+        compute_s: float,
+        seconds: float,
     ) -> None:
+        """Keep an output; ``compute_s``: what recomputing it would cost now (the write decision), ``seconds``:
+        what it costs without any cache (replayed on hits)."""
         snapshot = Batch(out.queries, out.corpus, out.doc_idx, out.scores, out.answers)
-        self._remember(key, (depth, snapshot, counters))
+        self._remember(key, (depth, snapshot, counters, seconds))
         if self.policy == "never" or out.doc_idx is None or out.answers is not None:
             return
         nbytes = int(out.doc_idx.nbytes) + int(np.asarray(out.scores).nbytes)
@@ -188,7 +210,13 @@ class StageCache:
         def build(d):
             np.save(d / "doc_idx.npy", out.doc_idx, allow_pickle=False)
             np.save(d / "scores.npy", out.scores, allow_pickle=False)
-            return {"depth": depth, "corpus": out.corpus.fingerprint, "stage": stage.type_name, "counters": counters}
+            return {
+                "depth": depth,
+                "corpus": out.corpus.fingerprint,
+                "stage": stage.type_name,
+                "counters": counters,
+                "seconds": seconds,
+            }
 
         t0 = time.perf_counter()
         self.store.get_or_create("stage-output", {"key": key}, FORMAT_VERSION, build, rebuild=True)

@@ -167,6 +167,9 @@ class Stats:
     def __init__(self) -> None:
         self.counts: dict[str, int] = defaultdict(int)
         self.seconds: dict[str, float] = defaultdict(float)
+        #: seconds that the outputs served from a cache (stage outputs, LLM calls) took when they were computed:
+        #: wall time plus this is what the work would take without the caches (a study's ``latency_ms``)
+        self.cached_seconds = 0.0
 
     def add(self, name: str, n: int = 1) -> None:
         self.counts[name] += int(n)
@@ -184,10 +187,15 @@ class Stats:
             self.counts[k] += v
         for k, v in other.seconds.items():
             self.seconds[k] += v
+        self.cached_seconds += other.cached_seconds
         return self
 
     def to_dict(self) -> dict:
-        return {"counts": dict(self.counts), "seconds": {k: round(v, 6) for k, v in self.seconds.items()}}
+        return {
+            "counts": dict(self.counts),
+            "seconds": {k: round(v, 6) for k, v in self.seconds.items()},
+            "cached_seconds": round(self.cached_seconds, 6),
+        }
 
 
 @dataclass(eq=False)

@@ -11,7 +11,9 @@ fingerprint beside it in ``<key>.json``. Rows are keyed by
 * ``xhash``: sha1 of the exact prompt (the text, or the canonical JSON of the chat messages);
 * ``continuation``: the scored continuation (empty for ``generate``);
 
-and hold the response as JSON (:meth:`Completion.to_dict` / :meth:`ContinuationScore.to_dict`). WAL mode, so
+and hold the response as JSON (:meth:`Completion.to_dict` / :meth:`ContinuationScore.to_dict`, plus ``seconds``:
+the call's time, a batched call's shared evenly, added to ``Stats.cached_seconds`` when a hit serves it; rows
+written before it was kept add nothing). WAL mode, so
 tuning workers share a file; rows are committed after every chunk of prompts sent to the model, so an
 interrupted run keeps what it paid for; ``INSERT OR IGNORE``, since a deterministic call gives one answer.
 Only complete responses are written: a chunk whose call raised writes nothing, except the responses the backend
@@ -31,6 +33,7 @@ import dataclasses
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -225,6 +228,10 @@ class CachedLLM:
                 for i, d in enumerate(self.cache.get(kind, phash, keys)):
                     if d is not None:
                         results[i] = revive(d)
+                        # what the call took when it was made (records written before 0.x hold no figure)
+                        seconds = d.get("seconds")
+                        if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
+                            stats.cached_seconds += float(seconds)
             # unique misses, in first-seen order; duplicates are served by the first one
             todo: dict[tuple[str, str], list[int]] = {}
             for i, k in enumerate(keys):
@@ -239,6 +246,7 @@ class CachedLLM:
                 part = order[start : start + self.chunk_size]
                 ps = [prompts[todo[k][0]] for k in part]
                 cs = [k[1] for k in part]
+                t0 = time.perf_counter()
                 try:
                     got = call(ps, cs)
                 except LLMError as e:
@@ -246,14 +254,16 @@ class CachedLLM:
                     if use and partial:
                         done = [(k, r) for k, r in zip(part, partial) if r is not None]
                         self._account(stats, [r for _, r in done])
-                        self.cache.put(kind, phash, params, [(k[0], k[1], r.to_dict()) for k, r in done])
+                        each = (time.perf_counter() - t0) / max(len(done), 1)
+                        self.cache.put(kind, phash, params, [(k[0], k[1], _record(r, each)) for k, r in done])
                     raise
+                each = (time.perf_counter() - t0) / max(len(ps), 1)  # a batched call's time, shared evenly
                 if len(got) != len(ps):
                     raise LLMError(f"{self.backend.describe()}: returned {len(got)} responses for {len(ps)} prompts")
                 self._account(stats, got)
                 stats.add("llm_batches", 1)
                 if use:
-                    self.cache.put(kind, phash, params, [(k[0], k[1], r.to_dict()) for k, r in zip(part, got)])
+                    self.cache.put(kind, phash, params, [(k[0], k[1], _record(r, each)) for k, r in zip(part, got)])
                 for k, r in zip(part, got):
                     first, *dups = todo[k]
                     results[first] = r
@@ -270,3 +280,9 @@ class CachedLLM:
     def close(self) -> None:
         if self._cache is not None:
             self._cache.close()
+
+
+def _record(response: Any, seconds: float) -> dict[str, Any]:
+    """What the cache keeps of a response: its fields and the seconds it took (replayed on a hit as
+    ``Stats.cached_seconds``)."""
+    return {**response.to_dict(), "seconds": round(seconds, 6)}

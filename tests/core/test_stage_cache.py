@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import numpy as np
@@ -117,3 +118,26 @@ def test_an_entry_stored_without_the_work_counters_is_recomputed(tmp_path, monke
     cache = StageCache(store, persist="always")
     c = _run(stage, cache).stats.counts
     assert cache.misses == 1 and c["lookups"] == 2 and c["lookups_asked"] == 20
+
+
+def test_a_hit_replays_the_seconds_the_output_took(tmp_path):
+    store = ArtifactStore(tmp_path)
+    stage = SlowLookup(delay=0.05).fit(CORPUS)
+    first = _run(stage, StageCache(store, persist="always")).stats
+    assert first.cached_seconds == 0
+    cache = StageCache(store, persist="always")
+    for source in ("disk", "memory"):
+        t0 = time.perf_counter()
+        s = _run(stage, cache).stats
+        took = time.perf_counter() - t0
+        assert s.counts["cache_hits:test_slow_lookup"] == 1 and s.counts.get("lookups", 0) == 0, source
+        # what a study reports as its latency: what the output took when computed, not the hit's own time
+        assert s.cached_seconds >= 0.05 > took, source
+    # an entry stored without the time it took (an older version) is recomputed
+    manifest = next((store.root / "stage-output").glob("*/manifest.json"))
+    doc = json.loads(manifest.read_text())
+    doc.pop("seconds")
+    manifest.write_text(json.dumps(doc))
+    other = StageCache(store, persist="always")
+    s = _run(stage, other).stats
+    assert other.misses == 1 and s.counts["lookups"] == 2 and s.cached_seconds == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import subprocess
 import sys
 
@@ -230,3 +231,25 @@ def test_import_stays_light():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_hit_replays_the_seconds_its_call_took(store):
+    slow = ScriptedLLM(rules=[{"match": "x", "output": "y"}], delay_s=0.05)
+    stats = Stats()
+    CachedLLM(slow, store=store).generate(["x 1", "x 2"], stats=stats)  # one call of two prompts, >= 0.05 s
+    assert stats.cached_seconds == 0
+    again = Stats()
+    CachedLLM(slow, store=store).generate(["x 2", "x 1", "x 1"], stats=again)  # from disk; the duplicate rides
+    assert again.counts["llm_cache_hits"] == 3 and again.counts.get("llm_calls", 0) == 0
+    # each record holds its share of the call (0.05 s / 2 at least); the duplicate read the cache too
+    assert again.cached_seconds >= 3 * 0.025
+    assert again.seconds["llm"] < again.cached_seconds  # a hit is faster than the call was
+    merged = Stats().merge(again).merge(again)
+    assert merged.cached_seconds == pytest.approx(2 * again.cached_seconds)
+    # records written without the time (an older cache) add nothing
+    llm = CachedLLM(slow, store=store)
+    with sqlite3.connect(llm.cache.path) as db:
+        db.execute("UPDATE calls SET response = json_remove(response, '$.seconds')")
+    old = Stats()
+    assert [c.text for c in llm.generate(["x 1", "x 2"], stats=old)] == ["y", "y"]
+    assert old.counts["llm_cache_hits"] == 2 and old.cached_seconds == 0

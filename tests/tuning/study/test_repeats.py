@@ -4,10 +4,15 @@ spaces (NSGA-II proposed 3 of 12 in configs/prp_pareto.yaml's first run)."""
 
 from __future__ import annotations
 
+import time
+
 import optuna
 import pytest
 
+from ragopt.config import param
 from ragopt.errors import ConfigError
+from ragopt.pipeline import Stage
+from ragopt.registry import register
 from ragopt.store import ArtifactStore
 from ragopt.tuning.report import write_report
 from ragopt.tuning.study import StudyConfig, run_study
@@ -58,8 +63,23 @@ def test_a_repeat_takes_its_first_evaluation(study_dict, tmp_path):
     assert html.count("(repeat of ") == res.n_repeats
 
 
+@register("test_slow_pass")
+class SlowPass(Stage):
+    """Passes candidates through after sleeping ``delay`` seconds: a stage with a known lower bound on its time."""
+
+    requires = frozenset({"queries", "candidates"})
+    provides = frozenset({"candidates"})
+    delay: float = param(0.0)
+
+    def transform(self, batch):
+        time.sleep(self.delay)
+        return batch.with_candidates(batch.doc_idx, batch.scores)
+
+
 def test_repeats_evaluate_runs_them_again_from_the_caches(study_dict, tmp_path):
-    res, trials, _ = _run(study_dict, tmp_path, "again", repeats="evaluate")
+    pipeline = [{"type": "bm25", "top_k": 100}, {"type": "test_slow_pass", "delay": 0.05}]
+    res, trials, _ = _run(study_dict, tmp_path, "again", repeats="evaluate", pipeline=pipeline)
+    n_tune = 25  # adi: 35 queries, 30% held out
     seen: set[int] = set()
     repeats = hits = 0
     for t in trials:
@@ -69,6 +89,9 @@ def test_repeats_evaluate_runs_them_again_from_the_caches(study_dict, tmp_path):
             assert t.user_attrs["costs"].get("bm25_queries", 0) == 0
             assert t.user_attrs["cache"]["cache_hits"] > hits  # the study's counts so far
         hits = t.user_attrs["cache"]["cache_hits"]
+        # the slow stage sleeps 0.05 s a batch whether or not its output came from the cache: a repeat's latency
+        # is what its outputs took when computed, not the cache hit's microseconds
+        assert t.user_attrs["latency_ms"] >= 1000 * 0.05 / n_tune
         seen.add(t.params["top_k"])
     assert res.n_repeats == 0 and len(seen) == 2 and repeats >= 4
 
