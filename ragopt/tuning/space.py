@@ -391,7 +391,8 @@ def apply_params(template: Mapping[str, Any], space: SearchSpace, values: Mappin
             removals.append(p.path)
             continue
         set_path(cfg, p.path, v)
-    for path in sorted(removals, key=lambda s: [int(x) if x.isdigit() else x for x in _split(s)], reverse=True):
+    # a set: two parameters may remove the same element (conditional ones at one path); it goes once
+    for path in sorted(set(removals), key=lambda s: [int(x) if x.isdigit() else x for x in _split(s)], reverse=True):
         parts = _split(path)
         parent = get_path(cfg, ".".join(parts[:-1])) if len(parts) > 1 else cfg
         del parent[int(parts[-1])]

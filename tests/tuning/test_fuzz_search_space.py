@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from ragopt.config import from_config
@@ -124,8 +124,13 @@ def test_any_space_is_accepted_or_refused_naming_the_file_and_parameter(items):
         p.distribution()
 
 
+_CUT = {"name": "rerank", "path": "stages.1", "choices": {"none": None, "cut5": {"type": "cutoff", "k": 5}}}
+
+
 @SETTINGS
 @given(spaces, st.sampled_from(["random", "tpe", "grid", "greedy", "hiermab"]))
+# found by this test: two parameters removing the same stage deleted it twice (IndexError in apply_params)
+@example(items=[_CUT, {**_CUT, "name": None}], tuner_name="random")
 def test_an_accepted_space_can_be_sampled_and_applied(items, tuner_name):
     from ragopt.tuning.tuners import make_tuner
 
