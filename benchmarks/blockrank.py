@@ -18,6 +18,7 @@ Each merges its section into ``benchmarks/results/blockrank.json`` (quality keye
     python benchmarks/blockrank.py quality [--model smollm2-135m-instruct] [--queries 40] [--depth 20]
     python benchmarks/blockrank.py variants [--queries 40] [--depth 20]   # aggregation x query tokens x layout
     python benchmarks/blockrank.py finetune [--steps 100] [--n-docs 5] [--aux-weight 0.1] [--queries 30]
+    python benchmarks/blockrank.py order --artifact indexes/blockrank-llm/<key> [--query-tokens 1]   # scores vs candidate order
     python benchmarks/blockrank.py tables
 """
 
@@ -388,6 +389,8 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
         key = f"{args.model} {key}"
     if args.steps != 100 and args.dataset == "nq-open-oracle-dev":  # longer runs beside the 100-step rows
         key = f"{key} steps{args.steps}"
+    if args.n_docs != 4:  # every stored row trained on 4-passage prompts
+        key = f"{key} ndocs{args.n_docs}"
     old = json.loads(RESULTS.read_text("utf-8")).get("finetune", {}).get(key) if RESULTS.is_file() else None
     settings = ("steps", "n_docs", "doc_tokens", "aux_weight", "depth", "heldout_queries_scored")
     if old and all(old.get(k) == out_res[k] for k in settings):
@@ -399,6 +402,86 @@ def finetune(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- tables --------------------------------------------------------------------------------------------------
+def order(args: argparse.Namespace) -> dict[str, Any]:
+    """Does a BlockRank score depend on the order of the candidates? Only through the labels ``[1]..[n]``
+    (a document block's positions do not depend on the others): score BM25's top ``--depth`` of the 20 held-out
+    queries of a ``finetune`` artifact in BM25's order, reversed and in three seeded shuffles, zero-shot and
+    with the artifact's model, and count from which input position each query's top document came."""
+    import numpy as np
+    import torch
+
+    from ragopt.evaluation import evaluate
+    from ragopt.evaluation.run import sample_queries
+    from ragopt.llm.transformers_backend import TransformersLLM
+    from ragopt.pipeline_io import load_pipeline
+    from ragopt.rerankers.blockrank import BlockRankReranker
+    from ragopt.store import ArtifactStore
+    from ragopt.training.blockrank import heldout_query_ids
+    from ragopt.types import Batch
+
+    torch.set_num_threads(args.threads)
+    store = ArtifactStore(args.store)
+    ds = _dataset(args.dataset)
+    art = Path(args.artifact)
+    info = json.loads((art / "training.json").read_text("utf-8"))
+    spec = json.loads((art / "manifest.json").read_text("utf-8"))["spec"]
+    layer = info["layer"]
+    held = heldout_query_ids(art)
+    all_q = ds.queries_for("test")
+    pos = {q: i for i, q in enumerate(all_q.ids)}
+    queries = sample_queries(all_q[[pos[q] for q in held]], args.queries, seed=1)  # as finetune scores them
+    qrels = {q: ds.qrels("test")[q] for q in queries.ids}
+    bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
+    bm25.fit(ds.corpus, store)
+    base = bm25.search(queries).cut(args.depth)
+    idx, sc = np.asarray(base.doc_idx), np.asarray(base.scores)
+    n, d = idx.shape
+    rng = np.random.default_rng(0)
+    orders = {"bm25": np.tile(np.arange(d), (n, 1)), "reversed": np.tile(np.arange(d)[::-1], (n, 1))}
+    for s in range(3):
+        orders[f"shuffled{s}"] = np.stack([rng.permutation(d) for _ in range(n)])
+    orders = {k: v for k, v in orders.items() if k in args.orders}
+    res: dict[str, Any] = {}
+    for name, model in (("zero_shot", args.model), ("finetuned", str(art / "model"))):
+        llm = TransformersLLM(model=model, device="cpu").use_store(store)
+        kw = dict(layer=layer, depth=args.depth, max_doc_tokens=args.doc_tokens, query_tokens=args.query_tokens)
+        # without labels nothing in the prompt depends on the order: one run stands for every order (zero-shot
+        # only: a checkpoint trained with labels refuses a stage without them, its layout)
+        if name == "zero_shot" and args.permutations == 1:
+            plain = BlockRankReranker(llm=llm, labels=False, **kw).fit(base.corpus, store)
+            out = plain.transform(Batch(base.queries, base.corpus, idx, sc))
+            m = evaluate(out.cut(args.depth).to_run(), qrels, ("p@1", "ndcg@10")).metrics
+            res[f"{name} no_labels"] = {k: round(float(v), 3) for k, v in m.items()}
+            print(name, "no_labels", res[f"{name} no_labels"], file=sys.stderr, flush=True)
+        st = BlockRankReranker(llm=llm, permutations=args.permutations, **kw).fit(base.corpus, store)
+        for oname, o in orders.items():
+            i2, s2 = np.take_along_axis(idx, o, 1), np.take_along_axis(sc, o, 1)
+            out = st.transform(Batch(base.queries, base.corpus, i2, s2))
+            m = evaluate(out.cut(args.depth).to_run(), qrels, ("p@1", "ndcg@10")).metrics
+            top = np.asarray(out.doc_idx)[:, 0]
+            came_from = [int(np.flatnonzero(i2[k] == top[k])[0]) for k in range(n)]
+            res[f"{name} {oname}"] = {
+                **{k: round(float(v), 3) for k, v in m.items()},
+                "top_from_input_position": np.bincount(came_from, minlength=d).tolist(),
+            }
+            print(name, oname, res[f"{name} {oname}"], file=sys.stderr, flush=True)
+    out_res = {
+        "machine": machine_info(["torch", "transformers"]),
+        "artifact": art.name,
+        "layer": layer,
+        "query_tokens": args.query_tokens,
+        "trained_n_docs": spec["negatives"]["n_docs"],
+        "depth": args.depth,
+        "doc_tokens": args.doc_tokens,
+        "permutations": args.permutations,
+        "queries": n,
+        "results": res,
+    }
+    key = f"layer{layer}_query_tokens{args.query_tokens} {art.name}"
+    _merge("order", out_res, key=key if args.permutations == 1 else f"{key} permutations{args.permutations}")
+    return out_res
+
+
 def tables(args: argparse.Namespace) -> None:
     data = json.loads(RESULTS.read_text("utf-8"))
     c = data.get("cost")
@@ -485,6 +568,19 @@ def main() -> None:
         default=None,
         help="also score a trained cross-encoder artifact (one that never saw these queries)",
     )
+    o = sub.add_parser("order", parents=[common], help="scores vs the order (labels) of the candidates")
+    o.add_argument("--artifact", required=True, help="a blockrank artifact written by finetune")
+    o.add_argument("--queries", type=int, default=20)
+    o.add_argument("--depth", type=int, default=10)
+    o.add_argument("--doc-tokens", type=int, default=24)
+    o.add_argument("--query-tokens", type=int, default=1)
+    o.add_argument("--permutations", type=int, default=1, help="the stage's permutations (orders averaged)")
+    o.add_argument(
+        "--orders",
+        nargs="+",
+        default=["bm25", "reversed", "shuffled0", "shuffled1", "shuffled2"],
+        choices=["bm25", "reversed", "shuffled0", "shuffled1", "shuffled2"],
+    )
     sub.add_parser("tables")
     args = p.parse_args()
     if args.cmd == "_cost_one":
@@ -497,6 +593,8 @@ def main() -> None:
         variants(args)
     elif args.cmd == "finetune":
         finetune(args)
+    elif args.cmd == "order":
+        order(args)
     else:
         tables(args)
 

@@ -332,6 +332,13 @@ class BlockRankReranker(LLMStage):
         "their keys and values can no longer be reused across queries",
     )
     labels: bool = param(True, doc="mark each document with its id [1], [2], ... (needed by decode mode)")
+    permutations: int = param(
+        1,
+        doc="attention mode: score each query's candidates in this many orders (the given one, then cyclic shifts "
+        "spread over the list) and average each document's score: the labels' pull ([1] and [n] draw attention "
+        "whatever they mark) evens out; costs that many prefills; at most the number of candidates is used",
+        ge=1,
+    )
     chat: bool = param(True, doc="lay the prompt out in the model's chat template (false: plain text)")
     with_title: bool = param(True, doc="candidate text is title + text (BEIR convention)")
     decode_tokens: int = param(4, doc="decode mode: tokens generated", ge=1)
@@ -348,6 +355,8 @@ class BlockRankReranker(LLMStage):
             )
         if self.mode == "decode" and not self.labels:
             raise ConfigError(f"{at}labels", "decode mode generates a document id: labels must be on")
+        if self.mode == "decode" and self.permutations > 1:
+            raise ConfigError(f"{at}permutations", "decode mode reads one generated id: permutations must be 1")
         if self.heads is not None and (not self.heads or any(h < 0 for h in self.heads)):
             raise ConfigError(f"{at}heads", f"expected a non-empty list of head indices >= 0, got {self.heads}")
 
@@ -677,13 +686,24 @@ class BlockRankReranker(LLMStage):
 
     def scores(self, prompt: _Prompt, stats: Stats | None = None) -> np.ndarray:
         """Relevance of each document of ``prompt`` (attention mode)."""
+        return self.set_scores([(np.arange(len(prompt.blocks) - 2), prompt)], stats)
+
+    def set_scores(self, prompts: Sequence[tuple[np.ndarray, _Prompt]], stats: Stats | None = None) -> np.ndarray:
+        """Relevance of each of a query's candidates, over its prompts in several orders (:meth:`prompt_sets`)."""
         model, _ = self.model()
         layer = self.chosen_layer(model)
-        per_head = self.head_scores(prompt, [layer], stats)[layer]
+        per_head = self.set_head_scores(prompts, [layer], stats)[layer]
         return per_head[self.heads].mean(axis=0) if self.heads else per_head.mean(axis=0)
 
-    def prompts(self, batch: Batch) -> tuple[list[list[int]], list[_Prompt]]:
-        """Every query's reranked candidates (corpus rows) and its prompt, checked against the context."""
+    def orders(self, n: int) -> list[np.ndarray]:
+        """The orders a query's ``n`` candidates are scored in (``order[j]``: the candidate at label ``j + 1``): the
+        given one, then cyclic shifts spread evenly, ``min(permutations, n)`` in all."""
+        k = max(1, min(self.permutations, n))
+        return [np.roll(np.arange(n), -round(j * n / k)) for j in range(k)]
+
+    def prompt_sets(self, batch: Batch) -> tuple[list[list[int]], list[list[tuple[np.ndarray, _Prompt]]]]:
+        """Every query's reranked candidates (corpus rows) and its prompts, one per order of :meth:`orders`, all
+        checked against the context."""
         if batch.doc_idx is None:
             raise StageError("blockrank: the batch has no candidates; put a retriever before it")
         model, tok = self.model()
@@ -692,32 +712,56 @@ class BlockRankReranker(LLMStage):
         heads = [[int(i) for i in batch.doc_idx[r, :depth] if i >= 0] for r in range(n)]
         rows = sorted({i for h in heads for i in h})
         toks = dict(zip(rows, self._doc_ids(tok, [batch.corpus.text(i, self.with_title) for i in rows])))
-        prompts = [self.build_prompt(tok, q, [toks[i] for i in h]) for q, h in zip(batch.queries.texts, heads)]
-        self.check_context(model, prompts, batch.queries.ids)
-        return heads, prompts
+        sets = [
+            [(o, self.build_prompt(tok, q, [toks[h[j]] for j in o])) for o in self.orders(len(h))]
+            for q, h in zip(batch.queries.texts, heads)
+        ]
+        for ps, qid in zip(sets, batch.queries.ids):
+            self.check_context(model, [p for _, p in ps], [qid] * len(ps))
+        return heads, sets
+
+    def prompts(self, batch: Batch) -> tuple[list[list[int]], list[_Prompt]]:
+        """Every query's reranked candidates (corpus rows) and its prompt in the given order."""
+        heads, sets = self.prompt_sets(batch)
+        return heads, [ps[0][1] for ps in sets]
+
+    def set_head_scores(
+        self, prompts: Sequence[tuple[np.ndarray, _Prompt]], layers: Sequence[int], stats: Stats | None = None
+    ) -> dict[int, np.ndarray]:
+        """Per-head scores ``(H, n)`` of a query's candidates (in their given order) at each of ``layers``, the mean
+        over the prompts of :meth:`prompt_sets`."""
+        out: dict[int, np.ndarray] = {}
+        dtype: Any = np.float32
+        for order, p in prompts:
+            for layer, hs in self.head_scores(p, layers, stats).items():
+                acc = out.setdefault(layer, np.zeros(hs.shape, dtype=np.float64))
+                acc[:, order] += hs  # the score at label j belongs to candidate order[j]
+                dtype = hs.dtype
+        return {layer: (acc / len(prompts)).astype(dtype) for layer, acc in out.items()}
 
     def transform(self, batch: Batch) -> Batch:
         stats = batch.stats
         for key in _COUNTERS:
             stats.add(key, 0)
-        heads, prompts = self.prompts(batch)  # every check before any scoring
+        heads, sets = self.prompt_sets(batch)  # every check before any scoring
         n, width = batch.doc_idx.shape
         depth = min(self.depth, width)
         head_idx = np.full((n, depth), -1, np.int64)
         head_scores = np.full((n, depth), -np.inf, np.float32)
         with stats.timer("blockrank"):
-            for r, (h, p) in enumerate(zip(heads, prompts)):
+            for r, (h, ps) in enumerate(zip(heads, sets)):
                 if not h:
                     continue
                 stats.add("blockrank_queries", 1)
                 stats.add("blockrank_reranked", len(h))
-                stats.add("blockrank_prompt_tokens", sum(p.lengths))
-                stats.add("blockrank_attention_pairs", attention_pairs(p.lengths, self.sparse))
+                for _, p in ps:
+                    stats.add("blockrank_prompt_tokens", sum(p.lengths))
+                    stats.add("blockrank_attention_pairs", attention_pairs(p.lengths, self.sparse))
                 if self.mode == "decode":
-                    order = self._decoded_order(p, len(h), stats)
+                    order = self._decoded_order(ps[0][1], len(h), stats)
                     s = np.arange(len(h), 0, -1, dtype=np.float32)
                 else:
-                    sc = self.scores(p, stats)
+                    sc = self.set_scores(ps, stats)
                     order = np.argsort(-sc, kind="stable")
                     s = sc[order].astype(np.float32)
                 head_idx[r, : len(h)] = [h[o] for o in order]
@@ -786,18 +830,18 @@ def calibrate_layers(
     bad = [x for x in layers if not 0 <= x < n_layers]
     if bad:
         raise ConfigError("layers", f"layers {bad} out of range: the model has {n_layers} (0..{n_layers - 1})")
-    cand, prompts = stage.prompts(batch)
+    cand, sets = stage.prompt_sets(batch)  # in as many orders as the stage scores (permutations)
     doc_ids = batch.corpus.doc_ids
     per_layer: dict[int, list[tuple[np.ndarray, np.ndarray, list[float]]]] = {x: [] for x in layers}
     n_q = 0
-    for qid, h, p in zip(batch.queries.ids, cand, prompts):
+    for qid, h, ps in zip(batch.queries.ids, cand, sets):
         judged = qrels.get(qid)
         if not judged or not h:
             continue
         n_q += 1
         rel = np.array([judged.get(doc_ids[i], 0) for i in h], dtype=np.float64)
         gains = [float(g) for g in judged.values() if g > 0]
-        for layer, hs in stage.head_scores(p, layers, batch.stats).items():
+        for layer, hs in stage.set_head_scores(ps, layers, batch.stats).items():
             per_layer[layer].append((hs, rel, gains))
     if n_q == 0:
         raise StageError("calibrate_layers: none of the batch's queries has a judgment in qrels")

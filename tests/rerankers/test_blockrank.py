@@ -337,6 +337,52 @@ def test_document_kv_is_reused_across_queries(tiny, store):
     assert cold.stats.counts["blockrank_kv_hits"] == 0 and cold.stats.counts["blockrank_docs_encoded"] == 2 * N_DOCS
 
 
+def test_permutations_average_the_scores_over_cyclic_shifts(tiny, store):
+    """A document's score is the mean of its scores at the labels the shifted orders give it."""
+    batch, _, _ = docs_corpus(2)
+    k = 3
+    st = stage(tiny["qwen2"], store, depth=N_DOCS, permutations=k).fit(batch.corpus, store)
+    one = stage(tiny["qwen2"], store, depth=N_DOCS).fit(batch.corpus, store)
+    out = st.transform(Batch(batch.queries, batch.corpus, batch.doc_idx, batch.scores))
+    _, tok = one.model()
+    for r in range(2):
+        docs = one._doc_ids(tok, [batch.corpus.text(int(i), False) for i in batch.doc_idx[r]])
+        want = np.zeros(N_DOCS)
+        for j in range(k):  # shift j: the candidate at label 1 is round(j * n / k), then the ones after it
+            shift = round(j * N_DOCS / k)
+            order = [(shift + m) % N_DOCS for m in range(N_DOCS)]
+            sc = one.scores(one.build_prompt(tok, batch.queries.texts[r], [docs[o] for o in order]))
+            for m, o in enumerate(order):
+                want[o] += sc[m] / k
+        got = dict(zip(out.doc_idx[r].tolist(), out.scores[r].tolist()))
+        np.testing.assert_allclose([got[int(i)] for i in batch.doc_idx[r]], want, rtol=1e-5, atol=1e-7)
+    single = one.transform(Batch(batch.queries, batch.corpus, batch.doc_idx, batch.scores)).stats.counts
+    c = out.stats.counts
+    assert c["blockrank_queries"] == single["blockrank_queries"] == 2
+    assert c["blockrank_prompt_tokens"] == k * single["blockrank_prompt_tokens"]  # same blocks, k prompts
+
+
+def test_permutations_over_every_order_make_the_labels_irrelevant(tiny, store):
+    """Two candidates in both orders: the same two prompts whichever order they come in, so the same scores; one
+    order alone (labels on) depends on it."""
+    batch, _, _ = docs_corpus(3)
+    idx = batch.doc_idx[:, :2]
+    flipped = idx[:, ::-1].copy()
+
+    def scores(permutations, rows):
+        st = stage(tiny["qwen2"], store, depth=2, permutations=permutations).fit(batch.corpus, store)
+        out = st.transform(Batch(batch.queries, batch.corpus, rows, batch.scores[:, :2]))
+        return [dict(zip(a.tolist(), b.tolist())) for a, b in zip(out.doc_idx, out.scores)]
+
+    for a, b in zip(scores(2, idx), scores(2, flipped)):
+        assert a.keys() == b.keys()
+        np.testing.assert_allclose([a[d] for d in a], [b[d] for d in a], rtol=1e-5, atol=1e-7)
+    moved = [max(abs(a[d] - b[d]) for d in a) for a, b in zip(scores(1, idx), scores(1, flipped))]
+    assert max(moved) > 1e-4
+    with pytest.raises(ConfigError, match="permutations"):
+        stage(tiny["qwen2"], store, mode="decode", permutations=2)
+
+
 # -- ranking and calibration --------------------------------------------------------------------------------------
 @pytest.mark.parametrize("prefill", ["blocked", "masked"])
 def test_planted_head_ranks_the_gold_document_first(tiny, store, prefill):
