@@ -228,7 +228,7 @@ class CachedLLM:
                 for i, d in enumerate(self.cache.get(kind, phash, keys)):
                     if d is not None:
                         results[i] = revive(d)
-                        # what the call took when it was made (records written before 0.x hold no figure)
+                        # what the call took when it was made (rows written before that was kept hold none)
                         seconds = d.get("seconds")
                         if isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and seconds > 0:
                             stats.cached_seconds += float(seconds)

@@ -222,8 +222,7 @@ class PipelineObjective:
         for k in _RECORDS:
             if k in first.user_attrs:
                 trial.set_user_attr(k, first.user_attrs[k])
-        c = first.constraints or {}
-        for name, v in c.items() if isinstance(c, dict) else ((f"c{i}", v) for i, v in enumerate(c)):
+        for name, v in (first.constraints or {}).items():  # named by __call__ (c0, c1, ...)
             trial.set_constraint(name, v)
         vals = list(first.values)
         return vals[0] if len(vals) == 1 else vals
