@@ -232,12 +232,17 @@ class PipelineObjective:
 _RECORDS = ("metrics", "costs", "stage_seconds", "latency_ms", "fit_s", "search_s", "cached_s")
 
 
+def is_repeat(trial: Any) -> bool:
+    """Whether ``trial`` took an earlier trial's result (``repeats: reuse``) instead of evaluating its pipeline."""
+    return "repeat_of" in trial.user_attrs
+
+
 def first_evaluation(study: Any, cfg_json: str) -> Any | None:
     """The complete trial of ``study`` that evaluated the pipeline config ``cfg_json`` (canonical JSON) itself,
     not as a repeat; None if there is none."""
     states = require("optuna", "tune", "tuning studies").trial.TrialState
     for t in study.get_trials(deepcopy=False, states=(states.COMPLETE,)):
-        if t.user_attrs.get("pipeline") == cfg_json and "repeat_of" not in t.user_attrs:
+        if t.user_attrs.get("pipeline") == cfg_json and not is_repeat(t):
             return t
     return None
 

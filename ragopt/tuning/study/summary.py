@@ -14,7 +14,7 @@ from ragopt._io import atomic_write_text
 from ragopt.evaluation import paired_test
 from ragopt.pipeline_io import pipeline_from_dict, save_pipeline
 from ragopt.tuning.study.config import StudyConfig
-from ragopt.tuning.study.objective import PipelineObjective
+from ragopt.tuning.study.objective import PipelineObjective, is_repeat
 
 __all__ = ["StudyResult", "summarise"]
 
@@ -71,7 +71,7 @@ def summarise(
             best_value = best_trial.values[0]
         else:
             front = [t for t in study.best_trials if t in feasible] or study.best_trials
-            front = [t for t in front if "repeat_of" not in t.user_attrs]  # a repeat is its first trial's point
+            front = [t for t in front if not is_repeat(t)]  # a repeat is its first trial's point
             pareto = [{"number": t.number, "values": t.values, "params": t.params} for t in front]
             sign = 1 if config.objective.directions[0] == "maximize" else -1
             best_trial = max(front, key=lambda t: sign * t.values[0])
@@ -137,7 +137,7 @@ def summarise(
         best_pipeline=best_path,
         n_trials=len(trials),
         n_complete=len(complete),
-        n_repeats=sum("repeat_of" in t.user_attrs for t in complete),
+        n_repeats=sum(is_repeat(t) for t in complete),
         n_failed=len(failed),
         heldout=heldout,
         tune=tune,
@@ -157,7 +157,7 @@ def select(feasible: list[Any], objective: PipelineObjective, config: StudyConfi
     if rule == "best":
         return {"rule": "best"}
     metric = config.objective.metrics[0]
-    distinct = [t for t in feasible if "repeat_of" not in t.user_attrs]
+    distinct = [t for t in feasible if not is_repeat(t)]
     ranked = sorted(distinct, key=lambda t: -sign * t.values[0])[: int(config.selection.get("top", 5))]
     z = float(config.selection.get("z", 1.0))
     rows = []

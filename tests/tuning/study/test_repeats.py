@@ -38,7 +38,10 @@ def _run(study_dict, tmp_path, name, **over):
 
 
 def test_a_repeat_takes_its_first_evaluation(study_dict, tmp_path):
-    res, trials, url = _run(study_dict, tmp_path, "reuse")
+    # a constraint that holds (recall@100 >= 0.01 on every configuration): a repeat must copy it, or Optuna's
+    # constrained samplers would read the repeat as infeasible and its configuration's point would drop off the front
+    objective = {**TWO["objective"], "constraints": [{"metric": "recall@100", "min": 0.01}]}
+    res, trials, url = _run(study_dict, tmp_path, "reuse", objective=objective)
     assert len(trials) == 6 and res.n_complete == 6  # repeats count towards the budget
     first: dict[int, optuna.trial.FrozenTrial] = {}
     for t in trials:
@@ -55,6 +58,7 @@ def test_a_repeat_takes_its_first_evaluation(study_dict, tmp_path):
         for k2 in ("metrics", "costs", "stage_seconds", "fit_s", "search_s"):
             assert t.user_attrs[k2] == f.user_attrs[k2]
         assert "cache" not in t.user_attrs  # it looked nothing up
+        assert f.constraints and t.constraints == f.constraints
     assert res.n_repeats == 6 - len(first) >= 4
     # the Pareto front holds each configuration once
     numbers = [p["number"] for p in res.pareto]
