@@ -12,14 +12,16 @@ def _run(code: str) -> str:
 
 
 def test_import_is_torch_free_and_fast():
+    # CPU time, not wall time: on a busy machine (the suite's other processes, CI neighbours) wall time measures the
+    # scheduler; the CPU the import itself burns (0.3-0.4 s on a 2-core AMD EPYC) does not depend on the load
     out = _run(
         "import sys, time, json\n"
-        "t = time.perf_counter()\n"
+        "t = time.process_time()\n"
         "import ragopt\n"
         "from ragopt.pipeline_io import load_pipeline\n"
         "p = load_pipeline('bm25')\n"
         "import ragopt.cli, ragopt.evaluation.run, ragopt.evaluation, ragopt.data\n"
-        "dt = time.perf_counter() - t\n"
+        "dt = time.process_time() - t\n"
         "heavy = [m for m in ('torch', 'transformers', 'sentence_transformers', 'faiss', 'chromadb', 'optuna',"
         " 'mcp', 'pyserini', 'jnius', 'bm25s') if m in sys.modules]\n"
         "print(json.dumps({'heavy': heavy, 'seconds': dt}))\n"
