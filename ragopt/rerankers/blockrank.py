@@ -41,6 +41,7 @@ import inspect
 import json
 import re
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -792,6 +793,14 @@ class LayerCalibration:
     curve: list[dict[str, float]]  # one row per layer: layer, p@1, ndcg@10
     head_curve: list[dict[str, float]]  # at the best layer: heads kept (best single heads first), p@1, ndcg@10
     n_queries: int
+    #: at the best layer and heads: for each input position (label ``[i + 1]``), how many queries' top-scored
+    #: candidate sat there, and how many queries' first relevant candidate did. Tops that pile up on one position
+    #: whatever the relevance read the labels, not the documents
+    top_from_position: list[int] = field(default_factory=list)
+    gold_at_position: list[int] = field(default_factory=list)
+    top_relevant_from_position: list[int] = field(default_factory=list)  # of top_from_position, the relevant ones
+    #: set when the tops look label-driven (see :func:`label_bias`); also issued as a warning
+    label_bias: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -801,7 +810,45 @@ class LayerCalibration:
             "n_queries": self.n_queries,
             "curve": self.curve,
             "head_curve": self.head_curve,
+            "top_from_position": self.top_from_position,
+            "gold_at_position": self.gold_at_position,
+            "top_relevant_from_position": self.top_relevant_from_position,
+            "label_bias": self.label_bias,
         }
+
+
+def position_counts(per_query: Sequence[tuple[np.ndarray, np.ndarray]]) -> tuple[list[int], list[int], list[int]]:
+    """Over queries given as (scores, relevance) in input order: how many tops came from each position, how many
+    of those tops were relevant, and at which position each query's first relevant candidate sat."""
+    n = max((len(s) for s, _ in per_query), default=0)
+    top, hit, gold = np.zeros(n, int), np.zeros(n, int), np.zeros(n, int)
+    for s, rel in per_query:
+        t = int(np.argmax(s))
+        top[t] += 1
+        hit[t] += int(rel[t] > 0)
+        if np.any(rel > 0):
+            gold[int(np.argmax(rel > 0))] += 1
+    return top.tolist(), hit.tolist(), gold.tolist()
+
+
+def label_bias(top: Sequence[int], hit: Sequence[int], min_queries: int = 6) -> str | None:
+    """A description of the likely label bias in ``top``/``hit`` (from :func:`position_counts`), or None: one input
+    position gives the top candidate for at least half of the queries, and for fewer than half of those it is
+    relevant. A layer that reads the documents puts its tops where the relevant candidates are; one that reads the
+    labels puts them on one label (SmolLM2's layer 20: ``[1]`` or ``[10]`` for every query, whatever the order).
+    In the first stage's order a bias to ``[1]`` that agrees with a strong first stage passes this check: only
+    ``permutations`` (every candidate at every label) or ``labels: false`` rule a bias out."""
+    n = sum(top)
+    if n < min_queries:
+        return None
+    p = int(np.argmax(top))
+    if 2 * top[p] < n or 2 * hit[p] >= top[p]:
+        return None
+    return (
+        f"the top candidate sat at input position {p + 1} (label [{p + 1}]) for {top[p]} of {n} queries and was "
+        f"relevant for {hit[p]} of them: the signal may follow the labels, not the documents; calibrate with "
+        "permutations equal to depth (every candidate under every label) or labels: false"
+    )
 
 
 def _metrics(per_query: list[tuple[np.ndarray, np.ndarray, list[float]]]) -> dict[str, float]:
@@ -862,4 +909,9 @@ def calibrate_layers(
             head_curve.append({"heads": single[:m], **summary(best_layer, single[:m])})
         top = max(head_curve, key=lambda row: (row[metric], -len(row["heads"])))
         best_heads = sorted(top["heads"]) if len(top["heads"]) < n_heads else None
-    return LayerCalibration(metric, best_layer, best_heads, curve, head_curve, n_q)
+    at_best = [(hs[best_heads].mean(0) if best_heads else hs.mean(0), rel) for hs, rel, _ in per_layer[best_layer]]
+    tops, hits, golds = position_counts(at_best)
+    bias = label_bias(tops, hits) if stage.labels and stage.permutations == 1 else None
+    if bias:
+        warnings.warn(f"calibrate_layers: layer {best_layer}: {bias}", UserWarning, stacklevel=2)
+    return LayerCalibration(metric, best_layer, best_heads, curve, head_curve, n_q, tops, golds, hits, bias)

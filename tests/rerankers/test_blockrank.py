@@ -29,6 +29,8 @@ from ragopt.rerankers.blockrank import (
     BlockRankReranker,
     attention_pairs,
     calibrate_layers,
+    label_bias,
+    position_counts,
 )
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Queries
@@ -415,9 +417,35 @@ def test_calibration_finds_the_planted_layer(tiny, store):
     assert cal.curve[2]["p@1"] == 1.0 and cal.curve[2]["ndcg@10"] == 1.0
     assert max(cal.curve[0]["p@1"], cal.curve[1]["p@1"]) < 1.0
     assert cal.head_curve and cal.head_curve[0]["p@1"] == 1.0
+    # the planted layer reads the documents: its tops sit where the relevant candidates sit, no label bias flagged
+    assert cal.top_from_position == cal.gold_at_position == cal.top_relevant_from_position
+    assert sum(cal.top_from_position) == 6 and cal.label_bias is None
     assert json.dumps(cal.to_dict())
     with pytest.raises(ConfigError, match="layers"):
         calibrate_layers(st, batch, qrels, layers=[7])
+
+
+def test_label_bias_flags_tops_that_pile_up_on_one_label_whatever_the_relevance():
+    def query(top: int, gold: int, n: int = 10):
+        s, rel = np.zeros(n), np.zeros(n)
+        s[top], rel[gold] = 1.0, 1.0
+        return s, rel
+
+    # SmolLM2's layer 20 in BM25's order: [10] first for 12 queries (never relevant), [1] for 8 (relevant)
+    rows = [query(9, 0) for _ in range(12)] + [query(0, 0) for _ in range(8)]
+    top, hit, gold = position_counts(rows)
+    assert top == [8] + [0] * 8 + [12] and hit == [8] + [0] * 9 and gold == [20] + [0] * 9
+    msg = label_bias(top, hit)
+    assert msg and "position 10 (label [10]) for 12 of 20 queries" in msg and "relevant for 0" in msg
+    # tops where the gold is, even all on [1] (a strong first stage that the layer agrees with): not flagged
+    assert label_bias(*position_counts([query(0, 0)] * 20)[:2]) is None
+    # tops spread over the positions (no position holds half): not flagged, relevant or not
+    assert label_bias(*position_counts([query(i % 10, (i + 3) % 10) for i in range(20)])[:2]) is None
+    # half on one label, half of those relevant: the boundary is not flagged; one fewer relevant is
+    half = [query(4, 4)] * 5 + [query(4, 0)] * 5 + [query(i, 0) for i in range(5, 10)] * 2
+    assert label_bias(*position_counts(half)[:2]) is None
+    assert label_bias(*position_counts([query(4, 4)] * 4 + half[5:] + [query(4, 0)])[:2])
+    assert label_bias(*position_counts([query(9, 0)] * 5)[:2]) is None  # too few queries to tell
 
 
 def test_decode_mode_generates_an_id(tiny, store):
