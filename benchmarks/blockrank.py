@@ -15,10 +15,11 @@ calibration half, and on the held-out half BM25 alone vs BM25 >> blockrank at th
 Each merges its section into ``benchmarks/results/blockrank.json`` (quality keyed by model).
 
     python benchmarks/blockrank.py cost [--sizes 10 20 50 100 200] [--doc-tokens 32] [--layer 15]
-    python benchmarks/blockrank.py quality [--model smollm2-135m-instruct] [--queries 40] [--depth 20]
+    python benchmarks/blockrank.py quality [--model smollm2-135m-instruct] [--queries 40] [--depth 20] [--permutations K] [--no-labels]
     python benchmarks/blockrank.py variants [--queries 40] [--depth 20]   # aggregation x query tokens x layout
     python benchmarks/blockrank.py finetune [--steps 100] [--n-docs 5] [--aux-weight 0.1] [--queries 30]
     python benchmarks/blockrank.py order --artifact indexes/blockrank-llm/<key> [--query-tokens 1]   # scores vs candidate order
+    python benchmarks/blockrank.py order --artifact <key> --zero-shot-only --model M --layer L   # any model, held-out queries
     python benchmarks/blockrank.py tables
 """
 
@@ -155,6 +156,8 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- quality -------------------------------------------------------------------------------------------------
 def quality(args: argparse.Namespace) -> dict[str, Any]:
+    import numpy as np
+
     from ragopt.data.splits import split_queries
     from ragopt.evaluation import evaluate
     from ragopt.evaluation.run import sample_queries
@@ -171,7 +174,14 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     bm25 = load_pipeline("bm25").set_params(**{"stages.0.top_k": 100})
     bm25.fit(ds.corpus, store)
     base = bm25.search(queries)
-    st = _stage(args, depth=args.depth, max_doc_tokens=args.doc_tokens, query_tokens=args.query_tokens)
+    st = _stage(
+        args,
+        depth=args.depth,
+        max_doc_tokens=args.doc_tokens,
+        query_tokens=args.query_tokens,
+        permutations=args.permutations,
+        labels=not args.no_labels,
+    )
     st.fit(base.corpus, store)
     pos = {q: i for i, q in enumerate(base.queries.ids)}
 
@@ -191,6 +201,9 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     metrics = ("p@1", "ndcg@10")
     a = evaluate(held.cut(args.depth).to_run(), hq, metrics).metrics
     b = evaluate(out.cut(args.depth).to_run(), hq, metrics).metrics
+    # label bias shows as a top document that keeps coming from one input position (BM25's rank)
+    top = np.asarray(out.doc_idx)[:, 0]
+    came_from = [int(np.flatnonzero(np.asarray(held.doc_idx)[k] == top[k])[0]) for k in range(len(top))]
     oracle = max(row[args.metric] for row in held_curve.curve)
     res = {
         "machine": machine_info(["torch", "transformers"]),
@@ -203,10 +216,18 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "depth": args.depth,
         "doc_tokens": args.doc_tokens,
         "query_tokens": args.query_tokens,
+        "permutations": args.permutations,
+        "labels": not args.no_labels,
         "metric": args.metric,
         "chosen_layer": cal.best_layer,
         "bm25": a,
         "blockrank": b,
+        "top_from_bm25_rank": np.bincount(came_from, minlength=args.depth).tolist(),
+        # calibrate_layers' own diagnostic at the layer it picked (calibration half)
+        "calibration_positions": {
+            k: cal.to_dict()[k] for k in ("top_from_position", "top_relevant_from_position", "gold_at_position")
+        },
+        "calibration_label_bias": cal.label_bias,
         "heldout_best_layer_in_hindsight": {"layer": held_curve.best_layer, args.metric: oracle},
         "curve_calibration": cal.curve,
         "curve_heldout": held_curve.curve,
@@ -222,6 +243,16 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     )
     # nq-open-oracle-dev rows stay keyed by the model alone, as before; other sets by model and set
     key = args.model if args.dataset == "nq-open-oracle-dev" else f"{args.model} on {args.dataset}"
+    # runs other than the first protocol's (depth 20, labels, one order) keep their own rows
+    key += "".join(
+        f" {part}"
+        for part, on in (
+            (f"depth{args.depth}", args.depth != 20),
+            (f"permutations{args.permutations}", args.permutations != 1),
+            ("no_labels", args.no_labels),
+        )
+        if on
+    )
     _merge("quality", res, key=key)
     return res
 
@@ -425,7 +456,7 @@ def order(args: argparse.Namespace) -> dict[str, Any]:
     art = Path(args.artifact)
     info = json.loads((art / "training.json").read_text("utf-8"))
     spec = json.loads((art / "manifest.json").read_text("utf-8"))["spec"]
-    layer = info["layer"]
+    layer = info["layer"] if args.layer is None else args.layer
     held = heldout_query_ids(art)
     all_q = ds.queries_for("test")
     pos = {q: i for i, q in enumerate(all_q.ids)}
@@ -442,7 +473,8 @@ def order(args: argparse.Namespace) -> dict[str, Any]:
         orders[f"shuffled{s}"] = np.stack([rng.permutation(d) for _ in range(n)])
     orders = {k: v for k, v in orders.items() if k in args.orders}
     res: dict[str, Any] = {}
-    for name, model in (("zero_shot", args.model), ("finetuned", str(art / "model"))):
+    models = [("zero_shot", args.model)] + ([] if args.zero_shot_only else [("finetuned", str(art / "model"))])
+    for name, model in models:
         llm = TransformersLLM(model=model, device="cpu").use_store(store)
         kw = dict(layer=layer, depth=args.depth, max_doc_tokens=args.doc_tokens, query_tokens=args.query_tokens)
         # without labels nothing in the prompt depends on the order: one run stands for every order (zero-shot
@@ -468,6 +500,7 @@ def order(args: argparse.Namespace) -> dict[str, Any]:
     out_res = {
         "machine": machine_info(["torch", "transformers"]),
         "artifact": art.name,
+        "model": args.model,
         "layer": layer,
         "query_tokens": args.query_tokens,
         "trained_n_docs": spec["negatives"]["n_docs"],
@@ -478,6 +511,10 @@ def order(args: argparse.Namespace) -> dict[str, Any]:
         "results": res,
     }
     key = f"layer{layer}_query_tokens{args.query_tokens} {art.name}"
+    if args.zero_shot_only:  # the artifact gives only the held-out queries (the seeded split of its dataset)
+        key = (
+            f"{args.model} layer{layer}_query_tokens{args.query_tokens} zero-shot on the held-out queries of {art.name}"
+        )
     _merge("order", out_res, key=key if args.permutations == 1 else f"{key} permutations{args.permutations}")
     return out_res
 
@@ -502,8 +539,11 @@ def tables(args: argparse.Namespace) -> None:
     for model, q in data.get("quality", {}).items():
         print(
             f"\n{model} ({q.get('dataset', 'nq-open-oracle-dev')}): {q['heldout_queries']} held-out queries, "
-            f"depth {q['depth']}, layer {q['chosen_layer']}"
+            f"depth {q['depth']}, {q.get('permutations', 1)} order(s), labels {q.get('labels', True)}, "
+            f"layer {q['chosen_layer']}"
         )
+        if q.get("top_from_bm25_rank"):
+            print(f"held-out tops by BM25 rank: {q['top_from_bm25_rank']}")
         print("| | P@1 | nDCG@10 |\n|---|---|---|")
         print(f"| BM25 | {q['bm25']['p@1']:.3f} | {q['bm25']['ndcg@10']:.3f} |")
         print(f"| BM25 >> blockrank | {q['blockrank']['p@1']:.3f} | {q['blockrank']['ndcg@10']:.3f} |")
@@ -542,6 +582,8 @@ def main() -> None:
     q.add_argument("--query-tokens", type=int, default=1)
     q.add_argument("--metric", default="ndcg@10", choices=["p@1", "ndcg@10"])
     q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--permutations", type=int, default=1, help="the stage's permutations (orders averaged)")
+    q.add_argument("--no-labels", action="store_true", help="candidates without [i] labels (order-free prompt)")
     v = sub.add_parser("variants", parents=[common])
     v.add_argument("--queries", type=int, default=40)
     v.add_argument("--depth", type=int, default=20)
@@ -575,6 +617,11 @@ def main() -> None:
     o.add_argument("--doc-tokens", type=int, default=24)
     o.add_argument("--query-tokens", type=int, default=1)
     o.add_argument("--permutations", type=int, default=1, help="the stage's permutations (orders averaged)")
+    o.add_argument(
+        "--zero-shot-only",
+        action="store_true",
+        help="score --model only (with --layer: any model and layer on the artifact's held-out queries)",
+    )
     o.add_argument(
         "--orders",
         nargs="+",
