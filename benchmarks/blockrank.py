@@ -154,9 +154,17 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def _top_from_input_position(input_idx: Any, output_idx: Any, depth: int) -> list[int]:
+    """For each input position, how many queries' reranked top document sat there in the input (candidate rows)."""
+    import numpy as np
+
+    inp, top = np.asarray(input_idx), np.asarray(output_idx)[:, 0]
+    came_from = [int(np.flatnonzero(inp[k] == top[k])[0]) for k in range(len(top))]
+    return np.bincount(came_from, minlength=depth).tolist()
+
+
 # -- quality -------------------------------------------------------------------------------------------------
 def quality(args: argparse.Namespace) -> dict[str, Any]:
-    import numpy as np
 
     from ragopt.data.splits import split_queries
     from ragopt.evaluation import evaluate
@@ -201,9 +209,6 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     metrics = ("p@1", "ndcg@10")
     a = evaluate(held.cut(args.depth).to_run(), hq, metrics).metrics
     b = evaluate(out.cut(args.depth).to_run(), hq, metrics).metrics
-    # label bias shows as a top document that keeps coming from one input position (BM25's rank)
-    top = np.asarray(out.doc_idx)[:, 0]
-    came_from = [int(np.flatnonzero(np.asarray(held.doc_idx)[k] == top[k])[0]) for k in range(len(top))]
     oracle = max(row[args.metric] for row in held_curve.curve)
     res = {
         "machine": machine_info(["torch", "transformers"]),
@@ -222,10 +227,13 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
         "chosen_layer": cal.best_layer,
         "bm25": a,
         "blockrank": b,
-        "top_from_bm25_rank": np.bincount(came_from, minlength=args.depth).tolist(),
+        # label bias shows as a top document that keeps coming from one input position (BM25's rank)
+        "top_from_bm25_rank": _top_from_input_position(held.doc_idx, out.doc_idx, args.depth),
         # calibrate_layers' own diagnostic at the layer it picked (calibration half)
         "calibration_positions": {
-            k: cal.to_dict()[k] for k in ("top_from_position", "top_relevant_from_position", "gold_at_position")
+            "top_from_position": cal.top_from_position,
+            "top_relevant_from_position": cal.top_relevant_from_position,
+            "gold_at_position": cal.gold_at_position,
         },
         "calibration_label_bias": cal.label_bias,
         "heldout_best_layer_in_hindsight": {"layer": held_curve.best_layer, args.metric: oracle},
@@ -490,11 +498,9 @@ def order(args: argparse.Namespace) -> dict[str, Any]:
             i2, s2 = np.take_along_axis(idx, o, 1), np.take_along_axis(sc, o, 1)
             out = st.transform(Batch(base.queries, base.corpus, i2, s2))
             m = evaluate(out.cut(args.depth).to_run(), qrels, ("p@1", "ndcg@10")).metrics
-            top = np.asarray(out.doc_idx)[:, 0]
-            came_from = [int(np.flatnonzero(i2[k] == top[k])[0]) for k in range(n)]
             res[f"{name} {oname}"] = {
                 **{k: round(float(v), 3) for k, v in m.items()},
-                "top_from_input_position": np.bincount(came_from, minlength=d).tolist(),
+                "top_from_input_position": _top_from_input_position(i2, out.doc_idx, d),
             }
             print(name, oname, res[f"{name} {oname}"], file=sys.stderr, flush=True)
     out_res = {

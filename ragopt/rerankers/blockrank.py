@@ -694,7 +694,7 @@ class BlockRankReranker(LLMStage):
         model, _ = self.model()
         layer = self.chosen_layer(model)
         per_head = self.set_head_scores(prompts, [layer], stats)[layer]
-        return per_head[self.heads].mean(axis=0) if self.heads else per_head.mean(axis=0)
+        return _mean_heads(per_head, self.heads)
 
     def orders(self, n: int) -> list[np.ndarray]:
         """The orders a query's ``n`` candidates are scored in (``order[j]``: the candidate at label ``j + 1``): the
@@ -851,6 +851,11 @@ def label_bias(top: Sequence[int], hit: Sequence[int], min_queries: int = 6) -> 
     )
 
 
+def _mean_heads(per_head: np.ndarray, heads: Sequence[int] | None) -> np.ndarray:
+    """Per-candidate scores from per-head scores ``(H, n)``: the mean over ``heads`` (None: every head)."""
+    return per_head[list(heads)].mean(axis=0) if heads else per_head.mean(axis=0)
+
+
 def _metrics(per_query: list[tuple[np.ndarray, np.ndarray, list[float]]]) -> dict[str, float]:
     p1 = [precision_at_1(s, rel) for s, rel, _ in per_query]
     nd = [ndcg_at_k(s, rel, 10, gains) for s, rel, gains in per_query]
@@ -894,7 +899,7 @@ def calibrate_layers(
         raise StageError("calibrate_layers: none of the batch's queries has a judgment in qrels")
 
     def summary(layer: int, heads: list[int] | None) -> dict[str, float]:
-        rows = [(hs[heads].mean(0) if heads else hs.mean(0), rel, g) for hs, rel, g in per_layer[layer]]
+        rows = [(_mean_heads(hs, heads), rel, g) for hs, rel, g in per_layer[layer]]
         return _metrics(rows)
 
     curve = [{"layer": x, **summary(x, None)} for x in layers]
@@ -909,9 +914,20 @@ def calibrate_layers(
             head_curve.append({"heads": single[:m], **summary(best_layer, single[:m])})
         top = max(head_curve, key=lambda row: (row[metric], -len(row["heads"])))
         best_heads = sorted(top["heads"]) if len(top["heads"]) < n_heads else None
-    at_best = [(hs[best_heads].mean(0) if best_heads else hs.mean(0), rel) for hs, rel, _ in per_layer[best_layer]]
+    at_best = [(_mean_heads(hs, best_heads), rel) for hs, rel, _ in per_layer[best_layer]]
     tops, hits, golds = position_counts(at_best)
     bias = label_bias(tops, hits) if stage.labels and stage.permutations == 1 else None
     if bias:
         warnings.warn(f"calibrate_layers: layer {best_layer}: {bias}", UserWarning, stacklevel=2)
-    return LayerCalibration(metric, best_layer, best_heads, curve, head_curve, n_q, tops, golds, hits, bias)
+    return LayerCalibration(
+        metric,
+        best_layer,
+        best_heads,
+        curve,
+        head_curve,
+        n_q,
+        top_from_position=tops,
+        gold_at_position=golds,
+        top_relevant_from_position=hits,
+        label_bias=bias,
+    )
