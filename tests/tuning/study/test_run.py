@@ -21,6 +21,7 @@ from ragopt.errors import ConfigError
 from ragopt.pipeline_io import load_pipeline
 from ragopt.store import ArtifactStore
 from ragopt.tuning.study import PipelineObjective, StudyConfig, run_study
+from ragopt.tuning.study.storage import make_storage
 from ragopt.tuning.tuners.greedy import GreedyTuner
 from ragopt.tuning.tuners.hiermab import HierMABTuner
 from ragopt.tuning.tuners.registry import TUNERS, tuner_names
@@ -147,7 +148,9 @@ def test_kill_9_mid_study_then_resume_loses_nothing(study_dict, data_dir, tmp_pa
     while time.time() < deadline:
         time.sleep(0.3)
         try:
-            study = optuna.load_study(study_name="t", storage=storage)
+            # through make_storage, which retries when the worker is creating the fresh database's schema at the
+            # same moment (raw RDBStorage lost that race once: IntegrityError on alembic_version)
+            study = optuna.load_study(study_name="t", storage=make_storage(storage, heartbeat=None))
         except KeyError:
             continue
         states = [t.state for t in study.trials]
