@@ -9,7 +9,7 @@ runs as an Optuna sampler. The chosen configuration is reported on held-out quer
 * :mod:`~ragopt.tuning.study.config`: :class:`StudyConfig`, :class:`ObjectiveSpec` (parsing, validation);
 * :mod:`~ragopt.tuning.study.objective`: :class:`PipelineObjective`, one trial (fit, run, evaluate, with reuse);
 * :mod:`~ragopt.tuning.study.sampler`: the Optuna sampler of a study (:func:`TunerSampler` for ragopt's tuners);
-* :mod:`~ragopt.tuning.study.storage`: :func:`default_storage`, :func:`make_storage` (heartbeats);
+* :mod:`~ragopt.tuning.study.storage`: :func:`default_storage`, :func:`make_storage` (heartbeats), :func:`fail_orphaned_trials`;
 * :mod:`~ragopt.tuning.study.run`: :func:`run_study`, the run loop (resume, Ctrl-C re-queue);
 * :mod:`~ragopt.tuning.study.summary`: :class:`StudyResult`, ``summary.json``, ``best_pipeline.yaml``, held-out.
 """
@@ -19,7 +19,7 @@ from ragopt.tuning.study.config import ObjectiveSpec, StudyConfig
 from ragopt.tuning.study.objective import FitMemo, PipelineObjective
 from ragopt.tuning.study.run import run_study
 from ragopt.tuning.study.sampler import TunerSampler, study_sampler
-from ragopt.tuning.study.storage import default_storage, make_storage
+from ragopt.tuning.study.storage import default_storage, fail_orphaned_trials, make_storage
 from ragopt.tuning.study.summary import StudyResult
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "TunerSampler",
     "study_sampler",
     "default_storage",
+    "fail_orphaned_trials",
     "make_storage",
     "split_queries",
 ]

@@ -18,7 +18,7 @@ from ragopt.store import ArtifactStore
 from ragopt.tuning.study.config import StudyConfig
 from ragopt.tuning.study.objective import PipelineObjective
 from ragopt.tuning.study.sampler import study_sampler
-from ragopt.tuning.study.storage import default_storage, make_storage
+from ragopt.tuning.study.storage import default_storage, fail_orphaned_trials, make_storage
 from ragopt.tuning.study.summary import StudyResult, summarise
 from ragopt.tuning.tuners.optuna_samplers import starts_from_template
 from ragopt.tuning.tuners.registry import get_tuner
@@ -71,6 +71,8 @@ def run_study(
     if not study.trials and entry.optuna_sampler and starts_from_template(entry.optuna_sampler):
         study.enqueue_trial(defaults)  # start from the template's own configuration
     done = _n_finished(study)
+    if done < n_trials:
+        fail_orphaned_trials(study)  # a worker killed before its first heartbeat left a trial RUNNING for good
     bar = None
     if progress_enabled(progress):
         from tqdm.auto import tqdm  # lazy: importing it costs ~100 ms

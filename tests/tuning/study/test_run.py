@@ -98,6 +98,24 @@ def test_constraint_makes_trials_infeasible(study_dict, tmp_path):
     assert all(t.constraints and list(t.constraints.values())[0] > 0 for t in study.trials)
 
 
+def test_a_trial_left_running_without_a_heartbeat_is_failed_and_rerun_on_resume(study_dict, tmp_path, capsys):
+    """A worker killed before its trial's first heartbeat left the trial RUNNING for good (optuna fails only
+    stale heartbeats): the next run of the study fails it after the grace period and re-runs its parameters."""
+    cfg = StudyConfig.from_dict(study_dict(budget={"trials": 2}))
+    res = run_study(cfg, store=ArtifactStore(tmp_path), progress=False, heartbeat=1, grace=2)
+    study = optuna.load_study(study_name="t", storage=make_storage(res.storage, heartbeat=None))
+    first = study.trials[0]
+    orphan = study.ask(fixed_distributions=first.distributions)  # a trial whose worker then died at once
+    res = run_study(cfg, store=ArtifactStore(tmp_path), n_trials=3, progress=False, heartbeat=1, grace=2)
+    assert res.n_complete == 3
+    after = optuna.load_study(study_name="t", storage=res.storage).trials
+    TS = optuna.trial.TrialState
+    assert after[orphan.number].state == TS.FAIL and TS.RUNNING not in {t.state for t in after}
+    rerun = [t for t in after if t.number > orphan.number and t.state == TS.COMPLETE]
+    assert [t.params for t in rerun] == [orphan.params]  # its configuration, and only it, ran again
+    assert f"trial(s) {orphan.number} of study 't' are RUNNING with no heartbeat" in capsys.readouterr().err
+
+
 def test_joining_a_study_with_another_space_is_refused(study_dict, tmp_path):
     run_study(StudyConfig.from_dict(study_dict(budget={"trials": 1})), store=ArtifactStore(tmp_path), progress=False)
     other = study_dict(

@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+import uuid
+
+import pytest
+
 from ragopt.store import ArtifactStore
-from ragopt.tuning.study import default_storage, make_storage
+from ragopt.tuning.study import default_storage, fail_orphaned_trials, make_storage
 
 
 def test_default_storage_is_an_sqlite_file_in_the_store(tmp_path):
@@ -16,3 +23,46 @@ def test_storages_send_heartbeats_unless_disabled(tmp_path):
     with_hb = make_storage(url, heartbeat=2)
     assert with_hb.get_heartbeat_interval() == 2 and with_hb.grace_period == 6
     assert make_storage(url, heartbeat=None).get_heartbeat_interval() is None
+
+
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_trial_whose_worker_died_before_its_first_heartbeat_is_failed_and_its_parameters_queued_again(
+    tmp_path, backend
+):
+    """Optuna fails only trials whose heartbeat went stale; one that never wrote a heartbeat stayed RUNNING for
+    good. Only a trial without a heartbeat for the whole grace period is failed: one whose first heartbeat comes
+    late (a loaded worker) lives on, as do beating and finished ones."""
+    optuna = pytest.importorskip("optuna")
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    if backend == "postgresql":
+        url = os.environ.get("RAGOPT_TEST_POSTGRES_URL") or pytest.skip("RAGOPT_TEST_POSTGRES_URL not set")
+    storage = make_storage(url, heartbeat=1, grace=2)
+    name = f"orphans-{uuid.uuid4().hex}"  # a PostgreSQL database outlives the test
+    study = optuna.create_study(study_name=name, storage=storage, sampler=optuna.samplers.RandomSampler(seed=0))
+    dead = study.ask()
+    x = dead.suggest_int("x", 0, 10_000)
+    live = study.ask()
+    storage.record_heartbeat(live._trial_id)
+    late = study.ask()
+    first_beat = threading.Timer(0.7, storage.record_heartbeat, args=(late._trial_id,))
+    first_beat.start()
+    finished = study.ask()
+    study.tell(finished, 1.0)
+    said: list[str] = []
+    t0 = time.monotonic()
+    assert fail_orphaned_trials(study, log=said.append) == [dead.number]
+    assert time.monotonic() - t0 >= 2.0  # it watched the dead trial for the whole grace period
+    first_beat.join()
+    state = {t.number: t.state for t in study.get_trials()}
+    TS = optuna.trial.TrialState
+    assert state[dead.number] == TS.FAIL
+    assert (state[live.number], state[late.number], state[finished.number]) == (TS.RUNNING, TS.RUNNING, TS.COMPLETE)
+    assert f"trial(s) {dead.number}" in said[0] and "queued again" in said[-1]
+    again = study.ask()  # the re-queued configuration comes first
+    assert again.suggest_int("x", 0, 10_000) == x
+    # nothing more to do: no wait, no message
+    storage.record_heartbeat(again._trial_id)
+    said.clear()
+    assert fail_orphaned_trials(study, log=said.append) == [] and said == []
+    assert fail_orphaned_trials(optuna.create_study(), log=said.append) == []  # in memory: no heartbeats at all
