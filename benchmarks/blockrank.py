@@ -200,7 +200,7 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     cal = calibrate_layers(st, part(calib_ids), qrels, metric=args.metric)
     t1 = time.perf_counter()
-    held_curve = calibrate_layers(st, part(held_ids), qrels, metric=args.metric)
+    held_curve = calibrate_layers(st, part(held_ids), qrels, metric=args.metric, order_check=False)
     t2 = time.perf_counter()
     held = part(held_ids)
     chosen = st.clone(layer=cal.best_layer).fit(base.corpus, store)
@@ -236,6 +236,10 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
             "gold_at_position": cal.gold_at_position,
         },
         "calibration_label_bias": cal.label_bias,
+        # one order: the chosen layer again with the candidates reversed (same top document? metrics?)
+        "calibration_order_agreement": cal.order_agreement,
+        "calibration_reversed_order": cal.reversed_order,
+        "calibration_order_bias": cal.order_bias,
         "heldout_best_layer_in_hindsight": {"layer": held_curve.best_layer, args.metric: oracle},
         "curve_calibration": cal.curve,
         "curve_heldout": held_curve.curve,

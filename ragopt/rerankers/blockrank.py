@@ -43,7 +43,7 @@ import re
 import threading
 import warnings
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -702,9 +702,11 @@ class BlockRankReranker(LLMStage):
         k = max(1, min(self.permutations, n))
         return [np.roll(np.arange(n), -round(j * n / k)) for j in range(k)]
 
-    def prompt_sets(self, batch: Batch) -> tuple[list[list[int]], list[list[tuple[np.ndarray, _Prompt]]]]:
-        """Every query's reranked candidates (corpus rows) and its prompts, one per order of :meth:`orders`, all
-        checked against the context."""
+    def prompt_sets(
+        self, batch: Batch, orders: Callable[[int], list[np.ndarray]] | None = None
+    ) -> tuple[list[list[int]], list[list[tuple[np.ndarray, _Prompt]]]]:
+        """Every query's reranked candidates (corpus rows) and its prompts, one per order of :meth:`orders` (or of
+        ``orders(n)``), all checked against the context."""
         if batch.doc_idx is None:
             raise StageError("blockrank: the batch has no candidates; put a retriever before it")
         model, tok = self.model()
@@ -714,7 +716,7 @@ class BlockRankReranker(LLMStage):
         rows = sorted({i for h in heads for i in h})
         toks = dict(zip(rows, self._doc_ids(tok, [batch.corpus.text(i, self.with_title) for i in rows])))
         sets = [
-            [(o, self.build_prompt(tok, q, [toks[h[j]] for j in o])) for o in self.orders(len(h))]
+            [(o, self.build_prompt(tok, q, [toks[h[j]] for j in o])) for o in (orders or self.orders)(len(h))]
             for q, h in zip(batch.queries.texts, heads)
         ]
         for ps, qid in zip(sets, batch.queries.ids):
@@ -801,6 +803,13 @@ class LayerCalibration:
     top_relevant_from_position: list[int] = field(default_factory=list)  # of top_from_position, the relevant ones
     #: set when the tops look label-driven (see :func:`label_bias`); also issued as a warning
     label_bias: str | None = None
+    #: one order only (``permutations`` 1): the best layer and heads scored again with every query's candidates
+    #: reversed. ``reversed_order``: its p@1 and nDCG@10; ``order_agreement``: the share of queries whose top
+    #: candidate is the same document in both orders (a layer that reads the documents keeps it)
+    reversed_order: dict[str, float] | None = None
+    order_agreement: float | None = None
+    #: set when the top candidate changes with the order for most queries (see :func:`order_bias`); also a warning
+    order_bias: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -814,6 +823,9 @@ class LayerCalibration:
             "gold_at_position": self.gold_at_position,
             "top_relevant_from_position": self.top_relevant_from_position,
             "label_bias": self.label_bias,
+            "reversed_order": self.reversed_order,
+            "order_agreement": self.order_agreement,
+            "order_bias": self.order_bias,
         }
 
 
@@ -851,6 +863,22 @@ def label_bias(top: Sequence[int], hit: Sequence[int], min_queries: int = 6) -> 
     )
 
 
+def order_bias(same: int, n: int, min_queries: int = 6) -> str | None:
+    """A description of the likely order bias when the top candidate stayed the same document for only ``same`` of
+    ``n`` queries once their candidates were reversed, or None. Relevance belongs to a document, not to where it
+    sits: a layer that reads the documents keeps its top whatever the order, one that reads the positions or the
+    labels moves it with them. Fires when the top changed for more than half of the queries. Unlike
+    :func:`label_bias`, it also sees a pull to ``[1]`` that agrees with a strong first stage (SmolLM2's layer 20 on
+    nq: ``[1]`` first for 20 of 20 queries, relevant for 16)."""
+    if n < min_queries or 2 * same >= n:
+        return None
+    return (
+        f"the top candidate changed for {n - same} of {n} queries when their candidates were reversed: the signal "
+        "follows where the documents sit more than what they say; calibrate with permutations equal to depth "
+        "(every candidate at every position)"
+    )
+
+
 def _mean_heads(per_head: np.ndarray, heads: Sequence[int] | None) -> np.ndarray:
     """Per-candidate scores from per-head scores ``(H, n)``: the mean over ``heads`` (None: every head)."""
     return per_head[list(heads)].mean(axis=0) if heads else per_head.mean(axis=0)
@@ -869,11 +897,16 @@ def calibrate_layers(
     metric: Literal["p@1", "ndcg@10"] = "ndcg@10",
     layers: Sequence[int] | None = None,
     select_heads: bool = False,
+    order_check: bool = True,
 ) -> LayerCalibration:
     """Score every layer's attention signal (the stage's prompt, aggregation, normalisation) on ``batch``'s
     judged queries (first-stage candidates; queries without a judgment are skipped); pick the layer with the best
     mean ``metric`` (ties: the earlier layer). With ``select_heads``, rank the best layer's heads by their own
-    metric and keep the best prefix of that ranking."""
+    metric and keep the best prefix of that ranking.
+
+    With one order (``permutations`` 1) and ``order_check``, the chosen layer and heads are scored once more with
+    each query's candidates reversed (one more prefill a query, to that layer only): a layer picked for agreeing
+    with the first stage's order, not for reading the documents, shows there (:func:`order_bias`)."""
     if metric not in ("p@1", "ndcg@10"):
         raise ConfigError("metric", f"must be 'p@1' or 'ndcg@10', got {metric!r}")
     model, _ = stage.model()
@@ -885,16 +918,17 @@ def calibrate_layers(
     cand, sets = stage.prompt_sets(batch)  # in as many orders as the stage scores (permutations)
     doc_ids = batch.corpus.doc_ids
     per_layer: dict[int, list[tuple[np.ndarray, np.ndarray, list[float]]]] = {x: [] for x in layers}
-    n_q = 0
-    for qid, h, ps in zip(batch.queries.ids, cand, sets):
+    judged_rows: list[int] = []
+    for r, (qid, h, ps) in enumerate(zip(batch.queries.ids, cand, sets)):
         judged = qrels.get(qid)
         if not judged or not h:
             continue
-        n_q += 1
+        judged_rows.append(r)
         rel = np.array([judged.get(doc_ids[i], 0) for i in h], dtype=np.float64)
         gains = [float(g) for g in judged.values() if g > 0]
         for layer, hs in stage.set_head_scores(ps, layers, batch.stats).items():
             per_layer[layer].append((hs, rel, gains))
+    n_q = len(judged_rows)
     if n_q == 0:
         raise StageError("calibrate_layers: none of the batch's queries has a judgment in qrels")
 
@@ -919,6 +953,17 @@ def calibrate_layers(
     bias = label_bias(tops, hits) if stage.labels and stage.permutations == 1 else None
     if bias:
         warnings.warn(f"calibrate_layers: layer {best_layer}: {bias}", UserWarning, stacklevel=2)
+    reversed_order = agreement = moved = None
+    if order_check and stage.permutations == 1:
+        _, back = stage.prompt_sets(batch, orders=lambda n: [np.arange(n)[::-1]])
+        rows, same = [], 0
+        for r, (s_given, rel), (_, _, gains) in zip(judged_rows, at_best, per_layer[best_layer]):
+            s_back = _mean_heads(stage.set_head_scores(back[r], [best_layer], batch.stats)[best_layer], best_heads)
+            same += int(np.argmax(s_back) == np.argmax(s_given))  # both in the given order of candidates
+            rows.append((s_back, rel, gains))
+        reversed_order, agreement, moved = _metrics(rows), same / n_q, order_bias(same, n_q)
+        if moved:
+            warnings.warn(f"calibrate_layers: layer {best_layer}: {moved}", UserWarning, stacklevel=2)
     return LayerCalibration(
         metric,
         best_layer,
@@ -930,4 +975,7 @@ def calibrate_layers(
         gold_at_position=golds,
         top_relevant_from_position=hits,
         label_bias=bias,
+        reversed_order=reversed_order,
+        order_agreement=agreement,
+        order_bias=moved,
     )

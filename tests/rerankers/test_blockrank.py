@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -30,6 +31,7 @@ from ragopt.rerankers.blockrank import (
     attention_pairs,
     calibrate_layers,
     label_bias,
+    order_bias,
     position_counts,
 )
 from ragopt.store import ArtifactStore
@@ -92,9 +94,18 @@ N_DOCS = 5
 DOC_LEN = 6  # words (= tokens) per document: equal lengths, so uniform attention favours no document
 
 
-def _save(folder, family: str, layers: int = 3, max_pos: int = 512, seed: int = 0, planted: int | None = None):
+def _save(
+    folder,
+    family: str,
+    layers: int = 3,
+    max_pos: int = 512,
+    seed: int = 0,
+    planted: int | None = None,
+    planted_token: str = "Ġgold",
+):
     """A tiny causal LM (+ word-level tokenizer) in ``folder``; ``planted``: that layer's heads attend from every
-    query token to the token 'gold' (q/k live on the RoPE pair whose rotation is ~0 at theta 1e9)."""
+    query token to ``planted_token`` ('gold'; '1' is the digit of the label [1], a pure position head) (q/k live on
+    the RoPE pair whose rotation is ~0 at theta 1e9)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -115,7 +126,7 @@ def _save(folder, family: str, layers: int = 3, max_pos: int = 512, seed: int = 
     cfg_file = folder / "tokenizer_config.json"  # a byte-level BPE, whatever the model family's default tokenizer
     cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "tokenizer_class": "GPT2Tokenizer"}))
     vocab = tk.get_vocab()
-    gold = vocab["Ġgold"]
+    gold = vocab[planted_token]
     common = dict(
         vocab_size=len(vocab),
         hidden_size=32,
@@ -167,6 +178,12 @@ def tiny(tmp_path_factory):
         fam: _save(tmp_path_factory.mktemp(f"tiny-{fam}"), fam, planted=2 if fam == "llama" else None)
         for fam in ("llama", "qwen2", "mistral")
     }
+
+
+@pytest.fixture(scope="module")
+def tiny_label(tmp_path_factory):
+    """A llama whose layer 2 attends to the label [1]: it ranks the first candidate first, whatever it says."""
+    return _save(tmp_path_factory.mktemp("tiny-label"), "llama", planted=2, planted_token="1")
 
 
 @pytest.fixture(scope="module")
@@ -420,9 +437,44 @@ def test_calibration_finds_the_planted_layer(tiny, store):
     # the planted layer reads the documents: its tops sit where the relevant candidates sit, no label bias flagged
     assert cal.top_from_position == cal.gold_at_position == cal.top_relevant_from_position
     assert sum(cal.top_from_position) == 6 and cal.label_bias is None
+    # ... and keeps each query's top with the candidates reversed
+    assert cal.order_agreement == 1.0 and cal.reversed_order == {"p@1": 1.0, "ndcg@10": 1.0} and cal.order_bias is None
     assert json.dumps(cal.to_dict())
     with pytest.raises(ConfigError, match="layers"):
         calibrate_layers(st, batch, qrels, layers=[7])
+
+
+def _gold_first(batch, gold):
+    """The batch with each query's gold candidate moved to the front: a first stage that is always right."""
+    idx = np.array([[g] + [i for i in row if i != g] for row, g in zip(batch.doc_idx.tolist(), gold)], np.int64)
+    return Batch(batch.queries, batch.corpus, idx, batch.scores)
+
+
+def test_reversing_the_order_exposes_a_position_head_that_agrees_with_a_strong_first_stage(tiny, tiny_label, store):
+    batch, gold, qrels = docs_corpus(6)
+    batch = _gold_first(batch, gold)
+    st = stage(tiny_label, store, layer=2).fit(batch.corpus, store)
+    with pytest.warns(UserWarning, match="changed for 6 of 6 queries when their candidates were reversed"):
+        cal = calibrate_layers(st, batch, qrels, metric="p@1", layers=[2])
+    # in the given order the label head looks perfect, and the label check cannot tell: every top is relevant
+    assert cal.curve[0]["p@1"] == 1.0 and cal.top_from_position == cal.top_relevant_from_position == [6, 0, 0, 0, 0]
+    assert cal.label_bias is None
+    # reversed, its top is the last candidate for every query: never the gold
+    assert cal.order_agreement == 0.0 and cal.reversed_order["p@1"] == 0.0 and cal.order_bias
+    # the head that reads the documents, on the same batch: same top in both orders, no warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reader = calibrate_layers(stage(tiny["llama"], store).fit(batch.corpus, store), batch, qrels, layers=[2])
+    assert reader.order_agreement == 1.0 and reader.order_bias is None
+    # a stage that scores several orders already averages positions out: no second pass
+    cal = calibrate_layers(stage(tiny_label, store, permutations=2).fit(batch.corpus, store), batch, qrels, layers=[2])
+    assert cal.order_agreement is None and cal.reversed_order is None and cal.order_bias is None
+
+
+def test_order_bias_fires_when_most_tops_move_with_the_order():
+    assert order_bias(0, 20) and "changed for 20 of 20 queries" in order_bias(0, 20)
+    assert order_bias(9, 20) and order_bias(10, 20) is None  # half kept: not flagged
+    assert order_bias(0, 5) is None  # too few queries to tell
 
 
 def test_label_bias_flags_tops_that_pile_up_on_one_label_whatever_the_relevance():
