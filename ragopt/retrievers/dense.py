@@ -117,6 +117,7 @@ class DenseRetriever(Stage):
         """Use an existing index directory after checking it was built for this encoder, index config and
         corpus (ArtifactError otherwise). Needs no embeddings: only the encoder, for queries."""
         store = store if store is not None else ArtifactStore()
+        self.encoder.use_store(store)
         path = Path(path)
         emb_key = store.key("embeddings", self.encoder.embeddings_spec(corpus, self.with_title), EMB_FORMAT)
         manifest = store.open(path).manifest
