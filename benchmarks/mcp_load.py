@@ -11,6 +11,8 @@ this process, so on a small machine they compete with the server for the same co
 ``--compare REF`` also serves the ragopt of git revision REF (``git archive`` into a temporary folder), or of
 a folder REF that holds a ``ragopt`` package (same index store, same tools), and runs every round against both servers in turn, alternating which goes first, so
 the figures compare side by side under the same load (``variant``: ``before`` is REF, ``after`` this tree).
+``--compare-pipeline P`` does the same with this tree serving two pipelines: ``before`` is ``--pipeline``,
+``after`` is P (e.g. a YAML that changes one stage's backend).
 Each run also records the CPU seconds the server process and this client process used, per call.
 """
 
@@ -169,6 +171,11 @@ def main() -> None:
         metavar="REF",
         help="also serve git revision REF (or the ragopt in folder REF) and run each round on both",
     )
+    ap.add_argument(
+        "--compare-pipeline",
+        metavar="P",
+        help="also serve pipeline P (name or YAML) from this tree and run each round on both (before: --pipeline)",
+    )
     ap.add_argument("--repeat", type=int, default=1, help="rounds per client count and server (default: 1)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mcp_load.json"))
     ap.add_argument("--append", action="store_true", help="add these runs to the --out file's")
@@ -189,16 +196,20 @@ def main() -> None:
     token = secrets.token_urlsafe(24)
     runs = []
     with tempfile.TemporaryDirectory(prefix="ragopt-mcp-load-") as tmp:
-        variants = {"after": ROOT}
+        variants = {"after": (ROOT, args.pipeline)}
         if args.compare:
             before = Path(args.compare) if (Path(args.compare) / "ragopt").is_dir() else None
-            variants = {"before": before or checkout(args.compare, Path(tmp) / "before"), "after": ROOT}
+            before = before or checkout(args.compare, Path(tmp) / "before")
+            variants = {"before": (before, args.pipeline), "after": (ROOT, args.pipeline)}
+        elif args.compare_pipeline:
+            variants = {"before": (ROOT, args.pipeline), "after": (ROOT, args.compare_pipeline)}
+        comparing = bool(args.compare or args.compare_pipeline)
         servers: dict[str, tuple] = {}
         try:
-            for name, src in variants.items():
+            for name, (src, pipeline) in variants.items():
                 t0 = time.perf_counter()
                 proc, log, url = start_server(
-                    tools, args.pipeline, token, Path(tmp) / f"server-{name}", args.start_timeout, src
+                    tools, pipeline, token, Path(tmp) / f"server-{name}", args.start_timeout, src
                 )
                 servers[name] = (proc, log, url, round(time.perf_counter() - t0, 2))
                 anyio.run(one_round, url, token, 1, 5, queries, args.k, args.timeout)  # warm-up
@@ -215,8 +226,9 @@ def main() -> None:
                         r.update(
                             pipeline=args.pipeline,
                             tools=Path(tools).name,
-                            variant=name if args.compare else "current",
-                            ref=args.compare if name == "before" else "working tree",
+                            served_pipeline=variants[name][1],
+                            variant=name if comparing else "current",
+                            ref=args.compare if args.compare and name == "before" else "working tree",
                             repeat=rep,
                             loadavg_1min_before=round(load_before[0], 2),
                             loadavg_1min_after=round(os.getloadavg()[0], 2),
@@ -226,7 +238,7 @@ def main() -> None:
                         )
                         runs.append(r)
                         print(
-                            f"{args.pipeline} {r['variant']:>7} {n:>3} clients x {args.requests}: "
+                            f"{variants[name][1]} {r['variant']:>7} {n:>3} clients x {args.requests}: "
                             f"{r['throughput_rps']:.1f} calls/s, p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, "
                             f"errors {r['errors']}, server CPU {r['server_cpu_ms_per_call']:.2f} ms/call, "
                             f"client CPU {r['client_cpu_ms_per_call']:.2f} ms/call, load {load_before[0]:.2f}"

@@ -78,7 +78,9 @@ class Encoder(Component):
     def use_store(self, store: Any) -> Encoder:
         """The artifact store for what the encoder itself builds (e.g. an ONNX export); :meth:`encode_corpus`
         sets it too. Without one, the default store."""
-        self._store = store
+        if store is not getattr(self, "_store", None):
+            self._store = store
+            self._onnx_model = None  # opened from the previous store's export
         return self
 
     def prefix(self, kind: Literal["query", "doc"]) -> str:
@@ -300,6 +302,7 @@ class SentenceTransformerEncoder(Encoder):
         super()._init_runtime()
         self._resolution: tuple[str, Path | None, str, str] | None = None  # (identity, local dir, device, precision)
         self._store: Any = None
+        self._onnx_model: Any = None
 
     # -- model -------------------------------------------------------------------------------
     def _resolved(self) -> tuple[str, Path | None, str, str]:
@@ -388,7 +391,9 @@ class SentenceTransformerEncoder(Encoder):
         key = (str(local) if local is not None else identity, device, "fp32" if self.backend == "onnx" else precision)
         model.max_seq_length = self.max_length or _MODELS[key][1]  # the model object is shared: set every call
         if self.backend == "onnx":
-            return self.onnx_encoder()[0].encode(texts)
+            if self._onnx_model is None:  # opening it verifies the export's checksums: once, not every batch
+                self._onnx_model = self.onnx_encoder()[0]
+            return self._onnx_model.encode(texts)
         with torch.inference_mode():
             vecs = model.encode(
                 texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=False

@@ -81,3 +81,12 @@ def test_tools_ce_is_the_tools_pipeline_fused_with_its_own_reranking():
     cfg = p.to_config()
     set_path(cfg, "stages.0.inputs.1.stages.2.model", "/trained/ce")
     assert cfg["stages"][0]["inputs"][1]["stages"][2]["model"] == "/trained/ce"
+
+
+def test_tools_onnx_is_the_tools_pipeline_with_an_int8_onnx_encoder():
+    tools, fast = load_pipeline("tools").to_config(), load_pipeline("tools_onnx").to_config()
+    encoder = fast["stages"][0]["inputs"][1]["encoder"]
+    assert (encoder.pop("backend"), encoder.pop("precision")) == ("onnx", "int8")
+    tools["stages"][0]["inputs"][1]["encoder"].pop("backend", None)
+    tools["stages"][0]["inputs"][1]["encoder"].pop("precision", None)
+    assert fast == tools  # nothing else differs

@@ -91,7 +91,9 @@ def test_a_model_with_modules_the_backend_cannot_run_is_refused_by_name(tmp_path
 
 @pytest.mark.slow
 def test_cranfield_quality_with_int8_weights(data_dir, tmp_path):
-    """The same window as the torch encoder's cranfield test (reference nDCG@10 0.382)."""
+    """Around the data README's 0.382 for this model (torch and ONNX fp32: 0.3817): int8 weights measured 0.3794
+    with 8-bit weights (VNNI CPUs) and 0.3752 with 7-bit ones (the others), so the window is wider below than the
+    torch test's 0.37-0.40."""
     from ragopt.config import from_config
     from ragopt.evaluation.run import evaluate_pipeline
 
@@ -101,4 +103,4 @@ def test_cranfield_quality_with_int8_weights(data_dir, tmp_path):
         {"type": "dense", "encoder": {"type": "sentence_transformer", "backend": "onnx", "precision": "int8"}}
     )
     report = evaluate_pipeline(pipe, str(data_dir / "cranfield"), store=ArtifactStore(tmp_path), progress=False)
-    assert 0.37 <= report.metrics["ndcg@10"] <= 0.40, report.metrics
+    assert 0.365 <= report.metrics["ndcg@10"] <= 0.40, report.metrics
