@@ -39,6 +39,7 @@ __all__ = [
     "onnx_versions",
     "export_module",
     "open_session",
+    "check_backend",
 ]
 
 OPSET = 17
@@ -175,3 +176,17 @@ def open_session(model_dir: Path, what: str) -> Any:
             "backend",
             f"cannot open the ONNX model {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
         ) from e
+
+
+def check_backend(backend: str, device: str, precision: str, at: str = "") -> None:
+    """The settings a stage with a torch and an onnx backend refuses (ConfigError at ``<at>device`` or
+    ``<at>precision``): onnx on an accelerator or in fp16, int8 on torch."""
+    if backend == "onnx" and device in ("cuda", "mps"):
+        raise ConfigError(
+            f"{at}device",
+            f"backend onnx runs on the CPU; got device {device!r} (use backend torch on an accelerator)",
+        )
+    if backend == "onnx" and precision == "fp16":
+        raise ConfigError(f"{at}precision", "backend onnx runs fp32 or int8 on the CPU, not fp16")
+    if backend == "torch" and precision == "int8":
+        raise ConfigError(f"{at}precision", "int8 runs on the onnx backend: set backend: onnx")

@@ -31,8 +31,10 @@ from typing import Any, Literal
 import numpy as np
 
 from ragopt._imports import require
+from ragopt._onnx import check_backend, onnx_versions, quantization_scheme
 from ragopt._progress import progress_enabled
 from ragopt.config import Component, param
+from ragopt.encoders import onnx_backend as ob
 from ragopt.encoders.models import (
     load_error,
     model_fingerprint,
@@ -274,7 +276,7 @@ class SentenceTransformerEncoder(Encoder):
     precision: Literal["auto", "fp32", "fp16", "int8"] = param(
         "auto",
         doc="auto: fp16 on cuda, fp32 elsewhere; int8 (weights) needs backend onnx: check its retrieval quality "
-        "with benchmarks/dense.py onnx",
+        "with benchmarks/encoder_onnx.py",
     )
     backend: Literal["torch", "onnx"] = param(
         "torch",
@@ -288,15 +290,7 @@ class SentenceTransformerEncoder(Encoder):
     def validate(self, path: str = "") -> None:
         at = f"{path}." if path else ""
         resolve_model(self.model, f"{at}model")
-        if self.backend == "onnx" and self.device in ("cuda", "mps"):
-            raise ConfigError(
-                f"{at}device",
-                f"backend onnx runs on the CPU; got device {self.device!r} (use backend torch on an accelerator)",
-            )
-        if self.backend == "onnx" and self.precision == "fp16":
-            raise ConfigError(f"{at}precision", "backend onnx runs fp32 or int8 on the CPU, not fp16")
-        if self.backend == "torch" and self.precision == "int8":
-            raise ConfigError(f"{at}precision", "int8 runs on the onnx backend: set backend: onnx")
+        check_backend(self.backend, self.device, self.precision, at)
 
     def _init_runtime(self) -> None:
         super()._init_runtime()
@@ -352,20 +346,19 @@ class SentenceTransformerEncoder(Encoder):
         if self.backend != "torch":  # torch keys stay as they were before backends existed
             spec["backend"] = self.backend
             if precision == "int8":  # another quantisation scheme (7- vs 8-bit weights) gives other vectors
-                spec["quantization"] = _onnx().quantization_scheme()
+                spec["quantization"] = quantization_scheme()
         return spec
 
     def onnx_encoder(self, rebuild: bool = False) -> tuple[Any, Any]:
         """Export (once, into the store of :meth:`use_store`) and open the ONNX model: ``(encoder, artifact)``."""
-        ob = _onnx_backend()
         identity, local, _, precision = self._resolved()
         spec = {
             "model": identity if local is None else None,
             "model_fingerprint": model_fingerprint(local) if local is not None else None,
             "precision": precision,
-            **_onnx().onnx_versions("the onnx backend of sentence_transformer"),
+            **onnx_versions("the onnx backend of sentence_transformer"),
         }
-        scheme = _onnx().quantization_scheme() if precision == "int8" else None
+        scheme = quantization_scheme() if precision == "int8" else None
         if scheme is not None:
             spec["quantization"] = scheme
         model = self.load_model()
@@ -399,15 +392,3 @@ class SentenceTransformerEncoder(Encoder):
                 texts, batch_size=len(texts), convert_to_numpy=True, show_progress_bar=False, normalize_embeddings=False
             )
         return np.asarray(vecs, dtype=np.float32)
-
-
-def _onnx() -> Any:
-    from ragopt import _onnx as onnx_common  # lazy: only the onnx backend needs it
-
-    return onnx_common
-
-
-def _onnx_backend() -> Any:
-    from ragopt.encoders import onnx_backend  # lazy: keeps the torch path lean
-
-    return onnx_backend

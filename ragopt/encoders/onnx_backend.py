@@ -9,7 +9,7 @@ per output channel, 8- or 7-bit by CPU: :func:`ragopt._onnx.quantization_scheme`
 Texts are tokenised by the model's own tokenizer exactly as ``SentenceTransformer.encode`` does (its
 ``max_seq_length``, padding to the longest text of the batch); the pooling (mean, CLS or max over the tokens, as
 the model's ``Pooling`` module says) and the model's own ``Normalize`` module are applied in NumPy. So fp32 vectors
-match the torch backend to float rounding. int8 vectors differ slightly; ``benchmarks/dense.py onnx`` measures
+match the torch backend to float rounding. int8 vectors differ slightly; ``benchmarks/encoder_onnx.py`` measures
 retrieval quality and speed of the three side by side. Models with other modules (``Dense`` projections, ...)
 are refused with the list of what is supported.
 

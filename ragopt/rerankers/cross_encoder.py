@@ -33,6 +33,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ragopt._imports import require
+from ragopt._onnx import check_backend
 from ragopt._progress import progress_enabled
 from ragopt.config import param
 from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model, set_precision
@@ -124,15 +125,7 @@ class CrossEncoderReranker(Stage):
 
     def validate(self, path: str = "") -> None:
         at = f"{path}." if path else ""
-        if self.backend == "onnx" and self.device in ("cuda", "mps"):
-            raise ConfigError(
-                f"{at}device",
-                f"backend onnx runs on the CPU; got device {self.device!r} (use backend torch on an accelerator)",
-            )
-        if self.backend == "onnx" and self.precision == "fp16":
-            raise ConfigError(f"{at}precision", "backend onnx runs fp32 or int8 on the CPU, not fp16")
-        if self.backend == "torch" and self.precision == "int8":
-            raise ConfigError(f"{at}precision", "int8 runs on the onnx backend: set backend: onnx")
+        check_backend(self.backend, self.device, self.precision, at)
         resolve_cross_encoder(self.model, f"{at}model")
 
     def _init_runtime(self) -> None:
