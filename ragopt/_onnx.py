@@ -37,6 +37,7 @@ __all__ = [
     "quantization_scheme",
     "quantize_int8",
     "onnx_versions",
+    "export_spec",
     "export_module",
     "open_session",
     "check_backend",
@@ -116,6 +117,19 @@ def onnx_versions(what: str = "the onnx backend") -> dict[str, str]:
         "onnxruntime": onnxruntime.__version__,
         "opset": str(OPSET),
     }
+
+
+def export_spec(
+    model: str | None, fingerprint: str | None, precision: str, what: str
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The artifact key of an ONNX export of a model (its hub id, or its local folder's content ``fingerprint``)
+    in ``precision``, with the exporter versions and, for int8, this machine's :func:`quantization_scheme`; and
+    that scheme (None unless int8)."""
+    scheme = quantization_scheme() if precision == "int8" else None
+    spec = {"model": model, "model_fingerprint": fingerprint, "precision": precision, **onnx_versions(what)}
+    if scheme is not None:
+        spec["quantization"] = scheme
+    return spec, scheme
 
 
 def export_module(

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from ragopt._imports import require
-from ragopt._onnx import check_backend, onnx_versions, quantization_scheme
+from ragopt._onnx import check_backend, export_spec, quantization_scheme
 from ragopt._progress import progress_enabled
 from ragopt.config import Component, param
 from ragopt.encoders import onnx_backend as ob
@@ -80,9 +80,7 @@ class Encoder(Component):
     def use_store(self, store: Any) -> Encoder:
         """The artifact store for what the encoder itself builds (e.g. an ONNX export); :meth:`encode_corpus`
         sets it too. Without one, the default store."""
-        if store is not getattr(self, "_store", None):
-            self._store = store
-            self._onnx_model = None  # opened from the previous store's export
+        self._store = store
         return self
 
     def prefix(self, kind: Literal["query", "doc"]) -> str:
@@ -306,13 +304,21 @@ class SentenceTransformerEncoder(Encoder):
             self._resolution = (identity, local, device, resolve_precision(self.precision, device))
         return self._resolution
 
+    def use_store(self, store: Any) -> SentenceTransformerEncoder:
+        if store is not self._store:
+            self._onnx_model = None  # opened from the previous store's export
+        return super().use_store(store)
+
+    def _model_key(self) -> tuple[str, str, str]:
+        """``(source, device, precision)`` of the torch model in :data:`_MODELS`: fp32 for backend onnx, whose
+        torch model only tokenises and is exported."""
+        identity, local, device, precision = self._resolved()
+        return (str(local) if local is not None else identity, device, "fp32" if self.backend == "onnx" else precision)
+
     def load_model(self) -> Any:
         """The sentence-transformers model (loaded once per process per path, device and precision)."""
-        identity, local, device, precision = self._resolved()
-        source = str(local) if local is not None else identity
-        if self.backend == "onnx":
-            precision = "fp32"  # the torch model tokenises and is exported; ONNX Runtime runs it
-        key = (source, device, precision)
+        key = self._model_key()
+        source, device, precision = key
         if key not in _MODELS:
             SentenceTransformer = require(
                 "sentence_transformers", "dense", "the sentence_transformer encoder"
@@ -321,6 +327,7 @@ class SentenceTransformerEncoder(Encoder):
                 model = SentenceTransformer(source, device=device)
             except Exception as e:  # hub/network/format errors all end here
                 hint = "pass a local model folder (model: /path/to/model) or the packaged alias 'all-MiniLM-L6-v2'"
+                local = self._resolved()[1]
                 raise load_error(self.model, e, "sentence-transformers model", hint if local is None else "") from e
             set_precision(model, precision)
             _MODELS[key] = (model, model.max_seq_length)
@@ -352,15 +359,12 @@ class SentenceTransformerEncoder(Encoder):
     def onnx_encoder(self, rebuild: bool = False) -> tuple[Any, Any]:
         """Export (once, into the store of :meth:`use_store`) and open the ONNX model: ``(encoder, artifact)``."""
         identity, local, _, precision = self._resolved()
-        spec = {
-            "model": identity if local is None else None,
-            "model_fingerprint": model_fingerprint(local) if local is not None else None,
-            "precision": precision,
-            **onnx_versions("the onnx backend of sentence_transformer"),
-        }
-        scheme = quantization_scheme() if precision == "int8" else None
-        if scheme is not None:
-            spec["quantization"] = scheme
+        spec, scheme = export_spec(
+            identity if local is None else None,
+            model_fingerprint(local) if local is not None else None,
+            precision,
+            ob.WHAT,
+        )
         model = self.load_model()
         ob.model_layout(model, self.model)  # refuse an unsupported model before exporting it
         store = self._store if self._store is not None else ArtifactStore()
@@ -380,9 +384,9 @@ class SentenceTransformerEncoder(Encoder):
         import torch
 
         model = self.load_model()
-        identity, local, device, precision = self._resolved()
-        key = (str(local) if local is not None else identity, device, "fp32" if self.backend == "onnx" else precision)
-        model.max_seq_length = self.max_length or _MODELS[key][1]  # the model object is shared: set every call
+        model.max_seq_length = (
+            self.max_length or _MODELS[self._model_key()][1]
+        )  # the model object is shared: set every call
         if self.backend == "onnx":
             if self._onnx_model is None:  # opening it verifies the export's checksums: once, not every batch
                 self._onnx_model = self.onnx_encoder()[0]

@@ -27,12 +27,20 @@ import numpy as np
 from ragopt._onnx import export_module, open_session
 from ragopt.errors import ConfigError
 
-__all__ = ["ARTIFACT_KIND", "FORMAT_VERSION", "POOLING_MODES", "OnnxSentenceEncoder", "export_encoder", "model_layout"]
+__all__ = [
+    "ARTIFACT_KIND",
+    "FORMAT_VERSION",
+    "POOLING_MODES",
+    "WHAT",
+    "OnnxSentenceEncoder",
+    "export_encoder",
+    "model_layout",
+]
 
 ARTIFACT_KIND = "enc-onnx"
 FORMAT_VERSION = 1
 POOLING_MODES = ("mean", "cls", "max")
-_WHAT = "the onnx backend of sentence_transformer"
+WHAT = "the onnx backend of sentence_transformer"
 _SUPPORTED = "Transformer, then Pooling (mean, cls or max), then optionally Normalize"
 
 
@@ -104,7 +112,7 @@ class OnnxSentenceEncoder:
         self.model = model  # for its tokenizer and max_seq_length; its weights are not used
         self.inputs = list(inputs)
         self.pooling, self.normalizes = model_layout(model, name)
-        self.session = open_session(Path(model_dir), _WHAT)
+        self.session = open_session(Path(model_dir), WHAT)
 
     def encode(self, texts: list[str]) -> np.ndarray:
         feats = _tokenize(self.model, texts)

@@ -33,7 +33,7 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 
 from ragopt._imports import require
-from ragopt._onnx import check_backend
+from ragopt._onnx import check_backend, export_spec
 from ragopt._progress import progress_enabled
 from ragopt.config import param
 from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_model, set_precision
@@ -193,16 +193,12 @@ class CrossEncoderReranker(Stage):
         """Export (once, into the artifact store) and open the ONNX model of this cross-encoder: ``(scorer,
         artifact)``."""
         identity, local, _, precision = self._resolved()
-        versions = ob.onnx_versions()
-        spec = {
-            "model": identity if local is None else None,
-            "model_fingerprint": model_fingerprint(local) if local is not None else None,
-            "precision": precision,
-            **versions,
-        }
-        scheme = ob.quantization_scheme() if precision == "int8" else None
-        if scheme is not None:
-            spec["quantization"] = scheme
+        spec, scheme = export_spec(
+            identity if local is None else None,
+            model_fingerprint(local) if local is not None else None,
+            precision,
+            ob.WHAT,
+        )
         base = self._load_torch("cpu", "fp32")
         art = store.get_or_create(
             ob.ARTIFACT_KIND,

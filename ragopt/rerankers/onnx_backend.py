@@ -47,6 +47,7 @@ __all__ = [
     "MODEL_FILE",
     "OPSET",
     "WEIGHT_BITS_ENV",
+    "WHAT",
     "OnnxCrossEncoder",
     "export_onnx",
     "onnx_versions",
@@ -57,7 +58,7 @@ __all__ = [
 
 ARTIFACT_KIND = "ce-onnx"
 FORMAT_VERSION = 3  # 3: 7-bit int8 weights on CPUs without VNNI; 2: int8 weights per output channel; 1: per tensor
-_WHAT = "the onnx backend of cross_encoder"
+WHAT = "the onnx backend of cross_encoder"
 
 
 def export_onnx(
@@ -84,7 +85,7 @@ class OnnxCrossEncoder:
         self.num_labels = cross_encoder.num_labels
         self.max_length = max_length
         self.inputs = list(inputs)
-        self.session = open_session(Path(model_dir), _WHAT)
+        self.session = open_session(Path(model_dir), WHAT)
 
     def predict(self, pairs: Sequence[tuple[str, str]], batch_size: int = 32, sigmoid: bool = False) -> np.ndarray:
         """Scores of ``pairs`` (raw logits, or their sigmoid), in batches of ``batch_size`` in the given order."""
