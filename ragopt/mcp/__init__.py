@@ -6,7 +6,7 @@ reading every tool description in its prompt.
 * :mod:`ragopt.mcp.upstream`: clients of the upstream MCP servers a gateway forwards to;
 * :mod:`ragopt.mcp.server`: the MCP tools, with the official SDK (``pip install 'ragopt[mcp]'``).
 
-CLI: ``ragopt serve-mcp (--tools PATH | --servers CONFIG.yaml) [--pipeline tools] [--transport stdio|http]``.
+CLI: ``ragopt serve-mcp (--tools PATH | --servers CONFIG.yaml) [--pipeline tools_onnx|tools|bm25|...] [--transport stdio|http]``.
 """
 
 from __future__ import annotations

@@ -15,7 +15,8 @@ A servers config (YAML) lists the upstream servers, each a stdio command or a st
     # a server may also set connect_timeout: seconds to start and connect (default: its timeout), e.g. a slow
     # starting stdio server whose calls should still time out quickly
     text: {params: descriptions}     # how tools are indexed (ragopt.mcp.catalog.TextTemplate)
-    pipeline: tools                  # default retrieval pipeline (--pipeline overrides)
+    pipeline: tools                  # retrieval pipeline (--pipeline overrides; default: tools_onnx with the
+                                     # onnx extra, else tools)
 
 :class:`UpstreamPool` keeps one connection per server, each owned by its own supervisor task, so a server
 that dies or hangs fails only its own calls (with an error naming it) and is reconnected on next use.

@@ -149,3 +149,46 @@ def test_http_gateway_subprocess_with_token(tmp_path):
     assert out["add"].content[0].text == "42"
     assert out["bad"].is_error and "'b' is a required property" in out["bad"].content[0].text
     assert not out["after"].is_error and "Oslo" in out["after"].content[0].text
+
+
+def test_default_pipeline_follows_the_onnx_extra(monkeypatch):
+    import importlib.util
+
+    from ragopt.cli.serve_mcp import default_pipeline
+
+    real = importlib.util.find_spec
+    assert default_pipeline() == "tools_onnx"  # the suite installs every extra, onnx among them
+    for missing in ("onnxruntime", "onnx"):
+        monkeypatch.setattr(
+            importlib.util, "find_spec", lambda name, *a, _m=missing: None if name == _m else real(name)
+        )
+        assert default_pipeline() == "tools"
+
+
+@pytest.mark.slow
+def test_http_default_pipeline_is_the_int8_encoder(tmp_path, tools_file):
+    """No --pipeline: the server says it serves tools_onnx, writes the int8 export into its store, and ranks."""
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    proc, log, url = start_http_server(["--tools", str(tools_file)], tmp_path, {**os.environ, **_env(tmp_path)}, 300)
+    try:
+
+        async def go():
+            async with httpx2.AsyncClient(timeout=60) as http:
+                async with Client(streamable_http_client(url, http_client=http), read_timeout_seconds=60) as c:
+                    return [
+                        await c.call_tool("search_tools", {"query": q, "k": 3})
+                        for q in ("is it going to rain in Rome tomorrow", "write to my colleague", "say it in French")
+                    ]
+
+        hits = _run(go)
+    finally:
+        stop_server(proc, log, timeout=15)
+    text = (tmp_path / "server.log").read_text()
+    assert "ragopt serve-mcp: pipeline tools_onnx" in text
+    assert [h.structured_content["tools"][0]["id"] for h in hits] == ["get_weather", "send_email", "translate"]
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "indexes" / "enc-onnx").glob("*/manifest.json")]
+    assert [m["precision"] for m in manifests] == ["int8"]  # one export, int8, written by this server
+    assert manifests[0]["quantization"]["weight_bits"] in (7, 8)
