@@ -5,8 +5,11 @@
 layer runs in attention mode), three ways: ``full`` (plain causal attention over the whole prompt: SDPA with
 is_causal), ``masked`` (block-sparse 4D mask in one pass: same FLOPs as full) and ``blocked`` (instruction once,
 documents in batches over its KV cache, then the query over every block's KV: linear in n; no KV reuse across
-runs). Each (variant, n) runs in a fresh subprocess: wall seconds of the prefill (median of ``--repeats``) and
-peak resident memory above the loaded model (ru_maxrss). The blocked scores are checked against the masked ones.
+runs) and ``flex`` (one pass with torch's FlexAttention and a block mask: only the allowed tiles are computed;
+compiled for the prompt's length padded to a multiple of 256, so the first call of a new length compiles: that call
+is timed apart as ``flex_first_call_s``). Each (variant, n) runs in a fresh subprocess: wall seconds of the prefill
+(median of ``--repeats``) and peak resident memory above the loaded model (ru_maxrss). The blocked and flex scores
+are checked against the masked ones (blocked for n above ``--masked-max``).
 
 ``quality``: BM25 top ``--depth`` on a seeded sample of nq-open-oracle-dev queries, split (seeded) into
 calibration and held-out halves; the per-layer curve (P@1, nDCG@10) on both halves, the layer chosen on the
@@ -14,7 +17,7 @@ calibration half, and on the held-out half BM25 alone vs BM25 >> blockrank at th
 
 Each merges its section into ``benchmarks/results/blockrank.json`` (quality keyed by model).
 
-    python benchmarks/blockrank.py cost [--sizes 10 20 50 100 200] [--doc-tokens 32] [--layer 15]
+    python benchmarks/blockrank.py cost [--sizes 10 20 50 100 200] [--variants full masked blocked flex] [--doc-tokens 32] [--layer 15]
     python benchmarks/blockrank.py quality [--model smollm2-135m-instruct] [--queries 40] [--depth 20] [--permutations K] [--no-labels]
     python benchmarks/blockrank.py variants [--queries 40] [--depth 20]   # aggregation x query tokens x layout
     python benchmarks/blockrank.py finetune [--steps 100] [--n-docs 5] [--aux-weight 0.1] [--queries 30]
@@ -73,9 +76,12 @@ def cost_one(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     ds = _dataset(args.dataset)
-    sparse, prefill = {"full": (False, "masked"), "masked": (True, "masked"), "blocked": (True, "blocked")}[
-        args.variant
-    ]
+    sparse, prefill = {
+        "full": (False, "masked"),
+        "masked": (True, "masked"),
+        "blocked": (True, "blocked"),
+        "flex": (True, "flex"),
+    }[args.variant]
     st = _stage(args, sparse=sparse, prefill=prefill, max_doc_tokens=args.doc_tokens, kv_cache_mb=0, layer=args.layer)
     st.fit(ds.corpus, None)
     _, tok = st.model()
@@ -83,6 +89,11 @@ def cost_one(args: argparse.Namespace) -> dict[str, Any]:
     prompt = st.build_prompt(tok, ds.queries_for("test").texts[0], st._doc_ids(tok, texts))
     layer = st.chosen_layer(st.model()[0])
     st.attend(st.build_prompt(tok, "warm up", st._doc_ids(tok, texts[:2])), [layer])
+    compile_s = None
+    if prefill == "flex":  # compiled for this prompt's padded length first: the compilation is reported apart
+        t0 = time.perf_counter()
+        st.attend(prompt, [layer])
+        compile_s = round(time.perf_counter() - t0, 2)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     times, out = [], None
     for _ in range(args.repeats):
@@ -96,8 +107,10 @@ def cost_one(args: argparse.Namespace) -> dict[str, Any]:
         "n": args.n,
         "tokens": int(sum(prompt.lengths)),
         "seconds": round(float(np.median(times)), 3),
-        "peak_mb_above_model": round((peak - base) / 1024, 1),
+        # flex: the compiling first call already ran this prompt, so ru_maxrss holds its peak: not measured
+        "peak_mb_above_model": None if compile_s is not None else round((peak - base) / 1024, 1),
         "scores": [float(x) for x in scores],
+        **({"first_call_s_with_compile": compile_s} if compile_s is not None else {}),
     }
 
 
@@ -130,6 +143,15 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
             row[f"{v}_peak_mb"] = r["peak_mb_above_model"]
         if "full" in got and "blocked" in got:
             row["speedup_blocked_vs_full"] = round(got["full"]["seconds"] / got["blocked"]["seconds"], 2)
+        if "flex" in got:
+            row["flex_first_call_s"] = got["flex"]["first_call_s_with_compile"]
+            if "full" in got:
+                row["speedup_flex_vs_full"] = round(got["full"]["seconds"] / got["flex"]["seconds"], 2)
+            ref = got.get("masked") or got.get("blocked")
+            if ref is not None:
+                row["flex_max_abs_diff"] = float(
+                    np.max(np.abs(np.array(ref["scores"]) - np.array(got["flex"]["scores"])))
+                )
         if "masked" in got and "blocked" in got:
             row["blocked_equals_masked_max_abs_diff"] = float(
                 np.max(np.abs(np.array(got["masked"]["scores"]) - np.array(got["blocked"]["scores"])))
@@ -535,16 +557,18 @@ def tables(args: argparse.Namespace) -> None:
     if c:
         print(f"model {c['model']}, layer {c['layer']}, {c['doc_tokens']} tokens/doc, {c['threads']} thread(s)\n")
         print(
-            "| n | tokens | full s | masked s | blocked s | full / blocked | full MB | masked MB | blocked MB | max abs diff |"
+            "| n | tokens | full s | masked s | blocked s | flex s | full / blocked | full / flex | flex first call s "
+            "| full MB | masked MB | blocked MB | flex MB | blocked - masked | flex - sparse |"
         )
-        print("|---|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
         for r in c["rows"]:
             g = lambda k: "-" if r.get(k) is None else r[k]
-            diff = r.get("blocked_equals_masked_max_abs_diff")
+            e = lambda k: "-" if r.get(k) is None else f"{r[k]:.1e}"
             print(
-                f"| {r['n']} | {g('tokens')} | {g('full_s')} | {g('masked_s')} | {g('blocked_s')} | "
-                f"{g('speedup_blocked_vs_full')} | {g('full_peak_mb')} | {g('masked_peak_mb')} | "
-                f"{g('blocked_peak_mb')} | {'-' if diff is None else f'{diff:.1e}'} |"
+                f"| {r['n']} | {g('tokens')} | {g('full_s')} | {g('masked_s')} | {g('blocked_s')} | {g('flex_s')} | "
+                f"{g('speedup_blocked_vs_full')} | {g('speedup_flex_vs_full')} | {g('flex_first_call_s')} | "
+                f"{g('full_peak_mb')} | {g('masked_peak_mb')} | {g('blocked_peak_mb')} | {g('flex_peak_mb')} | "
+                f"{e('blocked_equals_masked_max_abs_diff')} | {e('flex_max_abs_diff')} |"
             )
     for model, q in data.get("quality", {}).items():
         print(

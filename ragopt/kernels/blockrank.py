@@ -35,6 +35,7 @@ __all__ = [
     "QUERY_POSITIONS",
     "block_starts",
     "allowed_mask",
+    "tile_pattern",
     "position_ids",
     "max_position",
     "candidates_that_fit",
@@ -73,6 +74,36 @@ def allowed_mask(lengths: Sequence[int], sparse: bool) -> np.ndarray:
     to_instruction = block[None, :] == 0
     from_query = block[:, None] == last
     return causal & (same | to_instruction | from_query)
+
+
+def tile_pattern(lengths: Sequence[int], pad: int, sparse: bool, tile: int) -> tuple[np.ndarray, np.ndarray]:
+    """The pattern at the granularity of ``tile x tile`` (query, key) tiles, for a kernel that skips tiles
+    (FlexAttention's block mask): ``(some, every)``, booleans of ``(T_p / tile, T_p / tile)`` where ``T_p = T + pad``
+    (a multiple of ``tile``). ``some[i, j]``: tile ``(i, j)`` holds an allowed pair (exact); ``every[i, j]``: every
+    pair of the tile is allowed (where that follows from block ids alone; a tile marked ``some`` and not ``every``
+    is computed with the token mask, so this side may only err towards False). The ``pad`` tokens after the query
+    form one more block that attends causally to itself and to the instruction; no real token attends to them.
+    Costs ``O((T_p / tile)^2)``, not ``O(T^2)``: a block id is non-decreasing along the sequence and no block is
+    empty, so a tile holds every block id between its first and its last token's."""
+    _check(lengths)
+    t = int(sum(lengths)) + int(pad)
+    if pad < 0 or t % tile:
+        raise ConfigError("pad", f"T + pad must be a multiple of the tile {tile}, got T = {t - pad}, pad = {pad}")
+    nt = t // tile
+    lower = np.tri(nt, k=-1, dtype=bool)  # key tile wholly before the query tile: causality holds for every pair
+    some, every = lower | np.eye(nt, dtype=bool), lower.copy()  # a diagonal tile holds its own diagonal
+    if not sparse:
+        return some, every
+    block = np.repeat(np.arange(len(lengths) + 1), [*(int(n) for n in lengths), int(pad)])
+    first, last = block[::tile], block[tile - 1 :: tile]
+    q_first, q_last, k_first, k_last = first[:, None], last[:, None], first[None, :], last[None, :]
+    query = len(lengths) - 1
+    sees_all = (q_first <= query) & (query <= q_last)  # the tile holds query tokens
+    overlap = np.maximum(q_first, k_first) <= np.minimum(q_last, k_last)  # a block on both sides
+    some &= (k_first == 0) | sees_all | overlap | np.eye(nt, dtype=bool)
+    one_block = (q_first == q_last) & (k_first == k_last) & (q_first == k_first)
+    every &= (k_last == 0) | ((q_first == query) & (q_last == query)) | one_block
+    return some, every
 
 
 def position_ids(lengths: Sequence[int], sparse: bool, query_position: str = "after_longest") -> np.ndarray:

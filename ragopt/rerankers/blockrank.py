@@ -15,11 +15,16 @@ aggregated over a block by ``aggregation`` (sum: the paper's). No decoding, and 
 ``mode: decode`` generates the id of the best document after the same prefill (for comparison): that document goes
 first, the others keep their order.
 
-Two prefills give the same numbers (tested): ``masked`` runs the whole prompt in one forward pass with a 4D mask
+Three prefills give the same numbers (tested): ``masked`` runs the whole prompt in one forward pass with a 4D mask
 (its cost is that of full attention: SDPA over a dense mask skips no work), ``blocked`` runs the instruction once,
 then the document blocks in batches over the instruction's key/value cache, then the query over all blocks'
-keys and values: cost linear in the number of documents. ``sparse: false`` is plain causal attention over the
-same tokens (the full-attention baseline).
+keys and values: cost linear in the number of documents. ``flex`` is one pass like ``masked`` through torch's
+FlexAttention with a block mask of the pattern (built from block ids tile by tile, never as a T x T mask): tiles
+of query-key pairs (``FLEX_TILE``: 32 x 32 on the CPU) that the pattern leaves out are skipped, so its attention
+cost grows with the allowed pairs, not with the square of the prompt; it is compiled
+(``torch.compile``; on the CPU with a C++ compiler, for static shapes, so a prompt is padded to a multiple of
+``FLEX_PAD`` tokens that nothing real attends to) and gives the same numbers within float rounding (tested).
+``sparse: false`` is plain causal attention over the same tokens (the full-attention baseline).
 
 The chosen layer's attention is computed from the query and key states the model hands its attention function
 (post-RoPE, exactly as eager attention computes it), through a transformers attention function registered as
@@ -62,6 +67,7 @@ from ragopt.kernels.blockrank import (
     ndcg_at_k,
     position_ids,
     precision_at_1,
+    tile_pattern,
 )
 from ragopt.kernels.topk import splice_head
 from ragopt.llm.stage import LLMStage
@@ -121,12 +127,89 @@ class _Capture:
     rows: int  # the last `rows` query positions of the pass
     base: str = "sdpa"
     allowed_rows: Any = None  # bool (rows, keys) mask of the captured rows when the pass runs without a mask
+    block_mask: Any = None  # a FlexAttention BlockMask: every layer's attention runs through flex_attention
+    pad: int = 0  # padding tokens at the end of the pass (flex), left out of the captured rows and keys
     out: dict[int, Any] = field(default_factory=dict)
 
 
 _LOCAL = threading.local()
 _MODEL_LOCK = threading.RLock()
 _REGISTERED = False
+#: the flex prefill pads a prompt to a multiple of this many tokens: the compiled kernel is specialised to a length
+FLEX_PAD = 256
+#: FlexAttention's tile (query and key tokens) by device type: on the CPU 32 skips more of the pattern's empty
+#: area than the default 128 and ran 1.9x faster a layer (SmolLM2, 100 documents of 36 tokens, benchmarks/
+#: BLOCKRANK.md); elsewhere the kernel's default, which its GPU code is written for
+FLEX_TILE = {"cpu": 32}
+_FLEX: dict[str, Any] = {}
+
+
+def _flex_attention() -> Any:
+    """torch's ``flex_attention``, compiled once per process (uncompiled it is a dense reference, no faster than
+    SDPA). Shapes are static (the CPU's inductor backend fails on dynamic ones here), so each padded length is one
+    compilation; the recompile limit is raised to 64 for that."""
+    fn = _FLEX.get("fn")
+    if fn is None:
+        import torch
+        import torch._dynamo
+        from torch.nn.attention.flex_attention import flex_attention
+
+        cfg = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if isinstance(getattr(cfg, name, None), int):
+                setattr(cfg, name, max(getattr(cfg, name), 64))
+        fn = _FLEX["fn"] = torch.compile(flex_attention, dynamic=False)
+    return fn
+
+
+def flex_block_ids(lengths: Sequence[int], pad: int) -> np.ndarray:
+    """The block of every token of a flex pass: 0 the instruction, 1..n the documents, n + 1 the query, n + 2 the
+    padding (which attends causally to itself only, and which no real token attends to)."""
+    return np.repeat(np.arange(len(lengths) + 1), [*(int(n) for n in lengths), int(pad)])
+
+
+def flex_block_mask(lengths: Sequence[int], pad: int, sparse: bool, device: Any) -> Any:
+    """FlexAttention's ``BlockMask`` of the pattern over ``lengths`` + ``pad`` tokens, built from the tile pattern
+    (:func:`ragopt.kernels.blockrank.tile_pattern`, ``O(tiles^2)``) instead of by evaluating the mask at every
+    token pair as ``create_block_mask`` does (0.66 s a prompt at 200 documents on the CPU); the token mask
+    (:func:`flex_mask_mod`) is applied inside the tiles that are neither empty nor wholly allowed. Same mask as
+    ``create_block_mask`` gives (tested)."""
+    import torch
+    from torch.nn.attention.flex_attention import BlockMask
+
+    tile = FLEX_TILE.get(torch.device(device).type, 128)
+    some, every = tile_pattern(lengths, pad, sparse, tile)
+
+    def kv_blocks(grid: np.ndarray) -> tuple[Any, Any]:  # per query tile: how many key tiles, which first
+        order = np.argsort(~grid, axis=1, kind="stable")
+        num = torch.as_tensor(grid.sum(axis=1), dtype=torch.int32, device=device)
+        return num[None, None], torch.as_tensor(order, dtype=torch.int32, device=device)[None, None]
+
+    t = int(sum(lengths)) + int(pad)
+    block = torch.as_tensor(flex_block_ids(lengths, pad), device=device)
+    return BlockMask.from_kv_blocks(
+        *kv_blocks(some & ~every),
+        *kv_blocks(every),
+        BLOCK_SIZE=tile,
+        mask_mod=flex_mask_mod(block, len(lengths) - 1, sparse),
+        seq_lengths=(t, t),
+    )
+
+
+def flex_mask_mod(block: Any, query_block: int, sparse: bool) -> Callable[..., Any]:
+    """FlexAttention's ``mask_mod`` of the pattern over tokens of ``block`` (a tensor of :func:`flex_block_ids`):
+    causal; with ``sparse``, a token also needs the key in its own block, in the instruction (block 0), or to be
+    a token of ``query_block`` (the last real block: ``len(lengths) - 1``, whether or not padding follows it).
+    Equals :func:`ragopt.kernels.blockrank.allowed_mask` on the real tokens (tested)."""
+
+    def causal(b: Any, h: Any, q: Any, k: Any) -> Any:
+        return k <= q
+
+    def blocks(b: Any, h: Any, q: Any, k: Any) -> Any:
+        bq, bk = block[q], block[k]
+        return (k <= q) & ((bq == bk) | (bk == 0) | (bq == query_block))
+
+    return blocks if sparse else causal
 
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
@@ -137,7 +220,12 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     cap: _Capture | None = getattr(_LOCAL, "capture", None)
     base = cap.base if cap is not None else "sdpa"
     mask = attention_mask
-    if base == "eager":
+    if cap is not None and cap.block_mask is not None:
+        scale = kwargs.get("scaling", module.scaling)
+        gqa = key.shape[1] != query.shape[1]
+        o = _flex_attention()(query, key, value, block_mask=cap.block_mask, scale=scale, enable_gqa=gqa)
+        out = (o.transpose(1, 2).contiguous(), None)
+    elif base == "eager":
         if mask is None and query.shape[2] > 1:  # eager has no is_causal: spell the causal mask out
             q_len, k_len = query.shape[2], key.shape[2]
             mask = torch.ones((q_len, k_len), dtype=torch.bool, device=query.device).tril(k_len - q_len)[None, None]
@@ -149,9 +237,10 @@ def _attention(module, query, key, value, attention_mask, **kwargs):
     else:
         out = sdpa_attention_forward(module, query, key, value, mask, **kwargs)
     if cap is not None and getattr(module, "layer_idx", None) in cap.layers:
-        r = min(cap.rows, query.shape[2])
-        q = query[:, :, -r:, :].float()
-        k = key.float()
+        end = query.shape[2] - cap.pad
+        r = min(cap.rows, end)
+        q = query[:, :, end - r : end, :].float()
+        k = key[:, :, : key.shape[2] - cap.pad].float()
         if k.shape[1] != q.shape[1]:
             k = k.repeat_interleave(q.shape[1] // k.shape[1], dim=1)
         logits = torch.matmul(q, k.transpose(-1, -2)) * kwargs.get("scaling", module.scaling)
@@ -317,10 +406,11 @@ class BlockRankReranker(LLMStage):
     depth: int = param(20, doc="candidates reranked per query (one prompt); the rest keep their order below", ge=1)
     max_doc_tokens: int = param(128, doc="tokens kept of each candidate's text", ge=1)
     sparse: bool = param(True, doc="block-sparse attention (documents see the instruction and themselves only)")
-    prefill: Literal["blocked", "masked"] = param(
+    prefill: Literal["blocked", "masked", "flex"] = param(
         "blocked",
         doc="blocked: documents run over the instruction's KV cache, then the query over all (linear cost); "
-        "masked: one pass with a 4D mask (same numbers, full cost)",
+        "masked: one pass with a 4D mask (same numbers, full cost); flex: one pass through FlexAttention with a "
+        "block mask (masked tiles skipped; compiled, needs torch >= 2.5; decode mode prefills as masked)",
     )
     query_position: Literal["after_longest", "after_all"] = param(
         "after_longest",
@@ -381,6 +471,15 @@ class BlockRankReranker(LLMStage):
         """``(model, tokenizer)``, checked: family, layer, heads, checkpoint layout."""
         require("torch", "llm", "the blockrank reranker")
         self.validate()
+        if self.prefill == "flex":
+            try:
+                import torch.nn.attention.flex_attention
+            except ImportError:
+                import torch
+
+                raise ConfigError(
+                    "prefill", f"flex needs FlexAttention (torch >= 2.5), this is torch {torch.__version__}"
+                ) from None
         model, tok = self.llm.load()
         if not self._checked:
             self.check_model(model)
@@ -484,9 +583,37 @@ class BlockRankReranker(LLMStage):
         cap = _Capture(frozenset(layers), rows)
         if self.sparse and self.prefill == "blocked":
             self._blocked(model, prompt, cap, max(layers), stats)
+        elif self.prefill == "flex":
+            self._flex(model, prompt, cap, max(layers))
         else:
             self._masked(model, prompt, cap, max(layers))
         return {layer: cap.out[layer] for layer in layers}
+
+    def _flex(self, model: Any, prompt: _Prompt, cap: _Capture, upto: int) -> None:
+        """One forward pass through FlexAttention (attention mode), the prompt padded to a multiple of FLEX_PAD."""
+        import torch
+
+        lengths = prompt.lengths
+        t = sum(lengths)
+        pad = -t % FLEX_PAD
+        dev = model.device
+        pos = position_ids(lengths, self.sparse, self.query_position)
+        pos = np.concatenate([pos, np.full(pad, pos[-1], dtype=pos.dtype)])
+        ids = torch.tensor([prompt.ids + [0] * pad], dtype=torch.long, device=dev)
+        cap.block_mask = flex_block_mask(lengths, pad, self.sparse, dev)
+        cap.pad = pad
+        cap.allowed_rows = torch.ones((cap.rows, t), dtype=torch.bool).tril(t - cap.rows)  # query rows see all before
+        kw = {"input_ids": ids, "position_ids": torch.as_tensor(pos, device=dev)[None], "attention_mask": None}
+        try:
+            with torch.inference_mode(), _hooked(model, cap, upto):
+                model(**kw, use_cache=False, logits_to_keep=1)
+        except Exception as e:  # torch.compile's failures (no C++ compiler, a backend bug) come from these modules
+            if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
+                raise
+            raise StageError(
+                f"blockrank: prefill flex could not compile FlexAttention on {dev} ({type(e).__name__}: "
+                f"{str(e).strip().splitlines()[0][:300]}); use prefill: blocked (same scores, linear cost)"
+            ) from None
 
     def _masked(self, model: Any, prompt: _Prompt, cap: _Capture | None, upto: int | None) -> Any:
         """One forward pass over the whole prompt (the 4D mask with sparse on; plain causal attention off)."""

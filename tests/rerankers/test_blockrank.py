@@ -20,16 +20,21 @@ from ragopt.kernels.blockrank import (
     max_position,
     ndcg_at_k,
     position_ids,
+    tile_pattern,
 )
 from ragopt.llm.scripted import ScriptedLLM
 from ragopt.llm.transformers_backend import TransformersLLM
 from ragopt.rerankers.blockrank import (
+    FLEX_PAD,
     INSTRUCTION,
     LAYOUT_FILE,
     QUESTION,
     BlockRankReranker,
     attention_pairs,
     calibrate_layers,
+    flex_block_ids,
+    flex_block_mask,
+    flex_mask_mod,
     label_bias,
     order_bias,
     position_counts,
@@ -305,6 +310,128 @@ def test_sparse_blocked_and_masked_equal_eager_with_the_4d_mask(tiny, store, fam
         np.testing.assert_allclose(st.clone(normalize="all", query_tokens=3).scores(prompts[0]), want_all, rtol=1e-5)
     full = stage(tiny[family], store, sparse=False, **kw).fit(batch.corpus, store)
     assert not np.allclose(full.scores(prompts[0]), want, rtol=1e-4)  # the pattern does change the numbers
+
+
+@pytest.mark.parametrize("pad", [5, 0])  # 0: a prompt whose length is already a multiple of FLEX_PAD
+def test_flex_mask_mod_is_the_pattern_and_padding_is_unseen(pad):
+    lengths = [3, 2, 4, 2]
+    t = sum(lengths)
+    block = torch.as_tensor(flex_block_ids(lengths, pad))
+    assert block.tolist() == [0] * 3 + [1] * 2 + [2] * 4 + [3] * 2 + [4] * pad
+    q, k = torch.arange(t + pad)[:, None], torch.arange(t + pad)[None, :]
+    for sparse in (True, False):
+        grid = flex_mask_mod(block, len(lengths) - 1, sparse)(0, 0, q, k).numpy()
+        assert (grid[:t, :t] == allowed_mask(lengths, sparse)).all()
+        assert not grid[:t, t:].any()  # no real token attends to the padding
+        assert grid[t:, t:].diagonal().all()  # every padding row has a key: no empty softmax
+
+
+def _padded_mask(lengths, pad, sparse):
+    """The token mask over lengths + pad from allowed_mask: padding attends causally to itself and the instruction."""
+    t = sum(lengths)
+    dense = np.zeros((t + pad, t + pad), bool)
+    dense[:t, :t] = allowed_mask(lengths, sparse)
+    dense[t:, t:] = np.tril(np.ones((pad, pad), bool))
+    dense[t:, : lengths[0] if sparse else t] = True
+    return dense
+
+
+def test_tile_pattern_is_the_token_mask_at_tile_granularity():
+    """`some` is exactly "the tile holds an allowed pair", `every` never claims a tile with a masked pair, on
+    random layouts (the token mask is allowed_mask's, padded)."""
+    rng = np.random.default_rng(0)
+    exact_every = 0
+    for _ in range(200):
+        lengths = [int(x) for x in rng.integers(1, 40, size=int(rng.integers(2, 14)))]
+        tile = int(rng.choice([1, 4, 8, 32]))
+        pad = -sum(lengths) % tile + tile * int(rng.integers(0, 3))
+        for sparse in (True, False):
+            some, every = tile_pattern(lengths, pad, sparse, tile)
+            n = (sum(lengths) + pad) // tile
+            grid = _padded_mask(lengths, pad, sparse).reshape(n, tile, n, tile)
+            assert (some == grid.any(axis=(1, 3))).all()
+            assert not (every & ~grid.all(axis=(1, 3))).any()
+            exact_every += int((every == grid.all(axis=(1, 3))).all())
+    assert exact_every > 100  # not everything left to the token mask
+    some, every = tile_pattern([32] * 2 + [32] * 4, 0, True, 32)  # one block a tile: the pattern itself
+    assert (some == allowed_mask([1] * 6, True)).all() and (every == np.tri(6, k=-1, dtype=bool) & some).all()
+    with pytest.raises(ConfigError, match="multiple of the tile"):
+        tile_pattern([3, 4, 2], 1, True, 8)
+
+
+@pytest.mark.parametrize("sparse", [True, False])
+def test_flex_block_mask_equals_torch_create_block_mask(sparse):
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    rng, found = np.random.default_rng(1), []
+    for _ in range(10):
+        lengths = [int(x) for x in rng.integers(1, 60, size=int(rng.integers(2, 30)))]
+        t = sum(lengths)
+        pad = -t % FLEX_PAD
+        mine = flex_block_mask(lengths, pad, sparse, "cpu")
+        mod = flex_mask_mod(torch.as_tensor(flex_block_ids(lengths, pad)), len(lengths) - 1, sparse)
+        ref = create_block_mask(mod, None, None, t + pad, t + pad, device="cpu", BLOCK_SIZE=mine.BLOCK_SIZE)
+        assert torch.equal(mine.to_dense(), ref.to_dense())  # the same tiles computed
+        # tiles computed without the token mask: only ones torch also finds wholly allowed, and most of them
+        assert (_full_tiles(mine) <= _full_tiles(ref)).all()
+        found += [_full_tiles(mine).sum(), _full_tiles(ref).sum()]
+    found = np.array(found)
+    assert found[0::2].sum() >= 0.5 * found[1::2].sum() > 0
+
+
+def _full_tiles(bm):
+    num, idx = bm.full_kv_num_blocks[0, 0].numpy(), bm.full_kv_indices[0, 0].numpy()
+    out = np.zeros((len(num), idx.shape[1]), bool)
+    for i, k in enumerate(num):
+        out[i, idx[i, :k]] = True
+    return out
+
+
+def test_flex_prefill_errors_name_the_cause_and_the_way_out(tiny, store, monkeypatch):
+    """No FlexAttention in this torch: a config error on `prefill` before loading; a compilation failure (no C++
+    compiler, a backend bug): a stage error that says so and names prefill blocked."""
+    import sys
+
+    import ragopt.rerankers.blockrank as br
+
+    batch, _, _ = docs_corpus(1)
+    st = stage(tiny["llama"], store, prefill="flex", layer=2, kv_cache_mb=0).fit(batch.corpus, store)
+    _, prompts = st.prompts(batch)
+    with monkeypatch.context() as m:
+        m.setitem(sys.modules, "torch.nn.attention.flex_attention", None)  # import fails, as in torch < 2.5
+        with pytest.raises(ConfigError, match=r"prefill.*FlexAttention \(torch >= 2.5\)"):
+            st.clone().scores(prompts[0])
+
+    class InductorError(RuntimeError):  # stands for torch._inductor's failures (e.g. CppCompileError)
+        __module__ = "torch._inductor.exc"
+
+    def broken(*a, **k):
+        raise InductorError("C++ compile error\ncc1plus: fatal error")
+
+    monkeypatch.setattr(br, "_flex_attention", lambda: broken)
+    with pytest.raises(
+        StageError, match=r"prefill flex could not compile .*InductorError: C\+\+ compile error.*prefill: blocked"
+    ):
+        st.scores(prompts[0])
+    monkeypatch.setattr(br, "_flex_attention", lambda: lambda *a, **k: 1 / 0)  # other errors are not hidden
+    with pytest.raises(ZeroDivisionError):
+        st.scores(prompts[0])
+
+
+@pytest.mark.parametrize("family", ["llama", "qwen2"])
+@pytest.mark.parametrize("sparse", [True, False])
+def test_flex_prefill_equals_eager(tiny, store, family, sparse):
+    """FlexAttention (compiled, the prompt padded to FLEX_PAD) gives eager attention's scores, block-sparse and full."""
+    batch, _, _ = docs_corpus(2)
+    kw = dict(layer=2, chat=True, kv_cache_mb=0, query_tokens=0, sparse=sparse)
+    flex = stage(tiny[family], store, prefill="flex", **kw).fit(batch.corpus, store)
+    _, prompts = flex.prompts(batch)
+    assert sum(prompts[0].lengths) % FLEX_PAD != 0  # the pass is padded
+    for p in prompts:
+        want, _ = reference_scores(tiny[family], p, 2, sparse=sparse)
+        np.testing.assert_allclose(flex.scores(p), want, rtol=1e-4, atol=1e-6)
+    want_all, _ = reference_scores(tiny[family], prompts[0], 2, sparse, rows=3, norm="all")
+    np.testing.assert_allclose(flex.clone(normalize="all", query_tokens=3).scores(prompts[0]), want_all, rtol=1e-4)
 
 
 def test_document_block_does_not_see_other_documents(tiny, store):
@@ -626,3 +753,5 @@ def test_smollm2_on_nq_open(smollm2, session_store):
     _, prompts = st.prompts(base)
     masked = st.clone(prefill="masked").fit(base.corpus, session_store)
     np.testing.assert_allclose(st.scores(prompts[0]), masked.scores(prompts[0]), rtol=1e-3, atol=1e-5)
+    flex = st.clone(prefill="flex").fit(base.corpus, session_store)  # and so does FlexAttention, compiled
+    np.testing.assert_allclose(flex.scores(prompts[0]), masked.scores(prompts[0]), rtol=1e-3, atol=1e-5)
