@@ -570,6 +570,32 @@ def tables(args: argparse.Namespace) -> None:
                 f"{g('full_peak_mb')} | {g('masked_peak_mb')} | {g('blocked_peak_mb')} | {g('flex_peak_mb')} | "
                 f"{e('blocked_equals_masked_max_abs_diff')} | {e('flex_max_abs_diff')} |"
             )
+    gc = data.get("gpu_cost")
+    if gc:  # benchmarks/blockrank_gpu.py: a random model of a real size on a GPU
+        print(
+            f"\nGPU: {gc['device_name']}, {gc['arch']} shapes (random weights), layer {gc['layer']}, {gc['dtype']}, "
+            f"{gc['doc_tokens']} tokens/doc, median of {gc['repeats']}"
+            + (f"; stopped: {gc['stopped']}" if gc.get("stopped") else "")
+            + "\n"
+        )
+        cols = ["full", "masked", "blocked", "flex"]
+        print(
+            "| n | tokens | "
+            + " | ".join(f"{c} s" for c in cols)
+            + " | full / blocked | full / flex | flex first call s | "
+            + " | ".join(f"{c} GB" for c in cols)
+            + " |"
+        )
+        print("|---" * (5 + 2 * len(cols)) + "|")
+        for r in gc["rows"]:
+            g = lambda k: "-" if r.get(k) is None else r[k]
+            print(
+                f"| {r['n']} | {g('tokens')} | "
+                + " | ".join(str(g(f"{c}_s")) if f"{c}_error" not in r else "error" for c in cols)
+                + f" | {g('full_over_blocked')} | {g('full_over_flex')} | {g('flex_first_call_s')} | "
+                + " | ".join(str(g(f"{c}_peak_gb")) for c in cols)
+                + " |"
+            )
     for model, q in data.get("quality", {}).items():
         print(
             f"\n{model} ({q.get('dataset', 'nq-open-oracle-dev')}): {q['heldout_queries']} held-out queries, "
