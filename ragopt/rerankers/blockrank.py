@@ -56,7 +56,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from ragopt._imports import require
+from ragopt._imports import optional, require
 from ragopt.config import param
 from ragopt.errors import ConfigError, StageError
 from ragopt.kernels.blockrank import (
@@ -471,15 +471,10 @@ class BlockRankReranker(LLMStage):
         """``(model, tokenizer)``, checked: family, layer, heads, checkpoint layout."""
         require("torch", "llm", "the blockrank reranker")
         self.validate()
-        if self.prefill == "flex":
-            try:
-                import torch.nn.attention.flex_attention
-            except ImportError:
-                import torch
+        if self.prefill == "flex" and optional("torch.nn.attention.flex_attention") is None:
+            import torch
 
-                raise ConfigError(
-                    "prefill", f"flex needs FlexAttention (torch >= 2.5), this is torch {torch.__version__}"
-                ) from None
+            raise ConfigError("prefill", f"flex needs FlexAttention (torch >= 2.5), this is torch {torch.__version__}")
         model, tok = self.llm.load()
         if not self._checked:
             self.check_model(model)
