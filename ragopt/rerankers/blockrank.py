@@ -164,7 +164,7 @@ def _flex_attention() -> Any:
 
 def flex_block_ids(lengths: Sequence[int], pad: int) -> np.ndarray:
     """The block of every token of a flex pass: 0 the instruction, 1..n the documents, n + 1 the query, n + 2 the
-    padding (which attends causally to itself only, and which no real token attends to)."""
+    padding (which no real token attends to; with ``sparse`` it sees the instruction and, causally, itself)."""
     return np.repeat(np.arange(len(lengths) + 1), [*(int(n) for n in lengths), int(pad)])
 
 
