@@ -46,6 +46,9 @@ DATA = ROOT.parent / "shared" / "data"
 
 from benchmarks._common import load, machine_info, merge_result
 
+#: the cost variants: (sparse, prefill) of the stage (also benchmarks/blockrank_gpu.py's)
+VARIANTS = {"full": (False, "masked"), "masked": (True, "masked"), "blocked": (True, "blocked"), "flex": (True, "flex")}
+
 
 def _merge(section: str, value: Any, key: str | None = None) -> None:
     merge_result(RESULTS, section, value, key)
@@ -76,12 +79,7 @@ def cost_one(args: argparse.Namespace) -> dict[str, Any]:
     import numpy as np
 
     ds = _dataset(args.dataset)
-    sparse, prefill = {
-        "full": (False, "masked"),
-        "masked": (True, "masked"),
-        "blocked": (True, "blocked"),
-        "flex": (True, "flex"),
-    }[args.variant]
+    sparse, prefill = VARIANTS[args.variant]
     st = _stage(args, sparse=sparse, prefill=prefill, max_doc_tokens=args.doc_tokens, kv_cache_mb=0, layer=args.layer)
     st.fit(ds.corpus, None)
     _, tok = st.model()
@@ -114,8 +112,14 @@ def cost_one(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def cost(args: argparse.Namespace) -> dict[str, Any]:
+def _max_diff(a: Any, b: Any) -> float:
+    """The largest absolute difference of two score vectors."""
     import numpy as np
+
+    return float(np.max(np.abs(np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64))))
+
+
+def cost(args: argparse.Namespace) -> dict[str, Any]:
 
     rows = []
     for n in args.sizes:
@@ -149,13 +153,9 @@ def cost(args: argparse.Namespace) -> dict[str, Any]:
                 row["speedup_flex_vs_full"] = round(got["full"]["seconds"] / got["flex"]["seconds"], 2)
             ref = got.get("masked") or got.get("blocked")
             if ref is not None:
-                row["flex_max_abs_diff"] = float(
-                    np.max(np.abs(np.array(ref["scores"]) - np.array(got["flex"]["scores"])))
-                )
+                row["flex_max_abs_diff"] = _max_diff(ref["scores"], got["flex"]["scores"])
         if "masked" in got and "blocked" in got:
-            row["blocked_equals_masked_max_abs_diff"] = float(
-                np.max(np.abs(np.array(got["masked"]["scores"]) - np.array(got["blocked"]["scores"])))
-            )
+            row["blocked_equals_masked_max_abs_diff"] = _max_diff(got["masked"]["scores"], got["blocked"]["scores"])
         rows.append(row)
     if args.update and RESULTS.is_file():  # replace the measured cells of earlier rows, keep the others
         old = {r["n"]: r for r in json.loads(RESULTS.read_text("utf-8")).get("cost", {}).get("rows", [])}

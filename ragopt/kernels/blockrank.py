@@ -34,6 +34,7 @@ __all__ = [
     "AGGREGATIONS",
     "QUERY_POSITIONS",
     "block_starts",
+    "block_ids",
     "allowed_mask",
     "tile_pattern",
     "position_ids",
@@ -60,6 +61,12 @@ def _check(lengths: Sequence[int]) -> None:
         raise ConfigError("lengths", f"every block needs at least one token, got lengths {list(lengths)}")
 
 
+def block_ids(lengths: Sequence[int], pad: int = 0) -> np.ndarray:
+    """The block of every token: 0 the instruction, 1..n the documents, n + 1 the query, then ``pad`` tokens of
+    block n + 2 (padding, for kernels that need a length multiple of a tile)."""
+    return np.repeat(np.arange(len(lengths) + 1), [*(int(n) for n in lengths), int(pad)])
+
+
 def allowed_mask(lengths: Sequence[int], sparse: bool) -> np.ndarray:
     """``allowed[i, j]`` for blocks of ``lengths`` (instruction, documents..., query); see the module notation."""
     _check(lengths)
@@ -68,7 +75,7 @@ def allowed_mask(lengths: Sequence[int], sparse: bool) -> np.ndarray:
     causal = np.tril(np.ones((t, t), dtype=bool))
     if not sparse:
         return causal
-    block = np.repeat(np.arange(len(lengths)), lengths)
+    block = block_ids(lengths)
     last = len(lengths) - 1
     same = block[:, None] == block[None, :]
     to_instruction = block[None, :] == 0
@@ -94,7 +101,7 @@ def tile_pattern(lengths: Sequence[int], pad: int, sparse: bool, tile: int) -> t
     some, every = lower | np.eye(nt, dtype=bool), lower.copy()  # a diagonal tile holds its own diagonal
     if not sparse:
         return some, every
-    block = np.repeat(np.arange(len(lengths) + 1), [*(int(n) for n in lengths), int(pad)])
+    block = block_ids(lengths, pad)
     first, last = block[::tile], block[tile - 1 :: tile]
     q_first, q_last, k_first, k_last = first[:, None], last[:, None], first[None, :], last[None, :]
     query = len(lengths) - 1

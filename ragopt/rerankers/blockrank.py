@@ -61,6 +61,7 @@ from ragopt.config import param
 from ragopt.errors import ConfigError, StageError
 from ragopt.kernels.blockrank import (
     allowed_mask,
+    block_ids,
     block_scores,
     candidates_that_fit,
     max_position,
@@ -162,12 +163,6 @@ def _flex_attention() -> Any:
     return fn
 
 
-def flex_block_ids(lengths: Sequence[int], pad: int) -> np.ndarray:
-    """The block of every token of a flex pass: 0 the instruction, 1..n the documents, n + 1 the query, n + 2 the
-    padding (which no real token attends to; with ``sparse`` it sees the instruction and, causally, itself)."""
-    return np.repeat(np.arange(len(lengths) + 1), [*(int(n) for n in lengths), int(pad)])
-
-
 def flex_block_mask(lengths: Sequence[int], pad: int, sparse: bool, device: Any) -> Any:
     """FlexAttention's ``BlockMask`` of the pattern over ``lengths`` + ``pad`` tokens, built from the tile pattern
     (:func:`ragopt.kernels.blockrank.tile_pattern`, ``O(tiles^2)``) instead of by evaluating the mask at every
@@ -186,7 +181,7 @@ def flex_block_mask(lengths: Sequence[int], pad: int, sparse: bool, device: Any)
         return num[None, None], torch.as_tensor(order, dtype=torch.int32, device=device)[None, None]
 
     t = int(sum(lengths)) + int(pad)
-    block = torch.as_tensor(flex_block_ids(lengths, pad), device=device)
+    block = torch.as_tensor(block_ids(lengths, pad), device=device)
     return BlockMask.from_kv_blocks(
         *kv_blocks(some & ~every),
         *kv_blocks(every),
@@ -197,7 +192,8 @@ def flex_block_mask(lengths: Sequence[int], pad: int, sparse: bool, device: Any)
 
 
 def flex_mask_mod(block: Any, query_block: int, sparse: bool) -> Callable[..., Any]:
-    """FlexAttention's ``mask_mod`` of the pattern over tokens of ``block`` (a tensor of :func:`flex_block_ids`):
+    """FlexAttention's ``mask_mod`` of the pattern over tokens of ``block`` (a tensor of
+    :func:`ragopt.kernels.blockrank.block_ids`; the padding block is seen by no real token):
     causal; with ``sparse``, a token also needs the key in its own block, in the instruction (block 0), or to be
     a token of ``query_block`` (the last real block: ``len(lengths) - 1``, whether or not padding follows it).
     Equals :func:`ragopt.kernels.blockrank.allowed_mask` on the real tokens (tested)."""
@@ -210,6 +206,13 @@ def flex_mask_mod(block: Any, query_block: int, sparse: bool) -> Callable[..., A
         return (k <= q) & ((bq == bk) | (bk == 0) | (bq == query_block))
 
     return blocks if sparse else causal
+
+
+def _causal_rows(rows: int, t: int) -> Any:
+    """The causal mask of the last ``rows`` of ``t`` tokens (bool, ``(rows, t)``)."""
+    import torch
+
+    return torch.ones((rows, t), dtype=torch.bool).tril(t - rows)
 
 
 def _attention(module, query, key, value, attention_mask, **kwargs):
@@ -597,7 +600,7 @@ class BlockRankReranker(LLMStage):
         ids = torch.tensor([prompt.ids + [0] * pad], dtype=torch.long, device=dev)
         cap.block_mask = flex_block_mask(lengths, pad, self.sparse, dev)
         cap.pad = pad
-        cap.allowed_rows = torch.ones((cap.rows, t), dtype=torch.bool).tril(t - cap.rows)  # query rows see all before
+        cap.allowed_rows = _causal_rows(cap.rows, t)  # query rows see every token before them, sparse or not
         kw = {"input_ids": ids, "position_ids": torch.as_tensor(pos, device=dev)[None], "attention_mask": None}
         try:
             with torch.inference_mode(), _hooked(model, cap, upto):
@@ -622,7 +625,7 @@ class BlockRankReranker(LLMStage):
             mask = torch.as_tensor(allowed_mask(lengths, True), device=model.device)[None, None]
         elif cap is not None:
             t = sum(lengths)
-            cap.allowed_rows = torch.ones((cap.rows, t), dtype=torch.bool).tril(t - cap.rows)
+            cap.allowed_rows = _causal_rows(cap.rows, t)
         kw = {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "logits_to_keep": 1}
         cache = _new_cache() if upto is None else None
         if cache is not None:

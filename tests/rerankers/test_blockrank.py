@@ -15,6 +15,7 @@ import pytest
 from ragopt.errors import ConfigError, StageError
 from ragopt.kernels.blockrank import (
     allowed_mask,
+    block_ids,
     block_scores,
     candidates_that_fit,
     max_position,
@@ -32,7 +33,6 @@ from ragopt.rerankers.blockrank import (
     BlockRankReranker,
     attention_pairs,
     calibrate_layers,
-    flex_block_ids,
     flex_block_mask,
     flex_mask_mod,
     label_bias,
@@ -316,7 +316,7 @@ def test_sparse_blocked_and_masked_equal_eager_with_the_4d_mask(tiny, store, fam
 def test_flex_mask_mod_is_the_pattern_and_padding_is_unseen(pad):
     lengths = [3, 2, 4, 2]
     t = sum(lengths)
-    block = torch.as_tensor(flex_block_ids(lengths, pad))
+    block = torch.as_tensor(block_ids(lengths, pad))
     assert block.tolist() == [0] * 3 + [1] * 2 + [2] * 4 + [3] * 2 + [4] * pad
     q, k = torch.arange(t + pad)[:, None], torch.arange(t + pad)[None, :]
     for sparse in (True, False):
@@ -369,7 +369,7 @@ def test_flex_block_mask_equals_torch_create_block_mask(sparse):
         t = sum(lengths)
         pad = -t % FLEX_PAD
         mine = flex_block_mask(lengths, pad, sparse, "cpu")
-        mod = flex_mask_mod(torch.as_tensor(flex_block_ids(lengths, pad)), len(lengths) - 1, sparse)
+        mod = flex_mask_mod(torch.as_tensor(block_ids(lengths, pad)), len(lengths) - 1, sparse)
         ref = create_block_mask(mod, None, None, t + pad, t + pad, device="cpu", BLOCK_SIZE=mine.BLOCK_SIZE)
         assert torch.equal(mine.to_dense(), ref.to_dense())  # the same tiles computed
         # tiles computed without the token mask: only ones torch also finds wholly allowed, and most of them
