@@ -84,9 +84,9 @@ def cost_one(args: argparse.Namespace) -> dict[str, Any]:
     st.fit(ds.corpus, None)
     _, tok = st.model()
     texts = [ds.corpus.text(i, True) for i in range(args.n)]
-    prompt = st.build_prompt(tok, ds.queries_for("test").texts[0], st._doc_ids(tok, texts))
+    prompt = st.build_prompt(tok, ds.queries_for("test").texts[0], st.doc_token_ids(tok, texts))
     layer = st.chosen_layer(st.model()[0])
-    st.attend(st.build_prompt(tok, "warm up", st._doc_ids(tok, texts[:2])), [layer])
+    st.attend(st.build_prompt(tok, "warm up", st.doc_token_ids(tok, texts[:2])), [layer])
     compile_s = None
     if prefill == "flex":  # compiled for this prompt's padded length first: the compilation is reported apart
         t0 = time.perf_counter()

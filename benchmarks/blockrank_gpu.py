@@ -180,7 +180,7 @@ def run(args: argparse.Namespace) -> None:
         if v in args.variants
     }
     warm = stages[args.variants[0]]
-    warm.attend(warm.build_prompt(tok, "warm up", warm._doc_ids(tok, passages[:2])), [args.layer])
+    warm.attend(warm.build_prompt(tok, "warm up", warm.doc_token_ids(tok, passages[:2])), [args.layer])
     save()
     for n in args.sizes:
         if time.perf_counter() - t_start > args.budget_s:
@@ -195,7 +195,7 @@ def run(args: argparse.Namespace) -> None:
         for v, st in stages.items():
             if v == "masked" and n > args.masked_max:
                 continue
-            prompt = st.build_prompt(tok, text["question"], st._doc_ids(tok, passages[:n]))
+            prompt = st.build_prompt(tok, text["question"], st.doc_token_ids(tok, passages[:n]))
             row["tokens"] = int(sum(prompt.lengths))
             try:
                 t0 = time.perf_counter()

@@ -153,7 +153,7 @@ def train_blockrank(
                 texts = [positive, *negatives[: n_docs - 1]]
                 perm = rng.permutation(len(texts))
                 gold = int(np.where(perm == 0)[0][0])
-                prompt = stage.build_prompt(tok, q, stage._doc_ids(tok, [texts[i] for i in perm]))
+                prompt = stage.build_prompt(tok, q, stage.doc_token_ids(tok, [texts[i] for i in perm]))
                 answer = list(tok(f"{gold + 1}]", add_special_tokens=False)["input_ids"])
                 logits, scores = stage.forward_with_answer(model, prompt, answer, n_layer)
                 lm = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(answer, device=logits.device))

@@ -392,7 +392,7 @@ def test_flex_prefill_errors_name_the_cause_and_the_way_out(tiny, store, monkeyp
     compiler, a backend bug): a stage error that says so and names prefill blocked."""
     import sys
 
-    import ragopt.rerankers.blockrank as br
+    import ragopt.rerankers.blockrank.attention as br
 
     batch, _, _ = docs_corpus(1)
     st = stage(tiny["llama"], store, prefill="flex", layer=2, kv_cache_mb=0).fit(batch.corpus, store)
@@ -408,12 +408,12 @@ def test_flex_prefill_errors_name_the_cause_and_the_way_out(tiny, store, monkeyp
     def broken(*a, **k):
         raise InductorError("C++ compile error\ncc1plus: fatal error")
 
-    monkeypatch.setattr(br, "_flex_attention", lambda: broken)
+    monkeypatch.setattr(br, "compiled_flex_attention", lambda: broken)
     with pytest.raises(
         StageError, match=r"prefill flex could not compile .*InductorError: C\+\+ compile error.*prefill: blocked"
     ):
         st.scores(prompts[0])
-    monkeypatch.setattr(br, "_flex_attention", lambda: lambda *a, **k: 1 / 0)  # other errors are not hidden
+    monkeypatch.setattr(br, "compiled_flex_attention", lambda: lambda *a, **k: 1 / 0)  # other errors are not hidden
     with pytest.raises(ZeroDivisionError):
         st.scores(prompts[0])
 
@@ -439,7 +439,7 @@ def test_document_block_does_not_see_other_documents(tiny, store):
     batch, _, _ = docs_corpus(1)
     st = stage(tiny["qwen2"], store, labels=False).fit(batch.corpus, store)
     _, tok = st.model()
-    docs = st._doc_ids(tok, [batch.corpus.text(i, False) for i in batch.doc_idx[0]])
+    docs = st.doc_token_ids(tok, [batch.corpus.text(i, False) for i in batch.doc_idx[0]])
     model = transformers.AutoModelForCausalLM.from_pretrained(tiny["qwen2"], attn_implementation="eager").eval()
 
     def states(doc_list, target, sparse=True):
@@ -492,7 +492,7 @@ def test_permutations_average_the_scores_over_cyclic_shifts(tiny, store):
     out = st.transform(Batch(batch.queries, batch.corpus, batch.doc_idx, batch.scores))
     _, tok = one.model()
     for r in range(2):
-        docs = one._doc_ids(tok, [batch.corpus.text(int(i), False) for i in batch.doc_idx[r]])
+        docs = one.doc_token_ids(tok, [batch.corpus.text(int(i), False) for i in batch.doc_idx[r]])
         want = np.zeros(N_DOCS)
         for j in range(k):  # shift j: the candidate at label 1 is round(j * n / k), then the ones after it
             shift = round(j * N_DOCS / k)
@@ -679,7 +679,7 @@ def test_prompt_longer_than_context_says_how_many_fit(tiny, tmp_path, store, mon
     probe = stage(tiny["llama"], store, sparse=False).fit(batch.corpus, store)
     _, tok = probe.model()
     texts = [batch.corpus.text(i, False) for i in batch.doc_idx[0]]
-    lengths = probe.build_prompt(tok, batch.queries.texts[0], probe._doc_ids(tok, texts)).lengths
+    lengths = probe.build_prompt(tok, batch.queries.texts[0], probe.doc_token_ids(tok, texts)).lengths
     limit = lengths[0] + sum(lengths[1:3]) + lengths[-1] + 1  # room for two documents
     folder = _save(tmp_path / "short", "llama", max_pos=limit)
     st = stage(folder, store, sparse=False).fit(batch.corpus, store)

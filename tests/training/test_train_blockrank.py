@@ -122,7 +122,7 @@ def test_training_forward_matches_the_stage_scores(tiny_model, tmp_path):
     llm = TransformersLLM(model=str(tiny_model), device="cpu").use_store(store)
     st = BlockRankReranker(llm=llm, layer=1, chat=False)
     model, tok = st.model()
-    prompt = st.build_prompt(tok, "the old tower", st._doc_ids(tok, ["river stone", "gold tower", "blue lake"]))
+    prompt = st.build_prompt(tok, "the old tower", st.doc_token_ids(tok, ["river stone", "gold tower", "blue lake"]))
     logits, scores = st.forward_with_answer(model, prompt, tok("2]", add_special_tokens=False)["input_ids"], 1)
     assert scores.requires_grad and logits.shape[0] == len(tok("2]", add_special_tokens=False)["input_ids"])
     np.testing.assert_allclose(scores.detach().numpy(), st.scores(prompt), rtol=1e-5, atol=1e-7)
