@@ -9,8 +9,10 @@
   keyed by the GGUF's identity and the transformers version, and reloads in about a second
   (``convert_gguf: false`` converts on every load instead). Loaded models are shared within a process.
 * Chats are rendered with the tokenizer's chat template (``apply_chat_template(..., tokenize=False)``; a chat
-  ending with an assistant message is continued, not closed) and tokenised without extra special tokens; plain
-  text is tokenised as the tokenizer does by default.
+  ending with an assistant message is continued, not closed) and tokenised without extra special tokens. Plain
+  text gets the special tokens the weights declare: for a GGUF file its ``tokenizer.ggml.add_bos_token`` and
+  ``add_eos_token`` (what llama.cpp follows; transformers before 5.x added a BOS to SmolLM2's prompts although its
+  GGUF says not to), else the tokenizer's default.
 * :meth:`generate` runs batches of ``batch_size`` prompts of similar length, left-padded; greedy by default.
   Sampled decoding with a seed runs one prompt at a time under that seed, so a prompt's sample does not depend
   on its batch-mates. A completion ends at the end-of-turn token, a stop string or ``max_new_tokens``.
@@ -46,6 +48,7 @@ from ragopt.llm.base import (
     apply_stop,
     check_prompts,
 )
+from ragopt.llm.gguf_meta import read_metadata
 from ragopt.llm.models import PACKAGED, ResolvedLLM, _check_file, check_name, resolve_llm, sha256_file
 from ragopt.registry import register
 from ragopt.store import ArtifactStore
@@ -70,6 +73,16 @@ def unload_all() -> None:
 def _require() -> tuple[Any, Any]:
     what = "the transformers LLM backend"
     return require("torch", "llm", what), require("transformers", "llm", what)
+
+
+def _gguf_specials(path: Path) -> dict[str, bool]:
+    """Whether a GGUF file's tokenizer puts a BOS before and an EOS after a prompt (``tokenizer.ggml.add_bos_token``,
+    ``add_eos_token``; unset: BOS yes, EOS no, as llama.cpp assumes for BPE and SentencePiece vocabularies)."""
+    meta = read_metadata(path)
+    return {
+        "bos": bool(meta.get("tokenizer.ggml.add_bos_token", True)),
+        "eos": bool(meta.get("tokenizer.ggml.add_eos_token", False)),
+    }
 
 
 @register("transformers")
@@ -189,6 +202,8 @@ class TransformersLLM(LLMBackend):
                     ) from e
                 if tok.pad_token_id is None:
                     tok.pad_token = tok.eos_token
+                if res.gguf_path is not None:
+                    info["specials"] = _gguf_specials(res.gguf_path)
                 info["load_seconds"] = round(time.perf_counter() - t0, 3)
                 _MODELS[key] = (model, tok, info)
             model, tok, info = _MODELS[key]
@@ -269,8 +284,24 @@ class TransformersLLM(LLMBackend):
             raise LLMError(f"{self.describe()}: its chat template rejected the prompt ({type(e).__name__}: {e})") from e
 
     def encode(self, prompt: Prompt) -> list[int]:
+        if isinstance(prompt, str):
+            return self.encode_plain(prompt)
         _, tok = self.load()
-        return list(tok(self.render(prompt), add_special_tokens=isinstance(prompt, str))["input_ids"])
+        return list(tok(self.render(prompt), add_special_tokens=False)["input_ids"])
+
+    def encode_plain(self, text: str, *, eos: bool = True) -> list[int]:
+        """Token ids of plain text read as a whole prompt: with the BOS (and EOS; ``eos=False`` leaves it off, for
+        the head of a longer prompt) that a GGUF file declares, else with the tokenizer's default special tokens."""
+        _, tok = self.load()
+        specials = self._info.get("specials")
+        if specials is None:
+            return list(tok(text)["input_ids"])
+        ids = list(tok(text, add_special_tokens=False)["input_ids"])
+        if specials["bos"] and tok.bos_token_id is not None:
+            ids.insert(0, tok.bos_token_id)
+        if eos and specials["eos"] and tok.eos_token_id is not None:
+            ids.append(tok.eos_token_id)
+        return ids
 
     def count_tokens(self, texts: Sequence[str]) -> list[int]:
         _, tok = self.load()

@@ -151,3 +151,36 @@ def test_models_that_cannot_be_loaded(tmp_path):
     # a hub id without a hub (tests run with HF_HUB_OFFLINE=1)
     with pytest.raises(LLMError, match="cannot load transformers model 'ragopt-test/no-such-model'"):
         TransformersLLM(model="ragopt-test/no-such-model", device="cpu").use_store(store).load()
+
+
+class _AddsBos:
+    """A tokenizer that puts a BOS before plain text by default, as transformers 4.56-5.0 did for SmolLM2's GGUF."""
+
+    def __init__(self, tok):
+        self._tok = tok
+
+    def __getattr__(self, name):
+        return getattr(self._tok, name)
+
+    def __call__(self, text, add_special_tokens=True, **kw):
+        out = self._tok(text, add_special_tokens=False, **kw)
+        if add_special_tokens:
+            out["input_ids"] = [self._tok.bos_token_id, *out["input_ids"]]
+        return out
+
+
+def test_plain_prompts_get_the_special_tokens_the_gguf_declares(smollm2, monkeypatch):
+    """SmolLM2's GGUF says add_bos_token false (llama.cpp reads it so): a plain prompt has no BOS, whatever the
+    tokenizer's default; a GGUF that asked for BOS and EOS would get both (EOS left off for a prompt's head)."""
+    _, tok = smollm2.load()
+    text = "The three primary colours are"
+    plain = list(tok(text, add_special_tokens=False)["input_ids"])
+    assert len(plain) == 5 and smollm2.load_info["specials"] == {"bos": False, "eos": False}
+    monkeypatch.setattr(smollm2, "_tokenizer", _AddsBos(tok))
+    assert smollm2.encode(text) == plain
+    assert smollm2.generate([text], GenerationParams(max_new_tokens=1))[0].prompt_tokens == 5
+    monkeypatch.setitem(smollm2._info, "specials", {"bos": True, "eos": True})
+    assert smollm2.encode(text) == [tok.bos_token_id, *plain, tok.eos_token_id]
+    assert smollm2.encode_plain(text, eos=False) == [tok.bos_token_id, *plain]
+    monkeypatch.delitem(smollm2._info, "specials")  # weights that declare nothing: the tokenizer's default
+    assert smollm2.encode(text) == [tok.bos_token_id, *plain]

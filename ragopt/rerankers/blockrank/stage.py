@@ -267,7 +267,12 @@ class BlockRankReranker(LLMStage):
     def build_prompt(self, tok: Any, query: str, doc_tokens: Sequence[Sequence[int]]) -> Prompt:
         """The blocks of one query's prompt over documents given as token ids (``doc_token_ids``)."""
         head, tail = self._frame(tok, query)
-        instr = list(tok(head, add_special_tokens=not self.chat)["input_ids"])
+        # a plain prompt opens with the special tokens the weights declare (GGUF: add_bos_token), a chat with none
+        instr = (
+            list(tok(head, add_special_tokens=False)["input_ids"])
+            if self.chat
+            else self.llm.encode_plain(head, eos=False)
+        )
         blocks = [instr]
         for i, ids in enumerate(doc_tokens):
             label = f"\n[{i + 1}]" if self.labels else "\n"
