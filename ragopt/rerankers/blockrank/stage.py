@@ -76,7 +76,7 @@ def mean_heads(per_head: np.ndarray, heads: Sequence[int] | None) -> np.ndarray:
 
 
 @dataclass
-class Prompt:
+class BlockPrompt:
     """Token ids of one query's blocks: instruction, documents, query."""
 
     blocks: list[list[int]]
@@ -264,7 +264,7 @@ class BlockRankReranker(LLMStage):
         enc = tok([" " + t for t in texts], add_special_tokens=False)["input_ids"] if texts else []
         return [list(ids[: self.max_doc_tokens]) for ids in enc]
 
-    def build_prompt(self, tok: Any, query: str, doc_tokens: Sequence[Sequence[int]]) -> Prompt:
+    def build_prompt(self, tok: Any, query: str, doc_tokens: Sequence[Sequence[int]]) -> BlockPrompt:
         """The blocks of one query's prompt over documents given as token ids (``doc_token_ids``)."""
         head, tail = self._frame(tok, query)
         # a plain prompt opens with the special tokens the weights declare (GGUF: add_bos_token), a chat with none
@@ -278,9 +278,9 @@ class BlockRankReranker(LLMStage):
             label = f"\n[{i + 1}]" if self.labels else "\n"
             blocks.append(list(tok(label, add_special_tokens=False)["input_ids"]) + list(ids))
         blocks.append(list(tok(tail, add_special_tokens=False)["input_ids"]))
-        return Prompt(blocks)
+        return BlockPrompt(blocks)
 
-    def check_context(self, model: Any, prompts: Sequence[Prompt], qids: Sequence[str]) -> None:
+    def check_context(self, model: Any, prompts: Sequence[BlockPrompt], qids: Sequence[str]) -> None:
         limit = getattr(model.config, "max_position_embeddings", None)
         if not limit:
             return
@@ -296,7 +296,7 @@ class BlockRankReranker(LLMStage):
                 )
 
     # -- forward passes ------------------------------------------------------------------------------------
-    def attend(self, prompt: Prompt, layers: Sequence[int], stats: Stats | None = None) -> dict[int, Any]:
+    def attend(self, prompt: BlockPrompt, layers: Sequence[int], stats: Stats | None = None) -> dict[int, Any]:
         """Attention ``(H, R, K)`` of the query block's last ``R`` rows over all keys at each of ``layers``."""
         model, _ = self.model()
         rows = prompt.lengths[-1] if self.query_tokens == 0 else min(self.query_tokens, prompt.lengths[-1])
@@ -309,7 +309,7 @@ class BlockRankReranker(LLMStage):
             self._masked(model, prompt, cap, max(layers))
         return {layer: cap.out[layer] for layer in layers}
 
-    def _flex(self, model: Any, prompt: Prompt, cap: Capture, upto: int) -> None:
+    def _flex(self, model: Any, prompt: BlockPrompt, cap: Capture, upto: int) -> None:
         """One forward pass through FlexAttention (attention mode), the prompt padded to a multiple of FLEX_PAD."""
         import torch
 
@@ -335,7 +335,7 @@ class BlockRankReranker(LLMStage):
                 f"{str(e).strip().splitlines()[0][:300]}); use prefill: blocked (same scores, linear cost)"
             ) from None
 
-    def _masked(self, model: Any, prompt: Prompt, cap: Capture | None, upto: int | None) -> Any:
+    def _masked(self, model: Any, prompt: BlockPrompt, cap: Capture | None, upto: int | None) -> Any:
         """One forward pass over the whole prompt (the 4D mask with sparse on; plain causal attention off)."""
         import torch
 
@@ -357,7 +357,9 @@ class BlockRankReranker(LLMStage):
             out = model(**kw, use_cache=cache is not None)
         return (out, cache) if upto is None else None
 
-    def _blocked(self, model: Any, prompt: Prompt, cap: Capture | None, upto: int | None, stats: Stats | None) -> Any:
+    def _blocked(
+        self, model: Any, prompt: BlockPrompt, cap: Capture | None, upto: int | None, stats: Stats | None
+    ) -> Any:
         """Instruction, then the documents over its KV cache (batched), then the query over every block's KV."""
         import torch
 
@@ -449,7 +451,9 @@ class BlockRankReranker(LLMStage):
             )
         return (out, cache) if upto is None else None
 
-    def forward_with_answer(self, model: Any, prompt: Prompt, answer: Sequence[int], layer: int) -> tuple[Any, Any]:
+    def forward_with_answer(
+        self, model: Any, prompt: BlockPrompt, answer: Sequence[int], layer: int
+    ) -> tuple[Any, Any]:
         """Training forward (gradients on): the prompt followed by ``answer`` tokens (part of the query block) in
         one masked pass over all layers. Returns the logits that predict each answer token ``(len(answer), V)``
         and the per-document scores ``(n,)`` of the query block's rows (before the answer) at ``layer``: attention
@@ -484,7 +488,7 @@ class BlockRankReranker(LLMStage):
         per_doc = per_doc.index_add(2, seg, docs)
         return logits, per_doc.mean(dim=(0, 1))
 
-    def decode(self, prompt: Prompt, stats: Stats | None = None) -> str:
+    def decode(self, prompt: BlockPrompt, stats: Stats | None = None) -> str:
         """Greedy continuation (``decode_tokens``) after the prefill: the query block's answer."""
         import torch
 
@@ -522,7 +526,9 @@ class BlockRankReranker(LLMStage):
         return tok.decode(new, skip_special_tokens=True)
 
     # -- scoring -------------------------------------------------------------------------------------------
-    def head_scores(self, prompt: Prompt, layers: Sequence[int], stats: Stats | None = None) -> dict[int, np.ndarray]:
+    def head_scores(
+        self, prompt: BlockPrompt, layers: Sequence[int], stats: Stats | None = None
+    ) -> dict[int, np.ndarray]:
         """Per-head document scores ``(H, n)`` at each of ``layers``."""
         attn = self.attend(prompt, layers, stats)
         return {
@@ -530,11 +536,11 @@ class BlockRankReranker(LLMStage):
             for layer, a in attn.items()
         }
 
-    def scores(self, prompt: Prompt, stats: Stats | None = None) -> np.ndarray:
+    def scores(self, prompt: BlockPrompt, stats: Stats | None = None) -> np.ndarray:
         """Relevance of each document of ``prompt`` (attention mode)."""
         return self.set_scores([(np.arange(len(prompt.blocks) - 2), prompt)], stats)
 
-    def set_scores(self, prompts: Sequence[tuple[np.ndarray, Prompt]], stats: Stats | None = None) -> np.ndarray:
+    def set_scores(self, prompts: Sequence[tuple[np.ndarray, BlockPrompt]], stats: Stats | None = None) -> np.ndarray:
         """Relevance of each of a query's candidates, over its prompts in several orders (:meth:`prompt_sets`)."""
         model, _ = self.model()
         layer = self.chosen_layer(model)
@@ -549,7 +555,7 @@ class BlockRankReranker(LLMStage):
 
     def prompt_sets(
         self, batch: Batch, orders: Callable[[int], list[np.ndarray]] | None = None
-    ) -> tuple[list[list[int]], list[list[tuple[np.ndarray, Prompt]]]]:
+    ) -> tuple[list[list[int]], list[list[tuple[np.ndarray, BlockPrompt]]]]:
         """Every query's reranked candidates (corpus rows) and its prompts, one per order of :meth:`orders` (or of
         ``orders(n)``), all checked against the context."""
         if batch.doc_idx is None:
@@ -568,13 +574,13 @@ class BlockRankReranker(LLMStage):
             self.check_context(model, [p for _, p in ps], [qid] * len(ps))
         return heads, sets
 
-    def prompts(self, batch: Batch) -> tuple[list[list[int]], list[Prompt]]:
+    def prompts(self, batch: Batch) -> tuple[list[list[int]], list[BlockPrompt]]:
         """Every query's reranked candidates (corpus rows) and its prompt in the given order."""
         heads, sets = self.prompt_sets(batch)
         return heads, [ps[0][1] for ps in sets]
 
     def set_head_scores(
-        self, prompts: Sequence[tuple[np.ndarray, Prompt]], layers: Sequence[int], stats: Stats | None = None
+        self, prompts: Sequence[tuple[np.ndarray, BlockPrompt]], layers: Sequence[int], stats: Stats | None = None
     ) -> dict[int, np.ndarray]:
         """Per-head scores ``(H, n)`` of a query's candidates (in their given order) at each of ``layers``, the mean
         over the prompts of :meth:`prompt_sets`."""
@@ -619,7 +625,7 @@ class BlockRankReranker(LLMStage):
         idx, sc = splice_head(head_idx, head_scores, batch.doc_idx[:, depth:], batch.scores[:, depth:])
         return batch.with_candidates(idx, sc, batch.corpus)
 
-    def _decoded_order(self, prompt: Prompt, n: int, stats: Stats) -> list[int]:
+    def _decoded_order(self, prompt: BlockPrompt, n: int, stats: Stats) -> list[int]:
         text = self.decode(prompt, stats)
         m = re.search(r"\d+", text)
         pick = int(m.group()) - 1 if m else -1
