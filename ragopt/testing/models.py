@@ -29,7 +29,9 @@ def tiny_bert(
 
     d = Path(path)
     vocab = [*SPECIAL, *words]
-    BertTokenizerFast(vocab={w: i for i, w in enumerate(vocab)}).save_pretrained(d)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "vocab.txt").write_text("\n".join(vocab) + "\n", "utf-8")
+    BertTokenizerFast(str(d / "vocab.txt")).save_pretrained(d)  # a vocabulary file: transformers 4.x and 5.x alike
     torch.manual_seed(seed)
     extra = {"initializer_range": initializer_range} if initializer_range is not None else {}
     cfg = BertConfig(
