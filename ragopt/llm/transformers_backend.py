@@ -159,7 +159,8 @@ class TransformersLLM(LLMBackend):
     @property
     def load_info(self) -> dict[str, Any]:
         """How the model was loaded: identity, device, dtype, the converted artifact and whether this process
-        created it (``artifact_created``), seconds spent loading."""
+        created it (``artifact_created``), seconds spent loading, and for a local GGUF the special tokens its
+        plain prompts get (``specials``: ``{"bos": ..., "eos": ...}``, see :meth:`encode_plain`)."""
         self.load()
         return dict(self._info)
 
