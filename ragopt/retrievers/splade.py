@@ -40,6 +40,7 @@ from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
 from ragopt.retrievers import _pyserini
 from ragopt.retrievers.sparse_io import load_csr, load_inverted, save_csr, save_inverted
+from ragopt.retrievers.splade_pooling import install_fast_pooling
 from ragopt.store import ArtifactStore
 from ragopt.types import Batch, Corpus, Stats
 
@@ -103,7 +104,8 @@ class SpladeRetriever(Stage):
     )
     batch_size: int = param(
         32,
-        doc="texts per forward pass (the MLM logits, batch x tokens x vocab floats, take ~2 GB at 32 x 512 tokens)",
+        doc="texts per forward pass (the fast path holds one text's MLM logits at a time; models it cannot take "
+        "hold batch x tokens x vocab floats, ~2 GB at 32 x 512 tokens)",
         ge=1,
     )
     max_length: int | None = param(None, doc="max tokens per text (null: the model's own limit)", ge=1)
@@ -182,6 +184,7 @@ class SpladeRetriever(Stage):
                     "model", f"cannot load SPLADE model {self.model!r} ({type(e).__name__}: {first}){hint}"
                 ) from e
             model.eval()
+            install_fast_pooling(model)  # same vectors, 2.9x faster for SPLADE-tiny (benchmarks/splade.py)
             _MODELS[key] = (model, int(model.max_seq_length or 512))
         return _MODELS[key]
 
