@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from ragopt._imports import optional  # noqa: E402
 from ragopt.retrievers import splade_pooling  # noqa: E402
-from ragopt.retrievers.splade_pooling import install_fast_pooling  # noqa: E402
+from ragopt.retrievers.splade_pooling import TOLERANCE, install_fast_pooling  # noqa: E402
 
 TEXTS = [
     "The cat sat on the mat.",
@@ -50,10 +50,11 @@ def _vectors(model, texts, kind="doc"):
 
 
 def _assert_same(got, want):
-    """Equal up to a few float32 roundings, with the same non-zero terms where the value is not a rounding."""
+    """Equal up to another summation order of the projection (splade_pooling's docstring bounds it), with the same
+    non-zero terms where the value is clear of that bound."""
     assert got.shape == want.shape
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-    clear = want.abs() > 1e-4
+    torch.testing.assert_close(got, want, rtol=TOLERANCE, atol=TOLERANCE)
+    clear = want.abs() > 2 * TOLERANCE
     assert torch.equal((got > 0)[clear], (want > 0)[clear])
 
 
