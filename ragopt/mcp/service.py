@@ -20,9 +20,8 @@ import logging
 import math
 import os
 import re
-import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -37,6 +36,7 @@ except ImportError:  # pragma: no cover
 from ragopt._imports import require
 from ragopt.config import Component, walk
 from ragopt.errors import ConfigError, RagoptError
+from ragopt.mcp.batching import Batcher
 from ragopt.mcp.catalog import Catalog, TextTemplate, ToolSpec
 from ragopt.mcp.upstream import GatewayConfig, UpstreamError, UpstreamPool
 from ragopt.pipeline import Stage
@@ -188,145 +188,13 @@ class _Search:
         return out
 
 
-class _Slot:
-    __slots__ = ("pipeline", "query", "result", "error", "deliver", "wanted", "t")
-
-    def __init__(
-        self, pipeline: Stage, query: str, deliver: Callable[[_Slot], None], wanted: Callable[[], bool] | None = None
-    ):
-        self.pipeline, self.query, self.deliver, self.wanted = pipeline, query, deliver, wanted
-        self.result: list[tuple[str, float]] | None = None
-        self.error: BaseException | None = None
-        self.t = time.monotonic()
-
-
-class _Batcher:
-    """Runs concurrent searches as micro-batches on one worker thread.
-
-    Stages are not promised to be thread-safe (stemmers, torch), so one thread calls the pipeline. Requests wait
-    in a queue; each round the worker takes every query waiting for the same pipeline, sorts them by length and
-    runs them in batches of at most ``max_batch`` queries, answering each batch's callers as soon as it is done.
-    Small length-sorted batches, not one big one: on CPU an encoder batch pads every query to its longest, and
-    per query a batch of 64 costs 2-3x a batch of 8 (measured with all-MiniLM-L6-v2 on toollens queries,
-    benchmarks/MCP.md). When fewer than ``max_batch`` queries wait, the worker waits up to ``max_wait`` seconds
-    from the first one's arrival for more. The thread starts on the first request and ends after ``idle``
-    seconds without any. ``calls`` counts pipeline calls."""
-
-    def __init__(self, max_batch: int = 8, max_wait: float = 0.002, idle: float = 60.0, max_round: int = 256):
-        self.max_batch, self.max_wait, self.idle, self.max_round = max_batch, max_wait, idle, max_round
-        self._pending: list[_Slot] = []
-        self._cv = threading.Condition()
-        self._thread: threading.Thread | None = None
-        self.calls = 0
-
-    def submit(
-        self,
-        pipeline: Stage,
-        query: str,
-        deliver: Callable[[_Slot], None],
-        wanted: Callable[[], bool] | None = None,
-    ) -> None:
-        """Queue ``query``; ``deliver(slot)`` is called on the worker thread once its result or error is set.
-        ``wanted()`` false when its batch comes: the caller has gone (cancelled), the query is dropped unrun."""
-        slot = _Slot(pipeline, query, deliver, wanted)
-        with self._cv:
-            self._pending.append(slot)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._work, name="ragopt-mcp-search", daemon=True)
-                self._thread.start()
-            self._cv.notify()
-
-    def search(self, pipeline: Stage, query: str) -> list[tuple[str, float]]:
-        """The ranked ``(id, score)`` list for ``query``, from a thread (blocks until its batch ran)."""
-        done = threading.Event()
-        box: list[_Slot] = []
-
-        def deliver(slot: _Slot) -> None:
-            box.append(slot)
-            done.set()
-
-        self.submit(pipeline, query, deliver)
-        done.wait()
-        return _outcome(box[0])
-
-    async def search_async(self, pipeline: Stage, query: str) -> list[tuple[str, float]]:
-        """:meth:`search` for an asyncio event loop: waits without holding a thread."""
-        import asyncio
-
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[_Slot] = loop.create_future()
-
-        def resolve(slot: _Slot) -> None:
-            if not future.done():  # the caller may have been cancelled
-                future.set_result(slot)
-
-        self.submit(pipeline, query, lambda slot: loop.call_soon_threadsafe(resolve, slot), lambda: not future.done())
-        return _outcome(await future)
-
-    def _take(self) -> list[_Slot] | None:
-        """The next round (None: idle for ``idle`` seconds, the thread ends)."""
-        with self._cv:
-            while not self._pending:
-                if not self._cv.wait(self.idle) and not self._pending:
-                    self._thread = None
-                    return None
-            if len(self._pending) < self.max_batch and self.max_wait > 0:
-                until = self._pending[0].t + self.max_wait
-                while len(self._pending) < self.max_batch and (left := until - time.monotonic()) > 0:
-                    self._cv.wait(left)
-            pipe = self._pending[0].pipeline
-            batch = [s for s in self._pending if s.pipeline is pipe][: self.max_round]
-            taken = set(map(id, batch))
-            self._pending = [s for s in self._pending if id(s) not in taken]
-            return batch
-
-    def _work(self) -> None:
-        batch: list[_Slot] = []
-        try:
-            while (batch := self._take()) is not None:
-                batch.sort(key=lambda s: len(s.query))
-                for start in range(0, len(batch), self.max_batch):
-                    # an overloaded server skips the queries whose callers gave up, instead of falling behind
-                    chunk = [s for s in batch[start : start + self.max_batch] if s.wanted is None or s.wanted()]
-                    if chunk:
-                        self._run(chunk)
-        except BaseException as e:  # a bug here must fail the waiting requests, not leave them waiting forever
-            log.exception("tool search worker failed")
-            with self._cv:
-                self._thread, failed, self._pending = None, self._pending, []
-            for s in [s for s in batch or [] if s.result is None and s.error is None] + failed:
-                s.error = e
-                s.deliver(s)
-
-    def _run(self, batch: list[_Slot]) -> None:
-        try:
-            self.calls += 1
-            out = batch[0].pipeline.search([s.query for s in batch])
-            for row, s in enumerate(batch):
-                s.result = out.ranked(row)
-        except BaseException as e:  # the callers get it; the worker goes on
-            for s in batch:
-                s.error = e
-        for s in batch:
-            try:
-                s.deliver(s)
-            except Exception:  # a closed event loop: its caller is gone
-                log.debug("search result not delivered", exc_info=True)
-
-
-def _outcome(slot: _Slot) -> list[tuple[str, float]]:
-    if slot.error is not None:
-        raise slot.error
-    return slot.result or []
-
-
 class ToolService:
     """Tool search over a catalogue (from ``tools``: a JSONL path, a dataset folder or a Catalog), or, in gateway
     mode, over the tools of the upstream servers in ``gateway``. ``pipeline`` is a template: it is cloned and
     fitted for each catalogue version (indexes come from ``store``, keyed by the catalogue's corpus), then runs one
     query so its models are loaded before the first request. Concurrent searches run as length-sorted batches of
     at most ``batch_size`` queries on one worker thread, which waits up to ``batch_wait`` seconds for a batch to
-    fill (:class:`_Batcher`)."""
+    fill (:class:`~ragopt.mcp.batching.Batcher`)."""
 
     def __init__(
         self,
@@ -358,7 +226,7 @@ class ToolService:
             raise ConfigError("batch_size", f"must be an integer >= 1, got {batch_size!r}")
         if not isinstance(batch_wait, int | float) or not 0 <= batch_wait <= 1:
             raise ConfigError("batch_wait", f"must be a number of seconds in [0, 1], got {batch_wait!r}")
-        self._batcher = _Batcher(max_batch=batch_size, max_wait=float(batch_wait))
+        self._batcher = Batcher(max_batch=batch_size, max_wait=float(batch_wait))
         self._refresh_lock: Any = None
         self._last_refresh = -math.inf
         self._pool: UpstreamPool | None = None

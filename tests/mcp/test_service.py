@@ -242,7 +242,7 @@ def test_concurrent_searches_share_pipeline_calls():
     import threading
     import time
 
-    from ragopt.mcp.service import _Batcher
+    from ragopt.mcp.batching import Batcher
 
     class SlowPipe:
         def __init__(self):
@@ -260,7 +260,7 @@ def test_concurrent_searches_share_pipeline_calls():
 
             return Out()
 
-    pipe, batcher = SlowPipe(), _Batcher(max_batch=8)
+    pipe, batcher = SlowPipe(), Batcher(max_batch=8)
     results, errors = {}, {}
 
     def one(q):
@@ -513,7 +513,7 @@ def test_batches_are_length_sorted_chunks_and_abandoned_queries_are_skipped():
     import asyncio
     import threading
 
-    from ragopt.mcp.service import _Batcher
+    from ragopt.mcp.batching import Batcher
 
     release = threading.Event()
 
@@ -532,7 +532,7 @@ def test_batches_are_length_sorted_chunks_and_abandoned_queries_are_skipped():
 
             return Out()
 
-    pipe, batcher = GatedPipe(), _Batcher(max_batch=3, max_wait=0.0)
+    pipe, batcher = GatedPipe(), Batcher(max_batch=3, max_wait=0.0)
     queries = ["first", "a much longer query here", "mid query", "x", "the longest query of them all, by far", "ab"]
 
     async def go():
@@ -557,13 +557,13 @@ def test_batches_are_length_sorted_chunks_and_abandoned_queries_are_skipped():
 def test_a_failing_worker_fails_the_waiting_queries_instead_of_hanging():
     import threading
 
-    from ragopt.mcp.service import _Batcher
+    from ragopt.mcp.batching import Batcher
 
     class Pipe:
         def search(self, texts):
             raise AssertionError("unreachable: the round fails before")
 
-    batcher = _Batcher(max_batch=4, max_wait=0.0)
+    batcher = Batcher(max_batch=4, max_wait=0.0)
     batcher._take = lambda: (_ for _ in ()).throw(RuntimeError("bug in the worker"))  # the worker itself breaks
     errors = []
 
