@@ -14,7 +14,9 @@ chosen on half of the held-out queries, reported on both halves, the chosen one 
 
 ``precision``: the CPU backends of the stage (torch fp32, ONNX Runtime fp32, ONNX Runtime int8 weights) on a
 trained model: nDCG@10 of BM25 >> CE per dataset against torch fp32 (int8 must stay within 0.005) and
-pairs/s on one sample of pairs (interleaved, cache off).
+pairs/s on one sample of pairs (interleaved, cache off). ``--weight-bits 8 7`` runs the int8 variant once per
+int8 weight width (``$RAGOPT_ONNX_INT8_WEIGHT_BITS``; without it, this machine's choice); ``--section`` names the
+results section (default ``precision``).
 
 ``quality``: train (or reuse) a cross-encoder on nq-open-oracle-dev's training queries, then nDCG@10 of
 BM25 alone vs BM25 >> cross-encoder on the held-out queries, and cross-domain on scifact and cranfield.
@@ -25,13 +27,16 @@ Each merges its section into ``benchmarks/results/rerank.json``; figures and not
     python benchmarks/rerank.py sweep --device cuda [--budget 200]
     python benchmarks/rerank.py quality [--depth 100] [--cross-depth 100] [--max-queries N] [--epochs 3] [--lr 1e-4]
     python benchmarks/rerank.py precision [--model ARTIFACT] [--datasets nq-open-oracle-dev cranfield]
+        [--weight-bits 8 7] [--section precision]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
+import os
 import platform
 import statistics
 import sys
@@ -284,6 +289,23 @@ def quality(args: argparse.Namespace) -> dict[str, Any]:
 VARIANTS = (("torch", "fp32"), ("onnx", "fp32"), ("onnx", "int8"))
 
 
+@contextlib.contextmanager
+def _weight_bits(bits: int | None):
+    """``$RAGOPT_ONNX_INT8_WEIGHT_BITS`` set to ``bits`` (None: left as it is) for the duration."""
+    from ragopt._onnx import WEIGHT_BITS_ENV
+
+    old = os.environ.get(WEIGHT_BITS_ENV)
+    if bits is not None:
+        os.environ[WEIGHT_BITS_ENV] = str(bits)
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(WEIGHT_BITS_ENV, None)
+        else:
+            os.environ[WEIGHT_BITS_ENV] = old
+
+
 def precision(args: argparse.Namespace) -> dict[str, Any]:
     """The CPU backends of the cross_encoder stage against the torch fp32 reference: nDCG@10 of BM25 >> CE on
     each dataset (int8 is acceptable only within 0.005 of fp32) and pairs/s on one sample of pairs."""
@@ -318,6 +340,14 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
             **kw,
         )
 
+    variants = [(b, p, None) for b, p in VARIANTS if p != "int8"] + [
+        ("onnx", "int8", bits) for bits in (args.weight_bits or [None])
+    ]
+
+    def key(backend: str, prec: str, bits: int | None) -> str:
+        return f"{backend} {prec}" + (f" {bits}-bit" if bits else "")
+
+    res["weight_bits"] = args.weight_bits
     runs = []
     for name in args.datasets:
         qids = None
@@ -326,17 +356,18 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
         runs.append((name, qids))
     for name, qids in runs:
         row: dict[str, Any] = {}
-        for backend, prec in VARIANTS:
-            r = compare_reranking(
-                stage(backend, prec),
-                name,
-                query_ids=qids,
-                depth=args.depth,
-                metrics=("ndcg@10",),
-                store=store,
-                progress=not args.no_progress,
-            )
-            row[f"{backend} {prec}"] = {
+        for backend, prec, bits in variants:
+            with _weight_bits(bits):  # read when the stage exports and keys its scores
+                r = compare_reranking(
+                    stage(backend, prec),
+                    name,
+                    query_ids=qids,
+                    depth=args.depth,
+                    metrics=("ndcg@10",),
+                    store=store,
+                    progress=not args.no_progress,
+                )
+            row[key(backend, prec, bits)] = {
                 "ndcg@10": r["reranked"]["ndcg@10"],
                 "bm25": r["first_stage"]["ndcg@10"],
                 "n_queries": r["n_queries"],
@@ -344,7 +375,7 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
                 "counts": r["stats"]["counts"],
             }
             print(
-                f"{name} {backend} {prec}: nDCG@10 {r['reranked']['ndcg@10']:.4f} (BM25 "
+                f"{name} {key(backend, prec, bits)}: nDCG@10 {r['reranked']['ndcg@10']:.4f} (BM25 "
                 f"{r['first_stage']['ndcg@10']:.4f}); {r['stats']['counts']}",
                 file=sys.stderr,
             )
@@ -353,13 +384,14 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
             v["delta_vs_torch_fp32"] = round(v["ndcg@10"] - ref, 5)
             v["within_tolerance"] = abs(v["ndcg@10"] - ref) <= 0.005
         res["quality"][name] = row
-        _merge("precision", res)
+        _merge(args.section, res)
     qs, ps = _pairs(args.pairs, args.per_query)
-    stages = {f"{b} {p}": stage(b, p, cache=False) for b, p in VARIANTS}
+    stages = {key(*v): stage(v[0], v[1], cache=False) for v in variants}
     ref_scores = stages["torch fp32"].score_pairs(qs, ps)
     diffs = {}
-    for k, st in stages.items():  # warm-up (and the ONNX export, timed separately by the artifact store)
-        diffs[k] = float(np.max(np.abs(st.score_pairs(qs, ps) - ref_scores)))
+    for v in variants:  # warm-up (and the ONNX export, timed separately by the artifact store)
+        with _weight_bits(v[2]):
+            diffs[key(*v)] = float(np.max(np.abs(stages[key(*v)].score_pairs(qs, ps) - ref_scores)))
     wall, cpu = _interleaved({k: (lambda st=st: st.score_pairs(qs, ps)) for k, st in stages.items()}, args.repeats)
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
@@ -388,7 +420,7 @@ def precision(args: argparse.Namespace) -> dict[str, Any]:
             indent=1,
         )
     )
-    _merge("precision", res)
+    _merge(args.section, res)
     return res
 
 
@@ -552,6 +584,8 @@ def main(argv: list[str] | None = None) -> None:
     c.add_argument("--repeats", type=int, default=3)
     c.add_argument("--index-dir")
     c.add_argument("--no-progress", action="store_true")
+    c.add_argument("--weight-bits", type=int, nargs="*", choices=(7, 8), help="int8 weight widths to compare")
+    c.add_argument("--section", default="precision", help="results section to write")
     args = p.parse_args(argv)
     {"throughput": throughput, "quality": quality, "sweep": sweep, "precision": precision}[args.cmd](args)
 
