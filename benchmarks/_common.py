@@ -1,4 +1,5 @@
-"""What every benchmark script records: the machine, the package versions, the commit, the load average."""
+"""What every benchmark script records: the machine, the package versions, the commit, the load average; and
+this process's resident memory."""
 
 from __future__ import annotations
 
@@ -107,3 +108,23 @@ def merge_result(path: Path, section: str, value: Any, key: str | None = None) -
         else:
             data.setdefault(section, {})[key] = value
         atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+def proc_status(field: str) -> int:
+    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process, bytes. Unlike ``ru_maxrss``, ``VmHWM`` does not carry over
+    exec: Linux keeps the forking parent's peak in ``ru_maxrss`` of a child started by fork + exec."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Reset this process' peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False

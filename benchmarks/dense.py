@@ -584,25 +584,6 @@ def _maxrss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
 
 
-def _status(field: str) -> int:
-    """``VmRSS`` / ``VmHWM`` (peak RSS) of this process, bytes."""
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
-    raise OSError(f"no {field} in /proc/self/status")
-
-
-def _reset_peak() -> bool:
-    """Reset this process' peak RSS (VmHWM) to its current RSS (Linux >= 4.0)."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
-
-
 def _dir_size(path: Path) -> int:
     return sum(f.stat().st_size for f in Path(path).rglob("*") if f.is_file())
 
@@ -628,9 +609,9 @@ def worker(argv: list[str]) -> None:
         vectors = np.load(emb, allow_pickle=False)  # in memory, as a fit's vectors
     # ru_maxrss is not usable here: Linux keeps, across fork + exec, the peak of the parent that forked us
     # (the benchmark process, GBs), so it reads the same for every worker; VmHWM after a reset is ours.
-    info: dict[str, Any] = {"ru_maxrss_before": _maxrss(), "peak_before": _status("VmHWM")}
-    info["peak_reset"] = _reset_peak()
-    info["rss_before"] = _status("VmRSS")
+    info: dict[str, Any] = {"ru_maxrss_before": _maxrss(), "peak_before": _common.proc_status("VmHWM")}
+    info["peak_reset"] = _common.reset_peak_rss()
+    info["rss_before"] = _common.proc_status("VmRSS")
     t0 = time.perf_counter()
     if mode == "build":
         index.build(vectors, Path(out))
@@ -638,8 +619,8 @@ def worker(argv: list[str]) -> None:
         index.load(Path(out))
         index.search(np.load(emb, mmap_mode="r", allow_pickle=False)[:1].copy(), 10)
     info["seconds"] = time.perf_counter() - t0
-    info["peak_rss"] = _status("VmHWM")
-    info["rss_after"] = _status("VmRSS")
+    info["peak_rss"] = _common.proc_status("VmHWM")
+    info["rss_after"] = _common.proc_status("VmRSS")
     if mode == "build":
         info["disk_bytes"] = _dir_size(Path(out))
     print(json.dumps(info))

@@ -62,28 +62,23 @@ def _encode(system: Any, texts: list[str], kind: str, batch_size: int) -> Any:
     return system.encode(texts, kind)
 
 
-def _documents(n: int) -> list[str]:
+def _cranfield() -> Any:
     from ragopt.data import load_dataset
 
-    corpus = load_dataset(str(ROOT.parent / "shared" / "data" / "cranfield")).corpus
+    return load_dataset(str(ROOT.parent / "shared" / "data" / "cranfield"))
+
+
+def _documents(corpus: Any, n: int) -> list[str]:
     return [corpus.text(i, True) for i in range(min(n, len(corpus)))]
-
-
-def _peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM: unlike ru_maxrss, it does not carry the parent's over exec)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def _child(name: str, n_docs: int, batch_size: int) -> None:
     system = _models()[name]
-    docs = _documents(n_docs)
+    docs = _documents(_cranfield().corpus, n_docs)
     _encode(system, docs[:1], "doc", batch_size)
-    base = _peak_rss_mb()
+    base = _common.proc_status("VmHWM") / 2**20
     _encode(system, docs, "doc", batch_size)
-    peak = _peak_rss_mb()
+    peak = _common.proc_status("VmHWM") / 2**20
     print(json.dumps({"rss_after_load_mb": round(base, 1), "peak_extra_mb": round(peak - base, 1)}))
 
 
@@ -101,13 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.child:
         _child(args.child, args.docs, args.batch_size)
         return 0
-    from ragopt.data import load_dataset
-
     systems = _models()
-    ds = load_dataset(str(ROOT.parent / "shared" / "data" / "cranfield"))
+    ds = _cranfield()
     queries = ds.queries_for("test")
     qs = list(queries.texts)
-    docs = _documents(args.docs)
+    docs = _documents(ds.corpus, args.docs)
     for s in systems.values():  # load and warm up
         _encode(s, qs[:4], "query", 4)
     res: dict[str, Any] = {
