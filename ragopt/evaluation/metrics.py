@@ -182,12 +182,11 @@ def evaluate(
 
 
 def _pytrec_evaluate(run: Run, qrels: Qrels, measures: set[str], level: int) -> dict[str, dict[str, float]]:
-    """One pytrec_eval pass; coerces numpy / string values only when pytrec_eval rejects the input."""
+    """One pytrec_eval pass. The qrels (small, grades already checked) are always handed over as plain ``str -> int``:
+    pytrec-eval-terrier before 0.5.8 corrupts memory when its constructor rejects a value (a numpy grade), and the
+    process crashes later. The run, which can be large, is coerced (numpy / string scores) only when rejected."""
     spec = _measure_spec(measures)
-    try:
-        evaluator = pytrec_eval.RelevanceEvaluator(qrels, spec, relevance_level=level)
-    except (TypeError, ValueError):
-        evaluator = pytrec_eval.RelevanceEvaluator(_coerce(qrels, int, "qrels"), spec, relevance_level=level)
+    evaluator = pytrec_eval.RelevanceEvaluator(_coerce(qrels, int, "qrels"), spec, relevance_level=level)
     try:
         return evaluator.evaluate(run)
     except (TypeError, ValueError):

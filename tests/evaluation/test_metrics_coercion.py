@@ -41,3 +41,27 @@ def test_a_grade_that_is_not_an_integer_is_named():
         qrels = {"q1": {"d1": 1, "d2": bad}}
         with pytest.raises(DataError, match=r"qrels\['q1'\]\['d2'\]: a relevance grade must be an integer"):
             evaluate({"q1": {"d1": 1.0}}, qrels, ["ndcg@10"])
+
+
+def test_pytrec_eval_is_never_handed_qrels_it_would_reject(monkeypatch):
+    """pytrec-eval-terrier < 0.5.8 corrupts memory when its constructor rejects a grade (numpy int64): the process
+    segfaulted later, in this file's first test, with 0.5.6 (the declared lower bound) and 0.5.7. So the qrels it gets
+    are always plain ``str -> int``, whatever the caller passed (numpy grades, numpy-string ids)."""
+    import ragopt.evaluation.metrics as metrics_mod
+
+    seen = []
+    real = metrics_mod.pytrec_eval.RelevanceEvaluator
+
+    def checked(qrels, *args, **kwargs):
+        seen.append(qrels)
+        for q, row in qrels.items():
+            assert type(q) is str, q
+            assert all(type(d) is str and type(g) is int for d, g in row.items()), row
+        return real(qrels, *args, **kwargs)
+
+    monkeypatch.setattr(metrics_mod.pytrec_eval, "RelevanceEvaluator", checked)
+    np_qrels = {np.str_(q): {np.str_(d): np.int64(g) for d, g in row.items()} for q, row in QRELS.items()}
+    got = evaluate(RUN, np_qrels, METRICS)
+    assert len(seen) == 1
+    assert got.per_query == evaluate(RUN, QRELS, METRICS).per_query
+    assert got.per_query["mrr"] == {"q1": 0.5, "q2": 0.5}
