@@ -157,10 +157,10 @@ class ArtifactStore:
             raise ArtifactError(f"artifact {path} is a {manifest.get('kind')!r}, expected a {kind!r}")
         if format_version is not None and manifest.get("format") != format_version:
             raise ArtifactError(
-                f"artifact {path} was written in format version {manifest.get('format')}, this ragopt reads "
+                f"artifact {path} was written in format version {manifest.get('format')!r}, this ragopt reads "
                 f"version {format_version}: rebuild it (ragopt index --rebuild)"
             )
-        if spec is not None and canonical_json(manifest.get("spec")) != canonical_json(spec):
+        if spec is not None and not _same_json(manifest.get("spec"), spec):
             have = manifest.get("spec")
             diff = _spec_diff(have, spec) if isinstance(have, dict) and isinstance(spec, dict) else f"spec {have!r}"
             raise ArtifactError(
@@ -260,6 +260,14 @@ class ArtifactStore:
         return out
 
 
+def _same_json(have: Any, want: Any) -> bool:
+    """Whether two specs hash alike; a damaged manifest's spec that cannot be hashed (NaN, Infinity) differs."""
+    try:
+        return canonical_json(have) == canonical_json(want)
+    except ValueError:
+        return False
+
+
 def _inside(name: Any) -> bool:
     """Whether a manifest's file name is a plain relative path inside the artifact (no ``..``, not absolute)."""
     if not isinstance(name, str) or not name or "\x00" in name:
@@ -276,5 +284,6 @@ def _spec_diff(have: dict, want: dict, prefix: str = "") -> str:
             if sub:
                 diffs.append(sub)
         elif a != b:
-            diffs.append(f"{prefix}{k}: built with {a!r}, wanted {b!r}")
+            name = f"{prefix}{k}"  # a key from a damaged manifest may hold a newline: the error stays one line
+            diffs.append(f"{name if name.isprintable() else repr(name)}: built with {a!r}, wanted {b!r}")
     return "; ".join(diffs)

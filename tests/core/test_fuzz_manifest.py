@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from ragopt._hashing import sha256_file
@@ -91,6 +91,9 @@ def test_any_manifest_bytes_open_or_fail_naming_the_artifact(raw):
 
 @SETTINGS
 @given(damaged)
+@example({"spec": {"\n": False}})  # found by random runs: a key holding a newline broke the error's line,
+@example({"spec": float("inf")})  # and Infinity (which json reads) escaped as a ValueError
+@example({"format": "3\nrebuild"})
 def test_a_real_manifest_with_damaged_fields_opens_or_fails_naming_the_artifact(over):
     store, path, manifest = _fresh()
     (path / MANIFEST).write_text(json.dumps({**manifest, **over}), encoding="utf-8")
