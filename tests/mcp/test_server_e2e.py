@@ -9,8 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
+
+pytest.importorskip("anyio")
+
+import anyio
 
 from ragopt.testing.mcp_http import start_http_server, stop_server
 

@@ -7,8 +7,11 @@ import json
 import sys
 from pathlib import Path
 
-import anyio
 import pytest
+
+pytest.importorskip("anyio")
+
+import anyio
 
 from ragopt.errors import ConfigError
 from ragopt.mcp.catalog import Catalog, ToolSpec

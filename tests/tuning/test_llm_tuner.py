@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import json
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.errors import ConfigError
 from ragopt.llm.scripted import ScriptedLLM

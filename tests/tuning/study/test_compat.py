@@ -11,8 +11,11 @@ import json
 import sqlite3
 from pathlib import Path
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.store import ArtifactStore
 from ragopt.tuning.study import StudyConfig, run_study

@@ -8,9 +8,12 @@ import subprocess
 import sys
 import time
 
-import optuna
 import pytest
 import yaml
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.data import load_dataset
 from ragopt.data.splits import split_queries

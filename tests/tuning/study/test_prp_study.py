@@ -10,8 +10,11 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.config import from_config
 from ragopt.store import ArtifactStore

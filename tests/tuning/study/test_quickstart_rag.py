@@ -7,8 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.pipeline_io import load_pipeline
 from ragopt.tuning.study import PipelineObjective, StudyConfig, run_study

@@ -4,8 +4,11 @@ bad combinations refused before any trial."""
 
 from __future__ import annotations
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.errors import ConfigError, DataError
 from ragopt.store import ArtifactStore

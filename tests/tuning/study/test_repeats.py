@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import time
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.config import param
 from ragopt.errors import ConfigError

@@ -13,9 +13,12 @@ import sys
 import time
 from pathlib import Path
 
-import optuna
 import pytest
 import yaml
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.errors import ConfigError
 from ragopt.pipeline_io import load_pipeline

@@ -3,8 +3,11 @@ tuner from the stored trials at every ask (so a resumed or shared study continue
 
 from __future__ import annotations
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.testing.tuners import synthetic_table
 from ragopt.tuning.study.sampler import study_sampler

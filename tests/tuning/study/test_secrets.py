@@ -8,8 +8,11 @@ import logging
 import re
 from pathlib import Path
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.config import from_config
 from ragopt.errors import ConfigError

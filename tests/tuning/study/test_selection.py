@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from types import SimpleNamespace
 
-import optuna
 import pytest
+
+pytest.importorskip("optuna")
+
+import optuna
 
 from ragopt.errors import ConfigError
 from ragopt.store import ArtifactStore

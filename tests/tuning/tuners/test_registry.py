@@ -126,6 +126,7 @@ def test_cli_tuner_names_are_the_registry(data_dir, tmp_path, capsys) -> None:
     the names it lists for an unknown tuner either way."""
     from ragopt.cli import main
 
+    pytest.importorskip("optuna")
     choices = _tune_option("--tuner").choices
     if choices is not None:
         assert list(choices) == tuner_names()
