@@ -81,15 +81,21 @@ class Param:
         kind = d.get("type") or ("categorical" if "choices" in d else None)
         if kind not in _KINDS:
             raise ConfigError(f"{where}.type", f"must be one of {list(_KINDS)}, got {kind!r}")
+        for key in ("log", "model"):  # bool("false") is True: a quoted flag would silently mean yes
+            if not isinstance(d.get(key, False), bool):
+                raise ConfigError(f"{where}.{key}", f"must be true or false, got {d[key]!r}")
+        group = d.get("group")
+        if group is not None and (not isinstance(group, str) or not group):
+            raise ConfigError(f"{where}.group", f"must be a group name (a non-empty string), got {group!r}")
         p = cls(
             name=name,
             path=path,
             kind=kind,
-            log=bool(d.get("log", False)),
+            log=d.get("log", False),
             step=d.get("step"),
             levels=_levels(d.get("levels", 5), f"{where}.levels"),
-            group=d.get("group"),
-            model=bool(d.get("model", False)),
+            group=group,
+            model=d.get("model", False),
         )
         w = f"{where}({name})"
         if kind == "categorical":

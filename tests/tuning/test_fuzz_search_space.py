@@ -131,6 +131,14 @@ _CUT = {"name": "rerank", "path": "stages.1", "choices": {"none": None, "cut5": 
 @given(spaces, st.sampled_from(["random", "tpe", "grid", "greedy", "hiermab"]))
 # found by this test: two parameters removing the same stage deleted it twice (IndexError in apply_params)
 @example(items=[_CUT, {**_CUT, "name": None}], tuner_name="random")
+# and: a group that is not a name (True) was accepted, then hiermab's sort of its groups raised a TypeError
+@example(
+    items=[
+        {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0},
+        {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.1, "high": 1.0, "step": 0.1, "group": True},
+    ],
+    tuner_name="hiermab",
+)
 def test_an_accepted_space_can_be_sampled_and_applied(items, tuner_name):
     from ragopt.tuning.tuners import make_tuner
 
@@ -163,6 +171,14 @@ KNOWN_GAPS = [
         {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": float("inf")},
         id="float-with-infinite-bound-crashes-the-sampler",  # accepted; optuna: OverflowError at ask()
     ),
+    pytest.param(
+        {"name": "b", "path": "stages.0.b", "type": "float", "low": 0.1, "high": 1.0, "group": True},
+        id="group-not-a-name-crashes-hiermab",  # accepted; hiermab sorted groups True and "k1": TypeError at ask()
+    ),
+    pytest.param(
+        {"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "log": "false"},
+        id="quoted-flag-meant-yes",  # accepted as bool("false"), a log scale
+    ),
 ]
 
 
@@ -178,4 +194,4 @@ def test_known_gaps_are_refused_at_load(item):
     with pytest.raises(ConfigError) as e:
         StudyConfig.from_dict(doc)
     msg = str(e.value)
-    assert "\n" not in msg and "space" in msg and ("step" in msg or "low" in msg or "high" in msg)
+    assert "\n" not in msg and "space" in msg and any(k in msg for k in ("step", "low", "high", "group", "log"))
