@@ -3,8 +3,10 @@
 A parameter names a place in the pipeline config (``stages.0.k1``, ``stages.1`` for a whole stage) and the
 values it may take: ``categorical`` (a list, or a mapping of labels to values: values may be whole component
 configs, and ``null`` removes a stage from its list), ``int`` and ``float`` (``low``/``high``, ``log``,
-``step``). ``when: {other_param: value-or-list}`` makes a parameter conditional: it is active only when the
-named parameter (declared earlier) is active and has one of those values. ``group`` gathers parameters for
+``step``; the grid-based tuners walk every point of a stepped range up to 10,000, and ``levels`` points of its
+lattice beyond that; a step finer than a trillionth of its range is refused). ``when: {other_param:
+value-or-list}`` makes a parameter conditional: it is active only when the named parameter (declared earlier) is
+active and has one of those values. ``group`` gathers parameters for
 the hierarchical bandit; ``model: true`` marks model choices (greedy "models first").
 
 The space is validated against the pipeline template before any trial: every parameter is applied at its
@@ -28,6 +30,11 @@ __all__ = ["Param", "SearchSpace", "apply_params", "set_path", "get_path"]
 _MISSING = object()
 _RAISE = object()
 _KINDS = ("categorical", "int", "float")
+# a stepped range with more points than this gets a grid of ``levels`` points on its step lattice instead of every
+# point (low 0, high 1e6, step 1e-9 would be 1e15 values; the fuzz test found it hanging the grid-based tuners)
+MAX_STEPPED_GRID = 10_000
+# a step that divides its range into more pieces than this is refused (optuna's Decimal arithmetic fails on 1e28)
+MAX_STEPS = 1e12
 
 
 @dataclass
@@ -146,6 +153,12 @@ class Param:
                 raise ConfigError(f"{w}.low", f"log scale needs low > 0, got {p.low}")
             if p.step is not None and p.log:
                 raise ConfigError(f"{w}.step", "step and log cannot be combined")
+            if p.step is not None and (p.high - p.low) / p.step > MAX_STEPS:
+                raise ConfigError(
+                    f"{w}.step",
+                    f"{p.step!r} divides [{p.low}, {p.high}] into more than {MAX_STEPS:.0e} steps: "
+                    "use a larger step, or none (a continuous range)",
+                )
             if p.levels < 2:
                 raise ConfigError(f"{w}.levels", "levels must be >= 2")
         when = d.get("when") or {}
@@ -164,20 +177,26 @@ class Param:
         return copy.deepcopy(self.choices[self.labels.index(label)])
 
     def grid(self) -> list[Any]:
-        """Discrete sampler-facing values: choices, explicit values, or ``levels`` points (log if log)."""
+        """Discrete sampler-facing values: choices, explicit values, every point of a stepped range (up to
+        ``MAX_STEPPED_GRID``; beyond it ``levels`` points of the step lattice, evenly spread), or ``levels`` points
+        (log if log)."""
         if self.kind == "categorical":
             return list(self.labels)
         if self.values is not None:
             return list(self.values)
         lo, hi = self.low, self.high
-        if self.kind == "int":
-            if self.step:
-                return list(range(int(lo), int(hi) + 1, int(self.step)))
-            if hi - lo + 1 <= self.levels:
-                return list(range(int(lo), int(hi) + 1))
-        if self.step and self.kind == "float":
-            n = int(math.floor((hi - lo) / self.step + 1e-9)) + 1
-            return [round(lo + i * self.step, 12) for i in range(n)]
+        if self.step:
+            step = int(self.step) if self.kind == "int" else self.step
+            n = int(math.floor((hi - lo) / step + 1e-9)) + 1  # lattice points lo, lo + step, ... <= hi
+            if n <= MAX_STEPPED_GRID:
+                picks: Iterable[int] = range(n)
+            else:
+                picks = sorted({round(i * (n - 1) / (self.levels - 1)) for i in range(self.levels)})
+            if self.kind == "int":
+                return [int(lo) + i * step for i in picks]
+            return [min(round(lo + i * step, 12), hi) for i in picks]  # rounding never steps past high
+        if self.kind == "int" and hi - lo + 1 <= self.levels:
+            return list(range(int(lo), int(hi) + 1))
         if self.log:
             pts = [
                 math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * i / (self.levels - 1))

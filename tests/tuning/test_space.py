@@ -83,6 +83,27 @@ def test_space_is_validated_against_the_pipeline(item, message):
         s.validate_against(TEMPLATE, lambda cfg: from_config(cfg))
 
 
+def test_a_stepped_range_too_long_to_list_gets_levels_points_of_its_lattice():
+    from ragopt.tuning.space import MAX_STEPPED_GRID
+
+    s = space(
+        [
+            {"name": "f", "path": "a", "type": "float", "low": 0.5, "high": 2.0, "step": 1e-6, "levels": 4},
+            {"name": "n", "path": "b", "type": "int", "low": 3, "high": 10**9, "step": 2},
+            {"name": "m", "path": "c", "type": "int", "low": 1, "high": MAX_STEPPED_GRID, "step": 1},
+        ]
+    )
+    f, n, m = s.by_name["f"].grid(), s.by_name["n"].grid(), s.by_name["m"].grid()
+    assert f == pytest.approx([0.5, 1.0, 1.5, 2.0]) and f[-1] <= 2.0  # 1.5e6 steps: 4 points, both ends included
+    assert len(n) == 5 and n[0] == 3 and n[-1] == 10**9 - 1 and all((v - 3) % 2 == 0 for v in n)  # on the lattice
+    assert m == list(range(1, MAX_STEPPED_GRID + 1))  # at the cap: every point, as before
+
+
+def test_a_step_finer_than_a_trillionth_of_the_range_is_refused():
+    with pytest.raises(ConfigError, match=r"space\[0\]\(k1\)\.step: 1e-13 divides \[0.5, 2.0\] into more than"):
+        space([{"name": "k1", "path": "a", "type": "float", "low": 0.5, "high": 2.0, "step": 1e-13}])
+
+
 def test_defaults_follow_the_template():
     s = space(
         [
