@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXTRAS ?= all
 
-.PHONY: install quickstart test test-fast bench clean-indexes
+.PHONY: install quickstart test test-fast fuzz bench clean-indexes
 
 $(STAMP): pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow and not integration"
+
+# the property-based tests with FUZZ_SCALE times their examples, from a new random seed each run (tests/fuzzing.py)
+FUZZ_SCALE ?= 20
+fuzz: $(STAMP)
+	RAGOPT_FUZZ_SCALE=$(FUZZ_SCALE) RAGOPT_HYPOTHESIS_PROFILE=explore $(BIN)/python -m pytest -m fuzz
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bm25.py

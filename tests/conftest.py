@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import settings as hypothesis_settings
 
 _TMP = Path(tempfile.mkdtemp(prefix="ragopt-tests-"))
 for var, sub in (
@@ -24,6 +25,12 @@ os.environ.setdefault("RAGOPT_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# hypothesis: "ci" replays the same examples on every run (tests/fuzzing.py says why); "explore" (make fuzz) draws new
+# ones and reports the seed of a failure; the default is hypothesis' own (random, with the local example database)
+hypothesis_settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+hypothesis_settings.register_profile("explore", derandomize=False, print_blob=True)
+hypothesis_settings.load_profile(os.environ.get("RAGOPT_HYPOTHESIS_PROFILE", "default"))
 
 
 def shared_dataset(name: str) -> Path:

@@ -12,14 +12,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, example, given, settings
+from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 
 from ragopt._hashing import sha256_file
 from ragopt.errors import ArtifactError
 from ragopt.store import MANIFEST, ArtifactStore
+from tests.fuzzing import fuzz_settings
 
-SETTINGS = settings(max_examples=80, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
+SETTINGS = fuzz_settings(80, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 _BASE = Path(tempfile.mkdtemp(prefix="ragopt-fuzz-manifest-"))
 SPEC, KIND, FORMAT = {"k1": 0.9, "corpus": "abc"}, "thing", 3
 
@@ -100,7 +102,7 @@ def test_a_real_manifest_with_damaged_fields_opens_or_fails_naming_the_artifact(
     _exercise(store, path)
 
 
-@settings(SETTINGS, max_examples=40)
+@fuzz_settings(40, SETTINGS)
 @given(
     st.dictionaries(st.sampled_from(["depth", "corpus", "stage", "kind", "format", "spec"]), json_values, max_size=3)
 )

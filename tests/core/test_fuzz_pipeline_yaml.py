@@ -6,15 +6,18 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from ragopt.errors import RagoptError
 from ragopt.pipeline import Stage
 from ragopt.pipeline_io import load_pipeline
+from tests.fuzzing import fuzz_settings
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
+SETTINGS = fuzz_settings(100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _DIR = Path(tempfile.mkdtemp(prefix="ragopt-fuzz-yaml-"))
 
 KEYS = ["pipeline", "name", "description", "type", "stages", "inputs", "weights", "k1", "b", "top_k", "k", "method"]

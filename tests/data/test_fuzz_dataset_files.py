@@ -9,13 +9,15 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from ragopt.data import load_dataset
 from ragopt.errors import RagoptError
+from tests.fuzzing import fuzz_settings
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
+SETTINGS = fuzz_settings(100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _ROOT = Path(tempfile.mkdtemp(prefix="ragopt-fuzz-data-"))
 
 json_values = st.recursive(

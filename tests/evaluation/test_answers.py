@@ -19,7 +19,7 @@ from collections import Counter
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from rouge_score import rouge_scorer
 
@@ -41,6 +41,7 @@ from ragopt.evaluation import (
     rouge_l,
     token_f1,
 )
+from tests.fuzzing import fuzz_settings
 
 
 # --- oracle 1: the official SQuAD v1.1 evaluate script (evaluate-v1.1.py), transcribed -----------------------
@@ -458,9 +459,10 @@ PHRASES = st.one_of(
     st.lists(WORDS, max_size=8).map(" ".join), st.lists(WORDS, max_size=6).map("".join), st.text(max_size=20)
 )
 GOLD_LISTS = st.lists(PHRASES, min_size=1, max_size=3)
-FAST = settings(max_examples=300, deadline=None, database=None)  # no .hypothesis/ example database
+FAST = fuzz_settings(300, deadline=None, database=None)  # no .hypothesis/ example database
 
 
+@pytest.mark.fuzz
 @FAST
 @given(PHRASES, GOLD_LISTS)
 def test_property_agrees_with_squad_flashrag_and_rouge_score(pred, golds):
@@ -473,6 +475,7 @@ def test_property_agrees_with_squad_flashrag_and_rouge_score(pred, golds):
     assert rouge_l(pred, golds) == pytest.approx(ref_rouge_l(pred, golds), abs=1e-12)
 
 
+@pytest.mark.fuzz
 @FAST
 @given(PHRASES, GOLD_LISTS)
 def test_property_bounds_and_orderings(pred, golds):
@@ -486,6 +489,7 @@ def test_property_bounds_and_orderings(pred, golds):
     assert rl == max(rouge_l(pred, [g]) for g in golds)
 
 
+@pytest.mark.fuzz
 @FAST
 @given(PHRASES, PHRASES)
 def test_property_identities_and_symmetry(x, y):

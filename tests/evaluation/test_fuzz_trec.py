@@ -7,13 +7,16 @@ import math
 import tempfile
 from pathlib import Path
 
-from hypothesis import HealthCheck, given, settings
+import pytest
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from ragopt.errors import DataError, RagoptError
 from ragopt.evaluation.trec import read_qrels_trec, read_run, write_run
+from tests.fuzzing import fuzz_settings
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
+SETTINGS = fuzz_settings(100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _DIR = Path(tempfile.mkdtemp(prefix="ragopt-fuzz-trec-"))
 
 field = st.one_of(

@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from ragopt.errors import RagoptError
@@ -17,8 +17,10 @@ from ragopt.mcp.catalog import Catalog
 from ragopt.mcp.service import Limits, ToolService, ToolServiceError
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
+from tests.fuzzing import fuzz_settings
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
+SETTINGS = fuzz_settings(100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 _DIR = Path(tempfile.mkdtemp(prefix="ragopt-fuzz-mcp-"))
 
 json_values = st.recursive(

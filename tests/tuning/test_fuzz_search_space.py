@@ -14,13 +14,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, event, example, given, settings
+from hypothesis import HealthCheck, event, example, given
 from hypothesis import strategies as st
 
 from ragopt.config import from_config
 from ragopt.errors import ConfigError, RagoptError
 from ragopt.tuning.space import apply_params
 from ragopt.tuning.study import StudyConfig
+from tests.fuzzing import fuzz_settings
 
 pytest.importorskip("optuna")
 
@@ -84,7 +85,8 @@ spaces = st.one_of(
     scalars,
 )
 
-SETTINGS = settings(max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
+SETTINGS = fuzz_settings(150, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 _DIR = Path(tempfile.mkdtemp(prefix="ragopt-fuzz-space-"))
 
 

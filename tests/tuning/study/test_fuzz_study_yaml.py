@@ -6,12 +6,14 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from ragopt.errors import RagoptError
 from ragopt.tuning.study import StudyConfig
+from tests.fuzzing import fuzz_settings
 
 _DIR = Path(tempfile.mkdtemp(prefix="ragopt-fuzz-study-"))
 KEYS = ["study", "dataset", "split", "pipeline", "space", "objective", "tuner", "budget", "holdout", "queries"]
@@ -64,7 +66,8 @@ def _check(doc) -> None:
         assert "\n" not in str(e), f"the error is not one line: {e!r}"
 
 
-SETTINGS = settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+pytestmark = pytest.mark.fuzz
+SETTINGS = fuzz_settings(100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 @SETTINGS
