@@ -153,6 +153,10 @@ class Param:
                 raise ConfigError(f"{w}.low", f"log scale needs low > 0, got {p.low}")
             if p.step is not None and p.log:
                 raise ConfigError(f"{w}.step", "step and log cannot be combined")
+            if p.step is not None and p.high > p.low and p.step > (p.high - p.low) * (1 + 1e-9):
+                raise ConfigError(
+                    f"{w}.step", f"{p.step!r} is wider than the range [{p.low}, {p.high}]: only low could be drawn"
+                )
             if p.step is not None and (p.high - p.low) / p.step > MAX_STEPS:
                 raise ConfigError(
                     f"{w}.step",

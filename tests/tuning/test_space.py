@@ -58,6 +58,8 @@ def test_grid_respects_conditions_and_levels():
         ([{"path": "a", "choices": [1]}, {"path": "b", "choices": [1], "when": {"c": 1}}], "refers to 'c'"),
         ([{"path": "a", "choices": [1], "colour": "red"}], "space\\[0\\].colour: unknown key"),
         ([], "the search space is empty"),
+        ([{"path": "a", "type": "float", "low": 0.1, "high": 1.0, "step": 2}], r"step: 2 is wider than the range"),
+        ([{"path": "a", "type": "int", "low": 1, "high": 3, "step": 4}], r"step: 4 is wider than the range \[1, 3\]"),
     ],
 )
 def test_invalid_spaces_fail_with_the_place_named(items, message):
@@ -97,6 +99,16 @@ def test_a_stepped_range_too_long_to_list_gets_levels_points_of_its_lattice():
     assert f == pytest.approx([0.5, 1.0, 1.5, 2.0]) and f[-1] <= 2.0  # 1.5e6 steps: 4 points, both ends included
     assert len(n) == 5 and n[0] == 3 and n[-1] == 10**9 - 1 and all((v - 3) % 2 == 0 for v in n)  # on the lattice
     assert m == list(range(1, MAX_STEPPED_GRID + 1))  # at the cap: every point, as before
+
+
+def test_a_step_as_wide_as_the_range_gives_both_ends():
+    s = space(
+        [
+            {"name": "f", "path": "a", "type": "float", "low": 0.1, "high": 0.3, "step": 0.2},  # 0.3 - 0.1 < 0.2
+            {"name": "n", "path": "b", "type": "int", "low": 5, "high": 5, "step": 3},  # a fixed value
+        ]
+    )
+    assert s.by_name["f"].grid() == pytest.approx([0.1, 0.3]) and s.by_name["n"].grid() == [5]
 
 
 def test_a_step_finer_than_a_trillionth_of_the_range_is_refused():
