@@ -251,6 +251,14 @@ class SearchSpace:
                     )
             seen.add(p.name)
         self.by_name = {p.name: p for p in self.params}
+        for p in self.params:  # the bandit keys a group by its name, an ungrouped parameter by its own
+            other = self.by_name.get(p.group) if p.group else None
+            if other is not None and other.group != p.group:
+                raise ConfigError(
+                    f"space({p.name}).group",
+                    f"{p.group!r} is also the name of a parameter outside that group: the hierarchical bandit "
+                    "would move them as one; rename the group",
+                )
 
     @classmethod
     def from_list(cls, items: Iterable[Mapping[str, Any]], where: str = "space") -> SearchSpace:

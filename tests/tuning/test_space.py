@@ -58,6 +58,10 @@ def test_grid_respects_conditions_and_levels():
         ([{"path": "a", "choices": [1]}, {"path": "b", "choices": [1], "when": {"c": 1}}], "refers to 'c'"),
         ([{"path": "a", "choices": [1], "colour": "red"}], "space\\[0\\].colour: unknown key"),
         ([], "the search space is empty"),
+        (
+            [{"name": "bm25", "path": "a", "choices": [1, 2]}, {"path": "b", "choices": [1], "group": "bm25"}],
+            r"space\(b\)\.group: 'bm25' is also the name of a parameter outside that group",
+        ),
         ([{"path": "a", "type": "float", "low": 0.1, "high": 1.0, "step": 2}], r"step: 2 is wider than the range"),
         ([{"path": "a", "type": "int", "low": 1, "high": 3, "step": 4}], r"step: 4 is wider than the range \[1, 3\]"),
     ],
