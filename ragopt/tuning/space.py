@@ -6,8 +6,8 @@ configs, and ``null`` removes a stage from its list), ``int`` and ``float`` (``l
 ``step``; the grid-based tuners walk every point of a stepped range up to 10,000, and ``levels`` points of its
 lattice beyond that; a step finer than a trillionth of its range is refused). ``when: {other_param:
 value-or-list}`` makes a parameter conditional: it is active only when the named parameter (declared earlier) is
-active and has one of those values. ``group`` gathers parameters for
-the hierarchical bandit; ``model: true`` marks model choices (greedy "models first").
+active and has one of those values. ``group`` gathers parameters for the hierarchical bandit; ``model: true`` marks
+model choices (greedy "models first").
 
 The space is validated against the pipeline template before any trial: every parameter is applied at its
 extreme values and the resulting config is built, so a wrong path, an unknown key or an out-of-range value
