@@ -35,8 +35,9 @@ Bad input fails before any scoring: another model family, a layer or head out of
 exceed the model's context (the message says how many candidates fit), a checkpoint trained with another block
 layout (``blockrank.json`` next to the weights, written by ``ragopt train blockrank``).
 
-Modules: :mod:`.stage` (the stage: prompt, prefills, scoring), :mod:`.attention` (the attention function, hooks and
-key/value caches it runs the model through), :mod:`.calibration` (:func:`calibrate_layers`).
+Modules: :mod:`.stage` (the stage: checks, prompt, scoring), :mod:`.prefill` (the forward passes: the three
+prefills, greedy decoding, the training forward), :mod:`.attention` (the attention function, hooks and key/value
+caches they run the model through), :mod:`.calibration` (:func:`calibrate_layers`).
 
 Counters: ``blockrank_queries``, ``blockrank_reranked``, ``blockrank_prompt_tokens``, ``blockrank_attention_pairs``
 (query-key pairs the pattern allows: the attention cost), ``blockrank_docs_encoded`` and ``blockrank_kv_hits``

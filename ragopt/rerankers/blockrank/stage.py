@@ -1,12 +1,11 @@
-"""The ``blockrank`` stage: prompt layout, the three prefills (masked, blocked, flex), decode mode and scoring. The
-package docstring (:mod:`ragopt.rerankers.blockrank`) describes what it computes."""
+"""The ``blockrank`` stage: configuration and checks, prompt layout, which prefill runs (:mod:`.prefill` has them),
+decode mode and scoring. The package docstring (:mod:`ragopt.rerankers.blockrank`) describes what it computes."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -15,28 +14,14 @@ import numpy as np
 from ragopt._imports import optional, require
 from ragopt.config import param
 from ragopt.errors import ConfigError, StageError
-from ragopt.kernels.blockrank import (
-    allowed_mask,
-    block_scores,
-    candidates_that_fit,
-    max_position,
-    position_ids,
-)
+from ragopt.kernels.blockrank import block_scores, candidates_that_fit, max_position
 from ragopt.kernels.topk import splice_head
 from ragopt.llm.stage import LLMStage
 from ragopt.llm.transformers_backend import TransformersLLM
 from ragopt.registry import register
-from ragopt.rerankers.blockrank.attention import (
-    FLEX_PAD,
-    KV_CACHE,
-    Capture,
-    cache_kv,
-    cache_kw,
-    causal_rows,
-    flex_block_mask,
-    hooked,
-    new_cache,
-)
+from ragopt.rerankers.blockrank import prefill
+from ragopt.rerankers.blockrank.attention import Capture
+from ragopt.rerankers.blockrank.prefill import BlockPrompt, KVReuse, Pattern
 from ragopt.types import Batch, Corpus, Stats
 
 #: config.model_type -> what it covers
@@ -73,21 +58,6 @@ def attention_pairs(lengths: Sequence[int], sparse: bool) -> int:
 def mean_heads(per_head: np.ndarray, heads: Sequence[int] | None) -> np.ndarray:
     """Per-candidate scores from per-head scores ``(H, n)``: the mean over ``heads`` (None: every head)."""
     return per_head[list(heads)].mean(axis=0) if heads else per_head.mean(axis=0)
-
-
-@dataclass
-class BlockPrompt:
-    """Token ids of one query's blocks: instruction, documents, query."""
-
-    blocks: list[list[int]]
-
-    @property
-    def lengths(self) -> list[int]:
-        return [len(b) for b in self.blocks]
-
-    @property
-    def ids(self) -> list[int]:
-        return [t for b in self.blocks for t in b]
 
 
 @register("blockrank")
@@ -295,234 +265,40 @@ class BlockRankReranker(LLMStage):
                     "max_doc_tokens"
                 )
 
-    # -- forward passes ------------------------------------------------------------------------------------
+    # -- forward passes (:mod:`.prefill`) --------------------------------------------------------------------
+    def pattern(self) -> Pattern:
+        return Pattern(self.sparse, self.query_position)
+
+    def _reuse(self) -> KVReuse:
+        return KVReuse(self.llm.fingerprint(), self.kv_cache_mb, self.doc_batch_size)
+
     def attend(self, prompt: BlockPrompt, layers: Sequence[int], stats: Stats | None = None) -> dict[int, Any]:
         """Attention ``(H, R, K)`` of the query block's last ``R`` rows over all keys at each of ``layers``."""
         model, _ = self.model()
         rows = prompt.lengths[-1] if self.query_tokens == 0 else min(self.query_tokens, prompt.lengths[-1])
         cap = Capture(frozenset(layers), rows)
         if self.sparse and self.prefill == "blocked":
-            self._blocked(model, prompt, cap, max(layers), stats)
+            prefill.blocked(model, prompt, self.pattern(), self._reuse(), cap, max(layers), stats)
         elif self.prefill == "flex":
-            self._flex(model, prompt, cap, max(layers))
+            prefill.flex(model, prompt, self.pattern(), cap, max(layers))
         else:
-            self._masked(model, prompt, cap, max(layers))
+            prefill.masked(model, prompt, self.pattern(), cap, max(layers))
         return {layer: cap.out[layer] for layer in layers}
-
-    def _flex(self, model: Any, prompt: BlockPrompt, cap: Capture, upto: int) -> None:
-        """One forward pass through FlexAttention (attention mode), the prompt padded to a multiple of FLEX_PAD."""
-        import torch
-
-        lengths = prompt.lengths
-        t = sum(lengths)
-        pad = -t % FLEX_PAD
-        dev = model.device
-        pos = position_ids(lengths, self.sparse, self.query_position)
-        pos = np.concatenate([pos, np.full(pad, pos[-1], dtype=pos.dtype)])
-        ids = torch.tensor([prompt.ids + [0] * pad], dtype=torch.long, device=dev)
-        cap.block_mask = flex_block_mask(lengths, pad, self.sparse, dev)
-        cap.pad = pad
-        cap.allowed_rows = causal_rows(cap.rows, t)  # query rows see every token before them, sparse or not
-        kw = {"input_ids": ids, "position_ids": torch.as_tensor(pos, device=dev)[None], "attention_mask": None}
-        try:
-            with torch.inference_mode(), hooked(model, cap, upto):
-                model(**kw, use_cache=False, logits_to_keep=1)
-        except Exception as e:  # torch.compile's failures (no C++ compiler, a backend bug) come from these modules
-            if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
-                raise
-            raise StageError(
-                f"blockrank: prefill flex could not compile FlexAttention on {dev} ({type(e).__name__}: "
-                f"{str(e).strip().splitlines()[0][:300]}); use prefill: blocked (same scores, linear cost)"
-            ) from None
-
-    def _masked(self, model: Any, prompt: BlockPrompt, cap: Capture | None, upto: int | None) -> Any:
-        """One forward pass over the whole prompt (the 4D mask with sparse on; plain causal attention off)."""
-        import torch
-
-        lengths = prompt.lengths
-        ids = torch.tensor([prompt.ids], dtype=torch.long, device=model.device)
-        pos = torch.as_tensor(position_ids(lengths, self.sparse, self.query_position), device=model.device)[None]
-        mask = None
-        if self.sparse:
-            mask = torch.as_tensor(allowed_mask(lengths, True), device=model.device)[None, None]
-        elif cap is not None:
-            t = sum(lengths)
-            cap.allowed_rows = causal_rows(cap.rows, t)
-        kw = {"input_ids": ids, "position_ids": pos, "attention_mask": mask, "logits_to_keep": 1}
-        cache = new_cache() if upto is None else None
-        if cache is not None:
-            kw[cache_kw(model)] = cache
-        out = None
-        with torch.inference_mode(), hooked(model, cap, upto):
-            out = model(**kw, use_cache=cache is not None)
-        return (out, cache) if upto is None else None
-
-    def _blocked(
-        self, model: Any, prompt: BlockPrompt, cap: Capture | None, upto: int | None, stats: Stats | None
-    ) -> Any:
-        """Instruction, then the documents over its KV cache (batched), then the query over every block's KV."""
-        import torch
-
-        ck = cache_kw(model)
-        dev = model.device
-        last = upto if upto is not None else self.n_layers(model) - 1
-        instr, docs, query = prompt.blocks[0], prompt.blocks[1:-1], prompt.blocks[-1]
-        l0 = len(instr)
-        ident = self.llm.fingerprint()
-        ikey = (ident, "instr", tuple(instr))
-        ikv = KV_CACHE.get(ikey, last)
-        if ikv is None:
-            cache = new_cache()
-            with torch.inference_mode(), hooked(model, None, last):
-                model(
-                    input_ids=torch.tensor([instr], device=dev),
-                    position_ids=torch.arange(l0, device=dev)[None],
-                    attention_mask=None,
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **{ck: cache},
-                )
-            ikv = cache_kv(cache, last)
-            KV_CACHE.put(ikey, ikv, self.kv_cache_mb << 20)
-        doc_kv: list[list[tuple[Any, Any]] | None] = []
-        todo = []
-        for j, d in enumerate(docs):
-            kv = KV_CACHE.get((ident, tuple(instr), tuple(d)), last) if self.kv_cache_mb else None
-            doc_kv.append(kv)
-            if kv is None:
-                todo.append(j)
-        if stats is not None:
-            stats.add("blockrank_docs_encoded", len(todo))
-            stats.add("blockrank_kv_hits", len(docs) - len(todo))
-        for s in range(0, len(todo), self.doc_batch_size):
-            group = todo[s : s + self.doc_batch_size]
-            width = max(len(docs[j]) for j in group)
-            b = len(group)
-            ids = torch.zeros((b, width), dtype=torch.long)
-            allowed = torch.zeros((b, 1, width, l0 + width), dtype=torch.bool)
-            allowed[..., :l0] = True  # every row (padding included) sees the instruction: no empty softmax
-            causal = torch.ones((width, width), dtype=torch.bool).tril()
-            for r, j in enumerate(group):
-                n = len(docs[j])
-                ids[r, :n] = torch.tensor(docs[j])
-                allowed[r, 0, :, l0 : l0 + n] = causal[:, :n]
-            cache = new_cache(
-                [(k.expand(b, -1, -1, -1).contiguous(), v.expand(b, -1, -1, -1).contiguous()) for k, v in ikv]
-            )
-            with torch.inference_mode(), hooked(model, None, last):
-                model(
-                    input_ids=ids.to(dev),
-                    position_ids=(l0 + torch.arange(width, device=dev))[None].expand(b, -1),
-                    attention_mask=allowed.to(dev),
-                    use_cache=True,
-                    logits_to_keep=1,
-                    **{ck: cache},
-                )
-            for r, j in enumerate(group):
-                n = len(docs[j])
-                kv = [
-                    (k[r : r + 1, :, l0 : l0 + n].clone(), v[r : r + 1, :, l0 : l0 + n].clone())
-                    for k, v in cache_kv(cache, last)
-                ]
-                doc_kv[j] = kv
-                if self.kv_cache_mb:
-                    KV_CACHE.put((ident, tuple(instr), tuple(docs[j])), kv, self.kv_cache_mb << 20)
-        cache = new_cache()  # every block's keys/values, one copy per layer (the per-document pieces go)
-        for i in range(last + 1):
-            cache.update(
-                torch.cat([ikv[i][0]] + [kv[i][0] for kv in doc_kv], dim=2),  # type: ignore[index]
-                torch.cat([ikv[i][1]] + [kv[i][1] for kv in doc_kv], dim=2),  # type: ignore[index]
-                i,
-            )
-        t_prefix = int(cache.layers[0].keys.shape[2])
-        del doc_kv, ikv
-        lq = len(query)
-        pos = position_ids(prompt.lengths, True, self.query_position)[-lq:]
-        mask = torch.ones((1, 1, lq, t_prefix + lq), dtype=torch.bool)
-        mask[..., t_prefix:] = torch.ones((lq, lq), dtype=torch.bool).tril()
-        with torch.inference_mode(), hooked(model, cap, upto):
-            out = model(
-                input_ids=torch.tensor([query], device=dev),
-                position_ids=torch.as_tensor(pos, device=dev)[None],
-                attention_mask=mask.to(dev),
-                use_cache=True,
-                logits_to_keep=1,
-                **{ck: cache},
-            )
-        return (out, cache) if upto is None else None
 
     def forward_with_answer(
         self, model: Any, prompt: BlockPrompt, answer: Sequence[int], layer: int
     ) -> tuple[Any, Any]:
-        """Training forward (gradients on): the prompt followed by ``answer`` tokens (part of the query block) in
-        one masked pass over all layers. Returns the logits that predict each answer token ``(len(answer), V)``
-        and the per-document scores ``(n,)`` of the query block's rows (before the answer) at ``layer``: attention
-        renormalised over document tokens, summed over a block, averaged over rows and heads (the stage's
-        ``heads``, ``query_tokens``; the paper's signal for its auxiliary InfoNCE loss)."""
-        import torch
-
-        from ragopt.kernels.blockrank import block_starts
-
-        lengths = prompt.lengths
-        lq, la = lengths[-1], len(answer)
-        full = [*lengths[:-1], lq + la]
-        ids = torch.tensor([prompt.ids + list(answer)], device=model.device)
-        pos = torch.as_tensor(position_ids(full, self.sparse, self.query_position), device=model.device)[None]
-        mask = torch.as_tensor(allowed_mask(full, self.sparse), device=model.device)[None, None]
-        cap = Capture(frozenset([layer]), lq + la)
-        out = None
-        with hooked(model, cap, None):
-            out = model(input_ids=ids, position_ids=pos, attention_mask=mask, logits_to_keep=la + 1, use_cache=False)
-        logits = out.logits[0, :la]
-        probs = cap.out[layer][:, :lq]  # (H, lq, t): the query block's rows, before the answer
-        if self.query_tokens:
-            probs = probs[:, -self.query_tokens :]
-        if self.heads:
-            probs = probs[self.heads]
-        starts = block_starts(lengths)
-        lo, hi = int(starts[1]), int(starts[-2])
-        docs = probs[..., lo:hi]
-        docs = docs / docs.sum(-1, keepdim=True).clamp_min(1e-30)
-        seg = torch.as_tensor(np.repeat(np.arange(len(lengths) - 2), lengths[1:-1]), device=docs.device)
-        per_doc = torch.zeros((*docs.shape[:2], len(lengths) - 2), dtype=docs.dtype, device=docs.device)
-        per_doc = per_doc.index_add(2, seg, docs)
-        return logits, per_doc.mean(dim=(0, 1))
+        """Training forward with this stage's layout, ``query_tokens`` and ``heads``: :func:`.prefill.with_answer`."""
+        return prefill.with_answer(model, prompt, self.pattern(), answer, layer, self.query_tokens, self.heads)
 
     def decode(self, prompt: BlockPrompt, stats: Stats | None = None) -> str:
         """Greedy continuation (``decode_tokens``) after the prefill: the query block's answer."""
-        import torch
-
         model, tok = self.model()
         if self.sparse and self.prefill == "blocked":
-            out, cache = self._blocked(model, prompt, None, None, stats)
+            out, cache = prefill.blocked(model, prompt, self.pattern(), self._reuse(), None, None, stats)
         else:
-            out, cache = self._masked(model, prompt, None, None)
-        pos = int(position_ids(prompt.lengths, self.sparse, self.query_position)[-1])
-        total = sum(prompt.lengths)
-        ck = cache_kw(model)
-        new: list[int] = []
-        logits = out.logits[0, -1]
-        eos = {tok.eos_token_id} if tok.eos_token_id is not None else set()
-        with torch.inference_mode():
-            for step in range(self.decode_tokens):
-                t = int(torch.argmax(logits))
-                if t in eos:
-                    break
-                new.append(t)
-                if step + 1 == self.decode_tokens:
-                    break
-                pos += 1
-                mask = torch.ones((1, 1, 1, total + len(new)), dtype=torch.bool, device=model.device)
-                with hooked(model, None, None):
-                    out = model(
-                        input_ids=torch.tensor([[t]], device=model.device),
-                        position_ids=torch.tensor([[pos]], device=model.device),
-                        attention_mask=mask,
-                        use_cache=True,
-                        logits_to_keep=1,
-                        **{ck: cache},
-                    )
-                logits = out.logits[0, -1]
+            out, cache = prefill.masked(model, prompt, self.pattern(), None, None)
+        new = prefill.greedy(model, tok, prompt, self.pattern(), out, cache, self.decode_tokens)
         return tok.decode(new, skip_special_tokens=True)
 
     # -- scoring -------------------------------------------------------------------------------------------
