@@ -342,12 +342,8 @@ class TransformersLLM(LLMBackend):
         device, _ = self._device_dtype()
         eos = self._eos
         pad = tok.pad_token_id
-        width = max(len(r) for r in rows)
-        input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
-        attn = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, r in enumerate(rows):  # left padding
-            input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
-            attn[i, width - len(r) :] = 1
+        input_ids, attn = _left_padded(rows, pad)
+        width = int(input_ids.shape[1])
         sample = not params.greedy
         gc = GenerationConfig(
             max_new_tokens=params.max_new_tokens,
@@ -549,25 +545,17 @@ class TransformersLLM(LLMBackend):
         out: dict[tuple[int, ...], Any] = {}
         for s in range(0, len(order), self.batch_size):
             group = order[s : s + self.batch_size]
-            width = max(len(g) for g in group)
             keep = max(seqs[g] for g in group)
-            input_ids = torch.full((len(group), width), tok.pad_token_id, dtype=torch.long)
-            attn = torch.zeros((len(group), width), dtype=torch.long)
-            for i, g in enumerate(group):
-                input_ids[i, width - len(g) :] = torch.tensor(g, dtype=torch.long)
-                attn[i, width - len(g) :] = 1
+            input_ids, attn = _left_padded(group, tok.pad_token_id)
             pos = (attn.cumsum(-1) - 1).clamp(min=0)
-            try:
-                with torch.inference_mode():
-                    logits = model(
-                        input_ids=input_ids.to(device),
-                        attention_mask=attn.to(device),
-                        position_ids=pos.to(device),
-                        logits_to_keep=keep,
-                        use_cache=False,
-                    ).logits
-            except RuntimeError as e:
-                raise LLMError(f"{self.describe()}: forward pass failed: {e}") from e
+            logits = self._forward(
+                model,
+                input_ids=input_ids.to(device),
+                attention_mask=attn.to(device),
+                position_ids=pos.to(device),
+                logits_to_keep=keep,
+                use_cache=False,
+            ).logits
             logp = torch.log_softmax(logits[:, -keep:, :].float(), dim=-1).cpu()
             for i, g in enumerate(group):
                 out[g] = logp[i, keep - seqs[g] :]
@@ -580,6 +568,19 @@ class TransformersLLM(LLMBackend):
         lp = self._last_logprobs({ids: 1})[ids][0]
         vals, idx = lp.topk(k)
         return [(tok.decode([int(t)]), float(v)) for v, t in zip(vals, idx)]
+
+
+def _left_padded(rows: Sequence[Sequence[int]], pad: int) -> tuple[Any, Any]:
+    """``(input_ids, attention_mask)`` of token rows left-padded with ``pad`` to the longest (long tensors)."""
+    import torch
+
+    width = max(len(r) for r in rows)
+    input_ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, r in enumerate(rows):
+        input_ids[i, width - len(r) :] = torch.tensor(r, dtype=torch.long)
+        attn[i, width - len(r) :] = 1
+    return input_ids, attn
 
 
 class _StopAfterText:
