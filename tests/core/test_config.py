@@ -184,3 +184,14 @@ def test_register_twice_with_other_class_fails():
         @register("bm25")
         class Other(Stage):
             pass
+
+
+def test_a_key_that_cannot_be_printed_is_named_quoted_on_one_line():
+    # found by `make fuzz` (a study's parameter path naming a key '\n'): the location was printed raw, over two lines
+    with pytest.raises(ConfigError) as ei:
+        from_config({"type": "pipeline", "stages": [{"type": "bm25", "k1\nx": 1.0}]})
+    assert ei.value.path == "stages[0].k1\nx"  # the location itself is kept as given
+    assert str(ei.value).startswith("'stages[0].k1\\nx': unknown key for component 'bm25'")
+    assert "\n" not in str(ei.value)
+    plain = ConfigError("stages[0].k1", "bad")  # a printable location is shown as it is
+    assert str(plain) == "stages[0].k1: bad"

@@ -201,7 +201,7 @@ class StudyConfig:
             space = SearchSpace.from_list(d["space"], where=f"{source}:space")
             space.validate_against(template, lambda cfg: from_config(cfg))
         except ConfigError as e:  # some checks of the space as a whole do not know the file: name it
-            raise e if str(e).startswith(source) else ConfigError(source, str(e)) from None
+            raise e if e.path.startswith(source) else ConfigError(source, str(e)) from None
         tuner = d.get("tuner", "tpe")
         opts: dict[str, Any] = {}
         seed = 0
@@ -280,7 +280,7 @@ class StudyConfig:
         try:
             return cls.from_dict(read_yaml(path), source=str(path), base_dir=path.parent)
         except ConfigError as e:  # a check deep inside (a metric name, a component) may not know the file
-            if str(e).startswith(str(path)):
+            if e.path.startswith(str(path)):
                 raise
             raise ConfigError(str(path), str(e)) from None
 
