@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ragopt.data.download import BEIR_DATASETS, download_beir
-from ragopt.data.jsonl import read_jsonl
+from ragopt.data.jsonl import as_text, read_jsonl, record_id, record_text
 from ragopt.errors import DataError, DatasetNotFoundError
 from ragopt.types import Corpus, Qrels, Queries
 
@@ -125,17 +125,16 @@ def _read_docs(path: Path, kind: str) -> tuple[list[str], list[str], list[str]]:
     titles: list[str] = []
     texts: list[str] = []
     line_of: dict[str, int] = {}
+    what = "query" if kind == "queries" else "corpus"
     for line_no, obj in read_jsonl(path):
-        try:
-            did = str(obj["_id"])
-        except KeyError:
-            raise DataError(f'{path}:{line_no}: {kind} record has no "_id"') from None
+        where = f"{path}:{line_no}"
+        did = record_id(obj, "_id", where, what)
         if did in line_of:
-            raise DataError(f"{path}:{line_no}: duplicate _id {did!r} (first on line {line_of[did]})")
+            raise DataError(f"{where}: duplicate _id {did!r} (first on line {line_of[did]})")
         line_of[did] = line_no
         ids.append(did)
-        titles.append(str(obj.get("title") or ""))
-        texts.append(str(obj.get("text") or ""))
+        titles.append(record_text(obj, "title", where, what))
+        texts.append(record_text(obj, "text", where, what))
     if not ids:
         raise DataError(f"{kind} {path} is empty")
     return ids, titles, texts
@@ -153,7 +152,8 @@ def _corpus_with_stats(path: str | os.PathLike, name: str = "") -> tuple[Corpus,
 
 
 def load_corpus(path: str | os.PathLike, name: str = "") -> Corpus:
-    """A ``corpus.jsonl`` as a :class:`Corpus` (ids are ``str(_id)``; title and text default to "")."""
+    """A ``corpus.jsonl`` as a :class:`Corpus` (an ``_id`` is a non-blank string or an integer, kept as its text;
+    title and text are strings, missing or null: "")."""
     return _corpus_with_stats(path, name)[0]
 
 
@@ -316,11 +316,19 @@ class Dataset:
         if path is None:
             return None
         out: dict[str, list[str]] = {}
+        line_of: dict[str, int] = {}
         for line_no, obj in read_jsonl(path):
-            if "query-id" not in obj:
-                raise DataError(f'{path}:{line_no}: answer record has no "query-id"')
+            where = f"{path}:{line_no}"
+            qid = record_id(obj, "query-id", where, "answer")
+            if qid in line_of:
+                raise DataError(f"{where}: a second answer record for query {qid!r} (first on line {line_of[qid]})")
+            line_of[qid] = line_no
             ans = obj.get("answers", [])
-            out[str(obj["query-id"])] = [ans] if isinstance(ans, str) else [str(a) for a in ans]
+            if isinstance(ans, str):
+                ans = [ans]
+            if not isinstance(ans, list) or any(a is None for a in ans):
+                raise DataError(f'{where}: "answers" must be a list of strings (or one string), got {ans!r:.80}')
+            out[qid] = [as_text(a, where, 'each of "answers"') for a in ans]
         return out
 
     @cached_property
@@ -331,8 +339,7 @@ class Dataset:
             return None
         tools = []
         for line_no, obj in read_jsonl(path):
-            if "_id" not in obj:
-                raise DataError(f'{path}:{line_no}: tool record has no "_id"')
+            record_id(obj, "_id", f"{path}:{line_no}", "tool")
             tools.append(obj)
         return tools
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ragopt._imports import optional
-from ragopt.data.jsonl import read_jsonl
+from ragopt.data.jsonl import read_jsonl, record_id
 from ragopt.errors import ConfigError, DataError
 from ragopt.types import Corpus
 
@@ -137,6 +137,7 @@ class Catalog:
         self.name = name
         self.tools: list[ToolSpec] = list(tools)
         self._by_id: dict[str, ToolSpec] = {}
+        self._corpus: Corpus | None = None
         for t in self.tools:
             if not t.id:
                 raise DataError(f"catalogue {name!r}: a tool has an empty id (name {t.name!r})")
@@ -147,7 +148,6 @@ class Catalog:
                     f"{other.server or '-'} and {t.server or '-'}); give one server a prefix"
                 )
             self._by_id[t.id] = t
-        self._corpus: Corpus | None = None
 
     def __len__(self) -> int:
         return len(self.tools)
@@ -213,7 +213,7 @@ class Catalog:
             tname = obj.get("name")
             if not isinstance(tname, str) or not tname.strip():
                 raise DataError(f'{where}: tool record needs a non-empty string "name"')
-            tid = str(obj.get("_id", obj.get("id", tname)))
+            tid = record_id(obj, "_id" if "_id" in obj else "id", where, "tool", default=tname)
             if tid in lines:
                 raise DataError(f"{where}: duplicate tool id {tid!r} (first on line {lines[tid]})")
             lines[tid] = line_no

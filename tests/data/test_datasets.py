@@ -184,6 +184,57 @@ def test_duplicate_id(tmp_path):
         Dataset(d2).queries
 
 
+@pytest.mark.parametrize(
+    ("record", "message"),
+    [
+        ({"_id": None, "text": "x"}, r'corpus\.jsonl:2: corpus "_id" must be a string or an integer, got null'),
+        ({"_id": 1.0, "text": "x"}, r'corpus\.jsonl:2: corpus "_id" must be a string or an integer, got a float'),
+        ({"_id": True, "text": "x"}, r'"_id" must be a string or an integer, got a boolean'),
+        ({"_id": ["b"], "text": "x"}, r'"_id" must be a string or an integer, got a list'),
+        ({"_id": " ", "text": "x"}, r'corpus\.jsonl:2: corpus "_id" is empty'),
+        ({"_id": "b", "text": {"en": "x"}}, r'corpus\.jsonl:2: corpus "text" must be a string, got an object'),
+        ({"_id": "b", "title": False}, r'corpus\.jsonl:2: corpus "title" must be a string, got a boolean'),
+    ],
+)
+def test_an_id_or_text_that_is_not_one_fails_naming_file_and_line(tmp_path, record, message):
+    # before, str() made them ids 'None', '1.0', 'True', "['b']" (which no qrels line names) and texts "{'en': 'x'}"
+    d = make_dataset(tmp_path, docs=[{"_id": "a", "text": "x"}, record])
+    with pytest.raises(DataError, match=message):
+        Dataset(d).corpus
+
+
+def test_numbers_are_written_out_and_null_text_is_empty(tmp_path):
+    d = make_dataset(tmp_path, docs=[{"_id": 7, "title": 1984, "text": None}, {"_id": "b", "text": 2.5}])
+    corpus = Dataset(d).corpus
+    assert corpus.ids == ["7", "b"] and corpus.titles == ["1984", ""] and corpus.texts == ["", "2.5"]
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ({"query-id": "q1", "answers": 5}, r'answers\.jsonl:2: "answers" must be a list of strings.*got 5'),
+        ({"query-id": "q1", "answers": None}, r'"answers" must be a list of strings.*got None'),
+        ({"query-id": "q1", "answers": ["x", None]}, r'"answers" must be a list of strings'),
+        (
+            {"query-id": "q1", "answers": [{"a": 1}]},
+            r'answers\.jsonl:2: each of "answers" must be a string, got an obj',
+        ),
+        ({"query-id": None, "answers": ["x"]}, r'answers\.jsonl:2: answer "query-id" must be a string or an integer'),
+        ({"query-id": "q2", "answers": ["y"]}, r"answers\.jsonl:2: a second answer record for query 'q2' \(first on"),
+    ],
+)
+def test_bad_answer_records_fail_naming_file_and_line(tmp_path, line, message):
+    # before: an int or null list crashed with TypeError, a dict gave its keys, a null query id became 'None'
+    d = make_dataset(tmp_path)
+    rows = [{"query-id": "q2", "answers": ["b"]}, line]
+    (d / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    with pytest.raises(DataError, match=message):
+        Dataset(d).answers
+    rows[1] = {"query-id": 1, "answers": ["x", 3]}  # integer id and number answer are written out
+    (d / "answers.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert Dataset(d).answers == {"q2": ["b"], "1": ["x", "3"]}
+
+
 def test_empty_corpus(tmp_path):
     d = make_dataset(tmp_path, docs=[])
     with pytest.raises(DataError, match=r"corpus .*corpus\.jsonl is empty"):

@@ -30,6 +30,9 @@ records = st.one_of(
     json_values,
     st.dictionaries(record_keys, json_values, max_size=4),
     st.fixed_dictionaries({"_id": st.one_of(st.text(max_size=4), st.integers(0, 5))}, optional={"text": json_values}),
+    st.fixed_dictionaries(
+        {"query-id": st.one_of(json_values, st.sampled_from(["q1", "q2"]))}, optional={"answers": json_values}
+    ),
 )
 json_lines = st.lists(
     st.one_of(records.map(json.dumps), st.text(max_size=20), st.just(""), st.just("{"), st.just("\ufeff{}")),
@@ -57,6 +60,12 @@ def _exercise(folder: Path) -> None:
     """Everything a study or `ragopt eval` reads from a dataset."""
     ds = load_dataset(folder)
     ds.corpus, ds.queries, ds.qrels("test"), ds.queries_for("test"), ds.answers, ds.qrels_report("test")
+    # what loads is usable: ids are non-blank strings, texts strings, answers lists of strings
+    for docs in (ds.corpus, ds.queries):
+        assert all(isinstance(i, str) and i.strip() for i in docs.ids), docs.ids
+        assert all(isinstance(t, str) for t in docs.texts)
+    for qid, answers in (ds.answers or {}).items():
+        assert isinstance(qid, str) and qid.strip() and all(isinstance(a, str) for a in answers), (qid, answers)
 
 
 @pytest.mark.filterwarnings("ignore:.*dropped .* judgments:UserWarning")  # qrels naming unknown ids: warned

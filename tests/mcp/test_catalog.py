@@ -97,6 +97,14 @@ def test_from_jsonl_errors_name_file_and_line(tmp_path):
     _write(f, [{"name": "a", "description": 3}])
     with pytest.raises(DataError, match=r"t.jsonl:1: \"description\" must be a string"):
         Catalog.from_jsonl(f)
+    _write(f, [{"name": "a", "_id": None}])  # was taken as the id 'None'
+    with pytest.raises(DataError, match=r't.jsonl:1: tool "_id" must be a string or an integer, got null'):
+        Catalog.from_jsonl(f)
+    _write(f, [{"name": "a", "id": ["x"]}])
+    with pytest.raises(DataError, match=r't.jsonl:1: tool "id" must be a string or an integer, got a list'):
+        Catalog.from_jsonl(f)
+    _write(f, [{"name": "a", "id": 5}, {"name": "b"}])
+    assert Catalog.from_jsonl(f).ids == ["5", "b"]  # an integer id is written out, a missing one is the name
     f.write_text("\n")
     with pytest.raises(DataError, match="no tools"):
         Catalog.from_jsonl(f)

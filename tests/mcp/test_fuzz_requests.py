@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import strategies as st
 
 from ragopt.errors import RagoptError
@@ -49,6 +49,8 @@ tool_records = st.one_of(
 
 @SETTINGS
 @given(st.lists(st.one_of(tool_records.map(json.dumps), st.text(max_size=20)), max_size=6))
+# found by `make fuzz`: an empty "_id" passed the loader and the catalogue refused it without naming the file
+@example(lines=['{"name": "0", "_id": ""}'])
 def test_any_tools_file_loads_or_fails_naming_file_and_line(lines):
     path = _DIR / "tools.jsonl"
     path.write_text("\n".join(lines), encoding="utf-8", errors="surrogatepass")
