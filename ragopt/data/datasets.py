@@ -175,6 +175,8 @@ def load_qrels(
     path: str | os.PathLike, known_queries: Container[str] | None = None, known_docs: Container[str] | None = None
 ) -> tuple[Qrels, dict[str, Any]]:
     """Read a qrels TSV (``query-id  corpus-id  score``; a header line and the 4-column TREC form are accepted).
+    A score is an integer grade (``1.0`` is read as 1, ``2.5`` is an error); a pair judged twice must be judged
+    alike (a repeat is read once; a different grade is an error naming both lines).
 
     Judgments naming a query not in ``known_queries`` or a document not in ``known_docs`` are dropped;
     the report says how many (``n_pairs``, ``n_kept``, ``n_dropped``, ``unknown_query_ids``,
@@ -185,6 +187,7 @@ def load_qrels(
     bad_q: set[str] = set()
     bad_d: set[str] = set()
     examples: list[dict[str, Any]] = []
+    line_of: dict[tuple[str, str], tuple[int, int]] = {}  # (query, document) -> (first line, grade)
     try:
         lines = path.read_text(encoding="utf-8-sig").split("\n")
     except FileNotFoundError:
@@ -206,9 +209,20 @@ def load_qrels(
         if line_no == 1 and not _is_number(score_s):
             continue  # header
         try:
-            score = int(score_s) if score_s.lstrip("+-").isdigit() else int(float(score_s))
-        except (ValueError, OverflowError):
+            value = int(score_s) if score_s.lstrip("+-").isdigit() else float(score_s)
+        except ValueError:
             raise DataError(f"{path}:{line_no}: score {score_s!r} is not a number") from None
+        if not float(value).is_integer():  # a grade: 2.5 was cut to 2, changing what the metrics count
+            raise DataError(f"{path}:{line_no}: score {score_s!r} is not an integer relevance grade")
+        score = int(value)
+        first = line_of.setdefault((qid, did), (line_no, score))
+        if first[1] != score:
+            raise DataError(
+                f"{path}:{line_no}: query {qid!r}, document {did!r} judged {score} here and {first[1]} on line "
+                f"{first[0]}"
+            )
+        if first[0] != line_no:
+            continue  # the same judgment again: read once
         n_pairs += 1
         unknown_q = known_queries is not None and qid not in known_queries
         unknown_d = known_docs is not None and did not in known_docs

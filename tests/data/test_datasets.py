@@ -149,6 +149,20 @@ def test_qrels_malformed_line(tmp_path):
         Dataset(d2).qrels()
 
 
+def test_qrels_grades_are_integers_and_a_pair_is_judged_once(tmp_path):
+    # before: 2.5 was cut to 2 and a pair judged 1 then 2 kept the 2, both silently (the TREC reader refused both)
+    d = make_dataset(tmp_path, qrels="query-id\tcorpus-id\tscore\nq1\td1\t2.5\n")
+    with pytest.raises(DataError, match=r"test\.tsv:2: score '2\.5' is not an integer relevance grade"):
+        Dataset(d).qrels()
+    d = make_dataset(tmp_path, qrels="q1\td1\t1\nq2\td2\t1\nq1\td1\t2\n", name="conflict")
+    with pytest.raises(DataError, match=r"test\.tsv:3: query 'q1', document 'd1' judged 2 here and 1 on line 1"):
+        Dataset(d).qrels()
+    d = make_dataset(tmp_path, qrels="q1\td1\t1.0\nq2\td2\t1\nq1\td1\t1\n", name="repeat")
+    q, report = load_qrels(d / "qrels" / "test.tsv")
+    assert q == {"q1": {"d1": 1}, "q2": {"d2": 1}}  # 1.0 is the grade 1; the repeat is read once
+    assert report["n_pairs"] == report["n_kept"] == 2
+
+
 def test_qrels_unknown_ids_dropped_counted_warned(tmp_path):
     d = make_dataset(
         tmp_path, qrels="query-id\tcorpus-id\tscore\nq1\td1\t1\nqX\td1\t1\nqY\td1\t1\nq2\tdX\t1\nqX\tdZ\t1\n"
