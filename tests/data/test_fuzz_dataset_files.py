@@ -64,6 +64,7 @@ def _exercise(folder: Path) -> None:
     for docs in (ds.corpus, ds.queries):
         assert all(isinstance(i, str) and i.strip() for i in docs.ids), docs.ids
         assert all(isinstance(t, str) for t in docs.texts)
+    assert all(type(g) is int for row in ds.qrels("test").values() for g in row.values())
     for qid, answers in (ds.answers or {}).items():
         assert isinstance(qid, str) and qid.strip() and all(isinstance(a, str) for a in answers), (qid, answers)
 
