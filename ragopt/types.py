@@ -25,6 +25,10 @@ from ragopt.errors import StageError
 __all__ = ["Corpus", "Queries", "Batch", "Stats", "Qrels", "Run"]
 
 Qrels = dict[str, dict[str, int]]
+#: the relevance grades a qrels may hold: trec_eval (through pytrec_eval) allocates 8 bytes per level up to a query's
+#: largest grade (2**31 - 1 took 16 GB and 28 s; 2**32 was read as 0, 2**63 raised a SystemError); negative grades
+#: cost nothing and count as not relevant
+MIN_GRADE, MAX_GRADE = -(2**31), 10**6
 Run = dict[str, dict[str, float]]
 
 

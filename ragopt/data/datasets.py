@@ -15,7 +15,7 @@ from typing import Any
 from ragopt.data.download import BEIR_DATASETS, download_beir
 from ragopt.data.jsonl import as_text, read_jsonl, record_id, record_text
 from ragopt.errors import DataError, DatasetNotFoundError
-from ragopt.types import Corpus, Qrels, Queries
+from ragopt.types import MAX_GRADE, MIN_GRADE, Corpus, Qrels, Queries
 
 __all__ = [
     "Dataset",
@@ -215,6 +215,8 @@ def load_qrels(
         if not float(value).is_integer():  # a grade: 2.5 was cut to 2, changing what the metrics count
             raise DataError(f"{path}:{line_no}: score {score_s!r} is not an integer relevance grade")
         score = int(value)
+        if not MIN_GRADE <= score <= MAX_GRADE:  # the evaluator's memory grows with the largest grade (types.py)
+            raise DataError(f"{path}:{line_no}: score {score_s!r} is outside the grades {MIN_GRADE}..{MAX_GRADE}")
         first = line_of.setdefault((qid, did), (line_no, score))
         if first[1] != score:
             raise DataError(

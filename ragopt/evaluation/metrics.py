@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytrec_eval
 
 from ragopt.errors import ConfigError, DataError
-from ragopt.types import Qrels, Run
+from ragopt.types import MAX_GRADE, MIN_GRADE, Qrels, Run
 
 __all__ = ["Metric", "EvalResult", "parse_metric", "evaluate", "SUPPORTED_METRICS", "DEFAULT_METRICS"]
 
@@ -157,6 +157,11 @@ def evaluate(
         for d, g in rels.items():
             if isinstance(g, bool) or not isinstance(g, numbers.Integral):
                 raise DataError(f"qrels[{q!r}][{d!r}]: a relevance grade must be an integer, got {g!r}")
+            if not MIN_GRADE <= g <= MAX_GRADE:  # trec_eval's memory grows with the largest grade (types.py)
+                raise DataError(
+                    f"qrels[{q!r}][{d!r}]: relevance grade {g} is outside {MIN_GRADE}..{MAX_GRADE} (the evaluator "
+                    "allocates memory in proportion to the largest grade)"
+                )
     qids = [q for q, rels in qrels.items() if not judged_only_queries or any(g >= level for g in rels.values())]
     if not qids:
         raise DataError(f"no qrels query has a document with relevance >= {level}: nothing to evaluate")

@@ -16,7 +16,7 @@ from typing import IO, TypeVar
 
 from ragopt.data.jsonl import write_lines
 from ragopt.errors import ConfigError, DataError
-from ragopt.types import Qrels, Run
+from ragopt.types import MAX_GRADE, MIN_GRADE, Qrels, Run
 
 __all__ = ["write_run", "read_run", "write_qrels", "read_qrels_trec", "ranked"]
 
@@ -75,6 +75,8 @@ def read_qrels_trec(path: PathLike) -> Qrels:
             out = int(rel)
         except ValueError:
             raise ValueError(f"relevance must be an integer, got {rel!r}") from None
+        if not MIN_GRADE <= out <= MAX_GRADE:  # the evaluator's memory grows with the largest grade (types.py)
+            raise ValueError(f"relevance {rel!r} is outside the grades {MIN_GRADE}..{MAX_GRADE}")
         if seen not in (None, out):
             raise ValueError(f"query {qid!r}, document {doc!r} judged {seen} and {out}")
         return out

@@ -154,6 +154,11 @@ def test_qrels_grades_are_integers_and_a_pair_is_judged_once(tmp_path):
     d = make_dataset(tmp_path, qrels="query-id\tcorpus-id\tscore\nq1\td1\t2.5\n")
     with pytest.raises(DataError, match=r"test\.tsv:2: score '2\.5' is not an integer relevance grade"):
         Dataset(d).qrels()
+    d = make_dataset(tmp_path, qrels="q1\td1\t4294967296\n", name="huge")  # 2**32: trec_eval read it as 0
+    with pytest.raises(
+        DataError, match=r"test\.tsv:1: score '4294967296' is outside the grades -2147483648\.\.1000000"
+    ):
+        Dataset(d).qrels()
     d = make_dataset(tmp_path, qrels="q1\td1\t1\nq2\td2\t1\nq1\td1\t2\n", name="conflict")
     with pytest.raises(DataError, match=r"test\.tsv:3: query 'q1', document 'd1' judged 2 here and 1 on line 1"):
         Dataset(d).qrels()

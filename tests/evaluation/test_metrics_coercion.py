@@ -4,6 +4,8 @@ naming the query. Added for surviving mutants of ``_pytrec_evaluate``'s fallback
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -41,6 +43,23 @@ def test_a_grade_that_is_not_an_integer_is_named():
         qrels = {"q1": {"d1": 1, "d2": bad}}
         with pytest.raises(DataError, match=r"qrels\['q1'\]\['d2'\]: a relevance grade must be an integer"):
             evaluate({"q1": {"d1": 1.0}}, qrels, ["ndcg@10"])
+
+
+def test_a_grade_beyond_the_bounds_is_named():
+    # trec_eval allocates 8 bytes per level up to the largest grade: 2**31 - 1 took 16 GB and 28 s, 2**32 was read
+    # as 0 (not relevant), 2**63 raised a SystemError
+    from ragopt.errors import DataError
+    from ragopt.types import MAX_GRADE, MIN_GRADE
+
+    for bad in (MAX_GRADE + 1, 2**32, 2**63, MIN_GRADE - 1):
+        with pytest.raises(DataError, match=r"qrels\['q1'\]\['d2'\]: relevance grade -?\d+ is outside -2147483648"):
+            evaluate({"q1": {"d1": 1.0}}, {"q1": {"d1": 1, "d2": bad}}, ["ndcg@10"])
+    # the largest grade is read as given: d1 (graded MAX_GRADE) ranked second, d2 (graded 1) first; linear gains
+    got = evaluate({"q1": {"d1": 1.0, "d2": 2.0}}, {"q1": {"d1": MAX_GRADE, "d2": 1}}, ["ndcg@10"])
+    ideal = MAX_GRADE + 1 / math.log2(3)
+    assert got.metrics["ndcg@10"] == pytest.approx((1 + MAX_GRADE / math.log2(3)) / ideal, rel=1e-9)
+    low = evaluate({"q1": {"d1": 1.0, "d2": 2.0}}, {"q1": {"d1": MIN_GRADE, "d2": 1}}, ["ndcg@10"])
+    assert low.metrics["ndcg@10"] == 1.0  # a negative grade is a gain of 0: d2 first is the ideal order
 
 
 def test_pytrec_eval_is_never_handed_qrels_it_would_reject(monkeypatch):
