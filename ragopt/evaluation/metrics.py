@@ -144,6 +144,8 @@ def evaluate(
     queries when ``judged_only_queries`` is False). Those absent from the run, or with an empty row, score 0
     and are listed in ``missing_queries``. Binary measures (recall, P, map, mrr, success) count grades >=
     ``relevance_level`` as relevant; nDCG uses the grades as linear gains (negative grades count as 0).
+    A score of ``-inf`` ranks last; a NaN score is a DataError naming the query and document (trec_eval's sort
+    puts a NaN anywhere: its comparisons are all false).
     """
     if not qrels:
         raise DataError("qrels are empty: nothing to evaluate against")
@@ -168,6 +170,9 @@ def evaluate(
 
     sub_qrels = {q: qrels[q] for q in qids}
     sub_run = {q: run[q] for q in qids if run.get(q)}
+    nan = next(((q, d) for q, row in sub_run.items() for d, v in row.items() if v != v), None)  # 20 ms per 1M
+    if nan is not None:
+        raise DataError(f"run: query {nan[0]!r}, document {nan[1]!r} has the score NaN, which cannot be ranked")
     missing = [q for q in qids if q not in sub_run]
     extra = sum(1 for q in run if q not in qrels)
 
