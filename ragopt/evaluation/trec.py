@@ -54,6 +54,8 @@ def read_run(path: PathLike) -> Run:
             out = float(value)
         except ValueError:
             raise ValueError(f"rank must be an integer and score a number, got {line!r}") from None
+        if out != out:
+            raise ValueError(f"document {doc!r} of query {qid!r} has the score NaN, which cannot be ranked")
         if seen is not None:
             raise ValueError(f"document {doc!r} appears twice for query {qid!r}")
         return out

@@ -65,6 +65,15 @@ def test_duplicate_run_entry(tmp_path):
         read_run(path)
 
 
+def test_a_nan_score_is_refused_naming_the_line(tmp_path):
+    path = tmp_path / "nan.run"
+    path.write_text("q1 Q0 d0 1 0.9 t\nq1 Q0 d1 2 nan t\nq1 Q0 d2 3 -inf t\n")
+    with pytest.raises(DataError, match=r"nan.run:2: document 'd1' of query 'q1' has the score NaN"):
+        read_run(path)
+    path.write_text("q1 Q0 d0 1 0.9 t\nq1 Q0 d2 3 -inf t\n")
+    assert read_run(path) == {"q1": {"d0": 0.9, "d2": float("-inf")}}  # an infinity is a score
+
+
 def test_whitespace_ids_rejected_and_target_untouched(tmp_path):
     path = tmp_path / "run.txt"
     path.write_text("old\n")
