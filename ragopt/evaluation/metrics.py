@@ -79,6 +79,10 @@ class Metric:
         return self.name
 
 
+#: the largest cutoff trec_eval reads as given (a C long beyond it: 1e20 came back under another name, a KeyError)
+MAX_CUTOFF = 2**31 - 1
+
+
 def parse_metric(name: str | Metric) -> Metric:
     """Parse ``ndcg@10``, ``nDCG``, ``R@100``, ``P@5``, ``precision@5``, ``mrr@10``, ``map``, ``recip_rank``,
     trec_eval names like ``ndcg_cut_10`` / ``P_5`` ... (case-insensitive). ConfigError when unknown."""
@@ -94,8 +98,8 @@ def parse_metric(name: str | Metric) -> Metric:
             "(k a positive integer; aliases r@k, precision@k, recip_rank, hit@k)",
         )
     k = int(m.group(2)) if m.group(2) is not None else None
-    if k is not None and k < 1:
-        raise ConfigError("metrics", f"metric {name!r}: cutoff k must be >= 1, got {k}")
+    if k is not None and not 1 <= k <= MAX_CUTOFF:
+        raise ConfigError("metrics", f"metric {name!r}: cutoff k must be in 1..{MAX_CUTOFF}, got {k}")
     if kind == "success" and k is None:
         raise ConfigError("metrics", f"metric {name!r} needs a cutoff, e.g. success@10")
     return Metric(kind, k)

@@ -167,10 +167,18 @@ def test_unknown_metric_names_it(text):
     assert repr(text) in str(err.value) and "ndcg@k" in str(err.value)
 
 
-@pytest.mark.parametrize("text", ["ndcg@0", "recall@-1"])
-def test_cutoff_below_one_rejected(text):
-    with pytest.raises(ConfigError, match=">= 1"):
+@pytest.mark.parametrize("text", ["ndcg@0", "recall@-1", "recall@2147483648", "mrr@99999999999999999999"])
+def test_cutoff_out_of_range_rejected(text):
+    # beyond 2**31 - 1 trec_eval's C long overflowed: recall@1e20 came back under another name (a KeyError)
+    with pytest.raises(ConfigError, match=r"cutoff k must be in 1\.\.2147483647"):
         evaluate(RUN, QRELS, [text])
+
+
+def test_the_largest_cutoff_is_read_as_given():
+    # recall over the whole ranking (trec_eval's "recall" measure: recall at 1000) equals it on this short run
+    assert (
+        evaluate(RUN, QRELS, ["recall@2147483647"])["recall@2147483647"] == evaluate(RUN, QRELS, ["recall"])["recall"]
+    )
 
 
 def test_empty_qrels_and_empty_run():
