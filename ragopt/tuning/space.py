@@ -31,7 +31,8 @@ _MISSING = object()
 _RAISE = object()
 _KINDS = ("categorical", "int", "float")
 # a stepped range with more points than this gets a grid of ``levels`` points on its step lattice instead of every
-# point (low 0, high 1e6, step 1e-9 would be 1e15 values; the fuzz test found it hanging the grid-based tuners)
+# point (low 0, high 1e6, step 1e-9 would be 1e15 values; the fuzz test found it hanging the grid-based tuners);
+# ``levels`` is at most this
 MAX_STEPPED_GRID = 10_000
 # a step that divides its range into more pieces than this is refused (optuna's Decimal arithmetic fails on 1e28)
 MAX_STEPS = 1e12
@@ -439,4 +440,6 @@ def apply_params(template: Mapping[str, Any], space: SearchSpace, values: Mappin
 def _levels(value: Any, where: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(where, f"must be an integer >= 1, got {value!r}")
+    if value > MAX_STEPPED_GRID:  # 13 million levels took 8 s and 1.5 GB per grid (found by make fuzz)
+        raise ConfigError(where, f"must be at most {MAX_STEPPED_GRID:,} (grid points, each a trial), got {value:,}")
     return value

@@ -118,6 +118,8 @@ def _load(items) -> StudyConfig | None:
 # and a step of 3e-296 got past it to optuna's Decimal arithmetic (InvalidOperation)
 @example(items=[{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "step": 1e-9}])
 @example(items=[{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "step": 2.9e-296}])
+# and `levels: 13090733`: a grid of 13 million points, 8 s each time it was listed
+@example(items=[{"name": "k1", "path": "stages.0.k1", "type": "float", "low": 0.5, "high": 2.0, "levels": 13090733}])
 def test_any_space_is_accepted_or_refused_naming_the_file_and_parameter(items):
     cfg = _load(items)
     if cfg is None:

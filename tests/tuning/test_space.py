@@ -105,6 +105,18 @@ def test_a_stepped_range_too_long_to_list_gets_levels_points_of_its_lattice():
     assert m == list(range(1, MAX_STEPPED_GRID + 1))  # at the cap: every point, as before
 
 
+def test_levels_are_at_most_the_grid_cap():
+    # found by make fuzz: `levels: 13090733` listed 13 million grid points (8 s, 1.5 GB) every time a tuner asked
+    from ragopt.tuning.space import MAX_STEPPED_GRID
+
+    item = {"name": "f", "path": "a", "type": "float", "low": 0.5, "high": 2.0}
+    assert len(space([{**item, "levels": MAX_STEPPED_GRID}]).by_name["f"].grid()) == MAX_STEPPED_GRID
+    with pytest.raises(
+        ConfigError, match=r"levels: must be at most 10,000 \(grid points, each a trial\), got 13,090,733"
+    ):
+        space([{**item, "levels": 13_090_733}])
+
+
 def test_a_step_as_wide_as_the_range_gives_both_ends():
     s = space(
         [
