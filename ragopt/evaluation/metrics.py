@@ -174,9 +174,7 @@ def evaluate(
 
     sub_qrels = {q: qrels[q] for q in qids}
     sub_run = {q: run[q] for q in qids if run.get(q)}
-    nan = next(((q, d) for q, row in sub_run.items() for d, v in row.items() if v != v), None)  # 20 ms per 1M
-    if nan is not None:
-        raise DataError(f"run: query {nan[0]!r}, document {nan[1]!r} has the score NaN, which cannot be ranked")
+    _check_no_nan(sub_run)
     missing = [q for q in qids if q not in sub_run]
     extra = sum(1 for q in run if q not in qrels)
 
@@ -204,7 +202,15 @@ def _pytrec_evaluate(run: Run, qrels: Qrels, measures: set[str], level: int) -> 
     try:
         return evaluator.evaluate(run)
     except (TypeError, ValueError):
-        return evaluator.evaluate(_coerce(run, float, "run"))
+        coerced = _coerce(run, float, "run")
+        _check_no_nan(coerced)  # a score written "nan" is a NaN too
+        return evaluator.evaluate(coerced)
+
+
+def _check_no_nan(run: Run) -> None:
+    nan = next(((q, d) for q, row in run.items() for d, v in row.items() if v != v), None)  # 20 ms per 1M scores
+    if nan is not None:
+        raise DataError(f"run: query {nan[0]!r}, document {nan[1]!r} has the score NaN, which cannot be ranked")
 
 
 def _measure_spec(measures: set[str]) -> set[str]:

@@ -38,7 +38,7 @@ def test_a_score_that_is_not_a_number_names_the_query():
 
 def test_a_nan_score_is_named_and_infinities_rank_at_the_ends():
     # before: trec_eval sorted a NaN anywhere (every comparison with it is false): here d1 came out second
-    for nan in (float("nan"), np.float32("nan")):
+    for nan in (float("nan"), np.float32("nan"), "nan", np.str_("NaN")):
         with pytest.raises(DataError, match=r"^run: query 'q1', document 'd1' has the score NaN"):
             evaluate({"q1": {"d1": nan, "d2": 2.0}}, {"q1": {"d1": 1}}, ["ndcg@10"])
     top = evaluate({"q1": {"d1": math.inf, "d2": 2.0}}, {"q1": {"d1": 1}}, ["ndcg@10"])
