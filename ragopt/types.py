@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ragopt.errors import StageError
+from ragopt.errors import ConfigError, StageError
 
 __all__ = ["Corpus", "Queries", "Batch", "Stats", "Qrels", "Run"]
 
@@ -29,6 +29,16 @@ Qrels = dict[str, dict[str, int]]
 #: largest grade (2**31 - 1 took 16 GB and 28 s; 2**32 was read as 0, 2**63 raised a SystemError); negative grades
 #: cost nothing and count as not relevant
 MIN_GRADE, MAX_GRADE = -(2**31), 10**6
+
+
+def check_relevance_level(value: object) -> int:
+    """A relevance level (the grade from which a document counts as relevant): an integer in 1..MAX_GRADE.
+    ConfigError otherwise (pytrec_eval raised a TypeError for 0, counted nothing relevant for -5; 1.5 was cut to 1)."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_GRADE:
+        raise ConfigError("relevance_level", f"must be an integer in 1..{MAX_GRADE}, got {value!r}")
+    return int(value)
+
+
 Run = dict[str, dict[str, float]]
 
 

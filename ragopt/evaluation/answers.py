@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ragopt.errors import ConfigError, DataError
+from ragopt.types import check_relevance_level
 
 __all__ = [
     "normalize_answer",
@@ -417,6 +418,7 @@ def evaluate_answers(
         raise ConfigError("metrics", "no metrics requested")
     if not predictions:
         raise DataError("no predictions to evaluate")
+    relevance_level = check_relevance_level(relevance_level)
     have = {ANSWERS: bool(golds), QRELS: bool(qrels), CONTEXT: contexts is not None}
     for m in parsed:
         missing = [need for need in sorted(m.needs) if not have[need]]

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import pytrec_eval
 
 from ragopt.errors import ConfigError, DataError
-from ragopt.types import MAX_GRADE, MIN_GRADE, Qrels, Run
+from ragopt.types import MAX_GRADE, MIN_GRADE, Qrels, Run, check_relevance_level
 
 __all__ = ["Metric", "EvalResult", "parse_metric", "evaluate", "SUPPORTED_METRICS", "DEFAULT_METRICS"]
 
@@ -158,7 +158,7 @@ def evaluate(
     parsed = list(dict.fromkeys(parse_metric(m) for m in metrics))
     if not parsed:
         raise ConfigError("metrics", "no metrics requested")
-    level = int(relevance_level)
+    level = check_relevance_level(relevance_level)
     for q, rels in qrels.items():
         for d, g in rels.items():
             if isinstance(g, bool) or not isinstance(g, numbers.Integral):

@@ -11,7 +11,7 @@ import pytest
 import pytrec_eval
 
 from ragopt.errors import ConfigError, DataError
-from ragopt.evaluation import EvalResult, Metric, evaluate, parse_metric
+from ragopt.evaluation import EvalResult, Metric, evaluate, evaluate_answers, parse_metric
 
 
 def dcg(gains: list[float]) -> float:
@@ -101,6 +101,16 @@ def test_relevance_level_two():
     # nDCG keeps the graded gains
     assert res.metrics["ndcg@3"] == pytest.approx(dcg([0, 2, 0]) / dcg([2, 1, 1]))
     assert res.relevance_level == 2
+
+
+@pytest.mark.parametrize("level", [0, -5, 1.5, "2", True, 2**31])
+def test_a_relevance_level_that_is_not_a_grade_is_refused(level):
+    # before: 0 raised pytrec_eval's TypeError (a rejection in its constructor, the path that corrupts memory before
+    # pytrec-eval-terrier 0.5.8), -5 counted nothing relevant (map 0), 1.5 was cut to 1
+    with pytest.raises(ConfigError, match=r"^relevance_level: must be an integer in 1\.\.1000000"):
+        evaluate(RUN, QRELS, ["map"], relevance_level=level)
+    with pytest.raises(ConfigError, match=r"^relevance_level: must be an integer"):
+        evaluate_answers({"q1": "x"}, {"q1": ["x"]}, ["em"], relevance_level=level)
 
 
 def test_negative_grades_count_as_zero_gain():
