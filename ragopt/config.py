@@ -23,6 +23,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -82,27 +83,27 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         names = " or ".join(_type_name(a) for a in get_args(tp))
-        raise ConfigError(path, f"expected {names}, got {type(value).__name__} {value!r}")
+        raise ConfigError(path, f"expected {names}, got {type(value).__name__} {_shown(value)}")
     if origin is Literal:
         allowed = get_args(tp)
         if value not in allowed:
-            hint = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+            hint = difflib.get_close_matches(value, [str(a) for a in allowed], n=1) if isinstance(value, str) else []
             extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-            raise ConfigError(path, f"must be one of {list(allowed)}, got {value!r}{extra}")
+            raise ConfigError(path, f"must be one of {list(allowed)}, got {_shown(value)}{extra}")
         return value
     if origin in (list, tuple, typing.Sequence, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(path, f"expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(path, f"expected a list, got {type(value).__name__} {_shown(value)}")
         (item_tp,) = get_args(tp)[:1] or (Any,)
         return [_coerce(v, item_tp, f"{path}[{i}]") for i, v in enumerate(value)]
     if origin in (dict, typing.Mapping, dict):
         if not isinstance(value, dict):
-            raise ConfigError(path, f"expected a mapping, got {type(value).__name__} {value!r}")
+            raise ConfigError(path, f"expected a mapping, got {type(value).__name__} {_shown(value)}")
         _, val_tp = get_args(tp) or (str, Any)
         return {str(k): _coerce(v, val_tp, f"{path}.{k}") for k, v in value.items()}
     if tp is type(None):
         if value is not None:
-            raise ConfigError(path, f"expected null, got {value!r}")
+            raise ConfigError(path, f"expected null, got {_shown(value)}")
         return None
     if isinstance(tp, type) and issubclass(tp, Component):
         if isinstance(value, tp):
@@ -112,26 +113,42 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
             if not isinstance(obj, tp):
                 raise ConfigError(path, f"expected a {tp.__name__} component, got type {value.get('type')!r}")
             return obj
-        raise ConfigError(path, f"expected a component mapping with a 'type' key, got {value!r}")
+        raise ConfigError(path, f"expected a component mapping with a 'type' key, got {_shown(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(path, f"expected a boolean, got {type(value).__name__} {value!r}")
+        raise ConfigError(path, f"expected a boolean, got {type(value).__name__} {_shown(value)}")
     if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
         if isinstance(value, float) and value.is_integer():
-            return int(value)
-        raise ConfigError(path, f"expected an integer, got {type(value).__name__} {value!r}")
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool):
+            if not -(2**63) <= value < 2**63:  # nothing downstream (numpy, faiss, torch) holds more; float() overflowed
+                raise ConfigError(path, f"expected a 64-bit integer, got {_shown(value)}")
+            return value
+        raise ConfigError(path, f"expected an integer, got {type(value).__name__} {_shown(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        raise ConfigError(path, f"expected a number, got {type(value).__name__} {value!r}")
+            try:
+                out = float(value)
+            except OverflowError:
+                out = math.inf
+            if not math.isfinite(out):  # inf passed `ge` bounds, then the config could not be hashed (JSON)
+                raise ConfigError(path, f"expected a finite number, got {_shown(value)}")
+            return out
+        raise ConfigError(path, f"expected a number, got {type(value).__name__} {_shown(value)}")
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(path, f"expected a string, got {type(value).__name__} {value!r}")
+        raise ConfigError(path, f"expected a string, got {type(value).__name__} {_shown(value)}")
     return value
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` for an error message, but a huge integer as its size (its repr is long, and beyond 4,300
+    digits a ValueError)."""
+    if isinstance(value, int) and value.bit_length() > 100:
+        return f"<about {math.floor(value.bit_length() * math.log10(2)) + 1} digits>"
+    return repr(value)
 
 
 def _check_bounds(value: Any, meta: typing.Mapping, path: str) -> None:
@@ -139,9 +156,9 @@ def _check_bounds(value: Any, meta: typing.Mapping, path: str) -> None:
         return
     choices = meta.get("choices")
     if choices is not None and value not in choices:
-        hint = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint = difflib.get_close_matches(value, [str(c) for c in choices], n=1) if isinstance(value, str) else []
         extra = f" (did you mean {hint[0]!r}?)" if hint else ""
-        raise ConfigError(path, f"must be one of {list(choices)}, got {value!r}{extra}")
+        raise ConfigError(path, f"must be one of {list(choices)}, got {_shown(value)}{extra}")
     for key, op, word in (
         ("ge", float.__ge__, ">="),
         ("gt", float.__gt__, ">"),
@@ -150,7 +167,7 @@ def _check_bounds(value: Any, meta: typing.Mapping, path: str) -> None:
     ):
         bound = meta.get(key)
         if bound is not None and isinstance(value, (int, float)) and not op(float(value), float(bound)):
-            raise ConfigError(path, f"must be {word} {bound}, got {value!r}")
+            raise ConfigError(path, f"must be {word} {bound}, got {_shown(value)}")
 
 
 class Component:

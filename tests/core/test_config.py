@@ -195,3 +195,13 @@ def test_a_key_that_cannot_be_printed_is_named_quoted_on_one_line():
     assert "\n" not in str(ei.value)
     plain = ConfigError("stages[0].k1", "bad")  # a printable location is shown as it is
     assert str(plain) == "stages[0].k1: bad"
+
+
+def test_integers_beyond_64_bits_and_non_finite_floats_are_refused():
+    with pytest.raises(ConfigError, match=r"^top_k: expected a 64-bit integer, got 9223372036854775808$"):
+        BM25(top_k=2**63)
+    with pytest.raises(ConfigError, match=r"^top_k: expected a 64-bit integer, got <about 5001 digits>$"):
+        BM25(top_k=10**5000)  # its repr alone raises ValueError (Python's 4,300-digit limit)
+    with pytest.raises(ConfigError, match=r"^k1: expected a finite number, got nan$"):
+        BM25(k1=float("nan"))
+    assert BM25(top_k=2**63 - 1).top_k == 2**63 - 1 and BM25(top_k=7.0).top_k == 7  # an integral float is an int

@@ -11,6 +11,7 @@ import yaml
 from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
+from ragopt.config import canonical_json
 from ragopt.errors import RagoptError
 from ragopt.pipeline import Stage
 from ragopt.pipeline_io import load_pipeline
@@ -55,6 +56,17 @@ def _load_or_error(path: Path) -> None:
         assert "\n" not in str(e), f"the error is not one line: {e!r}"
         return
     assert isinstance(got, Stage)
+    canonical_json(got.to_config())  # what keys its artifacts and stage outputs: a loaded pipeline can be hashed
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), 10**400])
+def test_a_number_that_cannot_be_hashed_is_refused_at_load(value):
+    # found by trying `ragopt eval --set stages.0.k1=.inf`: it passed `ge: 0`, then hashing the config raised
+    # ValueError (not JSON compliant), printed as a traceback; 10**400 made float() overflow in the bounds check
+    path = _DIR / "inf.yaml"
+    path.write_text(yaml.safe_dump({"pipeline": [{"type": "bm25", "k1": value}]}), encoding="utf-8")
+    with pytest.raises(RagoptError, match=r"inf\.yaml.*k1: expected a finite number"):
+        load_pipeline(path)
 
 
 @SETTINGS
