@@ -62,7 +62,7 @@ from typing import Any
 from ragopt._io import atomic_write_text
 from ragopt.config import canonical_json
 from ragopt.errors import ConfigError
-from ragopt.tuning.study.config import StudyConfig, is_cost_metric
+from ragopt.tuning.study.config import StudyConfig, check_seed, is_cost_metric
 from ragopt.tuning.study.objective import PipelineObjective
 from ragopt.tuning.tuners.base import config_key
 from ragopt.tuning.tuners.hiermab import HierMABTuner
@@ -458,7 +458,7 @@ def run_online_study(
         raise ConfigError("--batch-size", f"must be >= 1, got {batch_size}")
     if passes < 1:
         raise ConfigError("passes", f"must be >= 1, got {passes}")
-    seed = config.seed if seed is None else seed
+    seed = config.seed if seed is None else check_seed(seed, "seed")
     store = store if store is not None else ArtifactStore()
     objective = PipelineObjective(config, store=store, reuse=reuse, progress=progress)
     defaults = config.space.defaults_from(config.pipeline)

@@ -207,7 +207,7 @@ class StudyConfig:
         seed = 0
         if isinstance(tuner, Mapping):
             opts = {k: v for k, v in tuner.items() if k not in ("name", "seed")}
-            seed = _int(tuner.get("seed", 0), f"{source}:tuner.seed")
+            seed = check_seed(tuner.get("seed", 0), f"{source}:tuner.seed")
             tuner = tuner.get("name", "tpe")
         entry = get_tuner(tuner, where=f"{source}:tuner")
         entry.options(opts, where=f"{source}:tuner")  # an option the tuner does not take fails here, not mid-study
@@ -261,9 +261,9 @@ class StudyConfig:
             timeout=timeout,
             split=str(d.get("split", "test")),
             holdout_fraction=fraction,
-            holdout_seed=_int(holdout.get("seed", 0), f"{source}:holdout.seed"),
+            holdout_seed=check_seed(holdout.get("seed", 0), f"{source}:holdout.seed"),
             query_limit=limit,
-            query_seed=_int(sample.get("seed", 0), f"{source}:queries.seed"),
+            query_seed=check_seed(sample.get("seed", 0), f"{source}:queries.seed"),
             batch_size=_int(d.get("batch_size", 1000), f"{source}:batch_size"),
             stage_outputs=stage_outputs,
             repeats=repeats,
@@ -311,6 +311,15 @@ def _int(value: Any, where: str) -> int:
     """``value`` as an int, or a ConfigError at ``where`` (a study file may hold anything)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(where, f"must be an integer, got {value!r}")
+    return value
+
+
+def check_seed(value: Any, where: str) -> int:
+    """A seed: an integer in 0..2**32 - 1, what optuna's samplers and numpy's generators take (-1 raised their
+    ValueError as a traceback, after the study had started)."""
+    value = _int(value, where)
+    if not 0 <= value < 2**32:
+        raise ConfigError(where, f"must be an integer in 0..{2**32 - 1}, got {value}")
     return value
 
 

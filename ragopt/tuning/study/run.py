@@ -15,7 +15,7 @@ from ragopt._progress import progress_enabled
 from ragopt.config import canonical_json, config_hash
 from ragopt.errors import ConfigError
 from ragopt.store import ArtifactStore
-from ragopt.tuning.study.config import StudyConfig
+from ragopt.tuning.study.config import StudyConfig, check_seed
 from ragopt.tuning.study.objective import PipelineObjective
 from ragopt.tuning.study.sampler import study_sampler
 from ragopt.tuning.study.storage import default_storage, fail_orphaned_trials, make_storage
@@ -48,7 +48,13 @@ def run_study(
     store = store if store is not None else ArtifactStore()
     entry = get_tuner(tuner or config.tuner, where="--tuner")
     tuner_name = entry.name
-    seed = config.seed if seed is None else seed
+    seed = config.seed if seed is None else check_seed(seed, "seed")
+    if n_trials is not None and (isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1):
+        raise ConfigError("trials", f"must be an integer >= 1, got {n_trials!r}")  # 0 meant the config's, -1 nothing
+    if timeout is not None and not timeout > 0:  # NaN too
+        raise ConfigError("timeout", f"must be > 0 seconds, got {timeout!r}")
+    if heartbeat is not None and (isinstance(heartbeat, bool) or not isinstance(heartbeat, int) or heartbeat < 1):
+        raise ConfigError("heartbeat", f"must be an integer >= 1 second (None: off), got {heartbeat!r}")
     n_trials = n_trials or config.trials
     timeout = timeout if timeout is not None else config.timeout
     name = study_name or config.name

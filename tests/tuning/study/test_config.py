@@ -36,3 +36,37 @@ def test_tuner_options_are_checked_when_the_config_is_read(study_dict):
     assert StudyConfig.from_dict(study_dict(tuner={"name": "tpe", "n_startup_trials": 4})).tuner_options == {
         "n_startup_trials": 4
     }
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+@pytest.mark.parametrize("where", ["tuner", "holdout", "queries"])
+def test_a_seed_outside_what_the_samplers_take_is_refused(study_dict, seed, where):
+    # before: tuner.seed -1 reached optuna's sampler and holdout.seed -1 numpy's default_rng: a ValueError traceback
+    # after the study had started
+    section = {"tuner": {"name": "random", "seed": seed}, "holdout": {"fraction": 0.3, "seed": seed}}
+    section["queries"] = {"limit": 10, "seed": seed}
+    with pytest.raises(ConfigError, match=rf"study:{where}\.seed: must be an integer"):
+        StudyConfig.from_dict(study_dict(**{where: section[where]}))
+    assert StudyConfig.from_dict(study_dict(tuner={"name": "random", "seed": 2**32 - 1})).seed == 2**32 - 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"n_trials": 0}, r"^trials: must be an integer >= 1, got 0"),  # was: the config's trials
+        ({"n_trials": -1}, r"^trials: must be an integer >= 1, got -1"),  # was: no trial, silently
+        ({"timeout": float("nan")}, r"^timeout: must be > 0 seconds, got nan"),
+        ({"timeout": -5.0}, r"^timeout: must be > 0 seconds"),
+        ({"seed": -1}, r"^seed: must be an integer in 0\.\.4294967295, got -1"),  # was: optuna's ValueError
+        ({"heartbeat": -3}, r"^heartbeat: must be an integer >= 1 second"),
+    ],
+)
+def test_run_study_refuses_bad_overrides_before_any_trial(study_dict, tmp_path, kwargs, message):
+    pytest.importorskip("optuna")
+    from ragopt.store import ArtifactStore
+    from ragopt.tuning.study import run_study
+
+    store = ArtifactStore(tmp_path / "store")
+    with pytest.raises(ConfigError, match=message):
+        run_study(StudyConfig.from_dict(study_dict()), store=store, **kwargs)
+    assert not (tmp_path / "store" / "studies.db").exists()  # refused before the storage was opened
