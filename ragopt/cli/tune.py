@@ -76,6 +76,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> Output:
     from ragopt.errors import ConfigError
     from ragopt.tuning.study import StudyConfig, run_study
+    from ragopt.tuning.study.storage import redact_url
 
     cfg = StudyConfig.load(args.config)
     if args.dataset:
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> Output:
     lines = [
         f"study {res.study_name}: {res.n_complete} complete"
         + (f" ({res.n_repeats} repeated an earlier configuration)" if res.n_repeats else "")
-        + f", {res.n_failed} failed trials ({res.seconds:.1f}s); storage {res.storage}"
+        + f", {res.n_failed} failed trials ({res.seconds:.1f}s); storage {redact_url(res.storage)}"
     ]
     if res.best_params:
         lines.append(f"best {cfg.objective.metrics}: {res.best_value}")

@@ -21,6 +21,7 @@ from typing import Any
 from ragopt._imports import require
 from ragopt._io import atomic_write_text
 from ragopt.errors import ConfigError
+from ragopt.tuning.study.storage import redact_url
 
 __all__ = ["write_report", "load_study"]
 
@@ -32,14 +33,14 @@ def load_study(study_name: str, storage: str) -> Any:
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         db = storage[len("sqlite:///") :]
         if db and db != ":memory:" and not Path(db).is_file():
-            raise ConfigError("storage", f"no study database at {db} (storage {storage!r})")
+            raise ConfigError("storage", f"no study database at {db} (storage {redact_url(storage)!r})")
     try:
         names = optuna.study.get_all_study_names(storage=storage)
     except Exception as e:
-        raise ConfigError("storage", f"cannot read study storage {storage!r}: {e}") from e
+        raise ConfigError("storage", f"cannot read study storage {redact_url(storage)!r}: {e}") from e
     if study_name not in names:
         listed = ", ".join(sorted(names)) if names else "none"
-        raise ConfigError("study", f"no study named {study_name!r} in {storage} (studies there: {listed})")
+        raise ConfigError("study", f"no study named {study_name!r} in {redact_url(storage)} (studies there: {listed})")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 

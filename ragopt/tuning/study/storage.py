@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import random
+import re
 import sys
 import time
 import warnings
@@ -14,7 +15,13 @@ from typing import Any
 from ragopt._imports import require
 from ragopt.errors import RagoptError
 
-__all__ = ["default_storage", "fail_orphaned_trials", "make_storage"]
+__all__ = ["default_storage", "fail_orphaned_trials", "make_storage", "redact_url"]
+
+
+def redact_url(url: str) -> str:
+    """``url`` as it may be shown (output, errors, JSON): a password in it replaced by ``***``
+    (``postgresql://user:***@host/db``)."""
+    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", str(url))
 
 
 def default_storage(store: Any) -> str:
@@ -53,7 +60,8 @@ def make_storage(url: str, heartbeat: int | None = 10, grace: int | None = None)
         except Exception as e:
             # two workers creating the schema of a fresh database at once: one loses the race; retry
             if attempt == 5:
-                raise RagoptError(f"cannot open study storage {url!r}: {e}") from e
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                raise RagoptError(f"cannot open study storage {redact_url(url)!r}: {first}") from e
             time.sleep(0.2 + random.random() * (attempt + 1))
     raise AssertionError("unreachable")
 

@@ -15,6 +15,7 @@ from ragopt.evaluation import paired_test
 from ragopt.pipeline_io import pipeline_from_dict, save_pipeline
 from ragopt.tuning.study.config import StudyConfig
 from ragopt.tuning.study.objective import PipelineObjective, is_repeat
+from ragopt.tuning.study.storage import redact_url
 
 __all__ = ["StudyResult", "summarise"]
 
@@ -38,7 +39,8 @@ class StudyResult:
     selection: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        """The result as shown (``--json``): the storage URL without its password."""
+        return {**self.__dict__, "storage": redact_url(self.storage)}
 
 
 def _constraint_values(trial: Any) -> list[float]:

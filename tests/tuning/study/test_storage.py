@@ -18,6 +18,27 @@ def test_default_storage_is_an_sqlite_file_in_the_store(tmp_path):
     assert url == f"sqlite:///{(tmp_path / 'idx' / 'studies.db').resolve()}"
 
 
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("postgresql://bob:hunter2@db.example:5432/studies", "postgresql://bob:***@db.example:5432/studies"),
+        ("postgresql+psycopg://bob:p%40ss@h/d", "postgresql+psycopg://bob:***@h/d"),
+        ("postgresql://postgres@127.0.0.1:5432/x", "postgresql://postgres@127.0.0.1:5432/x"),  # no password
+        ("sqlite:////tmp/a:b/studies.db", "sqlite:////tmp/a:b/studies.db"),
+    ],
+)
+def test_a_storage_url_is_shown_without_its_password(url, shown):
+    # before: `ragopt tune --storage postgresql://bob:hunter2@...` printed the password on stdout, in --json and in
+    # the error when the server could not be reached
+    from ragopt.tuning.study.storage import redact_url
+    from ragopt.tuning.study.summary import StudyResult
+
+    assert redact_url(url) == shown
+    fields = dict.fromkeys(StudyResult.__dataclass_fields__)
+    res = StudyResult(**{**fields, "storage": url})
+    assert res.to_dict()["storage"] == shown and res.storage == url  # the result keeps the usable URL
+
+
 def test_storages_send_heartbeats_unless_disabled(tmp_path):
     url = f"sqlite:///{tmp_path / 's.db'}"
     with_hb = make_storage(url, heartbeat=2)
