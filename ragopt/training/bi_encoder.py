@@ -146,6 +146,7 @@ def train_bi_encoder(
             "negatives_depth": (negatives_depth, 1),
         },
         positive={"lr": lr, "scale": scale},
+        seed=seed,
     )
     identity, local = resolve_model(base_model, "base_model")
     store = store if store is not None else ArtifactStore()

@@ -93,6 +93,7 @@ def train_blockrank(
             "aux_weight": (aux_weight, 0),
         },
         positive={"lr": lr, "temperature": temperature},
+        seed=seed,
     )
     if lora:
         require("peft", "llm", "LoRA fine-tuning (lora=True)")

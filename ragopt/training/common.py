@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -309,9 +310,12 @@ def check_recipe_args(
     max_queries: int | None,
     at_least: Mapping[str, tuple[float, float]] = (),
     positive: Mapping[str, float] = (),
+    seed: int = 0,
 ) -> None:
     """The checks every recipe makes before any work: ``train_fraction`` in (0, 1), ``max_queries`` >= 1 when set,
-    each ``at_least[name] = (value, low)`` >= low and each ``positive[name]`` > 0; the error names the parameter."""
+    each ``at_least[name] = (value, low)`` >= low, each ``positive[name]`` a finite number > 0 (an infinite
+    learning rate made the artifact's spec unhashable: a traceback), ``seed`` in 0..2**32 - 1 (what numpy's and
+    torch's generators take: -1 was a traceback); the error names the parameter."""
     if not 0.0 < train_fraction < 1.0:
         raise ConfigError("train_fraction", f"must be in (0, 1), got {train_fraction}")
     if max_queries is not None and max_queries < 1:
@@ -320,8 +324,10 @@ def check_recipe_args(
         if value < low:
             raise ConfigError(name, f"must be >= {low}, got {value}")
     for name, value in dict(positive).items():
-        if not value > 0:
-            raise ConfigError(name, f"must be > 0, got {value}")
+        if not (value > 0 and math.isfinite(value)):
+            raise ConfigError(name, f"must be a finite number > 0, got {value}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise ConfigError("seed", f"must be an integer in 0..{2**32 - 1}, got {seed!r}")
 
 
 def load_base(

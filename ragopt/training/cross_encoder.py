@@ -250,6 +250,7 @@ def train_cross_encoder(
             "negatives_depth": (negatives_depth, 1),
         },
         positive={"lr": lr},
+        seed=seed,
     )
     if loss not in ("listwise", "bce"):
         raise ConfigError("loss", f"must be 'listwise' or 'bce', got {loss!r}")

@@ -25,6 +25,10 @@ from .conftest import topical_dataset
         ({"at_least": {"aux_weight": (-0.1, 0)}}, "aux_weight"),
         ({"positive": {"lr": 0.0}}, "lr"),
         ({"positive": {"temperature": -1.0}}, "temperature"),
+        ({"positive": {"lr": float("inf")}}, "lr"),  # was: a traceback hashing the artifact's spec
+        ({"positive": {"lr": float("nan")}}, "lr"),
+        ({"seed": -1}, "seed"),  # was: numpy's ValueError as a traceback
+        ({"seed": 2**32}, "seed"),
     ],
 )
 def test_check_recipe_args_names_the_bad_parameter(kwargs, name):
@@ -34,7 +38,9 @@ def test_check_recipe_args_names_the_bad_parameter(kwargs, name):
 
 
 def test_check_recipe_args_accepts_the_bounds():
-    check_recipe_args(0.5, 1, at_least={"epochs": (1, 1), "negatives_per_query": (0, 0)}, positive={"lr": 1e-9})
+    check_recipe_args(
+        0.5, 1, at_least={"epochs": (1, 1), "negatives_per_query": (0, 0)}, positive={"lr": 1e-9}, seed=2**32 - 1
+    )
 
 
 def test_mining_refuses_a_split_with_nothing_to_train_on(tmp_path):
