@@ -73,6 +73,8 @@ def paired_test(
         raise ConfigError("alpha", f"must be in (0, 1), got {alpha}")
     if kind == "randomization" and n_resamples < 1:
         raise ConfigError("n_resamples", f"must be >= 1, got {n_resamples}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:  # -1: numpy's ValueError
+        raise ConfigError("seed", f"must be an integer >= 0, got {seed!r}")
     metric = _metric_name(a, b, metric)
     va, vb = _values(a, metric, "a"), _values(b, metric, "b")
     qids = [q for q in va if q in vb]

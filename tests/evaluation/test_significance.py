@@ -78,6 +78,9 @@ def test_errors():
         paired_test({"q1": 0.1, "q2": 0.3}, {"q1": 0.2, "q9": 0.3})
     with pytest.raises(ConfigError, match="unknown test"):
         paired_test(scores([0, 1]), scores([1, 1]), test="anova")
+    for seed in (-1, 1.5, True):  # -1 was numpy's ValueError (`ragopt compare --seed -1` printed a traceback)
+        with pytest.raises(ConfigError, match=r"^seed: must be an integer >= 0"):
+            paired_test(scores([0, 1]), scores([1, 1]), test="randomization", seed=seed)
 
 
 def test_holm_bonferroni():
