@@ -88,6 +88,10 @@ def run(args: argparse.Namespace) -> None:
     for name in LIMITS:
         if getattr(args, name) is not None and getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}", "must be >= 1")
+    if args.transport == "http":  # before the model and the index load (seconds), not after
+        from ragopt.mcp.server import check_listen
+
+        check_listen(args.host, args.port)
     # stdio: stdout is the MCP channel, so nothing may reach file descriptor 1 before the SDK claims it
     with stdout_reserved_for_json(args.transport == "stdio"):
         from ragopt.mcp.catalog import TextTemplate

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from typing import Annotated, Any
 
 from ragopt._io import atomic_write_text
+from ragopt.errors import ConfigError, RagoptError
 from ragopt.mcp.service import RefreshReport, SearchResult, ToolService, ToolServiceError, UpstreamError
 from ragopt.mcp.upstream import require_mcp
 
@@ -212,6 +213,26 @@ class BodyDeadline:
         await self.app(scope, replay, send)
 
 
+def check_listen(host: str, port: int) -> None:
+    """That the HTTP server can listen on ``host``:``port``, checked by binding a socket there once (with
+    SO_REUSEADDR, as uvicorn binds): a port out of range is a ConfigError, a host that does not resolve or an
+    address in use a RagoptError, each one line (before, uvicorn's traceback, or SystemExit 3 for a port in use)."""
+    import socket
+
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ConfigError("--port", f"must be in 0..65535 (0: a free one), got {port!r}")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as e:
+        raise ConfigError("--host", f"cannot resolve {host!r}: {getattr(e, 'strerror', None) or e}") from None
+    try:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(address)
+    except OSError as e:
+        raise RagoptError(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
+
+
 def serve(
     service: ToolService,
     transport: str = "stdio",
@@ -224,6 +245,8 @@ def serve(
     """Run the server until interrupted. HTTP on a non-loopback host without a token is allowed but warned
     about; ``ready_file``: write ``{"url": ...}`` there once the HTTP socket listens."""
     token = token or os.environ.get(TOKEN_ENV) or None
+    if transport != "stdio":
+        check_listen(host, port)
     mcp = build_server(service, token=token, host=host, port=port, log_level=log_level)
     if transport == "stdio":
         mcp.run("stdio")

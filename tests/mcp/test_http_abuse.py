@@ -249,3 +249,22 @@ def test_the_token_is_compared_in_constant_time(server, monkeypatch):
             headers = _headers(token=presented)
             http.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}, headers=headers)
     assert (b"wrong", TOKEN.encode()) in seen and (TOKEN.encode(), TOKEN.encode()) in seen
+
+
+def test_serve_refuses_an_address_it_cannot_listen_on_in_one_line():
+    # before: a port out of range or a host that does not resolve ended in uvicorn's traceback, and a port in use in
+    # SystemExit 3 under a traceback, after the model and the index had loaded
+    from ragopt.errors import ConfigError, RagoptError
+    from ragopt.mcp.server import check_listen
+
+    with pytest.raises(ConfigError, match=r"^--port: must be in 0\.\.65535"):
+        check_listen("127.0.0.1", 70000)
+    with pytest.raises(ConfigError, match=r"^--host: cannot resolve '999\.1\.1\.1'"):
+        check_listen("999.1.1.1", 0)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(RagoptError, match=rf"^cannot listen on 127\.0\.0\.1:{port}: "):
+            check_listen("127.0.0.1", port)
+    check_listen("127.0.0.1", 0)  # a free port: no error
