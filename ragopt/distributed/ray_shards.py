@@ -17,6 +17,7 @@ from the shards already written, on one machine or on Ray.
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections import deque
@@ -87,8 +88,8 @@ class RayShardRunner:
     ):
         if workers is not None and workers < 1:
             raise ConfigError("ray.workers", f"must be >= 1, got {workers}")
-        if cpus_per_worker <= 0:
-            raise ConfigError("ray.cpus_per_worker", f"must be > 0, got {cpus_per_worker}")
+        if not 0 < cpus_per_worker < math.inf:  # NaN too (it reached Ray's int() as a traceback)
+            raise ConfigError("ray.cpus_per_worker", f"must be a finite number > 0, got {cpus_per_worker}")
         if in_flight < 1:
             raise ConfigError("ray.in_flight", f"must be >= 1, got {in_flight}")
         self.address = address

@@ -179,3 +179,21 @@ def test_cli_index_with_ray(cranfield_slice, runner, shards_of_64, tmp_path, cap
     assert keys(out) == keys(local) and all(a["created"] for a in out["artifacts"])
     assert main([*args, "--ray-workers", "2"]) == 2  # --ray-workers without --ray
     assert "need --ray ADDRESS" in capfd.readouterr().err
+
+
+# cpus_per_worker NaN passed `<= 0` and reached Ray's int() as a ValueError traceback
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"workers": 0}, r"^ray\.workers: must be >= 1"),
+        ({"cpus_per_worker": -1.0}, r"^ray\.cpus_per_worker: must be a finite number > 0"),
+        ({"cpus_per_worker": float("nan")}, r"^ray\.cpus_per_worker: must be a finite number > 0, got nan"),
+        ({"cpus_per_worker": float("inf")}, r"^ray\.cpus_per_worker: must be a finite number > 0, got inf"),
+        ({"in_flight": 0}, r"^ray\.in_flight: must be >= 1"),
+    ],
+)
+def test_runner_options_are_checked_before_connecting(kwargs, message):
+    from ragopt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        RayShardRunner(address="127.0.0.1:1", **kwargs)  # refused before any connection is tried
