@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from ragopt._imports import require
+from ragopt._urls import redact_url
 from ragopt.errors import ConfigError, RagoptError
 from ragopt.mcp.catalog import TextTemplate, ToolSpec, schema_problem
 from ragopt.pipeline_io import read_yaml
@@ -83,7 +84,7 @@ class ServerConfig:
 
     def describe(self) -> str:
         """Where it is, without secrets (no env or header values)."""
-        return f"{self.name} (stdio: {self.command})" if self.command else f"{self.name} (http: {self.url})"
+        return f"{self.name} (stdio: {self.command})" if self.command else f"{self.name} (http: {redact_url(self.url)})"
 
 
 @dataclass
@@ -135,7 +136,7 @@ def _server(name: str, d: Any, default_timeout: float, where: str) -> ServerConf
         maps[key] = {str(k): _expand(v, f"{where}.{key}.{k}") for k, v in m.items()} if m else None
     url = _expand(d["url"], f"{where}.url") if "url" in d else None
     if url is not None and not re.match(r"^https?://", url):
-        raise ConfigError(f"{where}.url", f"expected an http:// or https:// URL, got {url!r}")
+        raise ConfigError(f"{where}.url", f"expected an http:// or https:// URL, got {redact_url(url)!r}")
     prefix = d.get("prefix", "")
     if not isinstance(prefix, str):
         raise ConfigError(f"{where}.prefix", "expected a string")

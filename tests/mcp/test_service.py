@@ -355,6 +355,11 @@ def test_gateway_config_file(tmp_path, monkeypatch):
     assert web.connect_seconds == 20.0 and calc.connect_timeout is None and calc.connect_seconds == 7.0
     assert cfg.text.params == "names" and cfg.pipeline == "bm25"
     assert "s3cret" not in web.describe() and web.transport == "http" and calc.transport == "stdio"
+    # a secret expanded into the URL itself (a token query parameter, a password) is not shown either
+    f.write_text("servers:\n  q: {url: 'http://u:${TEST_TOKEN}@127.0.0.1:9/mcp?access_token=${TEST_TOKEN}&k=2'}\n")
+    (q,) = load_gateway_config(f).servers
+    assert q.url.count("s3cret") == 2  # the URL used keeps it
+    assert q.describe() == "q (http: http://u:***@127.0.0.1:9/mcp?access_token=***&k=2)"
     for text, msg in [
         ("servers: {}\n", "non-empty 'servers'"),
         ("servers: {a: {command: x, url: 'http://h/mcp'}}\n", "exactly one of 'command'"),

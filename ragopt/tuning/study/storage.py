@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import copy
 import random
-import re
 import sys
 import time
 import warnings
@@ -13,15 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from ragopt._imports import require
+from ragopt._urls import redact_url
 from ragopt.errors import RagoptError
 
 __all__ = ["default_storage", "fail_orphaned_trials", "make_storage", "redact_url"]
-
-
-def redact_url(url: str) -> str:
-    """``url`` as it may be shown (output, errors, JSON): a password in it replaced by ``***``
-    (``postgresql://user:***@host/db``)."""
-    return re.sub(r"(://[^/@:]*:)[^/@]*@", r"\1***@", str(url))
 
 
 def default_storage(store: Any) -> str:

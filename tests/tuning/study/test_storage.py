@@ -25,6 +25,7 @@ def test_default_storage_is_an_sqlite_file_in_the_store(tmp_path):
         ("postgresql+psycopg://bob:p%40ss@h/d", "postgresql+psycopg://bob:***@h/d"),
         ("postgresql://postgres@127.0.0.1:5432/x", "postgresql://postgres@127.0.0.1:5432/x"),  # no password
         ("sqlite:////tmp/a:b/studies.db", "sqlite:////tmp/a:b/studies.db"),
+        ("https://h/mcp?api_key=zz&keyword=cats#f", "https://h/mcp?api_key=***&keyword=cats#f"),  # by name only
     ],
 )
 def test_a_storage_url_is_shown_without_its_password(url, shown):
