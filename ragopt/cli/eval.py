@@ -48,7 +48,13 @@ def run(args: argparse.Namespace) -> Output:
     from ragopt.evaluation import write_run
     from ragopt.evaluation.run import DEFAULT_METRICS, evaluate_pipeline
 
-    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()] if args.metrics else DEFAULT_METRICS
+    metrics = DEFAULT_METRICS
+    if args.metrics is not None:  # an empty list (`--metrics ''`) is refused, not read as the defaults
+        from ragopt.errors import ConfigError
+
+        metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+        if not metrics:
+            raise ConfigError("--metrics", f"no metric named in {args.metrics!r}; e.g. ndcg@10,recall@100")
     report = evaluate_pipeline(
         opts.load_pipeline(args),
         args.dataset,

@@ -175,6 +175,8 @@ def test_errors_are_one_line_with_status_2(tmp_path, capfd):
     assert err.startswith("ragopt: error:") and "missing" in err
     assert main(["eval", "-d", "adi", "--metrics", "ndcg@ten"]) == 2
     assert "ndcg@ten" in capfd.readouterr().err
+    assert main(["eval", "-d", "adi", "--metrics", " , "]) == 2  # was: the default metrics, silently
+    assert capfd.readouterr().err.startswith("ragopt: error: --metrics: no metric named in ' , '")
     assert main(["eval", "-d", "adi", "--set", "stages.0.k9=1"]) == 2
     assert "stages.0.k9" in capfd.readouterr().err
     assert main(["eval", "-d", "adi", "-p", "nonexistent"]) == 2
