@@ -24,9 +24,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> Output:
+    from ragopt._urls import redact_url
     from ragopt.tuning.report import write_report
     from ragopt.tuning.study import default_storage
-    from ragopt.tuning.study.storage import redact_url
 
     storage = args.storage or default_storage(opts.store(args))
     path = write_report(args.study, storage, args.out or f"{args.study}_report.html")

@@ -74,9 +74,9 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> Output:
+    from ragopt._urls import redact_url
     from ragopt.errors import ConfigError
     from ragopt.tuning.study import StudyConfig, run_study
-    from ragopt.tuning.study.storage import redact_url
 
     cfg = StudyConfig.load(args.config)
     if args.dataset:

@@ -20,8 +20,8 @@ from typing import Any
 
 from ragopt._imports import require
 from ragopt._io import atomic_write_text
+from ragopt._urls import redact_url
 from ragopt.errors import ConfigError
-from ragopt.tuning.study.storage import redact_url
 
 __all__ = ["write_report", "load_study"]
 

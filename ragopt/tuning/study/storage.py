@@ -15,7 +15,7 @@ from ragopt._imports import require
 from ragopt._urls import redact_url
 from ragopt.errors import RagoptError
 
-__all__ = ["default_storage", "fail_orphaned_trials", "make_storage", "redact_url"]
+__all__ = ["default_storage", "fail_orphaned_trials", "make_storage"]
 
 
 def default_storage(store: Any) -> str:

@@ -11,11 +11,11 @@ from typing import Any
 
 from ragopt._imports import require
 from ragopt._io import atomic_write_text
+from ragopt._urls import redact_url
 from ragopt.evaluation import paired_test
 from ragopt.pipeline_io import pipeline_from_dict, save_pipeline
 from ragopt.tuning.study.config import StudyConfig
 from ragopt.tuning.study.objective import PipelineObjective, is_repeat
-from ragopt.tuning.study.storage import redact_url
 
 __all__ = ["StudyResult", "summarise"]
 

@@ -31,7 +31,7 @@ def test_default_storage_is_an_sqlite_file_in_the_store(tmp_path):
 def test_a_storage_url_is_shown_without_its_password(url, shown):
     # before: `ragopt tune --storage postgresql://bob:hunter2@...` printed the password on stdout, in --json and in
     # the error when the server could not be reached
-    from ragopt.tuning.study.storage import redact_url
+    from ragopt._urls import redact_url
     from ragopt.tuning.study.summary import StudyResult
 
     assert redact_url(url) == shown
