@@ -31,6 +31,14 @@ Qrels = dict[str, dict[str, int]]
 MIN_GRADE, MAX_GRADE = -(2**31), 10**6
 
 
+def check_seed(value: object, where: str = "seed") -> int:
+    """A seed: an integer in 0..2**32 - 1, what optuna's samplers and numpy's and torch's generators all take (-1
+    raised their ValueError as a traceback, after the work had started). ConfigError at ``where`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < 2**32:
+        raise ConfigError(where, f"must be an integer in 0..{2**32 - 1}, got {value!r}")
+    return int(value)
+
+
 def check_relevance_level(value: object) -> int:
     """A relevance level (the grade from which a document counts as relevant): an integer in 1..MAX_GRADE.
     ConfigError otherwise (pytrec_eval raised a TypeError for 0, counted nothing relevant for -5; 1.5 was cut to 1)."""

@@ -30,7 +30,7 @@ from ragopt.encoders.models import load_error, resolve_device
 from ragopt.errors import ConfigError, DataError
 from ragopt.pipeline import Stage, run_batched
 from ragopt.pipeline_io import load_pipeline
-from ragopt.types import Batch, Queries
+from ragopt.types import Batch, Queries, check_seed
 
 __all__ = [
     "TrainingSplit",
@@ -326,8 +326,7 @@ def check_recipe_args(
     for name, value in dict(positive).items():
         if not (value > 0 and math.isfinite(value)):
             raise ConfigError(name, f"must be a finite number > 0, got {value}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise ConfigError("seed", f"must be an integer in 0..{2**32 - 1}, got {seed!r}")
+    check_seed(seed)
 
 
 def load_base(

@@ -62,11 +62,12 @@ from typing import Any
 from ragopt._io import atomic_write_text
 from ragopt.config import canonical_json
 from ragopt.errors import ConfigError
-from ragopt.tuning.study.config import StudyConfig, check_seed, is_cost_metric
+from ragopt.tuning.study.config import StudyConfig, is_cost_metric
 from ragopt.tuning.study.objective import PipelineObjective
 from ragopt.tuning.tuners.base import config_key
 from ragopt.tuning.tuners.hiermab import HierMABTuner
 from ragopt.tuning.tuners.registry import TUNERS, get_tuner, make_tuner
+from ragopt.types import check_seed
 
 __all__ = ["BatchResult", "OnlineTuner", "OnlineStudyResult", "run_online_study", "study_evaluator", "batches_of"]
 

@@ -17,6 +17,7 @@ from ragopt.pipeline import Pipeline
 from ragopt.pipeline_io import load_pipeline, pipeline_from_dict, read_yaml
 from ragopt.tuning.space import SearchSpace
 from ragopt.tuning.tuners.registry import get_tuner
+from ragopt.types import check_seed
 
 __all__ = ["StudyConfig", "ObjectiveSpec", "COST_PREFIX", "is_cost_metric"]
 
@@ -311,15 +312,6 @@ def _int(value: Any, where: str) -> int:
     """``value`` as an int, or a ConfigError at ``where`` (a study file may hold anything)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(where, f"must be an integer, got {value!r}")
-    return value
-
-
-def check_seed(value: Any, where: str) -> int:
-    """A seed: an integer in 0..2**32 - 1, what optuna's samplers and numpy's generators take (-1 raised their
-    ValueError as a traceback, after the study had started)."""
-    value = _int(value, where)
-    if not 0 <= value < 2**32:
-        raise ConfigError(where, f"must be an integer in 0..{2**32 - 1}, got {value}")
     return value
 
 

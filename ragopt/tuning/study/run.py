@@ -15,13 +15,14 @@ from ragopt._progress import progress_enabled
 from ragopt.config import canonical_json, config_hash
 from ragopt.errors import ConfigError
 from ragopt.store import ArtifactStore
-from ragopt.tuning.study.config import StudyConfig, check_seed
+from ragopt.tuning.study.config import StudyConfig
 from ragopt.tuning.study.objective import PipelineObjective
 from ragopt.tuning.study.sampler import study_sampler
 from ragopt.tuning.study.storage import default_storage, fail_orphaned_trials, make_storage
 from ragopt.tuning.study.summary import StudyResult, summarise
 from ragopt.tuning.tuners.optuna_samplers import starts_from_template
 from ragopt.tuning.tuners.registry import get_tuner
+from ragopt.types import check_seed
 
 __all__ = ["run_study"]
 
