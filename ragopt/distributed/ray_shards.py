@@ -66,6 +66,38 @@ def _cause(e: BaseException) -> str:
     return text.strip().splitlines()[0] if text.strip() else type(e).__name__
 
 
+#: seconds to wait for a cluster's address to accept a TCP connection before ray.init is tried (Ray retries an address
+#: where nothing listens for minutes, printing a warning every few seconds)
+CONNECT_TIMEOUT_S = 10.0
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """That a ``host:port`` or ``ray://host:port`` address accepts a TCP connection within ``timeout`` seconds;
+    a StageError naming it otherwise. Other forms (``auto``, a host without a port, other schemes) are Ray's to
+    resolve and are not probed."""
+    rest = address[len("ray://") :] if address.startswith("ray://") else address
+    if "://" in rest:
+        return
+    host, sep, port_s = rest.rpartition(":")
+    if not sep or not host or not port_s.isascii() or not port_s.isdigit():
+        return
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [::1]:6379
+    port = int(port_s)
+    if not 0 < port <= 65535:
+        raise ConfigError("ray.address", f"{address!r}: port {port} is outside 1..65535")
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except (socket.gaierror, UnicodeError) as e:
+        why = f"cannot resolve host {host!r} ({getattr(e, 'strerror', None) or e})"
+    except TimeoutError:
+        why = f"no answer from {host}:{port} within {timeout:g} s"
+    except OSError as e:
+        why = f"{host}:{port}: {e.strerror or e}"
+    else:
+        return
+    raise StageError(f"could not join the Ray cluster at {address!r}: {why}")
+
+
 class RayShardRunner:
     """Encode shards on Ray actors (a :class:`~ragopt.encoders.shards.ShardRunner`).
 
@@ -75,7 +107,9 @@ class RayShardRunner:
     started (``ray.init`` was called) or else behaves as ``"local"``. ``workers``: actors to start (default: the
     cluster's CPUs divided by ``cpus_per_worker``, at most one per shard). The actors of an encoder are started on
     its first run and kept for later runs of the same encoder until :meth:`close`, which also shuts down a cluster
-    this runner started.
+    this runner started. A ``host:port`` or ``ray://host:port`` address must accept a TCP connection within
+    ``connect_timeout`` seconds before Ray is asked to join it (a StageError otherwise, where Ray would retry for
+    minutes).
     :attr:`report` says what ran where (workers, hosts, shards and texts encoded, shards per worker)."""
 
     def __init__(
@@ -85,6 +119,7 @@ class RayShardRunner:
         cpus_per_worker: float = 1.0,
         in_flight: int = 2,
         init_kwargs: dict[str, Any] | None = None,
+        connect_timeout: float = CONNECT_TIMEOUT_S,
     ):
         if workers is not None and workers < 1:
             raise ConfigError("ray.workers", f"must be >= 1, got {workers}")
@@ -92,6 +127,9 @@ class RayShardRunner:
             raise ConfigError("ray.cpus_per_worker", f"must be a finite number > 0, got {cpus_per_worker}")
         if in_flight < 1:
             raise ConfigError("ray.in_flight", f"must be >= 1, got {in_flight}")
+        if not 0 < connect_timeout < math.inf:
+            raise ConfigError("ray.connect_timeout", f"must be a finite number of seconds > 0, got {connect_timeout}")
+        self.connect_timeout = float(connect_timeout)
         self.address = address
         self.workers = workers
         self.cpus_per_worker = float(cpus_per_worker)
@@ -122,6 +160,7 @@ class RayShardRunner:
             kwargs.setdefault("num_cpus", int(max(1, (self.workers or os.cpu_count() or 1) * self.cpus_per_worker)))
         else:
             kwargs.pop("include_dashboard")  # a setting of the head node, not of a joining driver
+            _check_reachable(str(self.address), self.connect_timeout)
         try:
             ray.init(address=None if local else self.address, **kwargs)
         except Exception as e:  # ConnectionError, RuntimeError, ValueError: all mean "no cluster there"

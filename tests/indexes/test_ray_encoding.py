@@ -197,3 +197,41 @@ def test_runner_options_are_checked_before_connecting(kwargs, message):
 
     with pytest.raises(ConfigError, match=message):
         RayShardRunner(address="127.0.0.1:1", **kwargs)  # refused before any connection is tried
+
+
+# `ragopt index --ray bogus:1` sat in Ray's reconnect loop for minutes, a warning every 5 s; the address is now probed
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("127.0.0.1:1", r"could not join the Ray cluster at '127\.0\.0\.1:1': 127\.0\.0\.1:1: Connection refused$"),
+        ("ray://127.0.0.1:1", r"at 'ray://127\.0\.0\.1:1': 127\.0\.0\.1:1: Connection refused$"),
+        ("no-such-host.invalid:6379", r"at 'no-such-host\.invalid:6379': cannot resolve host 'no-such-host\.invalid'"),
+    ],
+)
+def test_an_address_where_no_cluster_listens_fails_before_ray_init(address, message, monkeypatch):
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: pytest.fail(f"ray.init was called with {kw}"))
+    runner = RayShardRunner(address=address)
+    with pytest.raises(StageError, match=message):
+        runner._ray()
+
+
+def test_a_listening_address_is_handed_to_ray_init(monkeypatch):
+    import socket
+
+    from ragopt.errors import ConfigError
+
+    calls = []
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: calls.append(kw))
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen()
+        address = f"127.0.0.1:{server.getsockname()[1]}"
+        RayShardRunner(address=address)._ray()
+        RayShardRunner(address="auto")._ray()  # not probed: Ray resolves it
+    assert [c["address"] for c in calls] == [address, "auto"]
+    with pytest.raises(ConfigError, match=r"^ray\.address: '127\.0\.0\.1:70000': port 70000 is outside 1\.\.65535"):
+        RayShardRunner(address="127.0.0.1:70000")._ray()
+    with pytest.raises(ConfigError, match=r"^ray\.connect_timeout: must be a finite number of seconds > 0"):
+        RayShardRunner(address="auto", connect_timeout=float("nan"))
