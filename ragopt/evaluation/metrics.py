@@ -44,7 +44,7 @@ _KINDS = {
     "hit": "success",
     "hits": "success",
 }
-_PATTERN = re.compile(r"^([a-z_]+?)(?:[@_.](-?\d+))?$")
+_PATTERN = re.compile(r"([a-z_]+?)(?:[@_.](-?[0-9]+))?")  # ASCII digits: \d took "ndcg@١٠" as ndcg@10
 
 
 @dataclass(frozen=True)
@@ -89,7 +89,7 @@ def parse_metric(name: str | Metric) -> Metric:
     if isinstance(name, Metric):
         return name
     text = str(name).strip().lower().replace(" ", "")
-    m = _PATTERN.match(text)
+    m = _PATTERN.fullmatch(text)
     kind = _KINDS.get(m.group(1)) if m else None
     if kind is None:
         raise ConfigError(

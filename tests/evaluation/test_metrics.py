@@ -170,7 +170,7 @@ def test_parse_metric(text, name, trec):
     assert isinstance(m, Metric) and parse_metric(m) is m
 
 
-@pytest.mark.parametrize("text", ["foo@10", "bleu", "ndcg@x", ""])
+@pytest.mark.parametrize("text", ["foo@10", "bleu", "ndcg@x", "", "ndcg@\u0661\u0660", "ndcg@10\n5"])
 def test_unknown_metric_names_it(text):
     with pytest.raises(ConfigError) as err:
         parse_metric(text)
