@@ -55,6 +55,11 @@ class Pattern:
         return position_ids(lengths, self.sparse, self.query_position)
 
 
+def n_layers(model: Any) -> int:
+    """The decoder layers of ``model`` (its config's ``num_hidden_layers``)."""
+    return int(model.config.num_hidden_layers)
+
+
 def flex(model: Any, prompt: BlockPrompt, pattern: Pattern, cap: Capture, upto: int) -> None:
     """One forward pass through FlexAttention (attention mode), the prompt padded to a multiple of FLEX_PAD."""
     import torch
@@ -127,7 +132,7 @@ def blocked(
     patterns only). With ``upto`` None (decoding), every layer runs and ``(output, cache)`` is returned."""
     import torch
 
-    last = upto if upto is not None else int(model.config.num_hidden_layers) - 1
+    last = upto if upto is not None else n_layers(model) - 1
     instr, docs, query = prompt.blocks[0], prompt.blocks[1:-1], prompt.blocks[-1]
     ikv = _instruction_kv(model, instr, reuse, last)
     doc_kv = _document_kv(model, instr, docs, ikv, reuse, last, stats)

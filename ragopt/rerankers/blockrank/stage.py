@@ -205,7 +205,7 @@ class BlockRankReranker(LLMStage):
 
     @staticmethod
     def n_layers(model: Any) -> int:
-        return int(model.config.num_hidden_layers)
+        return prefill.n_layers(model)
 
     def chosen_layer(self, model: Any) -> int:
         return self.layer if self.layer is not None else self.n_layers(model) // 2
