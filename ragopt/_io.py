@@ -30,9 +30,16 @@ _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
 def atomic_write(
     path: str | os.PathLike, save: Callable[[IO[Any]], Any], mode: str = "wb", encoding: str | None = None
 ) -> Path:
-    """Write ``path`` through ``save(file_object)`` (binary unless ``mode="w"``), atomically."""
+    """Write ``path`` through ``save(file_object)`` (binary unless ``mode="w"``), atomically. Its folder is made if
+    missing; a path that is a folder, or whose folder is a file, is an ArtifactError naming it."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():  # os.replace would refuse it only after the whole file was written
+        raise ArtifactError(f"cannot write {path}: it is a folder; name a file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        in_the_way = next((p for p in path.parents if p.exists() and not p.is_dir()), path.parent)
+        raise ArtifactError(f"cannot write {path}: {in_the_way} is a file, not a folder") from None
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         umask = os.umask(0)

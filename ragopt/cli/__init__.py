@@ -4,8 +4,9 @@ entry in :data:`COMMANDS`; options that several commands share are declared once
 
 Every command that takes ``--json`` prints exactly one JSON object on stdout and nothing else: logs,
 progress bars and anything a backend (Java, bm25s) writes go to stderr (:mod:`ragopt.cli._output`). Errors
-print one line ``ragopt: error: ...`` on stderr and exit with status 2; Ctrl-C exits with 130 and leaves the
-artifact store as it was (artifacts are written atomically).
+(ragopt's own, and an ``OSError`` such as a path the system refused) print one line ``ragopt: error: ...`` on
+stderr and exit with status 2; Ctrl-C exits with 130 and leaves the artifact store as it was (artifacts are
+written atomically).
 
 Building the parser loads no numpy, YAML, Optuna or torch: command modules import what loads them inside ``run``,
 so that ``ragopt --help`` stays fast.
@@ -52,6 +53,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     except RagoptError as e:
         print(f"ragopt: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a path the system refused (an output under /proc, a folder not writable): one line too
+        print(f"ragopt: error: {type(e).__name__}: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("ragopt: interrupted; finished artifacts are intact, partial ones were discarded", file=sys.stderr)

@@ -195,6 +195,30 @@ def test_search_errors(data_dir, tmp_path, capfd):
     assert capfd.readouterr().err == "ragopt: error: --set: expected PATH=VALUE, got 'stages.0.k1'\n"
 
 
+def test_an_output_path_the_system_refuses_is_one_line(data_dir, tmp_path, capfd, monkeypatch):
+    # --output naming a folder was an IsADirectoryError traceback after the run was written to a temporary file
+    search = ["search", "-d", str(data_dir / "adi"), "-q", "computer", "--index-dir", str(tmp_path / "idx"), "-o"]
+    assert main([*search, str(tmp_path)]) == 2
+    assert capfd.readouterr().err == f"ragopt: error: cannot write {tmp_path}: it is a folder; name a file\n"
+    (tmp_path / "f").write_text("keep")
+    assert main([*search, str(tmp_path / "f" / "sub" / "r.trec")]) == 2
+    assert (
+        capfd.readouterr().err
+        == f"ragopt: error: cannot write {tmp_path}/f/sub/r.trec: {tmp_path}/f is a file, not a folder\n"
+    )
+    assert (tmp_path / "f").read_text() == "keep"
+    # any other OSError (an output under /proc, a folder not writable) is one line naming it, not a traceback
+    import ragopt.evaluation
+
+    def refused(run, path, tag):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(ragopt.evaluation, "write_run", refused)
+    assert main([*search, str(tmp_path / "r.trec")]) == 2
+    err = capfd.readouterr().err
+    assert err == f"ragopt: error: PermissionError: [Errno 13] Permission denied: '{tmp_path}/r.trec'\n"
+
+
 def test_listings(capfd):
     assert main(["pipelines", "--json"]) == 0
     assert "bm25" in json.loads(capfd.readouterr().out)["pipelines"]

@@ -38,3 +38,17 @@ def test_the_temporary_file_is_a_hidden_sibling_and_is_removed_on_failure(tmp_pa
     (tmp,) = seen
     assert tmp.startswith(".b.bin.") and tmp.endswith(".tmp")
     assert os.listdir(tmp_path / "sub") == []  # neither the target nor the temporary file
+
+
+def test_a_folder_or_a_file_in_the_way_is_refused_before_anything_is_written(tmp_path):
+    from ragopt.errors import ArtifactError
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "f").write_text("keep")
+    calls = []
+    with pytest.raises(ArtifactError, match=r"cannot write .*/d: it is a folder; name a file$"):
+        atomic_write_text(tmp_path / "d", "x")
+    with pytest.raises(ArtifactError, match=r"cannot write .*/f/a/b\.txt: .*/f is a file, not a folder$"):
+        atomic_write(tmp_path / "f" / "a" / "b.txt", calls.append)
+    assert calls == [] and sorted(os.listdir(tmp_path)) == ["d", "f"] and os.listdir(tmp_path / "d") == []
+    assert (tmp_path / "f").read_text() == "keep"
