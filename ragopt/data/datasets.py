@@ -103,6 +103,10 @@ def resolve_dataset(name_or_path: str | os.PathLike, download: bool | None = Non
         if _find(cand, "corpus") is not None:
             return cand
         looked.append(f"  {cand}" + (" (exists but has no corpus.jsonl)" if cand.is_dir() else ""))
+    if as_path.exists():  # a file: the search path's folders were listed three times, then "'' is not a BEIR ..."
+        raise DataError(f"{as_path}: a file, not a dataset folder (BEIR layout: corpus.jsonl, queries.jsonl, qrels/)")
+    if as_path.is_absolute() or raw.startswith(("~", "./", "../")):  # a path, not a name to look up or download
+        raise DatasetNotFoundError(f"dataset folder {as_path} not found")
     beir_name = raw.replace("\\", "/").split("/")[0]
     if beir_name not in BEIR_DATASETS:
         why = f"{beir_name!r} is not a standard BEIR dataset, so it was not downloaded"

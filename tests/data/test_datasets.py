@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -317,6 +318,22 @@ def test_unknown_name_offline_lists_every_place(tmp_path, monkeypatch):
     for d in dataset_search_path():
         assert str(d / "no-such-dataset") in msg
     assert isinstance(e.value, FileNotFoundError)
+
+
+def test_a_path_that_is_a_file_or_missing_is_named_once(tmp_path, monkeypatch):
+    # was: "looked in:" the same absolute path once per search folder, then "'' is not a standard BEIR dataset"
+    monkeypatch.setenv("RAGOPT_DATA_PATH", str(tmp_path / "here"))
+    monkeypatch.setenv("RAGOPT_OFFLINE", "1")
+    (tmp_path / "corpus.jsonl").write_text('{"_id": "d1", "text": "x"}\n')
+    with pytest.raises(DataError, match=r"^" + re.escape(f"{tmp_path / 'corpus.jsonl'}: a file, not a dataset folder")):
+        resolve_dataset(tmp_path / "corpus.jsonl")
+    with pytest.raises(DatasetNotFoundError) as e:
+        resolve_dataset(tmp_path / "nope")
+    assert str(e.value) == f"dataset folder {tmp_path / 'nope'} not found"
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(DatasetNotFoundError, match=r"^dataset folder nope not found$"):
+        resolve_dataset("./nope")
+    assert resolve_dataset(str(tmp_path)) == tmp_path  # a folder holding corpus.jsonl is taken as it is
 
 
 def test_beir_name_offline_not_downloaded(tmp_path, monkeypatch):
