@@ -120,6 +120,8 @@ class ArtifactStore:
 
     def __init__(self, root: str | os.PathLike | None = None, verify_checksums: bool = True):
         self.root = Path(root) if root is not None else default_root()
+        if self.root.exists() and not self.root.is_dir():  # was a NotADirectoryError at the first artifact written
+            raise ArtifactError(f"artifact store {self.root} is a file, not a folder (--index-dir, RAGOPT_INDEX_DIR)")
         self.verify_checksums = verify_checksums
 
     def __repr__(self) -> str:

@@ -104,6 +104,22 @@ def test_default_root_from_env(tmp_path, monkeypatch):
     assert str(ArtifactStore().root) == "indexes"
 
 
+def test_a_root_that_is_a_file_is_refused_and_kept(tmp_path, capfd):
+    # was: a NotADirectoryError traceback at the first artifact written under it
+    root = tmp_path / "store"
+    root.write_text("notes")
+    with pytest.raises(ArtifactError, match=r"^artifact store .*/store is a file, not a folder \(--index-dir"):
+        ArtifactStore(root)
+    from ragopt.cli import main
+
+    assert main(["search", "-d", "adi", "-q", "computer", "--index-dir", str(root)]) == 2
+    assert (
+        capfd.readouterr().err
+        == f"ragopt: error: artifact store {root} is a file, not a folder (--index-dir, RAGOPT_INDEX_DIR)\n"
+    )
+    assert root.read_text() == "notes"
+
+
 def test_list(tmp_path):
     store = ArtifactStore(tmp_path)
     store.get_or_create("a", {"x": 1}, 1, _writer("1", []))
