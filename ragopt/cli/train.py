@@ -136,7 +136,7 @@ def register(commands: argparse._SubParsersAction) -> None:
         help="then compare the first stage alone with first stage >> cross-encoder on the held-out "
         "queries (nDCG@10, recall@100)",
     )
-    t.add_argument("--eval-depth", type=int, default=100, help="candidates reranked by --evaluate (default: 100)")
+    t.add_argument("--eval-depth", type=int, metavar="N", help="candidates reranked by --evaluate (default: 100)")
     _finish(t, run_cross_encoder)
 
     b = _add_recipe(
@@ -231,8 +231,15 @@ def run_blockrank(args: argparse.Namespace) -> Output:
 
 
 def run_cross_encoder(args: argparse.Namespace) -> Output:
+    from ragopt.errors import ConfigError
     from ragopt.training.cross_encoder import compare_reranking, heldout_query_ids, train_cross_encoder
 
+    # checked before training: a bad --eval-depth surfaced only after the whole training run
+    if args.eval_depth is not None and not args.evaluate:
+        raise ConfigError("--eval-depth", "--eval-depth needs --evaluate")
+    depth = 100 if args.eval_depth is None else args.eval_depth
+    if depth < 1:
+        raise ConfigError("--eval-depth", f"must be >= 1, got {depth}")
     store = opts.store(args)
     art = train_cross_encoder(
         args.base,
@@ -267,14 +274,14 @@ def run_cross_encoder(args: argparse.Namespace) -> Output:
             args.dataset,
             split=args.split,
             query_ids=heldout_query_ids(art.path),
-            depth=args.eval_depth,
+            depth=depth,
             metrics=("ndcg@10", "recall@100"),
             store=store,
             progress=opts.progress(args),
         )
         res.pop("per_query")
         obj["evaluation"] = res
-        lines.append(f"  held-out ({res['n_queries']} queries), first stage vs >> cross-encoder top {args.eval_depth}:")
+        lines.append(f"  held-out ({res['n_queries']} queries), first stage vs >> cross-encoder top {depth}:")
         lines += [
             f"    {k:<12} {res['first_stage'][k]:.4f} -> {res['reranked'][k]:.4f} ({res['gain'][k]:+.4f})"
             for k in res["first_stage"]

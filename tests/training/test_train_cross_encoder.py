@@ -205,6 +205,24 @@ def test_cli_train_prints_artifact_and_heldout_file(tiny_base, tiny_dataset, tmp
     assert "does not exist" in capfd.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--evaluate", "--eval-depth", "0"], "--eval-depth: must be >= 1, got 0"),
+        (["--eval-depth", "20"], "--eval-depth: --eval-depth needs --evaluate"),
+    ],
+)
+def test_cli_eval_depth_is_checked_before_training(tiny_dataset, tmp_path, capfd, monkeypatch, extra, message):
+    # --evaluate --eval-depth 0 trained the whole model, then failed in the reranker
+    import ragopt.training.cross_encoder as recipe
+    from ragopt.cli import main
+
+    monkeypatch.setattr(recipe, "train_cross_encoder", lambda *a, **kw: pytest.fail("training started"))
+    args = ["train", "cross-encoder", "--dataset", str(tiny_dataset), "--index-dir", str(tmp_path), *extra]
+    assert main(args) == 2
+    assert capfd.readouterr().err == f"ragopt: error: {message}\n"
+
+
 @pytest.mark.slow
 def test_minilm_fine_tune_on_nq_end_to_end(data_dir, session_store):
     """CPU-sized run of the real thing: the packaged MiniLM fine-tuned on 48 nq-open-oracle-dev queries
