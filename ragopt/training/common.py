@@ -313,7 +313,7 @@ def check_recipe_args(
     seed: int = 0,
 ) -> None:
     """The checks every recipe makes before any work: ``train_fraction`` in (0, 1), ``max_queries`` >= 1 when set,
-    each ``at_least[name] = (value, low)`` >= low, each ``positive[name]`` a finite number > 0 (an infinite
+    each ``at_least[name] = (value, low)`` finite and >= low, each ``positive[name]`` a finite number > 0 (an infinite
     learning rate made the artifact's spec unhashable: a traceback), ``seed`` in 0..2**32 - 1 (what numpy's and
     torch's generators take: -1 was a traceback); the error names the parameter."""
     if not 0.0 < train_fraction < 1.0:
@@ -321,6 +321,8 @@ def check_recipe_args(
     if max_queries is not None and max_queries < 1:
         raise ConfigError("max_queries", f"must be >= 1, got {max_queries}")
     for name, (value, low) in dict(at_least).items():
+        if not math.isfinite(value):  # NaN passed `< low`, then made the artifact's spec unhashable (a traceback)
+            raise ConfigError(name, f"must be a finite number >= {low}, got {value}")
         if value < low:
             raise ConfigError(name, f"must be >= {low}, got {value}")
     for name, value in dict(positive).items():

@@ -23,6 +23,8 @@ from .conftest import topical_dataset
         ({"max_queries": 0}, "max_queries"),
         ({"at_least": {"epochs": (0, 1)}}, "epochs"),
         ({"at_least": {"aux_weight": (-0.1, 0)}}, "aux_weight"),
+        ({"at_least": {"aux_weight": (float("nan"), 0)}}, "aux_weight"),  # was: a traceback hashing the spec
+        ({"at_least": {"aux_weight": (float("inf"), 0)}}, "aux_weight"),
         ({"positive": {"lr": 0.0}}, "lr"),
         ({"positive": {"temperature": -1.0}}, "temperature"),
         ({"positive": {"lr": float("inf")}}, "lr"),  # was: a traceback hashing the artifact's spec
