@@ -147,6 +147,7 @@ def train_bi_encoder(
         },
         positive={"lr": lr, "scale": scale},
         seed=seed,
+        negatives=("negatives_per_query", negatives_per_query, negatives_per_query, negatives_depth),
     )
     identity, local = resolve_model(base_model, "base_model")
     store = store if store is not None else ArtifactStore()

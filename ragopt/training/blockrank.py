@@ -94,6 +94,7 @@ def train_blockrank(
         },
         positive={"lr": lr, "temperature": temperature},
         seed=seed,
+        negatives=("n_docs", n_docs, n_docs - 1, negatives_depth),
     )
     if lora:
         require("peft", "llm", "LoRA fine-tuning (lora=True)")

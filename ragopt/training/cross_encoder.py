@@ -251,6 +251,7 @@ def train_cross_encoder(
         },
         positive={"lr": lr},
         seed=seed,
+        negatives=("negatives_per_query", negatives_per_query, negatives_per_query, negatives_depth),
     )
     if loss not in ("listwise", "bce"):
         raise ConfigError("loss", f"must be 'listwise' or 'bce', got {loss!r}")

@@ -39,6 +39,18 @@ def test_check_recipe_args_names_the_bad_parameter(kwargs, name):
         check_recipe_args(**args)
 
 
+def test_a_depth_too_shallow_for_the_negatives_asked_is_refused():
+    # n_docs 5 with negatives_depth 1 trained on prompts of 1-2 documents (218 negatives for 973 queries), silently
+    with pytest.raises(ConfigError) as err:
+        check_recipe_args(0.6, None, negatives=("n_docs", 5, 4, 1))
+    assert str(err.value) == (
+        "negatives_depth: 1 candidates cannot give the 4 negatives per query that n_docs 5 asks for: "
+        "raise negatives_depth to at least 4 or lower n_docs"
+    )
+    check_recipe_args(0.6, None, negatives=("negatives_per_query", 4, 4, 4))  # exactly enough
+    check_recipe_args(0.6, None, negatives=("negatives_per_query", 0, 0, 1))  # in-batch negatives only
+
+
 def test_check_recipe_args_accepts_the_bounds():
     check_recipe_args(
         0.5, 1, at_least={"epochs": (1, 1), "negatives_per_query": (0, 0)}, positive={"lr": 1e-9}, seed=2**32 - 1
