@@ -297,6 +297,7 @@ class Component:
     def _set_path(self, parts: list[str], value: Any, full: str) -> None:
         head, rest = parts[0], parts[1:]
         names = self.param_names()
+        here = ".".join(full.replace("__", ".").split(".")[: -len(parts)])  # this component's own path
         if head not in names:
             hint = difflib.get_close_matches(head, names, n=1)
             extra = f"; did you mean {hint[0]!r}?" if hint else ""
@@ -307,11 +308,16 @@ class Component:
             coerced = _coerce(value, hints.get(head, Any), full)
             _check_bounds(coerced, f.metadata, full)
             object.__setattr__(self, head, coerced)
-            self.validate(full)
+            self.validate(here)  # the component's path: validate names the field (was "template.template")
             self._init_runtime()
             return
         child = getattr(self, head)
+        # was "TransformersLLM has no parameter 'type'": say how another component is chosen
+        not_a_param = "a component's type is not a parameter"
         if isinstance(child, Component):
+            if rest == ["type"]:
+                where = f"{here}.{head}" if here else head
+                raise ConfigError(full, f"{not_a_param}: replace the component ({where}={{type: ..., ...}})")
             child._set_path(rest, value, full)
         else:
             subs = dict(_children(child))
@@ -320,6 +326,8 @@ class Component:
                 raise ConfigError(full, f"{head!r} has no nested component {rest[0]!r}")
             if not rest[1:]:
                 raise ConfigError(full, "cannot replace a whole nested component by path; set its parameters")
+            if rest[1:] == ["type"]:
+                raise ConfigError(full, f"{not_a_param}: edit the pipeline file to put another component here")
             sub._set_path(rest[1:], value, full)
         self._init_runtime()
 

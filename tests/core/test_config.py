@@ -135,6 +135,27 @@ def test_nested_get_and_set_params_by_dotted_path():
         p.set_params(**{"stages.7.k": 3})
 
 
+def test_set_params_names_the_parameter_once_and_explains_a_type_change():
+    p = BM25() >> Cutoff(k=5)
+    # a cross-field check after a set named the path twice ("stages.0.stemmer.stemmer: unknown stemmer")
+    with pytest.raises(ConfigError) as err:
+        p.set_params(**{"stages.0.stemmer": "englsh"})
+    assert err.value.path == "stages.0.stemmer" and str(err.value).startswith("stages.0.stemmer: unknown stemmer")
+    with pytest.raises(ConfigError) as err:
+        BM25().set_params(stemmer="englsh")
+    assert err.value.path == "stemmer"
+    # a type is not a parameter ("has no parameter 'type'"): say how another component is put there
+    with pytest.raises(ConfigError, match=r"^stages\.1\.type: a component's type is not a parameter: edit the "):
+        p.set_params(**{"stages.1.type": "bm25"})
+    from ragopt.retrievers.dense import DenseRetriever
+
+    dense = DenseRetriever()
+    with pytest.raises(ConfigError, match=r"^encoder\.type: .*: replace the component \(encoder=\{type: \.\.\., "):
+        dense.set_params(**{"encoder.type": "bm25"})
+    dense.set_params(encoder={"type": "sentence_transformer", "model": "org/other"})  # as the message says
+    assert dense.encoder.model == "org/other"
+
+
 def test_clone_is_fresh_and_independent():
     a = Cutoff(k=3).fit(TINY)
     b = a.clone(k=5)
