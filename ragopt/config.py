@@ -289,7 +289,12 @@ class Component:
         return out
 
     def set_params(self, **params: Any) -> Component:
-        """Set parameters by name or dotted path (``stages.0.k1=1.2``; ``__`` also separates)."""
+        """Set parameters by name or dotted path (``stages.0.k1=1.2``; ``__`` also separates). All or nothing: when
+        one is refused (ConfigError) the component is left as it was."""
+        if len(params) > 1:  # try them on a copy first, so that a refused second one does not leave the first set
+            trial = from_config(self.to_config())
+            for key, value in params.items():
+                trial._set_path(key.replace("__", ".").split("."), value, key)
         for key, value in params.items():
             self._set_path(key.replace("__", ".").split("."), value, key)
         return self
@@ -307,8 +312,13 @@ class Component:
             f = next(f for f in dataclasses.fields(self) if f.name == head)
             coerced = _coerce(value, hints.get(head, Any), full)
             _check_bounds(coerced, f.metadata, full)
+            old = getattr(self, head)
             object.__setattr__(self, head, coerced)
-            self.validate(here)  # the component's path: validate names the field (was "template.template")
+            try:
+                self.validate(here)  # the component's path: validate names the field (was "template.template")
+            except BaseException:
+                object.__setattr__(self, head, old)  # a refused value leaves the component as it was
+                raise
             self._init_runtime()
             return
         child = getattr(self, head)

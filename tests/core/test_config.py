@@ -156,6 +156,22 @@ def test_set_params_names_the_parameter_once_and_explains_a_type_change():
     assert dense.encoder.model == "org/other"
 
 
+def test_a_refused_set_params_leaves_the_component_as_it_was():
+    p = (BM25() >> Cutoff(k=5)).fit(Corpus(["d1", "d2"], ["apple banana", "cherry dates"]))
+    before = p.to_config()
+    # the value used to stay when the cross-field check refused it: a pipeline with no stages
+    with pytest.raises(ConfigError, match="a pipeline needs at least one stage"):
+        p.set_params(stages=[])
+    # and a refused second parameter left the first one set
+    with pytest.raises(ConfigError, match=r"^stages\.1\.k: must be >= 1"):
+        p.set_params(**{"stages.0.k1": 1.5, "stages.1.k": 0})
+    with pytest.raises(ConfigError, match=r"^stages\.0\.stemmer: unknown stemmer"):
+        p.set_params(**{"stages.1.k": 3, "stages.0.stemmer": "englsh"})
+    assert p.to_config() == before and p.is_fitted  # nothing changed, so nothing was unfitted
+    p.set_params(**{"stages.0.k1": 1.5, "stages.1.k": 3})
+    assert (p.stages[0].k1, p.stages[1].k) == (1.5, 3) and not p.is_fitted
+
+
 def test_clone_is_fresh_and_independent():
     a = Cutoff(k=3).fit(TINY)
     b = a.clone(k=5)
