@@ -20,7 +20,7 @@ import numpy as np
 
 from ragopt._progress import progress_enabled
 from ragopt.config import param
-from ragopt.errors import ArtifactError, ConfigError
+from ragopt.errors import ArtifactError, ConfigError, DataError
 from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
 from ragopt.retrievers import _pyserini
@@ -174,6 +174,12 @@ class BM25Retriever(Stage):
         import bm25s
 
         tokens = self._tokenize(corpus.contents(self.with_title), show, return_ids=True)
+        if not tokens.vocab:  # bm25s then failed with "max() arg is an empty sequence"
+            kept = "not stopwords" if self.stopwords else "any"
+            raise DataError(
+                f"bm25: no document of the corpus ({corpus.name or 'unnamed'}, {len(corpus)} documents) has a term to "
+                f"index (bm25s keeps words of 2+ letters or digits, {kept}): nothing to search",
+            )
         retriever = bm25s.BM25(k1=self.k1, b=self.b, method=self.method, delta=self.delta)
         retriever.index(tokens, show_progress=show)
         retriever.save(str(out), show_progress=False)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from ragopt.errors import ArtifactError, ConfigError, StageError
+from ragopt.errors import ArtifactError, ConfigError, DataError, StageError
 from ragopt.evaluation.run import evaluate_pipeline
 from ragopt.pipeline_io import load_pipeline
 from ragopt.retrievers import bm25 as bm25_mod
@@ -132,6 +132,17 @@ def test_index_of_older_format_is_rejected(tmp_path):
 def test_empty_corpus_is_an_error(tmp_path):
     with pytest.raises(ConfigError, match="empty corpus"):
         BM25().fit(Corpus([], []), ArtifactStore(tmp_path))
+
+
+def test_a_corpus_with_no_term_to_index_is_an_error_and_stores_nothing(tmp_path):
+    # every token a stopword or shorter than two characters: bm25s raised "max() arg is an empty sequence"
+    nothing = Corpus(["d1", "d2", "d3"], ["the a", "of I", ""], name="stopwords-only")
+    with pytest.raises(DataError, match=r"^bm25: no document of the corpus \(stopwords-only, 3 documents\) has a term"):
+        BM25().fit(nothing, ArtifactStore(tmp_path))
+    assert not any(p.is_file() for p in tmp_path.rglob("*"))
+    # without the stopword list "the" and "of" are terms: the same corpus is indexed and searched
+    hits = BM25(stopwords=None).fit(nothing, ArtifactStore(tmp_path)).search("the")
+    assert [d for d, _ in hits.ranked(0)] == ["d1"]
 
 
 def test_top_k_larger_than_corpus(tmp_path):
