@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -184,9 +184,12 @@ class Stage(Component):
         return self.transform(batch)
 
     def search(
-        self, queries: str | Sequence[str] | Queries, batch_size: int = 0, progress: bool | None = None
+        self,
+        queries: str | Sequence[str] | Mapping[str, str] | Queries,
+        batch_size: int = 0,
+        progress: bool | None = None,
     ) -> Batch:
-        """Run the stage on raw queries (a string, a list of strings, or :class:`Queries`)."""
+        """Run the stage on raw queries (a string, a list of strings, a mapping of id to text, or :class:`Queries`)."""
         if not isinstance(queries, Queries):
             queries = Queries.from_texts(queries)
         return run_batched(self, Batch(queries), batch_size=batch_size, progress=progress)

@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import time
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ragopt.errors import ConfigError, StageError
+from ragopt.errors import ConfigError, DataError, StageError
 
 __all__ = ["Corpus", "Queries", "Batch", "Stats", "Qrels", "Run"]
 
@@ -153,16 +153,43 @@ class Queries:
     __slots__ = ("ids", "texts")
 
     def __init__(self, ids: Sequence[str], texts: Sequence[str]):
+        ids = list(ids)
+        bad_ids = [i for i in ids if isinstance(i, bool) or not isinstance(i, (str, int, np.integer))]
+        if bad_ids:
+            raise DataError(
+                f"queries: an id must be a string or an integer, got {type(bad_ids[0]).__name__} {bad_ids[0]!r}"
+            )
         self.ids = [str(i) for i in ids]
         self.texts = list(texts)
         if len(self.ids) != len(self.texts):
             raise ValueError("query ids and texts must have the same length")
+        # a text that is not a string failed deep in a tokenizer ("'int' object has no attribute 'lower'"); a
+        # repeated id collapsed two queries into one row of the run
+        bad = next((k for k, t in enumerate(self.texts) if not isinstance(t, str)), None)
+        if bad is not None:
+            t = self.texts[bad]
+            raise DataError(
+                f"queries: the text of query {self.ids[bad]!r} is {type(t).__name__} {t!r:.60}, not a string"
+            )
+        if len(set(self.ids)) != len(self.ids):
+            seen: set[str] = set()
+            dup = next(i for i in self.ids if i in seen or seen.add(i))
+            raise DataError(f"queries: the id {dup!r} is given to more than one query")
 
     @classmethod
-    def from_texts(cls, texts: Sequence[str] | str) -> Queries:
+    def from_texts(cls, texts: Sequence[str] | str | Mapping[str, str]) -> Queries:
+        """Queries from one text, a list of texts (ids "0", "1", ...) or a mapping of id to text."""
         if isinstance(texts, str):
             texts = [texts]
-        return cls([str(i) for i in range(len(texts))], list(texts))
+        if isinstance(texts, Mapping):
+            return cls(list(texts), list(texts.values()))
+        if isinstance(texts, (bytes, bytearray)) or not isinstance(texts, Iterable):
+            raise DataError(
+                f"queries: expected a text, a list of texts, a mapping of id to text or Queries, got "
+                f"{type(texts).__name__} {texts!r:.60}"
+            )
+        texts = list(texts)
+        return cls([str(i) for i in range(len(texts))], texts)
 
     def __len__(self) -> int:
         return len(self.ids)

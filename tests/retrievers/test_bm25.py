@@ -14,7 +14,7 @@ from ragopt.pipeline_io import load_pipeline
 from ragopt.retrievers import bm25 as bm25_mod
 from ragopt.retrievers.bm25 import BM25
 from ragopt.store import ArtifactStore
-from ragopt.types import Corpus
+from ragopt.types import Corpus, Queries
 
 DOCS = Corpus(
     ["d1", "d2", "d3", "d4"],
@@ -143,6 +143,30 @@ def test_a_corpus_with_no_term_to_index_is_an_error_and_stores_nothing(tmp_path)
     # without the stopword list "the" and "of" are terms: the same corpus is indexed and searched
     hits = BM25(stopwords=None).fit(nothing, ArtifactStore(tmp_path)).search("the")
     assert [d for d, _ in hits.ranked(0)] == ["d1"]
+
+
+@pytest.mark.parametrize(
+    ("queries", "message"),
+    [
+        # each of these failed deep in the tokenizer ("'int' object has no attribute 'lower'", "object of type
+        # 'NoneType' has no len()") or, for a dict, searched for its keys
+        (None, r"^queries: expected a text, a list of texts, a mapping of id to text or Queries, got NoneType None$"),
+        (5, r"^queries: expected a text, .* got int 5$"),
+        (b"cat", r"^queries: expected a text, .* got bytes b'cat'$"),
+        (["cat", None], r"^queries: the text of query '1' is NoneType None, not a string$"),
+        ({"q1": 7}, r"^queries: the text of query 'q1' is int 7, not a string$"),
+        (Queries, r"^queries: the id 'q1' is given to more than one query$"),  # built below
+    ],
+)
+def test_bad_queries_are_named(tmp_path, queries, message):
+    bm = BM25().fit(DOCS, ArtifactStore(tmp_path))
+    with pytest.raises(DataError, match=message):
+        bm.search(Queries(["q1", "q1"], ["cat", "dog"]) if queries is Queries else queries)
+
+
+def test_queries_by_id_keep_their_ids(tmp_path):
+    out = BM25().fit(DOCS, ArtifactStore(tmp_path)).search({"q7": "cat", "q9": "zzzqqq"})
+    assert out.queries.ids == ["q7", "q9"] and out.ranked(0)[0][0] == "d1" and out.ranked(1) == []
 
 
 def test_top_k_larger_than_corpus(tmp_path):
