@@ -81,6 +81,10 @@ def normalize_answer(text: str) -> str:
 def _gold_list(golds: str | Iterable[str]) -> list[str]:
     if isinstance(golds, str):
         return [golds]
+    golds = list(golds)
+    bad = [g for g in golds if isinstance(g, bool) or not isinstance(g, (str, int, float))]
+    if bad:  # None was compared as the text "None"
+        raise DataError(f"a gold answer must be a string (or a number), got {type(bad[0]).__name__} {bad[0]!r:.60}")
     out = [str(g) for g in golds]
     if not out:
         raise DataError("no gold answers to compare with (an empty list)")
@@ -416,6 +420,9 @@ def evaluate_answers(
     parsed = list(dict.fromkeys(answer_metric(m) for m in metrics))
     if not parsed:
         raise ConfigError("metrics", "no metrics requested")
+    for name, table in (("predictions", predictions), ("golds", golds), ("contexts", contexts), ("qrels", qrels)):
+        if table is not None and not isinstance(table, Mapping):  # a list of answers was read as query ids
+            raise DataError(f"{name}: expected a mapping keyed by query id, got {type(table).__name__}")
     if not predictions:
         raise DataError("no predictions to evaluate")
     relevance_level = check_relevance_level(relevance_level)
@@ -432,6 +439,13 @@ def evaluate_answers(
     contexts = contexts or {}
 
     qids = [str(q) for q in predictions]
+    for q in qids:
+        gold = golds.get(q)
+        if gold and not isinstance(gold, str):
+            try:
+                _gold_list(gold)
+            except DataError as e:
+                raise DataError(f"golds[{q!r}]: {e}") from None
     per_query: dict[str, dict[str, float]] = {}
     skipped: dict[str, list[str]] = {}
     for m in parsed:

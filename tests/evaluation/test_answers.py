@@ -359,6 +359,20 @@ def test_missing_needs_name_metric_and_input():
         evaluate_answers({}, GOLDS, ["f1"])
 
 
+def test_inputs_of_the_wrong_shape_are_named():
+    # a list of answers was read as query ids ("none of the 1 predicted queries has gold answers")
+    with pytest.raises(DataError, match=r"^predictions: expected a mapping keyed by query id, got list$"):
+        evaluate_answers(["Paris"], GOLDS, ["em"])
+    with pytest.raises(DataError, match=r"^golds: expected a mapping keyed by query id, got list$"):
+        evaluate_answers(PREDS, [["Paris"]], ["em"])
+    # a None gold answer was compared as the text "None": the prediction "none" matched it
+    with pytest.raises(
+        DataError, match=r"^golds\['q1'\]: a gold answer must be a string \(or a number\), got NoneType"
+    ):
+        evaluate_answers({"q1": "none"}, {"q1": ["x", None]}, ["em"])
+    assert evaluate_answers({"q1": "1990"}, {"q1": ["x", 1990]}, ["em"]).metrics["em"] == 1.0  # numbers are text
+
+
 # ============================================================================================================
 # bootstrap
 
