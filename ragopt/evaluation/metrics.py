@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import numbers
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import pytrec_eval
@@ -151,6 +151,8 @@ def evaluate(
     A score of ``-inf`` ranks last; a NaN score is a DataError naming the query and document (trec_eval's sort
     puts a NaN anywhere: its comparisons are all false).
     """
+    _check_nested_mapping(run, "run", "document -> score")
+    _check_nested_mapping(qrels, "qrels", "document -> grade")
     if not qrels:
         raise DataError("qrels are empty: nothing to evaluate against")
     if isinstance(metrics, (str, Metric)):
@@ -205,6 +207,16 @@ def _pytrec_evaluate(run: Run, qrels: Qrels, measures: set[str], level: int) -> 
         coerced = _coerce(run, float, "run")
         _check_no_nan(coerced)  # a score written "nan" is a NaN too
         return evaluator.evaluate(coerced)
+
+
+def _check_nested_mapping(table: object, name: str, row: str) -> None:
+    """``table`` is {query: {document: value}}; a DataError naming ``name`` otherwise (a list of triples raised
+    "'list' object has no attribute 'get'")."""
+    if not isinstance(table, Mapping):
+        raise DataError(f"{name}: expected a mapping query -> {{{row}}}, got {type(table).__name__}")
+    bad = [(q, r) for q, r in table.items() if not isinstance(r, Mapping)]
+    if bad:
+        raise DataError(f"{name}[{bad[0][0]!r}]: expected a mapping {row}, got {type(bad[0][1]).__name__}")
 
 
 def _check_no_nan(run: Run) -> None:

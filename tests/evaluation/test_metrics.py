@@ -113,6 +113,29 @@ def test_a_relevance_level_that_is_not_a_grade_is_refused(level):
         evaluate_answers({"q1": "x"}, {"q1": ["x"]}, ["em"], relevance_level=level)
 
 
+@pytest.mark.parametrize(
+    ("run", "qrels", "message"),
+    [
+        # each raised an AttributeError ("'list' object has no attribute 'get'") from inside evaluate
+        ([("q1", "d1", 1.0)], {"q1": {"d1": 1}}, r"^run: expected a mapping query -> \{document -> score\}, got list$"),
+        (
+            {"q1": {"d1": 1.0}},
+            [("q1", "d1", 1)],
+            r"^qrels: expected a mapping query -> \{document -> grade\}, got list$",
+        ),
+        ({"q1": ["d1"]}, {"q1": {"d1": 1}}, r"^run\['q1'\]: expected a mapping document -> score, got list$"),
+        (
+            {"q1": {"d1": 1.0}},
+            {"q1": {"d1": 1}, "q2": 5},
+            r"^qrels\['q2'\]: expected a mapping document -> grade, got int$",
+        ),
+    ],
+)
+def test_a_run_or_qrels_of_the_wrong_shape_is_named(run, qrels, message):
+    with pytest.raises(DataError, match=message):
+        evaluate(run, qrels, ["ndcg@10"])
+
+
 def test_negative_grades_count_as_zero_gain():
     res = evaluate({"q": {"a": 2.0, "b": 1.0}}, {"q": {"a": -1, "b": 1}}, ["ndcg", "map"])
     assert res.metrics["ndcg"] == pytest.approx(dcg([0, 1]) / dcg([1]))
