@@ -25,6 +25,7 @@ Composition: ``a >> b`` chains (a :class:`Pipeline`), ``a % k`` cuts candidate l
 from __future__ import annotations
 
 import dataclasses
+import functools
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -90,6 +91,12 @@ def _reused(part: Any) -> Any:
     return part
 
 
+def _check_fit_corpus(stage: Stage, corpus: Any) -> None:
+    if not isinstance(corpus, Corpus):
+        hint = " (pass dataset.corpus)" if isinstance(getattr(corpus, "corpus", None), Corpus) else ""
+        raise StageError(f"{stage.type_name}: fit takes a Corpus, got {type(corpus).__name__}{hint}")
+
+
 class Stage(Component):
     """Base class of retrievers, rerankers, fusion, cutoffs and generators."""
 
@@ -108,6 +115,21 @@ class Stage(Component):
     #: computed one. Counters of paid work (``llm_calls``, ``bm25_queries``) are not replayed: a reuse paid nothing.
     work_counters: ClassVar[tuple[str, ...]] = ()
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Every stage's fit takes a Corpus: checked here once for all of them, before any work (a Dataset or a list
+        # of texts passed by mistake failed deep inside, "'Dataset' object has no attribute 'fingerprint'").
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "checks_corpus", False):
+
+            @functools.wraps(fit)
+            def checked_fit(self: Stage, corpus: Corpus, *args: Any, **kwargs: Any) -> Any:
+                _check_fit_corpus(self, corpus)
+                return fit(self, corpus, *args, **kwargs)
+
+            checked_fit.checks_corpus = True  # type: ignore[attr-defined]
+            cls.fit = checked_fit  # type: ignore[method-assign]
+
     # -- protocol ----------------------------------------------------------------------------
     def prepare_corpus(self, corpus: Corpus) -> Corpus:
         """The corpus later stages see (chunkers return passages); identity by default."""
@@ -115,6 +137,7 @@ class Stage(Component):
 
     def fit(self, corpus: Corpus, store: Any = None, *, rebuild: bool = False, progress: bool | None = None) -> Stage:
         """Build or load whatever this stage needs for ``corpus``. Default: remember the corpus."""
+        _check_fit_corpus(self, corpus)
         self._fit = Fitted(corpus)
         return self
 

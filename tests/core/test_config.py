@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from ragopt.config import Component, from_config, param
-from ragopt.errors import ConfigError
+from ragopt.errors import ConfigError, StageError
 from ragopt.ops import Cutoff
 from ragopt.pipeline import Pipeline, Stage
 from ragopt.registry import available, register, resolve
@@ -118,6 +118,29 @@ def test_ints_are_accepted_for_floats_and_integral_floats_for_ints():
     m = from_config({"type": "bm25", "k1": 1, "top_k": 100.0})
     assert m.k1 == 1.0 and isinstance(m.k1, float)
     assert m.top_k == 100 and isinstance(m.top_k, int)
+
+
+def test_every_registered_stage_refuses_to_fit_something_that_is_not_a_corpus():
+    # a Dataset passed for its corpus failed deep inside ("'Dataset' object has no attribute 'fingerprint'"); the
+    # check runs before any work (no model is loaded: the cross-encoder's model here does not exist)
+    class HasCorpus:
+        corpus = TINY
+
+    checked = []
+    for name in available():
+        try:
+            cls = resolve(name)
+        except ImportError:
+            continue  # an optional extra is missing: the round-trip test above says so
+        if not issubclass(cls, Stage):
+            continue
+        obj = from_config({"type": name, **REQUIRED_PARAMS_EXAMPLES.get(name, {})})
+        with pytest.raises(StageError, match=rf"^{name}: fit takes a Corpus, got HasCorpus \(pass dataset\.corpus\)$"):
+            obj.fit(HasCorpus())
+        with pytest.raises(StageError, match=rf"^{name}: fit takes a Corpus, got list$"):
+            obj.fit(["a text"])
+        checked.append(name)
+    assert {"bm25", "cutoff", "pipeline", "cross_encoder", "generate", "chunker"} <= set(checked)
 
 
 def test_nested_get_and_set_params_by_dotted_path():
