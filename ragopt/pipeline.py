@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import numbers
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -346,8 +347,10 @@ def run_stage(stage: Stage, batch: Batch) -> Batch:
 
 def run_batched(stage: Stage, batch: Batch, batch_size: int = 0, progress: bool | None = None) -> Batch:
     """Apply ``stage`` to ``batch`` in slices of ``batch_size`` queries (0 = all at once), with progress."""
-    n = len(batch)
-    if batch_size <= 0 or batch_size >= n:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 0:  # -5: "all"
+        raise ConfigError("batch_size", f"must be an integer >= 0 (0: all queries at once), got {batch_size!r}")
+    n, batch_size = len(batch), int(batch_size)
+    if batch_size == 0 or batch_size >= n:
         return stage.transform(batch)
     bar = None
     if progress_enabled(progress):

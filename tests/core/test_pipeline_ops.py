@@ -92,6 +92,15 @@ def test_run_batched_matches_single_batch():
     assert np.array_equal(one.doc_idx, parts.doc_idx) and np.array_equal(one.scores, parts.scores)
     assert parts.queries.ids == qs.ids
     assert parts.stats.counts["lookups"] == 5
+    assert np.array_equal(run_batched(stage, Batch(qs), batch_size=np.int64(3)).doc_idx, one.doc_idx)
+
+
+@pytest.mark.parametrize("size", [-5, 1.5, "2", None, True])
+def test_run_batched_refuses_a_batch_size_that_is_not_a_count(size):
+    # -5 ran everything at once; 1.5 and "2" raised TypeErrors from range() and the comparison
+    stage = Lookup().fit(CORPUS)
+    with pytest.raises(ConfigError, match=r"^batch_size: must be an integer >= 0 \(0: all queries at once\), got "):
+        stage.search(["red", "car"], batch_size=size)
 
 
 def test_batch_shape_validation():

@@ -265,7 +265,7 @@ class StudyConfig:
             holdout_seed=check_seed(holdout.get("seed", 0), f"{source}:holdout.seed"),
             query_limit=limit,
             query_seed=check_seed(sample.get("seed", 0), f"{source}:queries.seed"),
-            batch_size=_int(d.get("batch_size", 1000), f"{source}:batch_size"),
+            batch_size=_at_least(_int(d.get("batch_size", 1000), f"{source}:batch_size"), 0, f"{source}:batch_size"),
             stage_outputs=stage_outputs,
             repeats=repeats,
             selection=selection,
@@ -312,6 +312,12 @@ def _int(value: Any, where: str) -> int:
     """``value`` as an int, or a ConfigError at ``where`` (a study file may hold anything)."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise ConfigError(where, f"must be an integer, got {value!r}")
+    return value
+
+
+def _at_least(value: int, low: int, where: str) -> int:
+    if value < low:  # a batch_size of -5 was taken (as "all queries at once")
+        raise ConfigError(where, f"must be >= {low}, got {value}")
     return value
 
 

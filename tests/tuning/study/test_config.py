@@ -50,6 +50,13 @@ def test_a_seed_outside_what_the_samplers_take_is_refused(study_dict, seed, wher
     assert StudyConfig.from_dict(study_dict(tuner={"name": "random", "seed": 2**32 - 1})).seed == 2**32 - 1
 
 
+def test_a_negative_batch_size_is_refused(study_dict):
+    # batch_size -5 was taken and meant "all queries at once"; run_batched now refuses it too (mid-study)
+    with pytest.raises(ConfigError, match=r"^study:batch_size: must be >= 0, got -5$"):
+        StudyConfig.from_dict(study_dict(batch_size=-5))
+    assert StudyConfig.from_dict(study_dict(batch_size=0)).batch_size == 0
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
