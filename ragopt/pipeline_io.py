@@ -157,5 +157,7 @@ def save_pipeline(
     stage: Component, path: str | os.PathLike, name: str | None = None, description: str | None = None
 ) -> Path:
     """Write ``stage`` as a pipeline YAML (atomically); ``load_pipeline(path)`` gives back an equal object."""
+    if not isinstance(stage, Component):  # was: "'str' object has no attribute 'to_config'"
+        raise ConfigError("pipeline", f"save_pipeline takes a component, got {type(stage).__name__}")
     text = yaml.safe_dump(pipeline_to_dict(stage, name, description), sort_keys=False, allow_unicode=True)
     return atomic_write_text(path, text)

@@ -320,7 +320,9 @@ class Batch:
         )
 
     def cut(self, k: int) -> Batch:
-        """Keep the first ``k`` candidates of every row."""
+        """Keep the first ``k`` candidates of every row (``k`` >= 0)."""
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:  # -1 dropped the last column
+            raise ConfigError("k", f"a cutoff must be an integer >= 0, got {k!r}")
         if self.doc_idx is None:
             raise StageError("cutoff: the batch has no candidates yet (put a retriever first)")
         return Batch(

@@ -95,6 +95,15 @@ def test_run_batched_matches_single_batch():
     assert np.array_equal(run_batched(stage, Batch(qs), batch_size=np.int64(3)).doc_idx, one.doc_idx)
 
 
+@pytest.mark.parametrize("k", [-1, 1.5, None, True])
+def test_a_cut_that_is_not_a_count_is_refused(k):
+    # -1 kept all but the last candidate (a slice), 1.5 raised numpy's TypeError
+    batch = Lookup().fit(CORPUS).search(["red", "car"])
+    with pytest.raises(ConfigError, match=r"^k: a cutoff must be an integer >= 0, got "):
+        batch.cut(k)
+    assert batch.cut(np.int64(1)).doc_idx.shape == (2, 1) and batch.cut(0).doc_idx.shape == (2, 0)
+
+
 @pytest.mark.parametrize("size", [-5, 1.5, "2", None, True])
 def test_run_batched_refuses_a_batch_size_that_is_not_a_count(size):
     # -5 ran everything at once; 1.5 and "2" raised TypeErrors from range() and the comparison

@@ -19,6 +19,13 @@ def test_save_and_load_give_equal_objects(tmp_path):
     assert "k1: 1.1" in path.read_text()
 
 
+def test_saving_something_that_is_not_a_component_is_refused(tmp_path):
+    # was: "'str' object has no attribute 'to_config'"
+    with pytest.raises(ConfigError, match=r"^pipeline: save_pipeline takes a component, got str$"):
+        save_pipeline("bm25", tmp_path / "x.yaml")
+    assert not (tmp_path / "x.yaml").exists()
+
+
 def test_shipped_pipelines_load_and_round_trip(tmp_path):
     names = list_pipelines()
     assert {"bm25", "bm25_pyserini"} <= set(names)
