@@ -81,6 +81,8 @@ def normalize_answer(text: str) -> str:
 def _gold_list(golds: str | Iterable[str]) -> list[str]:
     if isinstance(golds, str):
         return [golds]
+    if isinstance(golds, Mapping) or not isinstance(golds, Iterable):  # 5 raised "'int' object is not iterable"
+        raise DataError(f"gold answers must be a string or a list of strings, got {type(golds).__name__}")
     golds = list(golds)
     bad = [g for g in golds if isinstance(g, bool) or not isinstance(g, (str, int, float))]
     if bad:  # None was compared as the text "None"

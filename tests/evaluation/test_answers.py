@@ -371,6 +371,11 @@ def test_inputs_of_the_wrong_shape_are_named():
     ):
         evaluate_answers({"q1": "none"}, {"q1": ["x", None]}, ["em"])
     assert evaluate_answers({"q1": "1990"}, {"q1": ["x", 1990]}, ["em"]).metrics["em"] == 1.0  # numbers are text
+    for gold, got in ((5, "int"), ({"Paris": 1}, "dict")):  # 5: "'int' object is not iterable"; a dict: its keys
+        with pytest.raises(
+            DataError, match=rf"^golds\['q1'\]: gold answers must be a string or a list of strings, got {got}$"
+        ):
+            evaluate_answers({"q1": "Paris"}, {"q1": gold}, ["em"])
 
 
 # ============================================================================================================
