@@ -14,7 +14,7 @@ from typing import Any
 
 from ragopt.data.download import BEIR_DATASETS, download_beir
 from ragopt.data.jsonl import as_text, read_jsonl, record_id, record_text
-from ragopt.errors import DataError, DatasetNotFoundError
+from ragopt.errors import ConfigError, DataError, DatasetNotFoundError
 from ragopt.types import MAX_GRADE, MIN_GRADE, Corpus, Qrels, Queries
 
 __all__ = [
@@ -91,7 +91,11 @@ def resolve_dataset(name_or_path: str | os.PathLike, download: bool | None = Non
     folder of :func:`dataset_search_path`; a standard BEIR name not found there is downloaded into the
     user cache unless ``download`` is False (``None``: allowed unless ``RAGOPT_OFFLINE`` or
     ``HF_HUB_OFFLINE`` is set). Raises :class:`DatasetNotFoundError` listing every place looked."""
+    if not isinstance(name_or_path, (str, os.PathLike)):  # was: "expected str, bytes or os.PathLike object"
+        raise ConfigError("dataset", f"expected a dataset name or folder, got {type(name_or_path).__name__}")
     raw = os.fspath(name_or_path)
+    if not str(raw).strip():  # "" was the current folder: "corpus.jsonl: missing: not a dataset folder"
+        raise ConfigError("dataset", "empty dataset name")
     as_path = Path(raw).expanduser()
     if as_path.is_dir():
         if _find(as_path, "corpus") is None:

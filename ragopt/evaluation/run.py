@@ -134,9 +134,14 @@ def run_pipeline(
     return run_batched(pipeline, Batch(queries), batch_size=batch_size, progress=progress)
 
 
-def split_metrics(metrics: Sequence[str]) -> tuple[list[str], list[str], list[str]]:
+def split_metrics(metrics: Sequence[str] | str) -> tuple[list[str], list[str], list[str]]:
     """``(retrieval, answer, judged)`` metric names; a name that is none of them is a ConfigError (checked
-    before any work)."""
+    before any work). One name may be given as a string (``"ndcg@10"`` was read letter by letter)."""
+    if isinstance(metrics, str):
+        metrics = [metrics]
+    metrics = list(metrics)
+    if not metrics:  # was: an evaluation that reported nothing
+        raise ConfigError("metrics", "no metrics requested")
     retrieval, answer, judged = [], [], []
     for m in metrics:
         if is_answer_metric(m):
@@ -147,9 +152,10 @@ def split_metrics(metrics: Sequence[str]) -> tuple[list[str], list[str], list[st
             try:
                 parse_metric(m)
             except ConfigError as e:
+                text = str(e).removeprefix(f"{e.path}: ")  # the location once ("metrics: metrics: unknown ...")
                 raise ConfigError(
                     "metrics",
-                    f"{e}; answer metrics: em, f1, contains, rouge_l, ctx_recall, "
+                    f"{text}; answer metrics: em, f1, contains, rouge_l, ctx_recall, "
                     f"ctx_precision, answer_in_ctx; judged: {', '.join(JUDGE_METRICS)}",
                 ) from None
             retrieval.append(m)

@@ -336,6 +336,15 @@ def test_a_path_that_is_a_file_or_missing_is_named_once(tmp_path, monkeypatch):
     assert resolve_dataset(str(tmp_path)) == tmp_path  # a folder holding corpus.jsonl is taken as it is
 
 
+@pytest.mark.parametrize(("name", "message"), [(None, "got NoneType"), (5, "got int"), ("", "empty"), ("  ", "empty")])
+def test_a_dataset_name_that_is_not_one_is_refused(name, message):
+    # None and 5 raised os.fspath's TypeError; "" was the current folder ("corpus.jsonl: missing")
+    from ragopt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^dataset: .*{message}"):
+        load_dataset(name)
+
+
 def test_beir_name_offline_not_downloaded(tmp_path, monkeypatch):
     monkeypatch.setenv("RAGOPT_DATA_PATH", str(tmp_path / "here"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")

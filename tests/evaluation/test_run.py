@@ -54,3 +54,19 @@ def test_evaluate_pipeline_artifacts_come_from_the_fit(data_dir, tmp_path, refer
     assert rep.metrics["ndcg@10"] == pytest.approx(reference_bm25(data_dir / "adi", 0.9, 0.4), abs=1e-4)
     assert [a["created"] for a in rep.artifacts] == [True]
     assert {"load_s", "fit_s", "search_s", "evaluate_s", "total_s", "qps"} == set(rep.timings)
+
+
+def test_metrics_given_as_one_name_or_none_at_all(data_dir, tmp_path):
+    from ragopt.errors import ConfigError
+
+    adi, store = data_dir / "adi", ArtifactStore(tmp_path)
+    # one name as a string was read letter by letter ("unknown metric 'n'"); an empty list reported nothing
+    one = evaluate_pipeline(_bm25(), adi, metrics="ndcg@10", store=store)
+    assert list(one.metrics) == ["ndcg@10"]
+    assert (
+        one.metrics["ndcg@10"] == evaluate_pipeline(_bm25(), adi, metrics=["ndcg@10"], store=store).metrics["ndcg@10"]
+    )
+    with pytest.raises(ConfigError, match=r"^metrics: no metrics requested$"):
+        evaluate_pipeline(_bm25(), adi, metrics=[], store=store)
+    with pytest.raises(ConfigError, match=r"^metrics: unknown metric 'ndcg@x'"):  # the location once
+        evaluate_pipeline(_bm25(), adi, metrics=["ndcg@x"], store=store)
