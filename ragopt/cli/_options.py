@@ -110,13 +110,23 @@ def progress(args: argparse.Namespace) -> bool | None:
 
 
 def llm_backend(spec: str, option: str):
-    """An LLM backend from a CLI value: a YAML/JSON file holding a backend config, or a model name (packaged
-    alias or hub id) on the transformers backend."""
+    """An LLM backend from a CLI value: an inline YAML mapping (``{type: openai, model: ...}``), a YAML/JSON file
+    holding a backend config, or a model name (packaged alias or hub id) on the transformers backend."""
     from pathlib import Path
 
     from ragopt.errors import ConfigError
     from ragopt.llm import load_backend
 
+    if spec.lstrip().startswith("{"):  # was read as a file name: "model path '{type: openai, ...}' does not exist"
+        from ragopt.pipeline_io import parse_yaml
+
+        cfg = parse_yaml(spec, option)
+        if not isinstance(cfg, dict):
+            raise ConfigError(option, f"expected a backend mapping such as {{type: openai, model: NAME}}, got {spec!r}")
+        try:
+            return load_backend(cfg)
+        except ConfigError as e:  # name the option: "--llm.model: ..."
+            raise ConfigError(f"{option}.{e.path}" if e.path else option, str(e).removeprefix(f"{e.path}: ")) from None
     path = Path(spec)
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
         from ragopt.pipeline_io import read_yaml

@@ -32,7 +32,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--judge",
         metavar="MODEL",
         help="LLM judge for judged metrics: a packaged alias "
-        "(e.g. qwen2.5-coder-1.5b-instruct), a hub id, or a YAML file with a backend config",
+        "(e.g. qwen2.5-coder-1.5b-instruct), a hub id, a YAML file with a backend config, or an inline one "
+        "such as '{type: openai, model: NAME, base_url: URL}'",
     )
     p.add_argument(
         "--aggregate",

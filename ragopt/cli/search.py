@@ -41,8 +41,8 @@ def register(commands: argparse._SubParsersAction) -> None:
         "--llm",
         metavar="MODEL",
         default="smollm2-135m-instruct",
-        help="model of the added generate stage: a packaged alias, a hub id, or a YAML backend config "
-        "(default: smollm2-135m-instruct)",
+        help="model of the added generate stage: a packaged alias, a hub id, a YAML backend config file, or an "
+        "inline one such as '{type: openai, model: NAME, base_url: URL}' (default: smollm2-135m-instruct)",
     )
     p.set_defaults(handler=run)
 

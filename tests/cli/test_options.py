@@ -180,6 +180,22 @@ def test_option_values():
     assert str(opts.store(args).root) == "/tmp/somewhere"
 
 
+def test_an_llm_backend_given_inline(tmp_path):
+    from ragopt.errors import ConfigError
+
+    # an inline mapping was taken for a file name ("model path '{type: openai, ...}' does not exist")
+    backend = opts.llm_backend("{type: openai, model: m, base_url: 'http://127.0.0.1:9/v1', api_key_env: ''}", "--llm")
+    assert (backend.type_name, backend.model, backend.base_url) == ("openai", "m", "http://127.0.0.1:9/v1")
+    with pytest.raises(ConfigError, match=r"^--llm\.base_url: expected an http\(s\) URL, got 'ftp://x'$"):
+        opts.llm_backend("{type: openai, model: m, base_url: ftp://x}", "--llm")
+    with pytest.raises(ConfigError, match=r"^--judge:1:\d+: invalid YAML"):
+        opts.llm_backend("{type: openai", "--judge")
+    # a file and a model name work as before
+    (tmp_path / "b.yaml").write_text("type: openai\nmodel: f\nbase_url: http://127.0.0.1:9/v1\n")
+    assert opts.llm_backend(str(tmp_path / "b.yaml"), "--llm").model == "f"
+    assert opts.llm_backend("smollm2-135m-instruct", "--llm").type_name == "transformers"
+
+
 class _Buffer:
     def __init__(self):
         self.text = ""
