@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ragopt._imports import optional, require
-from ragopt.errors import ConfigError
+from ragopt.errors import ConfigError, first_line
 
 __all__ = [
     "OPSET",
@@ -188,7 +188,7 @@ def open_session(model_dir: Path, what: str) -> Any:
     except Exception as e:  # a damaged file: the artifact's checksums would say which
         raise ConfigError(
             "backend",
-            f"cannot open the ONNX model {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+            f"cannot open the ONNX model {path} ({first_line(e)})",
         ) from e
 
 

@@ -52,6 +52,13 @@ class LLMError(RagoptError):
     partial: list | None = None
 
 
+def first_line(e: BaseException, limit: int = 300) -> str:
+    """``Type: first line`` of an exception from a library (its first non-blank line, at most ``limit``
+    characters; the type alone when it says nothing): what error messages quote, so they stay one line."""
+    text = next((line.strip() for line in str(e).splitlines() if line.strip()), "")
+    return f"{type(e).__name__}: {text[:limit]}" if text else type(e).__name__
+
+
 def unknown_template_error(path: str, template: str, builtins: Iterable[str], fields: str) -> ConfigError:
     """The :class:`ConfigError` (naming ``path``) for a ``template`` that is neither a built-in's name nor a text
     with fields: the closest built-in name if one is close, the ``builtins``, and the ``fields`` a text needs."""

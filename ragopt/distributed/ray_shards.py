@@ -27,7 +27,7 @@ from typing import Any
 from ragopt._imports import require
 from ragopt.config import canonical_json
 from ragopt.encoders.shards import RemoteShardJob
-from ragopt.errors import ArtifactError, ConfigError, StageError
+from ragopt.errors import ArtifactError, ConfigError, StageError, first_line
 
 __all__ = ["RayShardRunner"]
 
@@ -62,8 +62,7 @@ class _ShardEncoder:
 def _cause(e: BaseException) -> str:
     """The worker's own exception text out of Ray's wrapper (first line)."""
     cause = getattr(e, "cause", None)
-    text = f"{type(cause).__name__}: {cause}" if cause is not None else f"{type(e).__name__}: {e}"
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return first_line(cause if isinstance(cause, BaseException) else e)
 
 
 #: seconds to wait for a cluster's address to accept a TCP connection before ray.init is tried (Ray retries an address

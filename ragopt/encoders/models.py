@@ -10,7 +10,7 @@ from typing import Any
 
 from ragopt._hashing import model_files, update_sampled
 from ragopt._imports import optional
-from ragopt.errors import ConfigError
+from ragopt.errors import ConfigError, first_line
 
 __all__ = [
     "MINILM_ALIASES",
@@ -92,11 +92,8 @@ def model_fingerprint(path: Path) -> str:
 def load_error(name: str, error: Exception, what: str = "", offline_hint: str = "", path: str = "model") -> ConfigError:
     """The ConfigError of a model (a ``what``) that would not load: the error's type and first line, then, for a
     hub id (``offline_hint`` given), what to use without network."""
-    first = str(error).splitlines()[0] if str(error) else ""
     hint = f"; no network or hub cache here? {offline_hint}" if offline_hint else ""
-    return ConfigError(
-        path, f"cannot load {what + ' ' if what else ''}{name!r} ({type(error).__name__}: {first}){hint}"
-    )
+    return ConfigError(path, f"cannot load {what + ' ' if what else ''}{name!r} ({first_line(error)}){hint}")
 
 
 def set_precision(model: Any, precision: str) -> Any:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ragopt._imports import require
 from ragopt.config import param
-from ragopt.errors import ConfigError, LLMError, RagoptError
+from ragopt.errors import ConfigError, LLMError, RagoptError, first_line
 from ragopt.llm.base import (
     Completion,
     ContinuationScore,
@@ -118,9 +118,7 @@ class LlamaCppLLM(LLMBackend):
                 except RagoptError:
                     raise
                 except Exception as e:
-                    raise LLMError(
-                        f"cannot load {self.describe()} from {res.gguf_path}: {type(e).__name__}: {e}"
-                    ) from e
+                    raise LLMError(f"cannot load {self.describe()} from {res.gguf_path}: {first_line(e)}") from e
         self._llm = _MODELS[key]
         return self._llm
 

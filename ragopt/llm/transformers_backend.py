@@ -38,7 +38,7 @@ from typing import Any, Literal
 
 from ragopt._imports import require
 from ragopt.config import param
-from ragopt.errors import ArtifactError, ConfigError, LLMError, RagoptError
+from ragopt.errors import ArtifactError, ConfigError, LLMError, RagoptError, first_line
 from ragopt.llm.base import (
     Completion,
     ContinuationScore,
@@ -196,10 +196,11 @@ class TransformersLLM(LLMBackend):
                 except RagoptError:
                     raise
                 except Exception as e:  # OSError (offline hub, missing files), ValueError (unknown arch) ...
+                    # one line: the hub's offline error ran over two, after its retries
+                    hint = "" if res.local else "; no network or hub cache here? use a packaged alias or a folder"
                     raise LLMError(
                         f"cannot load {self.describe()} from {res.source!r}"
-                        f"{' (' + res.gguf_file + ')' if res.gguf_file else ''}: "
-                        f"{type(e).__name__}: {e}"
+                        f"{' (' + res.gguf_file + ')' if res.gguf_file else ''}: {first_line(e)}{hint}"
                     ) from e
                 if tok.pad_token_id is None:
                     tok.pad_token = tok.eos_token

@@ -36,7 +36,7 @@ from typing import Any
 
 from ragopt._imports import require
 from ragopt._urls import redact_url
-from ragopt.errors import ConfigError, RagoptError
+from ragopt.errors import ConfigError, RagoptError, first_line
 from ragopt.mcp.catalog import TextTemplate, ToolSpec, schema_problem
 from ragopt.pipeline_io import read_yaml
 
@@ -189,8 +189,7 @@ def _describe(e: BaseException) -> str:
     """One line for an exception, unwrapping exception groups."""
     while isinstance(e, BaseExceptionGroup) and e.exceptions:
         e = e.exceptions[0]
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    return first_line(e)
 
 
 class _Connection:

@@ -32,9 +32,9 @@ import numpy as np
 from ragopt._imports import optional, require
 from ragopt._progress import progress_enabled
 from ragopt.config import param
-from ragopt.encoders.models import model_fingerprint, resolve_device, resolve_folder_or_hub
+from ragopt.encoders.models import load_error, model_fingerprint, resolve_device, resolve_folder_or_hub
 from ragopt.encoders.shards import encode_in_shards
-from ragopt.errors import ArtifactError, BackendUnavailableError, ConfigError, DataError
+from ragopt.errors import ArtifactError, BackendUnavailableError, DataError
 from ragopt.kernels.sparse import build_inverted, prune_rows, search, to_csr
 from ragopt.pipeline import Fitted, Stage
 from ragopt.registry import register
@@ -174,15 +174,8 @@ class SpladeRetriever(Stage):
             try:
                 model = SparseEncoder(source, device=device)
             except Exception as e:  # hub, network and format errors all end here
-                first = str(e).splitlines()[0] if str(e) else ""
-                hint = (
-                    "; no network or hub cache here? give a local model folder or 'splade-tiny'"
-                    if local is None
-                    else ""
-                )
-                raise ConfigError(
-                    "model", f"cannot load SPLADE model {self.model!r} ({type(e).__name__}: {first}){hint}"
-                ) from e
+                hint = "give a local model folder or 'splade-tiny'" if local is None else ""
+                raise load_error(self.model, e, "SPLADE model", hint) from e
             model.eval()
             install_fast_pooling(model)  # same vectors, 2.9x faster for SPLADE-tiny (benchmarks/splade.py)
             _MODELS[key] = (model, int(model.max_seq_length or 512))

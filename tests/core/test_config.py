@@ -246,6 +246,18 @@ def test_register_twice_with_other_class_fails():
             pass
 
 
+def test_a_library_error_is_quoted_in_one_line():
+    from ragopt.errors import first_line
+
+    # the idiom it replaces (str(e).splitlines()[0]) gave "" for a message that starts with a newline
+    assert (
+        first_line(OSError("\n  We couldn't connect.\nCheck your internet connection."))
+        == "OSError: We couldn't connect."
+    )
+    assert first_line(ValueError()) == "ValueError" and first_line(RuntimeError("  \n ")) == "RuntimeError"
+    assert first_line(RuntimeError("x" * 500)) == "RuntimeError: " + "x" * 300
+
+
 def test_a_key_that_cannot_be_printed_is_named_quoted_on_one_line():
     # found by `make fuzz` (a study's parameter path naming a key '\n'): the location was printed raw, over two lines
     with pytest.raises(ConfigError) as ei:

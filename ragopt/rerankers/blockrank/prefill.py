@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ragopt.errors import StageError
+from ragopt.errors import StageError, first_line
 from ragopt.kernels.blockrank import allowed_mask, block_starts, position_ids
 from ragopt.rerankers.blockrank.attention import (
     FLEX_PAD,
@@ -82,8 +82,8 @@ def flex(model: Any, prompt: BlockPrompt, pattern: Pattern, cap: Capture, upto: 
         if not type(e).__module__.startswith(("torch._dynamo", "torch._inductor")):
             raise
         raise StageError(
-            f"blockrank: prefill flex could not compile FlexAttention on {dev} ({type(e).__name__}: "
-            f"{str(e).strip().splitlines()[0][:300]}); use prefill: blocked (same scores, linear cost)"
+            f"blockrank: prefill flex could not compile FlexAttention on {dev} ({first_line(e)}); "
+            "use prefill: blocked (same scores, linear cost)"
         ) from None
 
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from ragopt._imports import require
 from ragopt._urls import redact_url
-from ragopt.errors import RagoptError
+from ragopt.errors import RagoptError, first_line
 
 __all__ = ["default_storage", "fail_orphaned_trials", "make_storage"]
 
@@ -54,8 +54,7 @@ def make_storage(url: str, heartbeat: int | None = 10, grace: int | None = None)
         except Exception as e:
             # two workers creating the schema of a fresh database at once: one loses the race; retry
             if attempt == 5:
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                raise RagoptError(f"cannot open study storage {redact_url(url)!r}: {first}") from e
+                raise RagoptError(f"cannot open study storage {redact_url(url)!r}: {first_line(e)}") from e
             time.sleep(0.2 + random.random() * (attempt + 1))
     raise AssertionError("unreachable")
 
