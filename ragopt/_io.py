@@ -21,7 +21,7 @@ from typing import IO, Any
 
 from ragopt.errors import ArtifactError
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_save_npy", "write_error"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_save_npy", "not_a_file", "write_error"]
 
 _FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _NOT_WRITABLE = {errno.EROFS, errno.EACCES, errno.EPERM}
@@ -54,6 +54,12 @@ def atomic_write(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def not_a_file(path: str | os.PathLike, what: str) -> str:
+    """Why ``path`` cannot be read as a ``what`` ("pipeline file", "queries file"...): "a folder, not a pipeline
+    file" or "pipeline file not found"."""
+    return f"a folder, not a {what}" if Path(path).is_dir() else f"{what} not found"
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

@@ -22,7 +22,7 @@ from typing import Any
 
 import yaml
 
-from ragopt._io import atomic_write_text
+from ragopt._io import atomic_write_text, not_a_file
 from ragopt.config import Component, from_config
 from ragopt.errors import ConfigError
 from ragopt.pipeline import Pipeline, Stage
@@ -98,7 +98,7 @@ def resolve_pipeline_path(name_or_path: str | os.PathLike) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml") or p.exists() or os.sep in str(name_or_path):
         if not p.is_file():
-            raise ConfigError(str(p), "pipeline file not found")
+            raise ConfigError(str(p), not_a_file(p, "pipeline file"))
         return p
     for d in pipeline_search_path():
         f = d / f"{name_or_path}.yaml"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ragopt._io import not_a_file
 from ragopt.data.datasets import load_queries
 from ragopt.errors import DataError
 from ragopt.types import Queries
@@ -21,7 +22,7 @@ def read_queries_file(path: str | os.PathLike) -> Queries:
     :class:`DataError` naming the file, and the line of a malformed one."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: queries file not found")
+        raise DataError(f"{p}: {not_a_file(p, 'queries file')}")
     if p.suffix in (".jsonl", ".gz"):
         return load_queries(p)
     ids, texts = [], []

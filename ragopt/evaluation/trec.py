@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, TypeVar
 
+from ragopt._io import not_a_file
 from ragopt.data.jsonl import write_lines
 from ragopt.errors import ConfigError, DataError
 from ragopt.types import MAX_GRADE, MIN_GRADE, Qrels, Run
@@ -141,7 +142,7 @@ def _records(path: PathLike) -> Iterator[tuple[int, list[str], str]]:
     """(line number, fields, line) of every non-blank line."""
     p = Path(path)
     if not p.is_file():
-        raise DataError(f"{p}: no such file")
+        raise DataError(f"{p}: {not_a_file(p, 'file')}")
     lineno = 0
     try:
         with _open(p, "r", p.suffix == ".gz") as f:

@@ -46,9 +46,11 @@ def test_unknown_name_lists_known_and_places():
         load_pipeline("bm26")
 
 
-def test_missing_file():
+def test_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="nope.yaml: pipeline file not found"):
         load_pipeline("nope.yaml")
+    with pytest.raises(ConfigError, match=r": a folder, not a pipeline file$"):  # was "pipeline file not found"
+        load_pipeline(tmp_path)
 
 
 def test_yaml_syntax_error_names_file_and_line(tmp_path):

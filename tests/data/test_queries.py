@@ -37,8 +37,8 @@ def test_jsonl_and_gz(tmp_path):
 def test_errors_name_file_and_line(tmp_path):
     with pytest.raises(DataError, match="queries file not found"):
         read_queries_file(tmp_path / "missing.tsv")
-    with pytest.raises(DataError, match="queries file not found"):
-        read_queries_file(tmp_path)  # a folder is not a queries file
+    with pytest.raises(DataError, match="a folder, not a queries file$"):  # was "queries file not found"
+        read_queries_file(tmp_path)
     bad = tmp_path / "bad.tsv"
     bad.write_text("q1\tok\nno tab here\n", encoding="utf-8")
     with pytest.raises(DataError, match=r"bad\.tsv:2: expected 'id<TAB>text'"):

@@ -102,5 +102,7 @@ def test_qrels_round_trip_and_errors(tmp_path):
     path.write_text("q1 0 d1 1\nq1 0 d2 2147483647\n")  # trec_eval would allocate 16 GB for this grade
     with pytest.raises(DataError, match=r"qrels.txt:2: relevance '2147483647' is outside the grades"):
         read_qrels_trec(path)
-    with pytest.raises(DataError, match="no such file"):
+    with pytest.raises(DataError, match="absent: file not found$"):
         read_run(tmp_path / "absent")
+    with pytest.raises(DataError, match=r": a folder, not a file$"):  # was "no such file"
+        read_run(tmp_path)

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ragopt._io import not_a_file
 from ragopt.config import from_config
 from ragopt.errors import ConfigError
 from ragopt.evaluation import answer_metric, is_answer_metric, parse_metric
@@ -277,7 +278,7 @@ class StudyConfig:
     def load(cls, path: str | os.PathLike) -> StudyConfig:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(str(path), "study config not found")
+            raise ConfigError(str(path), not_a_file(path, "study config"))
         try:
             return cls.from_dict(read_yaml(path), source=str(path), base_dir=path.parent)
         except ConfigError as e:  # a check deep inside (a metric name, a component) may not know the file

@@ -50,6 +50,13 @@ def test_a_seed_outside_what_the_samplers_take_is_refused(study_dict, seed, wher
     assert StudyConfig.from_dict(study_dict(tuner={"name": "random", "seed": 2**32 - 1})).seed == 2**32 - 1
 
 
+def test_a_study_path_that_is_missing_or_a_folder_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"none\.yaml: study config not found$"):
+        StudyConfig.load(tmp_path / "none.yaml")
+    with pytest.raises(ConfigError, match=r": a folder, not a study config$"):  # was "study config not found"
+        StudyConfig.load(tmp_path)
+
+
 def test_a_negative_batch_size_is_refused(study_dict):
     # batch_size -5 was taken and meant "all queries at once"; run_batched now refuses it too (mid-study)
     with pytest.raises(ConfigError, match=r"^study:batch_size: must be >= 0, got -5$"):
