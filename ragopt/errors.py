@@ -13,10 +13,12 @@ class ConfigError(RagoptError, ValueError):
     """A configuration is malformed: unknown key, wrong type, value out of range.
 
     ``path`` is the dotted location of the offending key (``pipeline.stages[0].k1``); a path that cannot be printed
-    on one line (a key holding a newline or another control character) is shown quoted, with escapes."""
+    on one line (a key holding a newline or another control character) is shown quoted, with escapes. ``message``
+    is what is wrong there, without the location (for re-raising it under another location)."""
 
     def __init__(self, path: str, message: str):
         self.path = path
+        self.message = message
         shown = path if str(path).isprintable() else repr(path)
         super().__init__(f"{shown}: {message}" if path else message)
 

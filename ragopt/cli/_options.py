@@ -126,7 +126,7 @@ def llm_backend(spec: str, option: str):
         try:
             return load_backend(cfg)
         except ConfigError as e:  # name the option: "--llm.model: ..."
-            raise ConfigError(f"{option}.{e.path}" if e.path else option, str(e).removeprefix(f"{e.path}: ")) from None
+            raise ConfigError(f"{option}.{e.path}" if e.path else option, e.message) from None
     path = Path(spec)
     if path.suffix in (".yaml", ".yml", ".json") or path.is_file():
         from ragopt.pipeline_io import read_yaml

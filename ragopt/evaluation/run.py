@@ -152,10 +152,9 @@ def split_metrics(metrics: Sequence[str] | str) -> tuple[list[str], list[str], l
             try:
                 parse_metric(m)
             except ConfigError as e:
-                text = str(e).removeprefix(f"{e.path}: ")  # the location once ("metrics: metrics: unknown ...")
                 raise ConfigError(
                     "metrics",
-                    f"{text}; answer metrics: em, f1, contains, rouge_l, ctx_recall, "
+                    f"{e.message}; answer metrics: em, f1, contains, rouge_l, ctx_recall, "
                     f"ctx_precision, answer_in_ctx; judged: {', '.join(JUDGE_METRICS)}",
                 ) from None
             retrieval.append(m)

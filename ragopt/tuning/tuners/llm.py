@@ -431,8 +431,7 @@ def _backend(llm: Any) -> Any:
         try:
             backend = load_backend(dict(llm))
         except ConfigError as e:
-            msg = str(e).removeprefix(f"{e.path}: ")
-            raise ConfigError(f"tuner.llm.{e.path}" if e.path else "tuner.llm", msg) from None
+            raise ConfigError(f"tuner.llm.{e.path}" if e.path else "tuner.llm", e.message) from None
     else:
         raise ConfigError("tuner.llm", f"expected a backend config, a model name or an LLMBackend, got {llm!r}")
     key = canonical_json(backend.to_config())
