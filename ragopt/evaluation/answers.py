@@ -441,11 +441,12 @@ def evaluate_answers(
     contexts = contexts or {}
 
     qids = [str(q) for q in predictions]
+    gold_of: dict[str, list[str]] = {}  # each predicted query's gold answers as a list, checked once
     for q in qids:
         gold = golds.get(q)
-        if gold and not isinstance(gold, str):
+        if isinstance(gold, str) or gold:  # None or an empty list: no gold answers (answer metrics skip the query)
             try:
-                _gold_list(gold)
+                gold_of[q] = _gold_list(gold)
             except DataError as e:
                 raise DataError(f"golds[{q!r}]: {e}") from None
     per_query: dict[str, dict[str, float]] = {}
@@ -454,9 +455,7 @@ def evaluate_answers(
         values: dict[str, float] = {}
         skip: list[str] = []
         for q in qids:
-            gold = golds.get(q)
-            if isinstance(gold, str):
-                gold = [gold]
+            gold = gold_of.get(q)
             if ANSWERS in m.needs and not gold:
                 skip.append(q)
                 continue
