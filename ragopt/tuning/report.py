@@ -30,17 +30,18 @@ def load_study(study_name: str, storage: str) -> Any:
     """Load a study; a missing one raises :class:`ConfigError` listing the studies in that storage."""
     optuna = require("optuna", "tune", "study reports")
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    shown = redact_url(storage)  # as it appears in errors: no password
     if isinstance(storage, str) and storage.startswith("sqlite:///"):
         db = storage[len("sqlite:///") :]
         if db and db != ":memory:" and not Path(db).is_file():
-            raise ConfigError("storage", f"no study database at {db} (storage {redact_url(storage)!r})")
+            raise ConfigError("storage", f"no study database at {db} (storage {shown!r})")
     try:
         names = optuna.study.get_all_study_names(storage=storage)
     except Exception as e:
-        raise ConfigError("storage", f"cannot read study storage {redact_url(storage)!r}: {e}") from e
+        raise ConfigError("storage", f"cannot read study storage {shown!r}: {e}") from e
     if study_name not in names:
         listed = ", ".join(sorted(names)) if names else "none"
-        raise ConfigError("study", f"no study named {study_name!r} in {redact_url(storage)} (studies there: {listed})")
+        raise ConfigError("study", f"no study named {study_name!r} in {shown} (studies there: {listed})")
     return optuna.load_study(study_name=study_name, storage=storage)
 
 
