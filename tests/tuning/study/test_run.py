@@ -175,7 +175,10 @@ def test_kill_9_mid_study_then_resume_loses_nothing(study_dict, data_dir, tmp_pa
         except KeyError:
             continue
         states = [t.state for t in study.trials]
-        running = [t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and t.params]
+        # every parameter stored (they are suggested one at a time; a kill between two would retry k1 alone)
+        running = [
+            t for t in study.trials if t.state == optuna.trial.TrialState.RUNNING and set(t.params) == {"k1", "b"}
+        ]
         if states.count(optuna.trial.TrialState.COMPLETE) >= 2 and running:
             killed_trial = running[0]
             worker.send_signal(signal.SIGKILL)
