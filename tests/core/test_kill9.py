@@ -34,7 +34,8 @@ def _start(script: str, *args: str) -> subprocess.Popen:
 
 
 def _kill_after(proc: subprocess.Popen, lines: int, timeout: float = 60.0) -> list[str]:
-    """Read ``lines`` lines of the child's output, then SIGKILL it; the lines read."""
+    """Read ``lines`` lines of the child's output, then SIGKILL it; every line it printed before it died (a child
+    that ran on while the parent waited for the CPU may have printed more than ``lines``)."""
     got: list[str] = []
     t0 = time.monotonic()
     while len(got) < lines:
@@ -46,7 +47,7 @@ def _kill_after(proc: subprocess.Popen, lines: int, timeout: float = 60.0) -> li
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL
-    return got
+    return got + [line.strip() for line in proc.stdout.read().splitlines()]  # what was left in the pipe
 
 
 def test_kill9_during_llm_calls_keeps_what_was_answered(tmp_path):
