@@ -19,7 +19,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import socket
+import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -57,6 +60,10 @@ class _ShardEncoder:
         stats = Stats()
         vecs = self.encoder.encode(list(texts), self.kind, stats)
         return index, vecs, dict(stats.counts), dict(stats.seconds)
+
+
+#: the signal ``ray.init`` takes over in the driver (its handler calls ``sys.exit``) and leaves after ``ray.shutdown``
+_RAY_SIGNAL = getattr(signal, "SIGBREAK", signal.SIGTERM) if sys.platform == "win32" else signal.SIGTERM
 
 
 def _cause(e: BaseException) -> str:
@@ -106,9 +113,9 @@ class RayShardRunner:
     started (``ray.init`` was called) or else behaves as ``"local"``. ``workers``: actors to start (default: the
     cluster's CPUs divided by ``cpus_per_worker``, at most one per shard). The actors of an encoder are started on
     its first run and kept for later runs of the same encoder until :meth:`close`, which also shuts down a cluster
-    this runner started. A ``host:port`` or ``ray://host:port`` address must accept a TCP connection within
-    ``connect_timeout`` seconds before Ray is asked to join it (a StageError otherwise, where Ray would retry for
-    minutes).
+    this runner started and puts back the process' SIGTERM handler, which ``ray.init`` replaces with one that
+    exits. A ``host:port`` or ``ray://host:port`` address must accept a TCP connection within ``connect_timeout``
+    seconds before Ray is asked to join it (a StageError otherwise, where Ray would retry for minutes).
     :attr:`report` says what ran where (workers, hosts, shards and texts encoded, shards per worker)."""
 
     def __init__(
@@ -135,6 +142,7 @@ class RayShardRunner:
         self.in_flight = int(in_flight)
         self.init_kwargs = dict(init_kwargs or {})
         self._started = False
+        self._signal_handler: Any = None  # the process' own handler of the signal ray.init takes over
         self._pool: dict[str, tuple[list[Any], list[dict[str, Any]]]] = {}  # encoder -> (actors, their info)
         self.report: dict[str, Any] = {
             "address": address,
@@ -160,13 +168,23 @@ class RayShardRunner:
         else:
             kwargs.pop("include_dashboard")  # a setting of the head node, not of a joining driver
             _check_reachable(str(self.address), self.connect_timeout)
+        # ray.init makes SIGTERM raise SystemExit in this process and keeps it so after ray.shutdown; the caller's
+        # handler is put back when this runner ends the session it started (close) or fails to start one
+        main = threading.current_thread() is threading.main_thread()
+        self._signal_handler = signal.getsignal(_RAY_SIGNAL) if main else None
         try:
             ray.init(address=None if local else self.address, **kwargs)
         except Exception as e:  # ConnectionError, RuntimeError, ValueError: all mean "no cluster there"
+            self._restore_signal()
             where = "a local Ray cluster" if local else f"the Ray cluster at {self.address!r}"
             raise StageError(f"could not start or join {where}: {_cause(e)}") from e
         self._started = True
         return ray
+
+    def _restore_signal(self) -> None:
+        handler, self._signal_handler = self._signal_handler, None
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(_RAY_SIGNAL, handler)
 
     def close(self) -> None:
         """Stop this runner's actors, and the Ray session if this runner started it."""
@@ -181,6 +199,7 @@ class RayShardRunner:
 
             ray.shutdown()
             self._started = False
+            self._restore_signal()
 
     def __enter__(self) -> RayShardRunner:
         return self

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 
 import numpy as np
 import pytest
@@ -63,11 +64,13 @@ def ray_cluster():
     mp = pytest.MonkeyPatch()
     mp.setenv("RAY_AUTH_MODE", "disabled")
     mp.setenv("RAY_memory_monitor_refresh_ms", "0")  # on a shared machine Ray's monitor kills workers for others' use
+    handler = signal.getsignal(signal.SIGTERM)  # ray.init replaces it (SystemExit) and leaves it after shutdown
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         yield ray
     finally:
         ray.shutdown()
+        signal.signal(signal.SIGTERM, handler)  # a SIGTERM to pytest later must not fail whatever test is running
         mp.undo()
 
 
