@@ -70,7 +70,7 @@ def ray_cluster():
         yield ray
     finally:
         ray.shutdown()
-        signal.signal(signal.SIGTERM, handler)  # a SIGTERM to pytest later must not fail whatever test is running
+        signal.signal(signal.SIGTERM, handler)  # pytest keeps its own handler after this module
         mp.undo()
 
 
